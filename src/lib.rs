@@ -1,0 +1,14 @@
+//! kp: a kube-proxy data plane for VPP.
+//!
+//! The crate is layered:
+//! - a host-independent core — [`packet`] (views, checksums), [`nat`]
+//!   (rewrite), [`maglev`] (new-flow tables), [`flowtable`] (per-thread
+//!   established flows), [`refcount`] (per-thread reference counts),
+//!   [`config`] (the service model and its validation) and [`dataplane`]
+//!   (the per-packet pipeline over them) — plain Rust, tested and
+//!   benchmarked without VPP;
+//! - later a thin `vpp` FFI layer and the `node`, `cli` and `api` modules
+//!   that glue the core into VPP.
+
+pub mod nat;
+pub mod packet;

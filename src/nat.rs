@@ -1,0 +1,534 @@
+//! NAT rewrite of parsed TCP/UDP packets with incremental checksums.
+//!
+//! A [`Rewrite`] names the new source and/or destination endpoint. When the
+//! address family stays the same (nat44, nat66) the packet is rewritten in
+//! place: addresses, ports, the IPv4 header checksum and the TCP/UDP
+//! checksum, each updated with RFC 1624 from one precomputed delta.
+//!
+//! nat46 and nat64 change the IP header itself (20 bytes more or fewer), so
+//! the entry point takes a [`PacketBuf`] that can move the packet's start
+//! into headroom; the same `Rewrite` then carries both translated endpoints.
+
+use crate::packet::{checksum, proto, set_be16, IpFamily, Parsed};
+use core::fmt;
+
+/// The NAT type of a VIP: VIP family to pod family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NatType {
+    Nat44,
+    Nat66,
+    Nat46,
+    Nat64,
+}
+
+impl NatType {
+    /// The NAT type between two families.
+    pub fn between(vip: IpFamily, pod: IpFamily) -> NatType {
+        match (vip, pod) {
+            (IpFamily::V4, IpFamily::V4) => NatType::Nat44,
+            (IpFamily::V6, IpFamily::V6) => NatType::Nat66,
+            (IpFamily::V4, IpFamily::V6) => NatType::Nat46,
+            (IpFamily::V6, IpFamily::V4) => NatType::Nat64,
+        }
+    }
+
+    pub fn vip_family(self) -> IpFamily {
+        match self {
+            NatType::Nat44 | NatType::Nat46 => IpFamily::V4,
+            NatType::Nat66 | NatType::Nat64 => IpFamily::V6,
+        }
+    }
+
+    pub fn pod_family(self) -> IpFamily {
+        match self {
+            NatType::Nat44 | NatType::Nat64 => IpFamily::V4,
+            NatType::Nat66 | NatType::Nat46 => IpFamily::V6,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NatType::Nat44 => "nat44",
+            NatType::Nat66 => "nat66",
+            NatType::Nat46 => "nat46",
+            NatType::Nat64 => "nat64",
+        }
+    }
+}
+
+impl fmt::Display for NatType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An address and port; IPv4 addresses use the first four bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub family: IpFamily,
+    pub addr: [u8; 16],
+    pub port: u16,
+}
+
+impl Endpoint {
+    pub fn v4(addr: [u8; 4], port: u16) -> Endpoint {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&addr);
+        Endpoint {
+            family: IpFamily::V4,
+            addr: a,
+            port,
+        }
+    }
+
+    pub fn v6(addr: [u8; 16], port: u16) -> Endpoint {
+        Endpoint {
+            family: IpFamily::V6,
+            addr,
+            port,
+        }
+    }
+
+    #[inline]
+    fn addr_bytes(&self) -> &[u8] {
+        match self.family {
+            IpFamily::V4 => &self.addr[..4],
+            IpFamily::V6 => &self.addr,
+        }
+    }
+}
+
+/// What to change: the new source and/or destination endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rewrite {
+    pub src: Option<Endpoint>,
+    pub dst: Option<Endpoint>,
+}
+
+impl Rewrite {
+    /// Forward direction of a Service: client -> VIP becomes client -> pod.
+    pub fn dnat(to: Endpoint) -> Rewrite {
+        Rewrite {
+            src: None,
+            dst: Some(to),
+        }
+    }
+
+    /// Reply direction: pod -> client becomes VIP -> client.
+    pub fn snat(from: Endpoint) -> Rewrite {
+        Rewrite {
+            src: Some(from),
+            dst: None,
+        }
+    }
+}
+
+/// How the TCP/UDP checksum field is used, following the buffer's offload
+/// flags: a full checksum, or a partial (pseudo-header only, not
+/// complemented) sum that the NIC will finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L4Checksum {
+    Full,
+    Partial,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatError {
+    /// The parse result does not describe this buffer.
+    Truncated,
+    /// A rewrite endpoint of the wrong family for a same-family rewrite.
+    FamilyMismatch,
+    /// nat46/nat64 header translation: the API takes it, the data path
+    /// does not do it yet.
+    TranslationNotSupported,
+    /// Not enough headroom to grow the header.
+    NoHeadroom,
+}
+
+impl fmt::Display for NatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NatError::Truncated => "packet shorter than its parsed headers",
+            NatError::FamilyMismatch => "rewrite endpoint of the wrong address family",
+            NatError::TranslationNotSupported => "nat46/nat64 header translation not supported yet",
+            NatError::NoHeadroom => "no headroom to grow the packet header",
+        })
+    }
+}
+
+impl std::error::Error for NatError {}
+
+/// A packet in a buffer that may have room in front of it, as a VPP buffer
+/// does (`current_data` can go negative into `pre_data`).
+pub trait PacketBuf {
+    fn data(&self) -> &[u8];
+    fn data_mut(&mut self) -> &mut [u8];
+    /// Bytes available in front of the packet.
+    fn headroom(&self) -> usize;
+    /// Moves the packet start by `delta` bytes: negative grows into the
+    /// headroom, positive drops leading bytes.
+    fn move_start(&mut self, delta: isize) -> Result<(), NatError>;
+}
+
+/// A plain slice: the packet is the whole slice and has no headroom.
+impl PacketBuf for [u8] {
+    fn data(&self) -> &[u8] {
+        self
+    }
+    fn data_mut(&mut self) -> &mut [u8] {
+        self
+    }
+    fn headroom(&self) -> usize {
+        0
+    }
+    fn move_start(&mut self, delta: isize) -> Result<(), NatError> {
+        if delta == 0 {
+            Ok(())
+        } else {
+            Err(NatError::NoHeadroom)
+        }
+    }
+}
+
+/// Applies `rw` to the packet described by `parsed`.
+#[inline]
+pub fn apply<B: PacketBuf + ?Sized>(
+    buf: &mut B,
+    parsed: &Parsed,
+    rw: &Rewrite,
+    l4: L4Checksum,
+) -> Result<(), NatError> {
+    let same_family = rw.src.is_none_or(|e| e.family == parsed.family)
+        && rw.dst.is_none_or(|e| e.family == parsed.family);
+    if !same_family {
+        return Err(NatError::TranslationNotSupported);
+    }
+    rewrite_in_place(buf.data_mut(), parsed, rw, l4)
+}
+
+/// Same-family rewrite in place.
+#[inline]
+pub fn rewrite_in_place(
+    pkt: &mut [u8],
+    parsed: &Parsed,
+    rw: &Rewrite,
+    l4: L4Checksum,
+) -> Result<(), NatError> {
+    let l4_off = usize::from(parsed.l4_offset);
+    let (ports_min, csum_at) = match parsed.protocol {
+        proto::TCP => (20, l4_off + 16),
+        proto::UDP => (8, l4_off + 6),
+        _ => return Err(NatError::Truncated),
+    };
+    if pkt.len() < l4_off + ports_min {
+        return Err(NatError::Truncated);
+    }
+    let (addr_at, addr_len) = match parsed.family {
+        IpFamily::V4 => ((12usize, 16usize), 4usize),
+        IpFamily::V6 => ((8, 24), 16),
+    };
+    let mut addr_delta = 0u64;
+    let mut port_delta = 0u64;
+    for (ep, at, port_at, old_port) in [
+        (rw.src, addr_at.0, l4_off, parsed.src_port),
+        (rw.dst, addr_at.1, l4_off + 2, parsed.dst_port),
+    ] {
+        let Some(ep) = ep else { continue };
+        if ep.family != parsed.family {
+            return Err(NatError::FamilyMismatch);
+        }
+        let new = ep.addr_bytes();
+        addr_delta += checksum::delta(&pkt[at..at + addr_len], new);
+        pkt[at..at + addr_len].copy_from_slice(new);
+        port_delta += checksum::delta16(old_port, ep.port);
+        set_be16(pkt, port_at, ep.port);
+    }
+    if parsed.family == IpFamily::V4 {
+        // The IPv4 header checksum covers the addresses, not the ports.
+        let c = u16::from_be_bytes([pkt[10], pkt[11]]);
+        set_be16(pkt, 10, checksum::update(c, addr_delta));
+    }
+    let stored = u16::from_be_bytes([pkt[csum_at], pkt[csum_at + 1]]);
+    let updated = match l4 {
+        // A partial sum covers only the pseudo-header: addresses, not ports.
+        L4Checksum::Partial => checksum::update_partial(stored, addr_delta),
+        L4Checksum::Full => {
+            if parsed.protocol == proto::UDP && stored == 0 {
+                // IPv4 UDP without a checksum stays without one (IPv6 UDP
+                // with 0 never gets here: the parser rejects it).
+                return Ok(());
+            }
+            let c = checksum::update(stored, addr_delta + port_delta);
+            if parsed.protocol == proto::UDP && c == 0 {
+                0xffff // RFC 768: a computed 0 is sent as all ones
+            } else {
+                c
+            }
+        }
+    };
+    set_be16(pkt, csum_at, updated);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::build::{emit, verify, Spec};
+    use crate::packet::{parse, proto};
+    use proptest::prelude::*;
+
+    fn family_addr(family: IpFamily) -> impl Strategy<Value = [u8; 16]> {
+        any::<[u8; 16]>().prop_map(move |mut a| {
+            if family == IpFamily::V4 {
+                a[4..].fill(0);
+            }
+            a
+        })
+    }
+
+    fn spec_strategy() -> impl Strategy<
+        Value = (
+            IpFamily,
+            u8,
+            [u8; 16],
+            [u8; 16],
+            u16,
+            u16,
+            Vec<u8>,
+            bool,
+            usize,
+        ),
+    > {
+        (
+            prop_oneof![Just(IpFamily::V4), Just(IpFamily::V6)],
+            prop_oneof![Just(proto::TCP), Just(proto::UDP)],
+        )
+            .prop_flat_map(|(family, protocol)| {
+                (
+                    Just(family),
+                    Just(protocol),
+                    family_addr(family),
+                    family_addr(family),
+                    any::<u16>(),
+                    any::<u16>(),
+                    proptest::collection::vec(any::<u8>(), 0..64),
+                    any::<bool>(),
+                    0usize..3,
+                )
+            })
+    }
+
+    fn build(
+        (family, protocol, src, dst, sport, dport, payload, no_csum, opt_words): &(
+            IpFamily,
+            u8,
+            [u8; 16],
+            [u8; 16],
+            u16,
+            u16,
+            Vec<u8>,
+            bool,
+            usize,
+        ),
+    ) -> Vec<u8> {
+        let opts = [1u8; 8];
+        let mut spec = Spec::new(*family, *protocol, src, dst, (*sport, *dport)).payload(payload);
+        spec.udp_no_checksum = *no_csum;
+        if *family == IpFamily::V4 {
+            spec.ipv4_options = &opts[..opt_words * 4];
+        }
+        let mut spec = spec;
+        spec.src = *src;
+        spec.dst = *dst;
+        emit(&spec)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// After any same-family rewrite, a from-scratch computation over
+        /// the whole packet agrees with the incrementally updated checksums.
+        #[test]
+        fn rewrite_keeps_checksums_exact(
+            pkt in spec_strategy(),
+            new_src in any::<[u8; 16]>(),
+            new_dst in any::<[u8; 16]>(),
+            new_sport in any::<u16>(),
+            new_dport in any::<u16>(),
+            which in 0u8..3,
+        ) {
+            let mut p = build(&pkt);
+            let parsed = parse(&p).unwrap();
+            let ep = |a: [u8; 16], port| match parsed.family {
+                IpFamily::V4 => Endpoint::v4([a[0], a[1], a[2], a[3]], port),
+                IpFamily::V6 => Endpoint::v6(a, port),
+            };
+            let rw = Rewrite {
+                src: (which != 1).then(|| ep(new_src, new_sport)),
+                dst: (which != 0).then(|| ep(new_dst, new_dport)),
+            };
+            let udp_was_zero = parsed.protocol == proto::UDP && parsed.family == IpFamily::V4 && pkt.7;
+            apply(&mut p[..], &parsed, &rw, L4Checksum::Full).unwrap();
+            prop_assert_eq!(verify(&p), Ok(()));
+            let after = parse(&p).unwrap();
+            if let Some(s) = rw.src {
+                prop_assert_eq!(after.src, s.addr);
+                prop_assert_eq!(after.src_port, s.port);
+            } else {
+                prop_assert_eq!((after.src, after.src_port), (parsed.src, parsed.src_port));
+            }
+            if let Some(d) = rw.dst {
+                prop_assert_eq!(after.dst, d.addr);
+                prop_assert_eq!(after.dst_port, d.port);
+            } else {
+                prop_assert_eq!((after.dst, after.dst_port), (parsed.dst, parsed.dst_port));
+            }
+            if udp_was_zero {
+                let at = usize::from(parsed.l4_offset) + 6;
+                prop_assert_eq!(&p[at..at + 2], &[0, 0]);
+            }
+        }
+
+        /// With checksum offload the field holds the pseudo-header sum; after
+        /// the rewrite it must hold the new pseudo-header's sum.
+        #[test]
+        fn partial_checksum_tracks_pseudo_header(
+            pkt in spec_strategy(),
+            new_dst in any::<[u8; 16]>(),
+            new_dport in any::<u16>(),
+        ) {
+            let mut p = build(&pkt);
+            let parsed = parse(&p).unwrap();
+            let csum_at = usize::from(parsed.l4_offset) + if parsed.protocol == proto::TCP { 16 } else { 6 };
+            let pseudo = |p: &[u8]| {
+                let s = match parsed.family {
+                    IpFamily::V4 => checksum::pseudo_header_v4(
+                        &p[12..16].try_into().unwrap(), &p[16..20].try_into().unwrap(),
+                        parsed.protocol, u32::from(parsed.l4_len)),
+                    IpFamily::V6 => checksum::pseudo_header_v6(
+                        &p[8..24].try_into().unwrap(), &p[24..40].try_into().unwrap(),
+                        parsed.protocol, u32::from(parsed.l4_len)),
+                };
+                checksum::fold(s)
+            };
+            let partial = pseudo(&p);
+            p[csum_at..csum_at + 2].copy_from_slice(&partial.to_be_bytes());
+            let to = match parsed.family {
+                IpFamily::V4 => Endpoint::v4([new_dst[0], new_dst[1], new_dst[2], new_dst[3]], new_dport),
+                IpFamily::V6 => Endpoint::v6(new_dst, new_dport),
+            };
+            apply(&mut p[..], &parsed, &Rewrite::dnat(to), L4Checksum::Partial).unwrap();
+            let got = u16::from_be_bytes([p[csum_at], p[csum_at + 1]]);
+            // One's-complement: 0 and 0xffff are the same value.
+            let want = pseudo(&p);
+            prop_assert!(got == want || (got == 0 && want == 0xffff) || (got == 0xffff && want == 0));
+        }
+    }
+
+    #[test]
+    fn ipv4_udp_without_checksum_stays_without() {
+        let mut spec = Spec::new(
+            IpFamily::V4,
+            proto::UDP,
+            &[10, 0, 0, 1],
+            &[10, 0, 0, 2],
+            (5000, 53),
+        );
+        spec.udp_no_checksum = true;
+        let mut p = emit(&spec);
+        let parsed = parse(&p).unwrap();
+        apply(
+            &mut p[..],
+            &parsed,
+            &Rewrite::dnat(Endpoint::v4([192, 168, 1, 9], 8053)),
+            L4Checksum::Full,
+        )
+        .unwrap();
+        assert_eq!(&p[26..28], &[0, 0]);
+        assert_eq!(verify(&p), Ok(()));
+        assert_eq!(parse(&p).unwrap().dst_port, 8053);
+    }
+
+    #[test]
+    fn known_tcp_rewrite() {
+        // 10.0.0.1:40000 -> 10.96.0.10:80 becomes -> 172.16.1.5:8080.
+        let spec = Spec::new(
+            IpFamily::V4,
+            proto::TCP,
+            &[10, 0, 0, 1],
+            &[10, 96, 0, 10],
+            (40000, 80),
+        )
+        .payload(b"GET /");
+        let mut p = emit(&spec);
+        let parsed = parse(&p).unwrap();
+        let to = Endpoint::v4([172, 16, 1, 5], 8080);
+        apply(&mut p[..], &parsed, &Rewrite::dnat(to), L4Checksum::Full).unwrap();
+        let mut expected = emit(
+            &Spec::new(
+                IpFamily::V4,
+                proto::TCP,
+                &[10, 0, 0, 1],
+                &[172, 16, 1, 5],
+                (40000, 8080),
+            )
+            .payload(b"GET /"),
+        );
+        assert_eq!(p, expected);
+        // And back again.
+        let parsed = parse(&expected).unwrap();
+        let vip = Endpoint::v4([10, 96, 0, 10], 80);
+        apply(
+            &mut expected[..],
+            &parsed,
+            &Rewrite {
+                src: None,
+                dst: Some(vip),
+            },
+            L4Checksum::Full,
+        )
+        .unwrap();
+        assert_eq!(expected, emit(&spec));
+    }
+
+    #[test]
+    fn cross_family_is_refused_without_touching_the_packet() {
+        let mut p = emit(&Spec::new(
+            IpFamily::V4,
+            proto::UDP,
+            &[10, 0, 0, 1],
+            &[10, 0, 0, 2],
+            (1, 2),
+        ));
+        let before = p.clone();
+        let parsed = parse(&p).unwrap();
+        let to = Endpoint::v6([0x20; 16], 80);
+        assert_eq!(
+            apply(&mut p[..], &parsed, &Rewrite::dnat(to), L4Checksum::Full),
+            Err(NatError::TranslationNotSupported)
+        );
+        assert_eq!(p, before);
+    }
+
+    #[test]
+    fn stale_parse_is_refused() {
+        let p = emit(&Spec::new(
+            IpFamily::V4,
+            proto::TCP,
+            &[10, 0, 0, 1],
+            &[10, 0, 0, 2],
+            (1, 2),
+        ));
+        let parsed = parse(&p).unwrap();
+        let mut short = p[..30].to_vec();
+        assert_eq!(
+            rewrite_in_place(
+                &mut short,
+                &parsed,
+                &Rewrite::dnat(Endpoint::v4([1, 2, 3, 4], 5)),
+                L4Checksum::Full
+            ),
+            Err(NatError::Truncated)
+        );
+    }
+}

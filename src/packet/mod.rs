@@ -1,0 +1,183 @@
+//! Zero-copy, bounds-checked views over packet bytes.
+//!
+//! The shape follows smoltcp's `wire` module: a view `Foo<T: AsRef<[u8]>>`
+//! wraps any byte container; getters need `AsRef`, setters `AsMut`. Offsets
+//! live in one private `field` table per header.
+//!
+//! **The check contract.** `new_checked` validates the lengths every accessor
+//! relies on; after it succeeds no accessor of that view panics or reads
+//! past the end. `new_unchecked` skips validation and is only for bytes the
+//! caller has already checked. Nothing here takes a reference to an
+//! unaligned header struct: packet data after a 14-byte Ethernet header is
+//! only 2-byte aligned, so every multi-byte field is read from bytes.
+
+pub mod build;
+pub mod checksum;
+pub mod ipv4;
+pub mod ipv6;
+pub mod l4;
+
+pub use ipv4::Ipv4Packet;
+pub use ipv6::Ipv6Packet;
+pub use l4::{IcmpPacket, TcpPacket, UdpPacket};
+
+use core::fmt;
+
+/// IP protocol numbers kp cares about.
+pub mod proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+    // IPv6 extension headers that kp walks over.
+    pub const HOP_BY_HOP: u8 = 0;
+    pub const ROUTING: u8 = 43;
+    pub const FRAGMENT: u8 = 44;
+    pub const DEST_OPTS: u8 = 60;
+}
+
+/// Why a packet could not be parsed or rewritten. Each variant maps to one
+/// node error counter, so operators see exactly why packets were dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Error {
+    /// The bytes end before a header (or the length a header claims) does.
+    Truncated,
+    /// A length or version field contradicts the packet.
+    Malformed,
+    /// An IP fragment: ports are not in every fragment, so kp cannot
+    /// translate it (VPP's reassembly feature can sit in front).
+    Fragment,
+    /// A transport kp does not translate (not TCP or UDP).
+    UnsupportedProtocol,
+    /// An IPv6 UDP datagram with a zero checksum, which RFC 8200 §8.1 says
+    /// receivers must discard.
+    ZeroUdpChecksumV6,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Error::Truncated => "truncated packet",
+            Error::Malformed => "malformed header",
+            Error::Fragment => "IP fragment",
+            Error::UnsupportedProtocol => "protocol not TCP or UDP",
+            Error::ZeroUdpChecksumV6 => "IPv6 UDP with zero checksum",
+        })
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = core::result::Result<T, Error>;
+
+/// Reads a big-endian u16 at `at` (caller has checked the bounds).
+#[inline(always)]
+pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+#[inline(always)]
+pub(crate) fn set_be16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+/// An IP address as kp stores it: IPv4 in the first four bytes and a
+/// family tag, so IPv4 and IPv6 keys share one fixed-size layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IpFamily {
+    V4,
+    V6,
+}
+
+/// The transport-level identity of a parsed packet: what the flow table
+/// keys on and what the rewrite needs, with every offset already checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parsed {
+    pub family: IpFamily,
+    /// TCP or UDP.
+    pub protocol: u8,
+    /// Source and destination address; IPv4 uses the first four bytes.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// Offset of the transport header from the start of the IP header.
+    pub l4_offset: u16,
+    /// Bytes from the transport header to the end of the IP payload.
+    pub l4_len: u16,
+}
+
+/// Parses an IP packet (IPv4 or IPv6, by its version nibble) down to the
+/// TCP/UDP ports. Anything else is an error saying why.
+#[inline]
+pub fn parse(packet: &[u8]) -> Result<Parsed> {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => parse_ipv4(packet),
+        Some(6) => parse_ipv6(packet),
+        Some(_) => Err(Error::Malformed),
+        None => Err(Error::Truncated),
+    }
+}
+
+#[inline]
+pub fn parse_ipv4(packet: &[u8]) -> Result<Parsed> {
+    let ip = Ipv4Packet::new_checked(packet)?;
+    if ip.is_fragment() {
+        return Err(Error::Fragment);
+    }
+    let protocol = ip.protocol();
+    let l4_offset = ip.header_len();
+    let l4 = ip.payload();
+    let (src_port, dst_port) = ports(protocol, l4, IpFamily::V4)?;
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src[..4].copy_from_slice(&ip.src_addr());
+    dst[..4].copy_from_slice(&ip.dst_addr());
+    Ok(Parsed {
+        family: IpFamily::V4,
+        protocol,
+        src,
+        dst,
+        src_port,
+        dst_port,
+        l4_offset: l4_offset as u16,
+        l4_len: l4.len() as u16,
+    })
+}
+
+#[inline]
+pub fn parse_ipv6(packet: &[u8]) -> Result<Parsed> {
+    let ip = Ipv6Packet::new_checked(packet)?;
+    let (protocol, l4_offset) = ip.upper_layer()?;
+    let end = ipv6::HEADER_LEN + usize::from(ip.payload_len());
+    let l4 = &packet[l4_offset..end];
+    let (src_port, dst_port) = ports(protocol, l4, IpFamily::V6)?;
+    Ok(Parsed {
+        family: IpFamily::V6,
+        protocol,
+        src: ip.src_addr(),
+        dst: ip.dst_addr(),
+        src_port,
+        dst_port,
+        l4_offset: l4_offset as u16,
+        l4_len: l4.len() as u16,
+    })
+}
+
+#[inline]
+fn ports(protocol: u8, l4: &[u8], family: IpFamily) -> Result<(u16, u16)> {
+    match protocol {
+        proto::TCP => {
+            let tcp = TcpPacket::new_checked(l4)?;
+            Ok((tcp.src_port(), tcp.dst_port()))
+        }
+        proto::UDP => {
+            let udp = UdpPacket::new_checked(l4)?;
+            if family == IpFamily::V6 && udp.checksum() == 0 {
+                return Err(Error::ZeroUdpChecksumV6);
+            }
+            Ok((udp.src_port(), udp.dst_port()))
+        }
+        _ => Err(Error::UnsupportedProtocol),
+    }
+}
