@@ -10,5 +10,6 @@
 //! - later a thin `vpp` FFI layer and the `node`, `cli` and `api` modules
 //!   that glue the core into VPP.
 
+pub mod maglev;
 pub mod nat;
 pub mod packet;
