@@ -10,6 +10,8 @@
 //! - later a thin `vpp` FFI layer and the `node`, `cli` and `api` modules
 //!   that glue the core into VPP.
 
+pub mod flowtable;
 pub mod maglev;
 pub mod nat;
 pub mod packet;
+pub mod sys;

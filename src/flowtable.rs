@@ -1,0 +1,544 @@
+//! Per-worker-thread table of established flows.
+//!
+//! One table per worker thread, so nothing here is shared or locked: a
+//! `FlowTable` is `Send` (built on the main thread, handed to its worker)
+//! but used by one thread at a time.
+//!
+//! **Layout.** A bucket is one 64-byte cache line holding four slot
+//! records: 32-bit hash signature, expiry tick, pod index and VIP index for
+//! each slot (the layout of VPP's `lbhash.h`). Four is what fits: 4 slots x
+//! 16 bytes = 64 bytes, so a lookup reads exactly one line to find its
+//! candidate slot. The full keys (48 bytes each: IPv6 addresses do not fit
+//! beside the slot records) live in a parallel array, one per slot, and are
+//! read only for a slot whose signature matches: a hit is confirmed on the
+//! **whole key**, so two flows whose hashes collide never share a pod.
+//!
+//! **Batches.** DRAM latency is hidden by splitting a lookup in three steps
+//! that a caller runs over a whole batch at a time: [`FlowTable::prefetch_bucket`]
+//! (from the hash), [`FlowTable::candidates`] (reads the bucket, prefetches
+//! candidate keys) and [`FlowTable::resolve`] (compares keys).
+//! [`FlowTable::lookup_batch`] runs the three passes.
+//!
+//! **Expiry** is lazy: a slot is live while `expiry > now`; a hit moves the
+//! expiry to `now + timeout`; a miss inserts into the first dead slot of its
+//! bucket. When all four are live, the insert fails and the caller forwards
+//! the packet untracked.
+
+use crate::packet::{IpFamily, Parsed};
+use crate::sys::{Zeroable, ZeroedArray};
+
+/// Slots per bucket: four 16-byte slot records fill one cache line.
+pub const ENTRIES_PER_BUCKET: usize = 4;
+
+/// Limits on `kp conf buckets` (a power of two): 2^22 buckets is 16M flows
+/// and 1 GiB per worker thread.
+pub const MIN_BUCKETS: u32 = 16;
+pub const MAX_BUCKETS: u32 = 1 << 22;
+pub const DEFAULT_BUCKETS: u32 = 1 << 16;
+/// Default idle timeout, seconds (the seed plugin's 40 s).
+pub const DEFAULT_TIMEOUT: u32 = 40;
+
+/// The full identity of a flow, packed into six words so comparing and
+/// hashing are a handful of word operations.
+///
+/// Layout (bytes): src address 0..16, dst address 16..32, src port 32..34,
+/// dst port 34..36, protocol 36, family 37 (4 or 6), zero 38..40, VIP index
+/// 40..44, zero 44..48. IPv4 addresses use the first four bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[repr(C, align(16))]
+pub struct FlowKey {
+    words: [u64; 6],
+}
+
+impl FlowKey {
+    pub fn new(vip: u32, parsed: &Parsed) -> FlowKey {
+        let mut b = [0u8; 48];
+        b[..16].copy_from_slice(&parsed.src);
+        b[16..32].copy_from_slice(&parsed.dst);
+        b[32..34].copy_from_slice(&parsed.src_port.to_ne_bytes());
+        b[34..36].copy_from_slice(&parsed.dst_port.to_ne_bytes());
+        b[36] = parsed.protocol;
+        b[37] = match parsed.family {
+            IpFamily::V4 => 4,
+            IpFamily::V6 => 6,
+        };
+        b[40..44].copy_from_slice(&vip.to_ne_bytes());
+        let mut words = [0u64; 6];
+        for (w, chunk) in words.iter_mut().zip(b.chunks_exact(8)) {
+            *w = u64::from_ne_bytes(chunk.try_into().unwrap());
+        }
+        FlowKey { words }
+    }
+
+    /// The VIP index this flow belongs to.
+    pub fn vip(&self) -> u32 {
+        self.words[5] as u32
+    }
+
+    /// A 64-bit hash of the whole key: three independent 64x64->128-bit
+    /// multiplies (as in wyhash), folded and finalised. The low bits pick
+    /// the bucket, the high 32 bits are the slot signature.
+    #[inline(always)]
+    pub fn hash(&self) -> u64 {
+        #[inline(always)]
+        fn mum(a: u64, b: u64) -> u64 {
+            let r = u128::from(a) * u128::from(b);
+            (r as u64) ^ ((r >> 64) as u64)
+        }
+        let w = &self.words;
+        let h = mum(w[0] ^ 0xa076_1d64_78bd_642f, w[1] ^ 0xe703_7ed1_a0b4_28db)
+            ^ mum(w[2] ^ 0x8ebc_6af0_9c88_c6e3, w[3] ^ 0x5899_65cc_7537_4cc3)
+            ^ mum(w[4] ^ 0x1d8e_4e27_c47d_124f, w[5] ^ 0xa076_1d64_78bd_642f);
+        mum(h, 0xe703_7ed1_a0b4_28db ^ 48)
+    }
+}
+
+/// One cache line: the slot records of four entries.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Bucket {
+    signature: [u32; ENTRIES_PER_BUCKET],
+    /// Tick after which the slot is dead; 0 for a never-used slot.
+    expiry: [u32; ENTRIES_PER_BUCKET],
+    pod: [u32; ENTRIES_PER_BUCKET],
+    vip: [u32; ENTRIES_PER_BUCKET],
+}
+
+/// Where an entry lives: `bucket * 4 + slot`.
+pub type SlotId = u32;
+
+/// A confirmed hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    pub slot: SlotId,
+    pub pod: u32,
+}
+
+/// The insert could not find a dead slot: the bucket is full of live flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketFull;
+
+/// The table could not be allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutOfMemory {
+    pub bytes: usize,
+}
+
+// SAFETY: both are plain integer arrays; all-zero is the empty state.
+unsafe impl Zeroable for Bucket {}
+// SAFETY: as above.
+unsafe impl Zeroable for FlowKey {}
+
+#[derive(Debug)]
+pub struct FlowTable {
+    buckets: ZeroedArray<Bucket>,
+    keys: ZeroedArray<FlowKey>,
+    mask: u32,
+    timeout: u32,
+}
+
+impl FlowTable {
+    /// Allocates a table of `n_buckets` (a power of two, already validated)
+    /// with an idle timeout of `timeout` ticks, in huge-page-backed mappings
+    /// of its own (see [`crate::sys`]). Allocation failure is an error, not
+    /// an abort.
+    pub fn new(n_buckets: u32, timeout: u32) -> Result<FlowTable, OutOfMemory> {
+        assert!(n_buckets.is_power_of_two());
+        let n = n_buckets as usize;
+        let bytes = n * (64 + ENTRIES_PER_BUCKET * 48);
+        let buckets = ZeroedArray::new(n).ok_or(OutOfMemory { bytes })?;
+        let keys = ZeroedArray::new(n * ENTRIES_PER_BUCKET).ok_or(OutOfMemory { bytes })?;
+        Ok(FlowTable {
+            buckets,
+            keys,
+            mask: n_buckets - 1,
+            timeout,
+        })
+    }
+
+    pub fn n_buckets(&self) -> u32 {
+        self.mask + 1
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.buckets.len() * ENTRIES_PER_BUCKET
+    }
+
+    pub fn timeout(&self) -> u32 {
+        self.timeout
+    }
+
+    pub fn set_timeout(&mut self, timeout: u32) {
+        self.timeout = timeout;
+    }
+
+    #[inline(always)]
+    fn bucket_of(&self, hash: u64) -> usize {
+        (hash as u32 & self.mask) as usize
+    }
+
+    #[inline(always)]
+    fn signature(hash: u64) -> u32 {
+        (hash >> 32) as u32
+    }
+
+    /// Step 1: start loading the bucket this hash maps to.
+    #[inline(always)]
+    pub fn prefetch_bucket(&self, hash: u64) {
+        prefetch(&self.buckets[self.bucket_of(hash)]);
+    }
+
+    /// Step 2: reads the bucket and returns a bitmask of live slots whose
+    /// signature matches; prefetches those slots' keys.
+    #[inline(always)]
+    pub fn candidates(&self, hash: u64, now: u32) -> u8 {
+        let bi = self.bucket_of(hash);
+        let b = &self.buckets[bi];
+        let sig = Self::signature(hash);
+        let mut mask = 0u8;
+        for i in 0..ENTRIES_PER_BUCKET {
+            mask |= u8::from(b.signature[i] == sig && b.expiry[i] > now) << i;
+        }
+        let mut m = mask;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            // A 48-byte key can straddle two lines: fetch both ends.
+            let k = &self.keys[bi * ENTRIES_PER_BUCKET + i];
+            prefetch(k);
+            prefetch(&k.words[5]);
+        }
+        mask
+    }
+
+    /// Step 3: confirms a candidate on the whole key and refreshes its
+    /// expiry. Returns the hit, or `None` for a miss.
+    #[inline(always)]
+    pub fn resolve(&mut self, key: &FlowKey, hash: u64, candidates: u8, now: u32) -> Option<Hit> {
+        let bi = self.bucket_of(hash);
+        let mut m = candidates;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let slot = bi * ENTRIES_PER_BUCKET + i;
+            if self.keys[slot] == *key {
+                let b = &mut self.buckets[bi];
+                b.expiry[i] = now.saturating_add(self.timeout);
+                return Some(Hit {
+                    slot: slot as SlotId,
+                    pod: b.pod[i],
+                });
+            }
+        }
+        None
+    }
+
+    /// A whole lookup, unbatched (tests and one-off use).
+    pub fn lookup(&mut self, key: &FlowKey, now: u32) -> Option<Hit> {
+        let h = key.hash();
+        let c = self.candidates(h, now);
+        self.resolve(key, h, c, now)
+    }
+
+    /// Looks up a batch in three passes so each memory access was
+    /// prefetched a whole pass earlier. `out[i]` receives the result for
+    /// `keys[i]`.
+    pub fn lookup_batch(
+        &mut self,
+        keys: &[FlowKey],
+        hashes: &mut [u64],
+        cands: &mut [u8],
+        now: u32,
+        out: &mut [Option<Hit>],
+    ) {
+        let n = keys.len();
+        for (h, k) in hashes[..n].iter_mut().zip(keys) {
+            *h = k.hash();
+            self.prefetch_bucket(*h);
+        }
+        for (c, &h) in cands[..n].iter_mut().zip(&hashes[..n]) {
+            *c = self.candidates(h, now);
+        }
+        for i in 0..n {
+            out[i] = self.resolve(&keys[i], hashes[i], cands[i], now);
+        }
+    }
+
+    /// Inserts a new flow into the first dead slot of its bucket. Returns
+    /// the slot and, when the slot held an expired flow, that flow's pod
+    /// (so the caller can drop its reference).
+    #[inline]
+    pub fn insert(
+        &mut self,
+        key: &FlowKey,
+        hash: u64,
+        pod: u32,
+        now: u32,
+    ) -> Result<(SlotId, Option<u32>), BucketFull> {
+        let bi = self.bucket_of(hash);
+        let b = &mut self.buckets[bi];
+        for i in 0..ENTRIES_PER_BUCKET {
+            if b.expiry[i] <= now {
+                let evicted = (b.expiry[i] != 0).then_some(b.pod[i]);
+                b.signature[i] = Self::signature(hash);
+                b.expiry[i] = now.saturating_add(self.timeout);
+                b.pod[i] = pod;
+                b.vip[i] = key.vip();
+                let slot = bi * ENTRIES_PER_BUCKET + i;
+                self.keys[slot] = *key;
+                return Ok((slot as SlotId, evicted));
+            }
+        }
+        Err(BucketFull)
+    }
+
+    /// Points an existing entry at another pod (its old pod was flushed)
+    /// and refreshes it. Returns the old pod.
+    #[inline]
+    pub fn repoint(&mut self, slot: SlotId, pod: u32, now: u32) -> u32 {
+        let (bi, i) = (
+            slot as usize / ENTRIES_PER_BUCKET,
+            slot as usize % ENTRIES_PER_BUCKET,
+        );
+        let b = &mut self.buckets[bi];
+        b.expiry[i] = now.saturating_add(self.timeout);
+        core::mem::replace(&mut b.pod[i], pod)
+    }
+
+    /// Ends the flow in `slot` at once. Returns its pod if it was in use.
+    pub fn remove(&mut self, slot: SlotId) -> Option<u32> {
+        let (bi, i) = (
+            slot as usize / ENTRIES_PER_BUCKET,
+            slot as usize % ENTRIES_PER_BUCKET,
+        );
+        let b = &mut self.buckets[bi];
+        let was = (b.expiry[i] != 0).then_some(b.pod[i]);
+        b.expiry[i] = 0;
+        was
+    }
+
+    /// Clears dead entries (expired, or whose pod `is_gone`) in the
+    /// buckets `from..from+count` (wrapping), calling `release` with each
+    /// cleared entry's pod. Returns where the next sweep should start. Run a
+    /// little at a time so entries of removed pods release their references
+    /// even when no new flow lands in their bucket.
+    pub fn sweep(
+        &mut self,
+        from: u32,
+        count: u32,
+        now: u32,
+        is_gone: impl Fn(u32) -> bool,
+        mut release: impl FnMut(u32),
+    ) -> u32 {
+        let mut bi = from & self.mask;
+        for _ in 0..count.min(self.n_buckets()) {
+            let b = &mut self.buckets[bi as usize];
+            for i in 0..ENTRIES_PER_BUCKET {
+                if b.expiry[i] != 0 && (b.expiry[i] <= now || is_gone(b.pod[i])) {
+                    b.expiry[i] = 0;
+                    release(b.pod[i]);
+                }
+            }
+            bi = (bi + 1) & self.mask;
+        }
+        bi
+    }
+
+    /// Live entries (a full scan: for `show kp`, not the data path).
+    pub fn live_entries(&self, now: u32) -> usize {
+        self.buckets
+            .iter()
+            .map(|b| b.expiry.iter().filter(|&&e| e > now).count())
+            .sum()
+    }
+
+    /// Calls `f(vip, pod)` for every live entry (for `show` commands).
+    pub fn for_each_live(&self, now: u32, mut f: impl FnMut(u32, u32)) {
+        for b in self.buckets.iter() {
+            for i in 0..ENTRIES_PER_BUCKET {
+                if b.expiry[i] > now {
+                    f(b.vip[i], b.pod[i]);
+                }
+            }
+        }
+    }
+}
+
+/// Hints the CPU to load the cache line holding `r`.
+#[inline(always)]
+fn prefetch<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint that never faults; the pointer comes from a
+    // live reference in any case.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+            r as *const T as *const i8,
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::proto;
+
+    fn parsed(i: u32, family: IpFamily) -> Parsed {
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        src[..4].copy_from_slice(&i.to_be_bytes());
+        dst[..4].copy_from_slice(&[10, 96, 0, 1]);
+        if family == IpFamily::V6 {
+            src[15] = 1;
+        }
+        Parsed {
+            family,
+            protocol: proto::TCP,
+            src,
+            dst,
+            src_port: (i % 60000) as u16,
+            dst_port: 80,
+            l4_offset: 20,
+            l4_len: 20,
+        }
+    }
+
+    #[test]
+    fn bucket_is_one_cache_line_and_key_is_48_bytes() {
+        assert_eq!(core::mem::size_of::<Bucket>(), 64);
+        assert_eq!(core::mem::align_of::<Bucket>(), 64);
+        assert_eq!(core::mem::size_of::<FlowKey>(), 48);
+    }
+
+    #[test]
+    fn insert_then_hit_then_expire() {
+        let mut t = FlowTable::new(16, 10).unwrap();
+        let k = FlowKey::new(3, &parsed(1, IpFamily::V4));
+        assert_eq!(t.lookup(&k, 1), None);
+        let (slot, evicted) = t.insert(&k, k.hash(), 7, 1).unwrap();
+        assert_eq!(evicted, None);
+        assert_eq!(t.lookup(&k, 5), Some(Hit { slot, pod: 7 }));
+        // The hit at 5 moved expiry to 15.
+        assert_eq!(t.lookup(&k, 14), Some(Hit { slot, pod: 7 }));
+        assert_eq!(t.lookup(&k, 23), Some(Hit { slot, pod: 7 }));
+        assert_eq!(t.lookup(&k, 33), None, "expiry 33 is dead at 33");
+        assert_eq!(t.live_entries(33), 0);
+        // The expired slot is reused and reports its old pod.
+        let (slot2, evicted) = t.insert(&k, k.hash(), 8, 34).unwrap();
+        assert_eq!((slot2, evicted), (slot, Some(7)));
+    }
+
+    /// Keys that collide on bucket and signature must not share an entry:
+    /// force it by giving two different keys the same hash.
+    #[test]
+    fn full_key_decides_a_hit() {
+        let mut t = FlowTable::new(16, 10).unwrap();
+        let a = FlowKey::new(0, &parsed(1, IpFamily::V4));
+        let b = FlowKey::new(0, &parsed(2, IpFamily::V4));
+        let h = a.hash();
+        t.insert(&a, h, 100, 1).unwrap();
+        let c = t.candidates(h, 1);
+        assert_eq!(
+            c.count_ones(),
+            1,
+            "same signature, so b's lookup sees a candidate"
+        );
+        assert_eq!(t.resolve(&b, h, c, 1), None);
+        t.insert(&b, h, 200, 1).unwrap();
+        let c = t.candidates(h, 1);
+        assert_eq!(c.count_ones(), 2);
+        assert_eq!(t.resolve(&a, h, c, 1).unwrap().pod, 100);
+        assert_eq!(t.resolve(&b, h, c, 1).unwrap().pod, 200);
+    }
+
+    #[test]
+    fn vip_and_family_are_part_of_the_key() {
+        let p4 = parsed(1, IpFamily::V4);
+        assert_ne!(FlowKey::new(1, &p4), FlowKey::new(2, &p4));
+        let mut p6 = p4;
+        p6.family = IpFamily::V6;
+        assert_ne!(FlowKey::new(1, &p4), FlowKey::new(1, &p6));
+        let mut udp = p4;
+        udp.protocol = proto::UDP;
+        assert_ne!(FlowKey::new(1, &p4), FlowKey::new(1, &udp));
+        assert_eq!(FlowKey::new(9, &p4).vip(), 9);
+    }
+
+    #[test]
+    fn full_bucket_fails_insert_until_an_entry_expires() {
+        let mut t = FlowTable::new(16, 10).unwrap();
+        let keys: Vec<FlowKey> = (0..5)
+            .map(|i| FlowKey::new(0, &parsed(i, IpFamily::V6)))
+            .collect();
+        let h = keys[0].hash(); // same bucket for all: pass the hash explicitly
+        for (i, k) in keys[..4].iter().enumerate() {
+            t.insert(k, h, i as u32, 1).unwrap();
+        }
+        assert_eq!(t.insert(&keys[4], h, 9, 2), Err(BucketFull));
+        // Everything inserted is still found.
+        let c = t.candidates(h, 2);
+        for (i, k) in keys[..4].iter().enumerate() {
+            assert_eq!(t.resolve(k, h, c, 2).unwrap().pod, i as u32);
+        }
+        assert!(t.insert(&keys[4], h, 9, 20).is_ok());
+    }
+
+    #[test]
+    fn batch_equals_single_lookups() {
+        let mut t = FlowTable::new(1024, 100).unwrap();
+        let keys: Vec<FlowKey> = (0..256)
+            .map(|i| FlowKey::new(i % 3, &parsed(i, IpFamily::V4)))
+            .collect();
+        for (i, k) in keys.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+            t.insert(k, k.hash(), i as u32, 1).unwrap();
+        }
+        let mut hashes = [0u64; 256];
+        let mut cands = [0u8; 256];
+        let mut out = [None; 256];
+        t.lookup_batch(&keys, &mut hashes, &mut cands, 2, &mut out);
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(out[i].map(|h| h.pod), (i % 2 == 0).then_some(i as u32));
+            assert_eq!(out[i], t.lookup(k, 2));
+        }
+    }
+
+    #[test]
+    fn sweep_releases_expired_and_gone() {
+        let mut t = FlowTable::new(16, 10).unwrap();
+        for i in 0..40 {
+            let k = FlowKey::new(0, &parsed(i, IpFamily::V4));
+            let _ = t.insert(&k, k.hash(), i % 4, 1 + (i % 2) * 100);
+        }
+        let live_before = t.live_entries(5);
+        let mut released = Vec::new();
+        // At now=5 the entries inserted at 1 are alive (expiry 11), those at
+        // 101 too; pod 3 is gone, so only its entries are released.
+        let next = t.sweep(0, 16, 5, |p| p == 3, |p| released.push(p));
+        assert_eq!(next, 0);
+        assert!(released.iter().all(|&p| p == 3));
+        assert_eq!(t.live_entries(5), live_before - released.len());
+        // At now=50 everything inserted at 1 is expired.
+        released.clear();
+        let live_at_50 = t.live_entries(50);
+        t.sweep(0, 16, 50, |_| false, |p| released.push(p));
+        assert!(!released.is_empty());
+        assert!(released.iter().all(|&p| p == 0 || p == 2));
+        // Only dead entries went: what was live at 50 still is, and nothing
+        // inserted at 1 is left to be live at 5.
+        assert_eq!(t.live_entries(50), live_at_50);
+        assert_eq!(t.live_entries(5), live_at_50);
+    }
+
+    #[test]
+    fn repoint_and_remove() {
+        let mut t = FlowTable::new(16, 10).unwrap();
+        let k = FlowKey::new(0, &parsed(1, IpFamily::V4));
+        let (slot, _) = t.insert(&k, k.hash(), 1, 1).unwrap();
+        assert_eq!(t.repoint(slot, 2, 2), 1);
+        assert_eq!(t.lookup(&k, 3).unwrap().pod, 2);
+        assert_eq!(t.remove(slot), Some(2));
+        assert_eq!(t.lookup(&k, 3), None);
+        assert_eq!(t.remove(slot), None);
+    }
+}

@@ -1,0 +1,113 @@
+//! Thin OS layer: large zero-filled arrays straight from `mmap`.
+//!
+//! Flow tables are large (tens to hundreds of MiB per worker) and accessed
+//! at random, so they are mapped directly with transparent huge pages
+//! requested: one TLB entry then covers 2 MiB instead of 4 KiB, which is
+//! what keeps a 1M-flow lookup close to a 1K-flow one. Mapping directly
+//! also keeps them out of VPP's fixed-size main heap, and fresh anonymous
+//! memory is already zero.
+
+use core::ops::{Deref, DerefMut};
+use core::ptr::NonNull;
+
+/// Types for which the all-zero bit pattern is a valid value.
+///
+/// # Safety
+/// Implementors must be plain data (integers and arrays of them), valid
+/// when every byte is zero, with no `Drop`.
+pub unsafe trait Zeroable: Copy {}
+
+const HUGE_PAGE: usize = 2 << 20;
+
+/// A fixed-length, zero-initialised array in its own anonymous mapping.
+pub struct ZeroedArray<T: Zeroable> {
+    ptr: NonNull<T>,
+    len: usize,
+    map_len: usize,
+}
+
+// SAFETY: the array owns its mapping exclusively, like a Box<[T]>.
+unsafe impl<T: Zeroable + Send> Send for ZeroedArray<T> {}
+// SAFETY: shared access only hands out &[T], like a Box<[T]>.
+unsafe impl<T: Zeroable + Sync> Sync for ZeroedArray<T> {}
+
+impl<T: Zeroable> ZeroedArray<T> {
+    /// Maps `len` zeroed elements; `None` if the kernel refuses.
+    pub fn new(len: usize) -> Option<Self> {
+        let bytes = len.checked_mul(core::mem::size_of::<T>())?.max(1);
+        let map_len = bytes.checked_next_multiple_of(HUGE_PAGE)?;
+        // SAFETY: an anonymous private mapping with no address hint has no
+        // preconditions; the result is checked against MAP_FAILED.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        // SAFETY: advice on a range we just mapped; failure (no THP) is
+        // harmless, the memory just stays in small pages.
+        unsafe { libc::madvise(p, map_len, libc::MADV_HUGEPAGE) };
+        // Page-aligned, so aligned for any T with align <= 4096.
+        debug_assert!(core::mem::align_of::<T>() <= 4096);
+        Some(ZeroedArray {
+            ptr: NonNull::new(p.cast())?,
+            len,
+            map_len,
+        })
+    }
+}
+
+impl<T: Zeroable> Deref for ZeroedArray<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: the mapping holds `len` zero-initialised (hence valid, by
+        // `Zeroable`) elements and lives as long as `self`.
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Zeroable> DerefMut for ZeroedArray<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`, and `&mut self` makes the access unique.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Zeroable> Drop for ZeroedArray<T> {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping made in `new`, once.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.map_len) };
+    }
+}
+
+impl<T: Zeroable + core::fmt::Debug> core::fmt::Debug for ZeroedArray<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "ZeroedArray(len {})", self.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // SAFETY: u64 is valid when zero.
+    unsafe impl Zeroable for u64 {}
+
+    #[test]
+    fn zeroed_writable_and_sized() {
+        let mut a = ZeroedArray::<u64>::new(1 << 20).unwrap();
+        assert_eq!(a.len(), 1 << 20);
+        assert!(a.iter().step_by(4096).all(|&x| x == 0));
+        a[12345] = 7;
+        assert_eq!(a[12345], 7);
+        assert_eq!(ZeroedArray::<u64>::new(0).unwrap().len(), 0);
+        assert!(ZeroedArray::<u64>::new(usize::MAX / 4).is_none());
+    }
+}
