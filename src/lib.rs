@@ -10,8 +10,11 @@
 //! - later a thin `vpp` FFI layer and the `node`, `cli` and `api` modules
 //!   that glue the core into VPP.
 
+pub mod config;
 pub mod flowtable;
 pub mod maglev;
 pub mod nat;
 pub mod packet;
+pub mod refcount;
+pub mod snapshot;
 pub mod sys;

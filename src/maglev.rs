@@ -28,6 +28,9 @@ pub const DEFAULT_NEW_LEN: u32 = 1024;
 /// tables only cost memory and rebuild time.
 pub const MAX_NEW_LEN: u32 = 1 << 22;
 
+/// Largest pod weight accepted.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+
 /// Entry value of a table built from no usable pod.
 pub const NO_POD: u32 = u32::MAX;
 
@@ -130,7 +133,6 @@ impl Table {
         }
         pods.sort_unstable_by(|a, b| a.addr.cmp(&b.addr));
         let quotas = quotas(&pods, new_len);
-        let max_weight = u64::from(pods.iter().map(|p| p.weight).max().unwrap_or(1));
 
         struct Walk {
             pos: u32,
@@ -160,7 +162,21 @@ impl Table {
         let mut used = vec![0u64; m.div_ceil(64)];
         let mut owner = vec![0u32; m];
         let mut filled = 0usize;
+        // A pod claims an entry each time its credit reaches the largest
+        // weight among pods still short of their quota; recomputing that
+        // when a pod completes keeps every round productive even with very
+        // uneven weights.
+        let threshold = |walks: &[Walk]| {
+            walks
+                .iter()
+                .filter(|w| w.left > 0)
+                .map(|w| w.weight)
+                .max()
+                .unwrap_or(1)
+        };
+        let mut max_weight = threshold(&walks);
         'fill: loop {
+            let mut completed = false;
             for (i, w) in walks.iter_mut().enumerate() {
                 if w.left == 0 {
                     continue;
@@ -185,6 +201,10 @@ impl Table {
                         break 'fill;
                     }
                 }
+                completed |= w.left == 0;
+            }
+            if completed {
+                max_weight = threshold(&walks);
             }
         }
         for e in owner.iter_mut() {
@@ -360,6 +380,17 @@ mod tests {
         let t = Table::build(&[pod(1, 1), pod(2, 0), pod(3, 1)], 1024);
         assert_eq!(t.count(2), 0);
         assert_eq!(t.count(1) + t.count(3), 1024);
+    }
+
+    #[test]
+    fn extreme_weights_build_quickly_and_exactly() {
+        let pods: Vec<Backend> = (0..1000)
+            .map(|i| pod(i, if i == 0 { MAX_WEIGHT } else { 1 }))
+            .collect();
+        let t = Table::build(&pods, 65537);
+        // 65537 * 1e6 / (1e6 + 999) = 65471.6; the rest share 65.
+        assert_eq!(t.count(0), 65472);
+        assert_eq!((1..1000).map(|i| t.count(i)).sum::<usize>(), 65);
     }
 
     #[test]

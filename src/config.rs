@@ -1,0 +1,694 @@
+//! The service configuration model and its validation.
+//!
+//! This is what the CLI and the binary API change, through one validation
+//! path: every operation either applies completely or returns an error and
+//! leaves the configuration exactly as it was.
+
+use crate::flowtable::{DEFAULT_BUCKETS, DEFAULT_TIMEOUT, MAX_BUCKETS, MIN_BUCKETS};
+use crate::maglev::{self, NewLenError, DEFAULT_NEW_LEN, MAX_WEIGHT};
+use crate::nat::NatType;
+use crate::packet::IpFamily;
+use core::fmt;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+/// Longest idle timeout accepted, seconds (one day).
+pub const MAX_TIMEOUT: u32 = 86_400;
+
+fn family_of(a: &IpAddr) -> IpFamily {
+    match a {
+        IpAddr::V4(_) => IpFamily::V4,
+        IpAddr::V6(_) => IpFamily::V6,
+    }
+}
+
+/// An address prefix with its host bits cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IpPrefix {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl IpPrefix {
+    /// A prefix from an address and length; host bits are cleared, as
+    /// VPP's own route commands do.
+    pub fn new(addr: IpAddr, len: u8) -> Result<IpPrefix, ConfigError> {
+        let max = match addr {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => 128,
+        };
+        if len > max {
+            return Err(ConfigError::BadPrefixLength { len, max });
+        }
+        let addr = match addr {
+            IpAddr::V4(a) => {
+                let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                IpAddr::V4((u32::from(a) & mask).into())
+            }
+            IpAddr::V6(a) => {
+                let mask = if len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - len)
+                };
+                IpAddr::V6((u128::from(a) & mask).into())
+            }
+        };
+        Ok(IpPrefix { addr, len })
+    }
+
+    pub fn host(addr: IpAddr) -> IpPrefix {
+        let len = if addr.is_ipv4() { 32 } else { 128 };
+        IpPrefix { addr, len }
+    }
+
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    pub fn len(&self) -> u8 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    pub fn family(&self) -> IpFamily {
+        family_of(&self.addr)
+    }
+
+    pub fn contains(&self, a: &IpAddr) -> bool {
+        IpPrefix::new(*a, self.len).is_ok_and(|p| p.addr == self.addr)
+    }
+}
+
+impl fmt::Display for IpPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl FromStr for IpPrefix {
+    type Err = ConfigError;
+    /// `a.b.c.d/n`, `x::y/n`, or a bare address (a host prefix).
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let bad = || ConfigError::BadPrefix(s.to_string());
+        match s.split_once('/') {
+            Some((a, l)) => {
+                let addr = IpAddr::from_str(a).map_err(|_| bad())?;
+                let len = l.parse::<u8>().map_err(|_| bad())?;
+                IpPrefix::new(addr, len)
+            }
+            None => Ok(IpPrefix::host(IpAddr::from_str(s).map_err(|_| bad())?)),
+        }
+    }
+}
+
+/// Which transport a VIP serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    /// Both TCP and UDP (the default when none is given).
+    Any,
+}
+
+impl Protocol {
+    pub fn overlaps(self, other: Protocol) -> bool {
+        self == other || self == Protocol::Any || other == Protocol::Any
+    }
+
+    /// Does this VIP protocol serve IP protocol number `p`?
+    pub fn serves(self, p: u8) -> bool {
+        matches!(
+            (self, p),
+            (
+                Protocol::Any,
+                crate::packet::proto::TCP | crate::packet::proto::UDP
+            ) | (Protocol::Tcp, crate::packet::proto::TCP)
+                | (Protocol::Udp, crate::packet::proto::UDP)
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Any => "tcp+udp",
+        }
+    }
+}
+
+/// What identifies a VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VipKey {
+    pub prefix: IpPrefix,
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+impl fmt::Display for VipKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} port {}",
+            self.prefix,
+            self.protocol.name(),
+            self.port
+        )
+    }
+}
+
+/// A VIP as requested (before validation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VipSpec {
+    pub key: VipKey,
+    pub target_port: u16,
+    /// 0: no NodePort.
+    pub node_port: u16,
+    /// `None`: the VIP's own family (nat44 or nat66).
+    pub nat: Option<NatType>,
+    /// `None`: [`DEFAULT_NEW_LEN`].
+    pub new_len: Option<u32>,
+}
+
+/// A configured VIP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vip {
+    pub key: VipKey,
+    pub target_port: u16,
+    pub node_port: u16,
+    pub nat: NatType,
+    pub new_len: u32,
+    /// Pod address -> weight.
+    pub pods: BTreeMap<IpAddr, u32>,
+}
+
+/// Flow-table settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowConf {
+    /// Buckets per worker thread (a power of two).
+    pub buckets: u32,
+    /// Idle timeout, seconds.
+    pub timeout: u32,
+}
+
+impl Default for FlowConf {
+    fn default() -> Self {
+        FlowConf {
+            buckets: DEFAULT_BUCKETS,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// A pod selector for pod commands: a VIP prefix, optionally narrowed to
+/// one protocol and one port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodTarget {
+    pub prefix: IpPrefix,
+    pub protocol: Option<Protocol>,
+    pub port: Option<u16>,
+}
+
+impl PodTarget {
+    fn matches(&self, k: &VipKey) -> bool {
+        k.prefix == self.prefix
+            && self.protocol.is_none_or(|p| p == k.protocol)
+            && self.port.is_none_or(|p| p == k.port)
+    }
+}
+
+/// Every way a change can be refused. The `Display` text is what an
+/// operator reads: it names the problem and the offending value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    BadPrefix(String),
+    BadPrefixLength { len: u8, max: u8 },
+    BadBuckets(u32),
+    BadTimeout(u32),
+    BadNewLen(NewLenError),
+    BadWeight(u32),
+    PortZero(&'static str),
+    NatFamilyMismatch { prefix: IpPrefix, nat: NatType },
+    DuplicateVip(VipKey),
+    NodePortClash { node_port: u16, other: VipKey },
+    UnknownVip(String),
+    PodFamilyMismatch { pod: IpAddr, nat: NatType },
+    UnknownPod { pod: IpAddr, vip: VipKey },
+    NoPods,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::BadPrefix(s) => write!(f, "'{s}' is not an IPv4 or IPv6 prefix"),
+            ConfigError::BadPrefixLength { len, max } => {
+                write!(f, "prefix length {len} is out of range (0 to {max})")
+            }
+            ConfigError::BadBuckets(n) => write!(
+                f,
+                "buckets {n} must be a power of two from {MIN_BUCKETS} to {MAX_BUCKETS}"
+            ),
+            ConfigError::BadTimeout(t) => {
+                write!(
+                    f,
+                    "timeout {t} is out of range (1 to {MAX_TIMEOUT} seconds)"
+                )
+            }
+            ConfigError::BadNewLen(e) => write!(f, "{e}"),
+            ConfigError::BadWeight(w) => {
+                write!(f, "weight {w} is out of range (0 to {MAX_WEIGHT})")
+            }
+            ConfigError::PortZero(what) => write!(f, "{what} must be from 1 to 65535"),
+            ConfigError::NatFamilyMismatch { prefix, nat } => {
+                write!(
+                    f,
+                    "{nat} needs an {} VIP, but {prefix} is not",
+                    fam_name(nat.vip_family())
+                )
+            }
+            ConfigError::DuplicateVip(k) => write!(f, "VIP {k} already exists"),
+            ConfigError::NodePortClash { node_port, other } => {
+                write!(f, "node_port {node_port} is already used by VIP {other}")
+            }
+            ConfigError::UnknownVip(what) => write!(f, "no VIP matches {what}"),
+            ConfigError::PodFamilyMismatch { pod, nat } => write!(
+                f,
+                "pod {pod} is not {}, as this VIP's {nat} pods must be",
+                fam_name(nat.pod_family())
+            ),
+            ConfigError::UnknownPod { pod, vip } => {
+                write!(f, "pod {pod} is not a pod of VIP {vip}")
+            }
+            ConfigError::NoPods => write!(f, "no pod address given"),
+        }
+    }
+}
+
+fn fam_name(f: IpFamily) -> &'static str {
+    match f {
+        IpFamily::V4 => "IPv4",
+        IpFamily::V6 => "IPv6",
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    pub flow: FlowConf,
+    pub vips: BTreeMap<VipKey, Vip>,
+}
+
+pub fn validate_buckets(n: u32) -> Result<u32, ConfigError> {
+    if n.is_power_of_two() && (MIN_BUCKETS..=MAX_BUCKETS).contains(&n) {
+        Ok(n)
+    } else {
+        Err(ConfigError::BadBuckets(n))
+    }
+}
+
+pub fn validate_timeout(t: u32) -> Result<u32, ConfigError> {
+    if (1..=MAX_TIMEOUT).contains(&t) {
+        Ok(t)
+    } else {
+        Err(ConfigError::BadTimeout(t))
+    }
+}
+
+impl Config {
+    /// `kp conf`: `None` keeps the current value.
+    pub fn set_flow(
+        &mut self,
+        buckets: Option<u32>,
+        timeout: Option<u32>,
+    ) -> Result<(), ConfigError> {
+        let buckets = buckets.map(validate_buckets).transpose()?;
+        let timeout = timeout.map(validate_timeout).transpose()?;
+        if let Some(b) = buckets {
+            self.flow.buckets = b;
+        }
+        if let Some(t) = timeout {
+            self.flow.timeout = t;
+        }
+        Ok(())
+    }
+
+    /// Validates a VIP against the current configuration.
+    pub fn check_vip(&self, spec: &VipSpec) -> Result<Vip, ConfigError> {
+        let k = spec.key;
+        if k.port == 0 {
+            return Err(ConfigError::PortZero("port"));
+        }
+        if spec.target_port == 0 {
+            return Err(ConfigError::PortZero("target_port"));
+        }
+        let nat = spec.nat.unwrap_or(match k.prefix.family() {
+            IpFamily::V4 => NatType::Nat44,
+            IpFamily::V6 => NatType::Nat66,
+        });
+        if nat.vip_family() != k.prefix.family() {
+            return Err(ConfigError::NatFamilyMismatch {
+                prefix: k.prefix,
+                nat,
+            });
+        }
+        let new_len = maglev::validate_new_len(spec.new_len.unwrap_or(DEFAULT_NEW_LEN))
+            .map_err(ConfigError::BadNewLen)?;
+        for other in self.vips.keys() {
+            if other.prefix == k.prefix
+                && other.port == k.port
+                && other.protocol.overlaps(k.protocol)
+            {
+                return Err(ConfigError::DuplicateVip(*other));
+            }
+        }
+        if spec.node_port != 0 {
+            for v in self.vips.values() {
+                if v.node_port == spec.node_port && v.key.protocol.overlaps(k.protocol) {
+                    return Err(ConfigError::NodePortClash {
+                        node_port: spec.node_port,
+                        other: v.key,
+                    });
+                }
+            }
+        }
+        Ok(Vip {
+            key: k,
+            target_port: spec.target_port,
+            node_port: spec.node_port,
+            nat,
+            new_len,
+            pods: BTreeMap::new(),
+        })
+    }
+
+    pub fn add_vip(&mut self, spec: &VipSpec) -> Result<(), ConfigError> {
+        let vip = self.check_vip(spec)?;
+        self.vips.insert(vip.key, vip);
+        Ok(())
+    }
+
+    /// Deletes a VIP (and with it its pods).
+    pub fn del_vip(&mut self, key: &VipKey) -> Result<Vip, ConfigError> {
+        self.vips
+            .remove(key)
+            .ok_or_else(|| ConfigError::UnknownVip(key.to_string()))
+    }
+
+    /// The keys of the VIPs a pod command applies to; at least one.
+    pub fn targets(&self, t: &PodTarget) -> Result<Vec<VipKey>, ConfigError> {
+        let keys: Vec<VipKey> = self.vips.keys().filter(|k| t.matches(k)).copied().collect();
+        if keys.is_empty() {
+            let mut what = t.prefix.to_string();
+            if let Some(p) = t.protocol {
+                what += &format!(" protocol {}", p.name());
+            }
+            if let Some(p) = t.port {
+                what += &format!(" port {p}");
+            }
+            return Err(ConfigError::UnknownVip(what));
+        }
+        Ok(keys)
+    }
+
+    /// Adds pods (or changes the weight of pods already there) on every VIP
+    /// the target selects. Returns the VIPs changed.
+    pub fn add_pods(
+        &mut self,
+        t: &PodTarget,
+        pods: &[(IpAddr, u32)],
+    ) -> Result<Vec<VipKey>, ConfigError> {
+        if pods.is_empty() {
+            return Err(ConfigError::NoPods);
+        }
+        let keys = self.targets(t)?;
+        for &(addr, w) in pods {
+            if w > MAX_WEIGHT {
+                return Err(ConfigError::BadWeight(w));
+            }
+            for k in &keys {
+                let nat = self.vips[k].nat;
+                if family_of(&addr) != nat.pod_family() {
+                    return Err(ConfigError::PodFamilyMismatch { pod: addr, nat });
+                }
+            }
+        }
+        for k in &keys {
+            let vip = self.vips.get_mut(k).expect("key from targets");
+            for &(addr, w) in pods {
+                vip.pods.insert(addr, w);
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Removes pods from every VIP the target selects; each pod must be on
+    /// every one of them.
+    pub fn del_pods(&mut self, t: &PodTarget, pods: &[IpAddr]) -> Result<Vec<VipKey>, ConfigError> {
+        if pods.is_empty() {
+            return Err(ConfigError::NoPods);
+        }
+        let keys = self.targets(t)?;
+        for k in &keys {
+            for p in pods {
+                if !self.vips[k].pods.contains_key(p) {
+                    return Err(ConfigError::UnknownPod { pod: *p, vip: *k });
+                }
+            }
+        }
+        for k in &keys {
+            let vip = self.vips.get_mut(k).expect("key from targets");
+            for p in pods {
+                vip.pods.remove(p);
+            }
+        }
+        Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(p: &str, proto: Protocol, port: u16) -> VipKey {
+        VipKey {
+            prefix: p.parse().unwrap(),
+            protocol: proto,
+            port,
+        }
+    }
+
+    fn spec(p: &str, port: u16) -> VipSpec {
+        VipSpec {
+            key: key(p, Protocol::Any, port),
+            target_port: 8080,
+            node_port: 0,
+            nat: None,
+            new_len: None,
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn prefixes_parse_and_mask() {
+        let p: IpPrefix = "10.96.0.77/24".parse().unwrap();
+        assert_eq!(p.to_string(), "10.96.0.0/24");
+        assert!(p.contains(&ip("10.96.0.200")));
+        assert!(!p.contains(&ip("10.96.1.1")));
+        assert_eq!(
+            "2001:db8::1/120".parse::<IpPrefix>().unwrap().to_string(),
+            "2001:db8::/120"
+        );
+        assert_eq!("10.0.0.1".parse::<IpPrefix>().unwrap().len(), 32);
+        assert_eq!(
+            "10.0.0.1/33".parse::<IpPrefix>().unwrap_err().to_string(),
+            "prefix length 33 is out of range (0 to 32)"
+        );
+        assert_eq!(
+            "nonsense".parse::<IpPrefix>().unwrap_err(),
+            ConfigError::BadPrefix("nonsense".into())
+        );
+        assert!("10.0.0.1/".parse::<IpPrefix>().is_err());
+        assert!("10.0.0.1/-1".parse::<IpPrefix>().is_err());
+    }
+
+    #[test]
+    fn vip_defaults_and_validation() {
+        let mut c = Config::default();
+        c.add_vip(&spec("10.96.0.10/32", 80)).unwrap();
+        let v = &c.vips[&key("10.96.0.10/32", Protocol::Any, 80)];
+        assert_eq!((v.nat, v.new_len), (NatType::Nat44, DEFAULT_NEW_LEN));
+        c.add_vip(&spec("2001:db8::10/128", 80)).unwrap();
+        assert_eq!(
+            c.vips[&key("2001:db8::10/128", Protocol::Any, 80)].nat,
+            NatType::Nat66
+        );
+
+        let before = c.clone();
+        let mut s = spec("10.96.0.10/32", 80);
+        s.key.protocol = Protocol::Tcp;
+        assert_eq!(
+            c.add_vip(&s).unwrap_err().to_string(),
+            "VIP 10.96.0.10/32 tcp+udp port 80 already exists"
+        );
+        let mut s = spec("10.96.0.11/32", 80);
+        s.nat = Some(NatType::Nat66);
+        assert_eq!(
+            c.add_vip(&s).unwrap_err().to_string(),
+            "nat66 needs an IPv6 VIP, but 10.96.0.11/32 is not"
+        );
+        let mut s = spec("10.96.0.11/32", 80);
+        s.new_len = Some(1000);
+        assert!(matches!(c.add_vip(&s), Err(ConfigError::BadNewLen(_))));
+        let mut s = spec("10.96.0.11/32", 0);
+        assert_eq!(c.add_vip(&s).unwrap_err(), ConfigError::PortZero("port"));
+        s.key.port = 1;
+        s.target_port = 0;
+        assert_eq!(
+            c.add_vip(&s).unwrap_err(),
+            ConfigError::PortZero("target_port")
+        );
+        assert_eq!(
+            c, before,
+            "rejected changes leave the configuration as it was"
+        );
+
+        // Same prefix, other port; and same port, other protocol: separate VIPs.
+        c.add_vip(&spec("10.96.0.10/32", 443)).unwrap();
+        let mut t = spec("10.96.0.20/32", 53);
+        t.key.protocol = Protocol::Udp;
+        c.add_vip(&t).unwrap();
+        t.key.protocol = Protocol::Tcp;
+        c.add_vip(&t).unwrap();
+        assert_eq!(c.vips.len(), 5);
+    }
+
+    #[test]
+    fn node_ports_must_not_clash() {
+        let mut c = Config::default();
+        let mut s = spec("10.96.0.10/32", 80);
+        s.node_port = 30080;
+        c.add_vip(&s).unwrap();
+        let mut s2 = spec("10.96.0.11/32", 80);
+        s2.node_port = 30080;
+        assert_eq!(
+            c.add_vip(&s2).unwrap_err().to_string(),
+            "node_port 30080 is already used by VIP 10.96.0.10/32 tcp+udp port 80"
+        );
+        s2.node_port = 30081;
+        c.add_vip(&s2).unwrap();
+    }
+
+    #[test]
+    fn pods_add_update_delete() {
+        let mut c = Config::default();
+        c.add_vip(&spec("10.96.0.10/32", 80)).unwrap();
+        c.add_vip(&spec("10.96.0.10/32", 443)).unwrap();
+        let all = PodTarget {
+            prefix: "10.96.0.10/32".parse().unwrap(),
+            protocol: None,
+            port: None,
+        };
+        let changed = c
+            .add_pods(&all, &[(ip("10.1.0.1"), 1), (ip("10.1.0.2"), 2)])
+            .unwrap();
+        assert_eq!(changed.len(), 2, "without a port, every port of the prefix");
+        let p443 = PodTarget {
+            port: Some(443),
+            ..all
+        };
+        c.add_pods(&p443, &[(ip("10.1.0.1"), 5)]).unwrap();
+        assert_eq!(
+            c.vips[&key("10.96.0.10/32", Protocol::Any, 443)].pods[&ip("10.1.0.1")],
+            5
+        );
+        assert_eq!(
+            c.vips[&key("10.96.0.10/32", Protocol::Any, 80)].pods[&ip("10.1.0.1")],
+            1
+        );
+
+        let before = c.clone();
+        assert_eq!(
+            c.add_pods(&all, &[(ip("10.1.0.3"), 1), (ip("2001:db8::1"), 1)])
+                .unwrap_err()
+                .to_string(),
+            "pod 2001:db8::1 is not IPv4, as this VIP's nat44 pods must be"
+        );
+        assert!(matches!(
+            c.add_pods(&all, &[(ip("10.1.0.3"), MAX_WEIGHT + 1)]),
+            Err(ConfigError::BadWeight(_))
+        ));
+        assert_eq!(
+            c.del_pods(&all, &[ip("10.1.0.1"), ip("10.1.0.9")])
+                .unwrap_err()
+                .to_string(),
+            "pod 10.1.0.9 is not a pod of VIP 10.96.0.10/32 tcp+udp port 80"
+        );
+        let other = PodTarget {
+            prefix: "10.96.0.99/32".parse().unwrap(),
+            ..all
+        };
+        assert_eq!(
+            c.add_pods(&other, &[(ip("10.1.0.1"), 1)])
+                .unwrap_err()
+                .to_string(),
+            "no VIP matches 10.96.0.99/32"
+        );
+        let p8080 = PodTarget {
+            port: Some(8080),
+            ..all
+        };
+        assert_eq!(
+            c.add_pods(&p8080, &[(ip("10.1.0.1"), 1)])
+                .unwrap_err()
+                .to_string(),
+            "no VIP matches 10.96.0.10/32 port 8080"
+        );
+        assert_eq!(c.add_pods(&all, &[]).unwrap_err(), ConfigError::NoPods);
+        assert_eq!(c, before);
+
+        c.del_pods(&all, &[ip("10.1.0.1")]).unwrap();
+        assert!(c.vips.values().all(|v| v.pods.len() == 1));
+        let removed = c.del_vip(&key("10.96.0.10/32", Protocol::Any, 80)).unwrap();
+        assert_eq!(removed.pods.len(), 1);
+        assert!(c.del_vip(&key("10.96.0.10/32", Protocol::Any, 80)).is_err());
+    }
+
+    #[test]
+    fn flow_conf() {
+        let mut c = Config::default();
+        c.set_flow(Some(1 << 20), None).unwrap();
+        c.set_flow(None, Some(300)).unwrap();
+        assert_eq!(
+            c.flow,
+            FlowConf {
+                buckets: 1 << 20,
+                timeout: 300
+            }
+        );
+        assert_eq!(
+            c.set_flow(Some(1000), Some(5)).unwrap_err().to_string(),
+            format!("buckets 1000 must be a power of two from {MIN_BUCKETS} to {MAX_BUCKETS}")
+        );
+        assert_eq!(
+            c.set_flow(Some(1024), Some(0)).unwrap_err(),
+            ConfigError::BadTimeout(0)
+        );
+        assert_eq!(
+            c.flow,
+            FlowConf {
+                buckets: 1 << 20,
+                timeout: 300
+            },
+            "all or nothing"
+        );
+    }
+}
