@@ -11,6 +11,7 @@
 //!   that glue the core into VPP.
 
 pub mod config;
+pub mod dataplane;
 pub mod flowtable;
 pub mod maglev;
 pub mod nat;

@@ -1,0 +1,722 @@
+//! The data plane without VPP: the control-plane [`Controller`] that turns
+//! the configuration into published [`Dataplane`] snapshots, and the
+//! per-thread [`Worker`] that runs the per-packet path over a batch.
+//!
+//! The VPP node is a thin shell around [`Worker::process`]: it hands over a
+//! frame's packets as a [`Batch`] and turns the [`Verdict`]s into next
+//! nodes and counters. Benchmarks and tests drive the same code directly.
+
+use crate::config::{Config, ConfigError, FlowConf, PodTarget, Protocol, VipKey, VipSpec};
+use crate::flowtable::{FlowKey, FlowTable, Hit, OutOfMemory};
+use crate::maglev::{self, Table};
+use crate::nat::{self, Endpoint, L4Checksum, NatError, NatType, Rewrite};
+use crate::packet::{self, IpFamily, Parsed};
+use crate::refcount::RefCounts;
+use crate::snapshot::{Reader, SnapshotCell};
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Largest batch a worker processes at once (VPP's frame size).
+pub const MAX_BATCH: usize = 256;
+
+/// Buckets a worker sweeps per batch, so references held by dead entries
+/// are released even in buckets no new flow visits.
+const SWEEP_PER_BATCH: u32 = 32;
+
+/// The lifecycle of a pod index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodState {
+    /// Unused index.
+    Free,
+    /// Configured: takes new flows (if its weight is above 0).
+    Active,
+    /// Deleted: keeps its established flows until they go idle.
+    Draining,
+    /// Deleted with `flush`, or its VIP was deleted: its flows end now.
+    Flushed,
+}
+
+impl PodState {
+    /// Whether existing flows may still use the pod.
+    #[inline(always)]
+    pub fn serves_flows(self) -> bool {
+        matches!(self, PodState::Active | PodState::Draining)
+    }
+}
+
+/// A pod as workers see it: where to send its flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodRuntime {
+    pub vip: u32,
+    /// Pod address and the VIP's target port.
+    pub endpoint: Endpoint,
+    pub state: PodState,
+}
+
+/// A VIP as workers see it.
+#[derive(Debug, Clone)]
+pub struct VipRuntime {
+    pub key: VipKey,
+    pub nat: NatType,
+    pub target_port: u16,
+    pub node_port: u16,
+    pub table: Arc<Table>,
+}
+
+/// Where a packet entered kp: through a VIP prefix's FIB entry, or as
+/// NodePort traffic to one of the node's own addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capture {
+    /// Index of a VIP prefix in [`Dataplane::prefixes`].
+    Prefix(u32),
+    NodePort,
+}
+
+/// One immutable, published state of the data plane.
+#[derive(Debug, Clone, Default)]
+pub struct Dataplane {
+    pub flow: FlowConf,
+    /// By VIP index; `None` for a free index.
+    pub vips: Vec<Option<VipRuntime>>,
+    /// By pod index.
+    pub pods: Vec<PodRuntime>,
+    /// By capture prefix index: the VIPs (protocol, port, VIP index) that
+    /// share the prefix. Few per prefix, so a scan is fastest.
+    pub prefixes: Vec<Vec<(Protocol, u16, u32)>>,
+    /// Sorted (node_port, protocol, VIP index) for NodePort traffic.
+    pub node_ports: Vec<(u16, Protocol, u32)>,
+}
+
+impl Dataplane {
+    /// The VIP serving a packet, given how it was captured.
+    #[inline]
+    pub fn classify(&self, capture: Capture, protocol: u8, dst_port: u16) -> Option<u32> {
+        match capture {
+            Capture::Prefix(i) => self
+                .prefixes
+                .get(i as usize)?
+                .iter()
+                .find(|(proto, port, _)| *port == dst_port && proto.serves(protocol))
+                .map(|&(_, _, v)| v),
+            Capture::NodePort => {
+                let start = self.node_ports.partition_point(|&(p, _, _)| p < dst_port);
+                self.node_ports[start..]
+                    .iter()
+                    .take_while(|&&(p, _, _)| p == dst_port)
+                    .find(|(_, proto, _)| proto.serves(protocol))
+                    .map(|&(_, _, v)| v)
+            }
+        }
+    }
+
+    #[inline(always)]
+    pub fn pod_serves(&self, pod: u32) -> bool {
+        self.pods
+            .get(pod as usize)
+            .is_some_and(|p| p.state.serves_flows())
+    }
+}
+
+/// Control-plane state of one pod index.
+#[derive(Debug, Clone, Copy)]
+struct PodSlot {
+    vip: u32,
+    addr: IpAddr,
+    state: PodState,
+    /// Generation of the snapshot that stopped new flows to it.
+    removed_at: u64,
+}
+
+/// Owns the configuration and everything derived from it; runs on the
+/// main thread (in VPP: under the worker barrier).
+pub struct Controller {
+    config: Config,
+    vip_index: BTreeMap<VipKey, u32>,
+    free_vips: Vec<u32>,
+    n_vips: u32,
+    /// VIP prefix -> capture prefix index.
+    prefix_index: BTreeMap<crate::config::IpPrefix, u32>,
+    free_prefixes: Vec<u32>,
+    pods: Vec<PodSlot>,
+    pod_index: HashMap<(u32, IpAddr), u32>,
+    free_pods: Vec<u32>,
+    tables: HashMap<u32, Arc<Table>>,
+    /// Deleted VIP indices and the generation that deleted them, waiting
+    /// for their pods to be freed before reuse.
+    retired_vips: Vec<(u32, u64)>,
+    cell: Arc<SnapshotCell<Dataplane>>,
+    refs: Arc<RefCounts>,
+}
+
+impl Controller {
+    /// A controller for `n_threads` data-plane threads.
+    pub fn new(n_threads: usize) -> Controller {
+        let config = Config::default();
+        let initial = Dataplane {
+            flow: config.flow,
+            ..Default::default()
+        };
+        Controller {
+            config,
+            vip_index: BTreeMap::new(),
+            free_vips: Vec::new(),
+            n_vips: 0,
+            prefix_index: BTreeMap::new(),
+            free_prefixes: Vec::new(),
+            pods: Vec::new(),
+            pod_index: HashMap::new(),
+            free_pods: Vec::new(),
+            tables: HashMap::new(),
+            retired_vips: Vec::new(),
+            cell: Arc::new(SnapshotCell::new(initial, n_threads)),
+            refs: Arc::new(RefCounts::new(n_threads)),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn cell(&self) -> &Arc<SnapshotCell<Dataplane>> {
+        &self.cell
+    }
+
+    pub fn refs(&self) -> &Arc<RefCounts> {
+        &self.refs
+    }
+
+    /// A worker for data-plane thread `thread`.
+    pub fn worker(&self, thread: usize) -> Result<Worker, OutOfMemory> {
+        Worker::new(thread, &self.cell, &self.refs)
+    }
+
+    pub fn vip_index(&self, key: &VipKey) -> Option<u32> {
+        self.vip_index.get(key).copied()
+    }
+
+    pub fn prefix_index(&self, prefix: &crate::config::IpPrefix) -> Option<u32> {
+        self.prefix_index.get(prefix).copied()
+    }
+
+    /// The pod index of `addr` on a VIP, while it exists (also draining).
+    pub fn pod_index(&self, vip: u32, addr: &IpAddr) -> Option<u32> {
+        self.pod_index.get(&(vip, *addr)).copied()
+    }
+
+    /// Pods still held by flows after their deletion.
+    pub fn draining_pods(&self) -> impl Iterator<Item = (u32, IpAddr, PodState)> + '_ {
+        self.pods
+            .iter()
+            .filter(|p| matches!(p.state, PodState::Draining | PodState::Flushed))
+            .map(|p| (p.vip, p.addr, p.state))
+    }
+
+    pub fn set_flow(
+        &mut self,
+        buckets: Option<u32>,
+        timeout: Option<u32>,
+    ) -> Result<(), ConfigError> {
+        self.config.set_flow(buckets, timeout)?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Adds a VIP; returns its index.
+    pub fn add_vip(&mut self, spec: &VipSpec) -> Result<u32, ConfigError> {
+        self.config.add_vip(spec)?;
+        let idx = self.free_vips.pop().unwrap_or_else(|| {
+            self.n_vips += 1;
+            self.n_vips - 1
+        });
+        self.vip_index.insert(spec.key, idx);
+        if !self.prefix_index.contains_key(&spec.key.prefix) {
+            let p = self
+                .free_prefixes
+                .pop()
+                .unwrap_or(self.prefix_index.len() as u32);
+            self.prefix_index.insert(spec.key.prefix, p);
+        }
+        self.rebuild_table(idx, &spec.key);
+        self.publish();
+        Ok(idx)
+    }
+
+    /// Deletes a VIP: its pods are flushed (their flows end) and freed once
+    /// no flow references them.
+    pub fn del_vip(&mut self, key: &VipKey) -> Result<(), ConfigError> {
+        let vip = self.config.del_vip(key)?;
+        let idx = self
+            .vip_index
+            .remove(key)
+            .expect("configured VIP has an index");
+        for addr in vip.pods.keys() {
+            if let Some(&p) = self.pod_index.get(&(idx, *addr)) {
+                self.pods[p as usize].state = PodState::Flushed;
+            }
+        }
+        self.tables.remove(&idx);
+        if !self.config.vips.keys().any(|k| k.prefix == key.prefix) {
+            if let Some(p) = self.prefix_index.remove(&key.prefix) {
+                self.free_prefixes.push(p);
+            }
+        }
+        // The VIP index is reused only after garbage collection has freed
+        // its pods, so stale flow entries can never point into a new VIP.
+        let g = self.publish();
+        for p in self
+            .pods
+            .iter_mut()
+            .filter(|p| p.vip == idx && p.state == PodState::Flushed)
+        {
+            p.removed_at = g;
+        }
+        self.retired_vips.push((idx, g));
+        Ok(())
+    }
+
+    /// Adds pods (or updates weights) on every VIP the target selects.
+    pub fn add_pods(&mut self, t: &PodTarget, pods: &[(IpAddr, u32)]) -> Result<(), ConfigError> {
+        let keys = self.config.add_pods(t, pods)?;
+        for k in &keys {
+            let vip = self.vip_index[k];
+            for &(addr, _) in pods {
+                match self.pod_index.get(&(vip, addr)) {
+                    // Re-added while draining: its flows carry on.
+                    Some(&p) => self.pods[p as usize].state = PodState::Active,
+                    None => {
+                        let slot = PodSlot {
+                            vip,
+                            addr,
+                            state: PodState::Active,
+                            removed_at: 0,
+                        };
+                        let p = match self.free_pods.pop() {
+                            Some(p) => {
+                                self.pods[p as usize] = slot;
+                                p
+                            }
+                            None => {
+                                self.pods.push(slot);
+                                (self.pods.len() - 1) as u32
+                            }
+                        };
+                        self.pod_index.insert((vip, addr), p);
+                    }
+                }
+            }
+            self.rebuild_table(vip, k);
+        }
+        self.publish();
+        Ok(())
+    }
+
+    /// Deletes pods: new flows avoid them at once; established flows keep
+    /// them until idle, or end now with `flush`.
+    pub fn del_pods(
+        &mut self,
+        t: &PodTarget,
+        pods: &[IpAddr],
+        flush: bool,
+    ) -> Result<(), ConfigError> {
+        let keys = self.config.del_pods(t, pods)?;
+        let mut changed = Vec::new();
+        for k in &keys {
+            let vip = self.vip_index[k];
+            for addr in pods {
+                let p = self.pod_index[&(vip, *addr)];
+                self.pods[p as usize].state = if flush {
+                    PodState::Flushed
+                } else {
+                    PodState::Draining
+                };
+                changed.push(p);
+            }
+            self.rebuild_table(vip, k);
+        }
+        let g = self.publish();
+        for p in changed {
+            self.pods[p as usize].removed_at = g;
+        }
+        Ok(())
+    }
+
+    /// Frees deleted pods that nothing can reference any more (the rule in
+    /// [`crate::refcount`]), and VIP indices whose pods are all gone.
+    /// Returns how many pods were freed.
+    pub fn collect_garbage(&mut self) -> usize {
+        let mut freed = 0;
+        for i in 0..self.pods.len() {
+            let p = self.pods[i];
+            let deleted = matches!(p.state, PodState::Draining | PodState::Flushed);
+            if deleted && self.cell.quiescent_since(p.removed_at) && self.refs.sum(i as u32) == 0 {
+                self.pods[i].state = PodState::Free;
+                self.pod_index.remove(&(p.vip, p.addr));
+                self.free_pods.push(i as u32);
+                freed += 1;
+            }
+        }
+        let pods = &self.pods;
+        let mut reusable = Vec::new();
+        self.retired_vips.retain(|&(v, g)| {
+            let done = self.cell.quiescent_since(g)
+                && !pods.iter().any(|p| p.vip == v && p.state != PodState::Free);
+            if done {
+                reusable.push(v);
+            }
+            !done
+        });
+        self.free_vips.extend(reusable);
+        if freed > 0 {
+            self.publish();
+        }
+        freed
+    }
+
+    fn rebuild_table(&mut self, vip: u32, key: &VipKey) {
+        let v = &self.config.vips[key];
+        let backends: Vec<maglev::Backend> = v
+            .pods
+            .iter()
+            .map(|(addr, &weight)| maglev::Backend {
+                addr: addr_bytes(addr),
+                weight,
+                id: self.pod_index[&(vip, *addr)],
+            })
+            .collect();
+        self.tables
+            .insert(vip, Arc::new(Table::build(&backends, v.new_len)));
+    }
+
+    /// Builds and publishes the snapshot; returns its generation.
+    fn publish(&mut self) -> u64 {
+        let mut vips: Vec<Option<VipRuntime>> = vec![None; self.n_vips as usize];
+        let mut prefixes = vec![Vec::new(); self.prefix_index.len() + self.free_prefixes.len()];
+        let mut node_ports = Vec::new();
+        for (key, &idx) in &self.vip_index {
+            let v = &self.config.vips[key];
+            vips[idx as usize] = Some(VipRuntime {
+                key: *key,
+                nat: v.nat,
+                target_port: v.target_port,
+                node_port: v.node_port,
+                table: Arc::clone(&self.tables[&idx]),
+            });
+            prefixes[self.prefix_index[&key.prefix] as usize].push((key.protocol, key.port, idx));
+            if v.node_port != 0 {
+                node_ports.push((v.node_port, key.protocol, idx));
+            }
+        }
+        node_ports.sort_unstable();
+        let pods = self
+            .pods
+            .iter()
+            .map(|p| {
+                let target_port = vips
+                    .get(p.vip as usize)
+                    .and_then(|v| v.as_ref())
+                    .map_or(0, |v| v.target_port);
+                PodRuntime {
+                    vip: p.vip,
+                    endpoint: endpoint(&p.addr, target_port),
+                    state: p.state,
+                }
+            })
+            .collect();
+        self.cell.publish(Dataplane {
+            flow: self.config.flow,
+            vips,
+            pods,
+            prefixes,
+            node_ports,
+        })
+    }
+}
+
+fn addr_bytes(a: &IpAddr) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    match a {
+        IpAddr::V4(v4) => b[..4].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => b = v6.octets(),
+    }
+    b
+}
+
+fn endpoint(a: &IpAddr, port: u16) -> Endpoint {
+    match a {
+        IpAddr::V4(v4) => Endpoint::v4(v4.octets(), port),
+        IpAddr::V6(v6) => Endpoint::v6(v6.octets(), port),
+    }
+}
+
+/// What happened to a flow's packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowOutcome {
+    /// Packet of an established flow.
+    Hit,
+    /// First packet of a new flow, now in the flow table.
+    New,
+    /// New flow that could not be inserted (bucket full): forwarded anyway.
+    Untracked,
+}
+
+/// Why a packet was dropped; one node error counter each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    Packet(packet::Error),
+    /// Captured traffic with no VIP for its protocol and port.
+    NoVip,
+    /// The VIP has no pod taking new flows.
+    NoPod,
+    Nat(NatError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Forward {
+        vip: u32,
+        pod: u32,
+        outcome: FlowOutcome,
+    },
+    Drop(DropReason),
+}
+
+/// A batch of packets as the worker needs them. The VPP node implements
+/// it over a frame's buffers; benches and tests over byte vectors.
+pub trait Batch {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The packet, from its IP header on.
+    fn packet(&mut self, i: usize) -> &mut [u8];
+    fn capture(&self, i: usize) -> Capture;
+    /// How the TCP/UDP checksum field is used (offload).
+    fn l4_checksum(&self, _i: usize) -> L4Checksum {
+        L4Checksum::Full
+    }
+}
+
+/// Per-batch scratch space, kept between batches so nothing is allocated
+/// per packet.
+struct Scratch {
+    parsed: [Parsed; MAX_BATCH],
+    vip: [u32; MAX_BATCH],
+    keys: [FlowKey; MAX_BATCH],
+    hashes: [u64; MAX_BATCH],
+    cands: [u8; MAX_BATCH],
+}
+
+/// One data-plane thread: its flow table, snapshot reader and scratch.
+pub struct Worker {
+    thread: usize,
+    flows: FlowTable,
+    reader: Reader<Dataplane>,
+    cell: Arc<SnapshotCell<Dataplane>>,
+    refs: Arc<RefCounts>,
+    scratch: Box<Scratch>,
+    sweep_at: u32,
+}
+
+const NO_VIP: u32 = u32::MAX;
+
+impl Worker {
+    pub fn new(
+        thread: usize,
+        cell: &Arc<SnapshotCell<Dataplane>>,
+        refs: &Arc<RefCounts>,
+    ) -> Result<Worker, OutOfMemory> {
+        let flow = cell.load().flow;
+        let blank = Parsed {
+            family: IpFamily::V4,
+            protocol: 0,
+            src: [0; 16],
+            dst: [0; 16],
+            src_port: 0,
+            dst_port: 0,
+            l4_offset: 0,
+            l4_len: 0,
+        };
+        Ok(Worker {
+            thread,
+            flows: FlowTable::new(flow.buckets, flow.timeout)?,
+            reader: cell.reader(thread),
+            cell: Arc::clone(cell),
+            refs: Arc::clone(refs),
+            scratch: Box::new(Scratch {
+                parsed: [blank; MAX_BATCH],
+                vip: [NO_VIP; MAX_BATCH],
+                keys: [FlowKey::default(); MAX_BATCH],
+                hashes: [0; MAX_BATCH],
+                cands: [0; MAX_BATCH],
+            }),
+            sweep_at: 0,
+        })
+    }
+
+    pub fn flows(&self) -> &FlowTable {
+        &self.flows
+    }
+
+    pub fn thread(&self) -> usize {
+        self.thread
+    }
+
+    /// Runs the per-packet path over `batch` (at most [`MAX_BATCH`]
+    /// packets): parse, classify, flow lookup (batched, prefetched), Maglev
+    /// on a miss, insert, DNAT. `now` is the current tick (seconds, >= 1).
+    pub fn process<B: Batch>(&mut self, batch: &mut B, now: u32, verdicts: &mut [Verdict]) {
+        let n = batch.len().min(MAX_BATCH);
+        let Worker {
+            thread,
+            flows,
+            reader,
+            cell,
+            refs,
+            scratch,
+            sweep_at,
+        } = self;
+        let thread = *thread;
+        let dp = reader.enter(cell);
+
+        // A changed `kp conf` reaches the worker here, between batches.
+        if dp.flow.buckets != flows.n_buckets() {
+            if let Ok(t) = FlowTable::new(dp.flow.buckets, dp.flow.timeout) {
+                let old = core::mem::replace(flows, t);
+                release_all(&old, thread, refs);
+            }
+        } else if dp.flow.timeout != flows.timeout() {
+            flows.set_timeout(dp.flow.timeout);
+        }
+
+        // Pass 1: parse, classify, hash, prefetch the bucket.
+        for i in 0..n {
+            scratch.vip[i] = NO_VIP;
+            let verdict = match packet::parse(batch.packet(i)) {
+                Err(e) => Verdict::Drop(DropReason::Packet(e)),
+                Ok(p) => match dp.classify(batch.capture(i), p.protocol, p.dst_port) {
+                    None => Verdict::Drop(DropReason::NoVip),
+                    Some(v) => {
+                        scratch.parsed[i] = p;
+                        scratch.vip[i] = v;
+                        scratch.keys[i] = FlowKey::new(v, &p);
+                        scratch.hashes[i] = scratch.keys[i].hash();
+                        flows.prefetch_bucket(scratch.hashes[i]);
+                        continue;
+                    }
+                },
+            };
+            verdicts[i] = verdict;
+        }
+        // Pass 2: read buckets, prefetch candidate keys.
+        for i in 0..n {
+            if scratch.vip[i] != NO_VIP {
+                scratch.cands[i] = flows.candidates(scratch.hashes[i], now);
+            }
+        }
+        // Pass 3: confirm, choose a pod for new flows, rewrite.
+        for i in 0..n {
+            let v = scratch.vip[i];
+            if v == NO_VIP {
+                continue;
+            }
+            let key = &scratch.keys[i];
+            let hash = scratch.hashes[i];
+            let vip = dp.vips[v as usize].as_ref().expect("classified VIPs exist");
+            let hit = flows.resolve(key, hash, scratch.cands[i], now);
+            let (pod, outcome) = match hit {
+                Some(Hit { pod, .. }) if dp.pod_serves(pod) => (pod, FlowOutcome::Hit),
+                stale_or_miss => {
+                    // The Maglev choice must not depend on node-local
+                    // indices, so ECMP peers pick the same pod.
+                    let Some(pod) = vip.table.lookup(tuple_hash(&scratch.parsed[i])) else {
+                        if let Some(h) = stale_or_miss {
+                            release(flows.remove(h.slot), thread, refs);
+                        }
+                        verdicts[i] = Verdict::Drop(DropReason::NoPod);
+                        continue;
+                    };
+                    match stale_or_miss {
+                        Some(h) => {
+                            // Its pod was flushed: the flow moves on.
+                            let old = flows.repoint(h.slot, pod, now);
+                            refs.add(thread, pod, 1);
+                            refs.add(thread, old, -1);
+                            (pod, FlowOutcome::New)
+                        }
+                        None => match flows.insert(key, hash, pod, now) {
+                            Ok((_, evicted)) => {
+                                refs.add(thread, pod, 1);
+                                release(evicted, thread, refs);
+                                (pod, FlowOutcome::New)
+                            }
+                            Err(_) => (pod, FlowOutcome::Untracked),
+                        },
+                    }
+                }
+            };
+            let to = dp.pods[pod as usize].endpoint;
+            let l4 = batch.l4_checksum(i);
+            verdicts[i] =
+                match nat::apply(batch.packet(i), &scratch.parsed[i], &Rewrite::dnat(to), l4) {
+                    Ok(()) => Verdict::Forward {
+                        vip: v,
+                        pod,
+                        outcome,
+                    },
+                    Err(e) => Verdict::Drop(DropReason::Nat(e)),
+                };
+        }
+
+        *sweep_at = flows.sweep(
+            *sweep_at,
+            SWEEP_PER_BATCH,
+            now,
+            |p| !dp.pod_serves(p),
+            |p| refs.add(thread, p, -1),
+        );
+    }
+}
+
+#[inline(always)]
+fn release(pod: Option<u32>, thread: usize, refs: &RefCounts) {
+    if let Some(p) = pod {
+        refs.add(thread, p, -1);
+    }
+}
+
+fn release_all(t: &FlowTable, thread: usize, refs: &RefCounts) {
+    t.for_each_live(0, |_, pod| refs.add(thread, pod, -1));
+}
+
+/// Hash of the 5-tuple alone (no node-local index), for Maglev.
+#[inline]
+fn tuple_hash(p: &Parsed) -> u32 {
+    (FlowKey::new(0, p).hash() >> 32) as u32
+}
+
+/// A batch of owned packets: for tests, benches and tools.
+#[derive(Debug, Clone, Default)]
+pub struct VecBatch {
+    pub packets: Vec<Vec<u8>>,
+    pub captures: Vec<Capture>,
+}
+
+impl VecBatch {
+    pub fn push(&mut self, packet: Vec<u8>, capture: Capture) {
+        self.packets.push(packet);
+        self.captures.push(capture);
+    }
+}
+
+impl Batch for VecBatch {
+    fn len(&self) -> usize {
+        self.packets.len()
+    }
+    fn packet(&mut self, i: usize) -> &mut [u8] {
+        &mut self.packets[i]
+    }
+    fn capture(&self, i: usize) -> Capture {
+        self.captures[i]
+    }
+}
