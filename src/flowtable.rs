@@ -51,28 +51,49 @@ pub struct FlowKey {
 }
 
 impl FlowKey {
+    #[inline(always)]
     pub fn new(vip: u32, parsed: &Parsed) -> FlowKey {
-        let mut b = [0u8; 48];
-        b[..16].copy_from_slice(&parsed.src);
-        b[16..32].copy_from_slice(&parsed.dst);
-        b[32..34].copy_from_slice(&parsed.src_port.to_ne_bytes());
-        b[34..36].copy_from_slice(&parsed.dst_port.to_ne_bytes());
-        b[36] = parsed.protocol;
-        b[37] = match parsed.family {
+        let w = |a: &[u8; 16], at: usize| u64::from_ne_bytes(a[at..at + 8].try_into().unwrap());
+        let family: u8 = match parsed.family {
             IpFamily::V4 => 4,
             IpFamily::V6 => 6,
         };
-        b[40..44].copy_from_slice(&vip.to_ne_bytes());
-        let mut words = [0u64; 6];
-        for (w, chunk) in words.iter_mut().zip(b.chunks_exact(8)) {
-            *w = u64::from_ne_bytes(chunk.try_into().unwrap());
+        // Bytes 32..40 in native order: ports, protocol, family, zero.
+        let mut tail = [0u8; 8];
+        tail[0..2].copy_from_slice(&parsed.src_port.to_ne_bytes());
+        tail[2..4].copy_from_slice(&parsed.dst_port.to_ne_bytes());
+        tail[4] = parsed.protocol;
+        tail[5] = family;
+        let mut vip_word = [0u8; 8];
+        vip_word[..4].copy_from_slice(&vip.to_ne_bytes());
+        FlowKey {
+            words: [
+                w(&parsed.src, 0),
+                w(&parsed.src, 8),
+                w(&parsed.dst, 0),
+                w(&parsed.dst, 8),
+                u64::from_ne_bytes(tail),
+                u64::from_ne_bytes(vip_word),
+            ],
         }
-        FlowKey { words }
+    }
+
+    /// Whole-key equality as word operations (no `memcmp` call).
+    #[inline(always)]
+    pub fn same(&self, other: &FlowKey) -> bool {
+        let (a, b) = (&self.words, &other.words);
+        ((a[0] ^ b[0])
+            | (a[1] ^ b[1])
+            | (a[2] ^ b[2])
+            | (a[3] ^ b[3])
+            | (a[4] ^ b[4])
+            | (a[5] ^ b[5]))
+            == 0
     }
 
     /// The VIP index this flow belongs to.
     pub fn vip(&self) -> u32 {
-        self.words[5] as u32
+        u32::from_ne_bytes(self.words[5].to_ne_bytes()[..4].try_into().unwrap())
     }
 
     /// A 64-bit hash of the whole key: three independent 64x64->128-bit
@@ -221,7 +242,7 @@ impl FlowTable {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
             let slot = bi * ENTRIES_PER_BUCKET + i;
-            if self.keys[slot] == *key {
+            if self.keys[slot].same(key) {
                 let b = &mut self.buckets[bi];
                 b.expiry[i] = now.saturating_add(self.timeout);
                 return Some(Hit {

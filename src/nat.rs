@@ -237,9 +237,15 @@ pub fn rewrite_in_place(
         if ep.family != parsed.family {
             return Err(NatError::FamilyMismatch);
         }
-        let new = ep.addr_bytes();
-        addr_delta += checksum::delta(&pkt[at..at + addr_len], new);
-        pkt[at..at + addr_len].copy_from_slice(new);
+        let field = &mut pkt[at..at + addr_len];
+        addr_delta += match parsed.family {
+            IpFamily::V4 => checksum::delta_v4(
+                &(*field).try_into().unwrap(),
+                ep.addr[..4].try_into().unwrap(),
+            ),
+            IpFamily::V6 => checksum::delta_v6(&(*field).try_into().unwrap(), &ep.addr),
+        };
+        field.copy_from_slice(ep.addr_bytes());
         port_delta += checksum::delta16(old_port, ep.port);
         set_be16(pkt, port_at, ep.port);
     }

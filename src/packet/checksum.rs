@@ -76,6 +76,27 @@ pub fn delta(old: &[u8], new: &[u8]) -> u64 {
     (0xffff * words.max(1) - old_sum) + sum(new)
 }
 
+/// [`delta`] for an IPv4 address, in two 16-bit words.
+#[inline(always)]
+pub fn delta_v4(old: &[u8; 4], new: &[u8; 4]) -> u64 {
+    let o = u32::from_be_bytes(*old);
+    let n = u32::from_be_bytes(*new);
+    delta16((o >> 16) as u16, (n >> 16) as u16) + delta16(o as u16, n as u16)
+}
+
+/// [`delta`] for an IPv6 address: `~old + new` summed as 32-bit halves of
+/// 64-bit words (the same one's-complement value as the 16-bit words).
+#[inline(always)]
+pub fn delta_v6(old: &[u8; 16], new: &[u8; 16]) -> u64 {
+    let mut acc = 0u64;
+    for at in [0, 8] {
+        let o = !u64::from_be_bytes(old[at..at + 8].try_into().unwrap());
+        let n = u64::from_be_bytes(new[at..at + 8].try_into().unwrap());
+        acc += (o >> 32) + (o & 0xffff_ffff) + (n >> 32) + (n & 0xffff_ffff);
+    }
+    acc
+}
+
 /// The change to a sum when the 16-bit value `old` becomes `new`.
 #[inline]
 pub fn delta16(old: u16, new: u16) -> u64 {
@@ -168,6 +189,14 @@ mod tests {
             // ...and the field equals a from-scratch computation.
             data[csum_at] = 0; data[csum_at + 1] = 0;
             prop_assert_eq!(updated, checksum(&data));
+        }
+
+        #[test]
+        fn address_deltas_match_the_generic_one(a in any::<[u8; 16]>(), b in any::<[u8; 16]>(), c in any::<u16>()) {
+            let v4a: [u8; 4] = a[..4].try_into().unwrap();
+            let v4b: [u8; 4] = b[..4].try_into().unwrap();
+            prop_assert_eq!(update(c, delta_v4(&v4a, &v4b)), update(c, delta(&v4a, &v4b)));
+            prop_assert_eq!(update(c, delta_v6(&a, &b)), update(c, delta(&a, &b)));
         }
     }
 }
