@@ -19,3 +19,4 @@ pub mod packet;
 pub mod refcount;
 pub mod snapshot;
 pub mod sys;
+pub mod vpp;
