@@ -48,16 +48,12 @@ fn lookup_hit(c: &mut Criterion) {
         // Half-full buckets on average, as a sized deployment would run.
         let buckets = (n as u32).next_power_of_two() / 2;
         let mut t = FlowTable::new(buckets, 1_000_000).unwrap();
-        let keys: Vec<FlowKey> = (0..n as u32)
-            .map(key)
-            .filter(|k| t.insert(k, k.hash(), 1, 1).is_ok())
-            .collect();
+        let keys: Vec<FlowKey> =
+            (0..n as u32).map(key).filter(|k| t.insert(k, k.hash(), 1, 1).is_ok()).collect();
         // 64 batches of random established flows, cycled through.
         let idx = order(keys.len(), BATCH * 64);
-        let batches: Vec<Vec<FlowKey>> = idx
-            .chunks(BATCH)
-            .map(|c| c.iter().map(|&i| keys[i]).collect())
-            .collect();
+        let batches: Vec<Vec<FlowKey>> =
+            idx.chunks(BATCH).map(|c| c.iter().map(|&i| keys[i]).collect()).collect();
         let mut hashes = [0u64; BATCH];
         let mut cands = [0u8; BATCH];
         let mut out = [None::<Hit>; BATCH];

@@ -9,29 +9,18 @@ fn pods(n: u32) -> Vec<Backend> {
         .map(|i| {
             let mut addr = [0u8; 16];
             addr[..4].copy_from_slice(&[10, 1, (i >> 8) as u8, i as u8]);
-            Backend {
-                addr,
-                weight: 1,
-                id: i,
-            }
+            Backend { addr, weight: 1, id: i }
         })
         .collect()
 }
 
 fn build(c: &mut Criterion) {
     let mut g = c.benchmark_group("build");
-    for (m, n) in [
-        (65537u32, 1000u32),
-        (1024, 10),
-        (65536, 1000),
-        (1048576, 10000),
-    ] {
+    for (m, n) in [(65537u32, 1000u32), (1024, 10), (65536, 1000), (1048576, 10000)] {
         let backends = pods(n);
-        g.bench_with_input(
-            BenchmarkId::new(m.to_string(), n),
-            &backends,
-            |b, backends| b.iter(|| Table::build(black_box(backends), m)),
-        );
+        g.bench_with_input(BenchmarkId::new(m.to_string(), n), &backends, |b, backends| {
+            b.iter(|| Table::build(black_box(backends), m))
+        });
     }
     g.finish();
 }

@@ -14,21 +14,11 @@ use kp_plugin::packet::{proto, IpFamily};
 const IP_LEN: usize = 46;
 
 fn packet(flow: u32) -> Vec<u8> {
-    let (protocol, hdr) = if flow % 2 == 0 {
-        (proto::TCP, 40)
-    } else {
-        (proto::UDP, 28)
-    };
+    let (protocol, hdr) = if flow % 2 == 0 { (proto::TCP, 40) } else { (proto::UDP, 28) };
     let payload = [0x5au8; IP_LEN];
     let src = (0x0a00_0000u32 | (flow >> 6)).to_be_bytes();
-    let spec = Spec::new(
-        IpFamily::V4,
-        protocol,
-        &src,
-        &[10, 96, 0, 10],
-        (1024 + (flow & 63) as u16, 80),
-    )
-    .payload(&payload[..IP_LEN - hdr]);
+    let spec = Spec::new(IpFamily::V4, protocol, &src, &[10, 96, 0, 10], (1024 + (flow & 63) as u16, 80))
+        .payload(&payload[..IP_LEN - hdr]);
     let p = emit(&spec);
     debug_assert_eq!(p.len(), IP_LEN);
     p
@@ -39,33 +29,12 @@ fn nat44_hit(c: &mut Criterion) {
     g.throughput(Throughput::Elements(MAX_BATCH as u64));
     for (label, n_flows) in [("1K", 1u32 << 10), ("1M", 1 << 20)] {
         let mut ctl = Controller::new(1);
-        ctl.set_flow(Some(n_flows.next_power_of_two() / 2), Some(3600))
+        ctl.set_flow(Some(n_flows.next_power_of_two() / 2), Some(3600)).unwrap();
+        let key = VipKey { prefix: "10.96.0.10/32".parse().unwrap(), protocol: Protocol::Any, port: 80 };
+        ctl.add_vip(&VipSpec { key, target_port: 8080, node_port: 0, nat: None, new_len: Some(1024) })
             .unwrap();
-        let key = VipKey {
-            prefix: "10.96.0.10/32".parse().unwrap(),
-            protocol: Protocol::Any,
-            port: 80,
-        };
-        ctl.add_vip(&VipSpec {
-            key,
-            target_port: 8080,
-            node_port: 0,
-            nat: None,
-            new_len: Some(1024),
-        })
-        .unwrap();
-        let pods: Vec<_> = (1..=16u8)
-            .map(|i| (std::net::IpAddr::from([10, 1, 0, i]), 1))
-            .collect();
-        ctl.add_pods(
-            &PodTarget {
-                prefix: key.prefix,
-                protocol: None,
-                port: None,
-            },
-            &pods,
-        )
-        .unwrap();
+        let pods: Vec<_> = (1..=16u8).map(|i| (std::net::IpAddr::from([10, 1, 0, i]), 1)).collect();
+        ctl.add_pods(&PodTarget { prefix: key.prefix, protocol: None, port: None }, &pods).unwrap();
         let mut worker = ctl.worker(0).unwrap();
         let mut verdicts = [Verdict::Drop(DropReason::NoVip); MAX_BATCH];
 
@@ -87,10 +56,7 @@ fn nat44_hit(c: &mut Criterion) {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    b.push(
-                        packets[(x % u64::from(n_flows)) as usize].clone(),
-                        Capture::Prefix(0),
-                    );
+                    b.push(packets[(x % u64::from(n_flows)) as usize].clone(), Capture::Prefix(0));
                 }
                 b
             })

@@ -47,11 +47,7 @@ impl IpPrefix {
                 IpAddr::V4((u32::from(a) & mask).into())
             }
             IpAddr::V6(a) => {
-                let mask = if len == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - len)
-                };
+                let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
                 IpAddr::V6((u128::from(a) & mask).into())
             }
         };
@@ -124,10 +120,8 @@ impl Protocol {
     pub fn serves(self, p: u8) -> bool {
         matches!(
             (self, p),
-            (
-                Protocol::Any,
-                crate::packet::proto::TCP | crate::packet::proto::UDP
-            ) | (Protocol::Tcp, crate::packet::proto::TCP)
+            (Protocol::Any, crate::packet::proto::TCP | crate::packet::proto::UDP)
+                | (Protocol::Tcp, crate::packet::proto::TCP)
                 | (Protocol::Udp, crate::packet::proto::UDP)
         )
     }
@@ -151,13 +145,7 @@ pub struct VipKey {
 
 impl fmt::Display for VipKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {} port {}",
-            self.prefix,
-            self.protocol.name(),
-            self.port
-        )
+        write!(f, "{} {} port {}", self.prefix, self.protocol.name(), self.port)
     }
 }
 
@@ -197,10 +185,7 @@ pub struct FlowConf {
 
 impl Default for FlowConf {
     fn default() -> Self {
-        FlowConf {
-            buckets: DEFAULT_BUCKETS,
-            timeout: DEFAULT_TIMEOUT,
-        }
+        FlowConf { buckets: DEFAULT_BUCKETS, timeout: DEFAULT_TIMEOUT }
     }
 }
 
@@ -248,15 +233,11 @@ impl fmt::Display for ConfigError {
             ConfigError::BadPrefixLength { len, max } => {
                 write!(f, "prefix length {len} is out of range (0 to {max})")
             }
-            ConfigError::BadBuckets(n) => write!(
-                f,
-                "buckets {n} must be a power of two from {MIN_BUCKETS} to {MAX_BUCKETS}"
-            ),
+            ConfigError::BadBuckets(n) => {
+                write!(f, "buckets {n} must be a power of two from {MIN_BUCKETS} to {MAX_BUCKETS}")
+            }
             ConfigError::BadTimeout(t) => {
-                write!(
-                    f,
-                    "timeout {t} is out of range (1 to {MAX_TIMEOUT} seconds)"
-                )
+                write!(f, "timeout {t} is out of range (1 to {MAX_TIMEOUT} seconds)")
             }
             ConfigError::BadNewLen(e) => write!(f, "{e}"),
             ConfigError::BadWeight(w) => {
@@ -264,22 +245,16 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::PortZero(what) => write!(f, "{what} must be from 1 to 65535"),
             ConfigError::NatFamilyMismatch { prefix, nat } => {
-                write!(
-                    f,
-                    "{nat} needs an {} VIP, but {prefix} is not",
-                    fam_name(nat.vip_family())
-                )
+                write!(f, "{nat} needs an {} VIP, but {prefix} is not", fam_name(nat.vip_family()))
             }
             ConfigError::DuplicateVip(k) => write!(f, "VIP {k} already exists"),
             ConfigError::NodePortClash { node_port, other } => {
                 write!(f, "node_port {node_port} is already used by VIP {other}")
             }
             ConfigError::UnknownVip(what) => write!(f, "no VIP matches {what}"),
-            ConfigError::PodFamilyMismatch { pod, nat } => write!(
-                f,
-                "pod {pod} is not {}, as this VIP's {nat} pods must be",
-                fam_name(nat.pod_family())
-            ),
+            ConfigError::PodFamilyMismatch { pod, nat } => {
+                write!(f, "pod {pod} is not {}, as this VIP's {nat} pods must be", fam_name(nat.pod_family()))
+            }
             ConfigError::UnknownPod { pod, vip } => {
                 write!(f, "pod {pod} is not a pod of VIP {vip}")
             }
@@ -322,11 +297,7 @@ pub fn validate_timeout(t: u32) -> Result<u32, ConfigError> {
 
 impl Config {
     /// `kp conf`: `None` keeps the current value.
-    pub fn set_flow(
-        &mut self,
-        buckets: Option<u32>,
-        timeout: Option<u32>,
-    ) -> Result<(), ConfigError> {
+    pub fn set_flow(&mut self, buckets: Option<u32>, timeout: Option<u32>) -> Result<(), ConfigError> {
         let buckets = buckets.map(validate_buckets).transpose()?;
         let timeout = timeout.map(validate_timeout).transpose()?;
         if let Some(b) = buckets {
@@ -352,28 +323,19 @@ impl Config {
             IpFamily::V6 => NatType::Nat66,
         });
         if nat.vip_family() != k.prefix.family() {
-            return Err(ConfigError::NatFamilyMismatch {
-                prefix: k.prefix,
-                nat,
-            });
+            return Err(ConfigError::NatFamilyMismatch { prefix: k.prefix, nat });
         }
         let new_len = maglev::validate_new_len(spec.new_len.unwrap_or(DEFAULT_NEW_LEN))
             .map_err(ConfigError::BadNewLen)?;
         for other in self.vips.keys() {
-            if other.prefix == k.prefix
-                && other.port == k.port
-                && other.protocol.overlaps(k.protocol)
-            {
+            if other.prefix == k.prefix && other.port == k.port && other.protocol.overlaps(k.protocol) {
                 return Err(ConfigError::DuplicateVip(*other));
             }
         }
         if spec.node_port != 0 {
             for v in self.vips.values() {
                 if v.node_port == spec.node_port && v.key.protocol.overlaps(k.protocol) {
-                    return Err(ConfigError::NodePortClash {
-                        node_port: spec.node_port,
-                        other: v.key,
-                    });
+                    return Err(ConfigError::NodePortClash { node_port: spec.node_port, other: v.key });
                 }
             }
         }
@@ -395,9 +357,7 @@ impl Config {
 
     /// Deletes a VIP (and with it its pods).
     pub fn del_vip(&mut self, key: &VipKey) -> Result<Vip, ConfigError> {
-        self.vips
-            .remove(key)
-            .ok_or_else(|| ConfigError::UnknownVip(key.to_string()))
+        self.vips.remove(key).ok_or_else(|| ConfigError::UnknownVip(key.to_string()))
     }
 
     /// The keys of the VIPs a pod command applies to; at least one.
@@ -418,11 +378,7 @@ impl Config {
 
     /// Adds pods (or changes the weight of pods already there) on every VIP
     /// the target selects. Returns the VIPs changed.
-    pub fn add_pods(
-        &mut self,
-        t: &PodTarget,
-        pods: &[(IpAddr, u32)],
-    ) -> Result<Vec<VipKey>, ConfigError> {
+    pub fn add_pods(&mut self, t: &PodTarget, pods: &[(IpAddr, u32)]) -> Result<Vec<VipKey>, ConfigError> {
         if pods.is_empty() {
             return Err(ConfigError::NoPods);
         }
@@ -476,11 +432,7 @@ mod tests {
     use super::*;
 
     fn key(p: &str, proto: Protocol, port: u16) -> VipKey {
-        VipKey {
-            prefix: p.parse().unwrap(),
-            protocol: proto,
-            port,
-        }
+        VipKey { prefix: p.parse().unwrap(), protocol: proto, port }
     }
 
     fn spec(p: &str, port: u16) -> VipSpec {
@@ -503,19 +455,13 @@ mod tests {
         assert_eq!(p.to_string(), "10.96.0.0/24");
         assert!(p.contains(&ip("10.96.0.200")));
         assert!(!p.contains(&ip("10.96.1.1")));
-        assert_eq!(
-            "2001:db8::1/120".parse::<IpPrefix>().unwrap().to_string(),
-            "2001:db8::/120"
-        );
+        assert_eq!("2001:db8::1/120".parse::<IpPrefix>().unwrap().to_string(), "2001:db8::/120");
         assert_eq!("10.0.0.1".parse::<IpPrefix>().unwrap().len(), 32);
         assert_eq!(
             "10.0.0.1/33".parse::<IpPrefix>().unwrap_err().to_string(),
             "prefix length 33 is out of range (0 to 32)"
         );
-        assert_eq!(
-            "nonsense".parse::<IpPrefix>().unwrap_err(),
-            ConfigError::BadPrefix("nonsense".into())
-        );
+        assert_eq!("nonsense".parse::<IpPrefix>().unwrap_err(), ConfigError::BadPrefix("nonsense".into()));
         assert!("10.0.0.1/".parse::<IpPrefix>().is_err());
         assert!("10.0.0.1/-1".parse::<IpPrefix>().is_err());
     }
@@ -527,10 +473,7 @@ mod tests {
         let v = &c.vips[&key("10.96.0.10/32", Protocol::Any, 80)];
         assert_eq!((v.nat, v.new_len), (NatType::Nat44, DEFAULT_NEW_LEN));
         c.add_vip(&spec("2001:db8::10/128", 80)).unwrap();
-        assert_eq!(
-            c.vips[&key("2001:db8::10/128", Protocol::Any, 80)].nat,
-            NatType::Nat66
-        );
+        assert_eq!(c.vips[&key("2001:db8::10/128", Protocol::Any, 80)].nat, NatType::Nat66);
 
         let before = c.clone();
         let mut s = spec("10.96.0.10/32", 80);
@@ -552,14 +495,8 @@ mod tests {
         assert_eq!(c.add_vip(&s).unwrap_err(), ConfigError::PortZero("port"));
         s.key.port = 1;
         s.target_port = 0;
-        assert_eq!(
-            c.add_vip(&s).unwrap_err(),
-            ConfigError::PortZero("target_port")
-        );
-        assert_eq!(
-            c, before,
-            "rejected changes leave the configuration as it was"
-        );
+        assert_eq!(c.add_vip(&s).unwrap_err(), ConfigError::PortZero("target_port"));
+        assert_eq!(c, before, "rejected changes leave the configuration as it was");
 
         // Same prefix, other port; and same port, other protocol: separate VIPs.
         c.add_vip(&spec("10.96.0.10/32", 443)).unwrap();
@@ -592,34 +529,17 @@ mod tests {
         let mut c = Config::default();
         c.add_vip(&spec("10.96.0.10/32", 80)).unwrap();
         c.add_vip(&spec("10.96.0.10/32", 443)).unwrap();
-        let all = PodTarget {
-            prefix: "10.96.0.10/32".parse().unwrap(),
-            protocol: None,
-            port: None,
-        };
-        let changed = c
-            .add_pods(&all, &[(ip("10.1.0.1"), 1), (ip("10.1.0.2"), 2)])
-            .unwrap();
+        let all = PodTarget { prefix: "10.96.0.10/32".parse().unwrap(), protocol: None, port: None };
+        let changed = c.add_pods(&all, &[(ip("10.1.0.1"), 1), (ip("10.1.0.2"), 2)]).unwrap();
         assert_eq!(changed.len(), 2, "without a port, every port of the prefix");
-        let p443 = PodTarget {
-            port: Some(443),
-            ..all
-        };
+        let p443 = PodTarget { port: Some(443), ..all };
         c.add_pods(&p443, &[(ip("10.1.0.1"), 5)]).unwrap();
-        assert_eq!(
-            c.vips[&key("10.96.0.10/32", Protocol::Any, 443)].pods[&ip("10.1.0.1")],
-            5
-        );
-        assert_eq!(
-            c.vips[&key("10.96.0.10/32", Protocol::Any, 80)].pods[&ip("10.1.0.1")],
-            1
-        );
+        assert_eq!(c.vips[&key("10.96.0.10/32", Protocol::Any, 443)].pods[&ip("10.1.0.1")], 5);
+        assert_eq!(c.vips[&key("10.96.0.10/32", Protocol::Any, 80)].pods[&ip("10.1.0.1")], 1);
 
         let before = c.clone();
         assert_eq!(
-            c.add_pods(&all, &[(ip("10.1.0.3"), 1), (ip("2001:db8::1"), 1)])
-                .unwrap_err()
-                .to_string(),
+            c.add_pods(&all, &[(ip("10.1.0.3"), 1), (ip("2001:db8::1"), 1)]).unwrap_err().to_string(),
             "pod 2001:db8::1 is not IPv4, as this VIP's nat44 pods must be"
         );
         assert!(matches!(
@@ -627,29 +547,17 @@ mod tests {
             Err(ConfigError::BadWeight(_))
         ));
         assert_eq!(
-            c.del_pods(&all, &[ip("10.1.0.1"), ip("10.1.0.9")])
-                .unwrap_err()
-                .to_string(),
+            c.del_pods(&all, &[ip("10.1.0.1"), ip("10.1.0.9")]).unwrap_err().to_string(),
             "pod 10.1.0.9 is not a pod of VIP 10.96.0.10/32 tcp+udp port 80"
         );
-        let other = PodTarget {
-            prefix: "10.96.0.99/32".parse().unwrap(),
-            ..all
-        };
+        let other = PodTarget { prefix: "10.96.0.99/32".parse().unwrap(), ..all };
         assert_eq!(
-            c.add_pods(&other, &[(ip("10.1.0.1"), 1)])
-                .unwrap_err()
-                .to_string(),
+            c.add_pods(&other, &[(ip("10.1.0.1"), 1)]).unwrap_err().to_string(),
             "no VIP matches 10.96.0.99/32"
         );
-        let p8080 = PodTarget {
-            port: Some(8080),
-            ..all
-        };
+        let p8080 = PodTarget { port: Some(8080), ..all };
         assert_eq!(
-            c.add_pods(&p8080, &[(ip("10.1.0.1"), 1)])
-                .unwrap_err()
-                .to_string(),
+            c.add_pods(&p8080, &[(ip("10.1.0.1"), 1)]).unwrap_err().to_string(),
             "no VIP matches 10.96.0.10/32 port 8080"
         );
         assert_eq!(c.add_pods(&all, &[]).unwrap_err(), ConfigError::NoPods);
@@ -667,28 +575,12 @@ mod tests {
         let mut c = Config::default();
         c.set_flow(Some(1 << 20), None).unwrap();
         c.set_flow(None, Some(300)).unwrap();
-        assert_eq!(
-            c.flow,
-            FlowConf {
-                buckets: 1 << 20,
-                timeout: 300
-            }
-        );
+        assert_eq!(c.flow, FlowConf { buckets: 1 << 20, timeout: 300 });
         assert_eq!(
             c.set_flow(Some(1000), Some(5)).unwrap_err().to_string(),
             format!("buckets 1000 must be a power of two from {MIN_BUCKETS} to {MAX_BUCKETS}")
         );
-        assert_eq!(
-            c.set_flow(Some(1024), Some(0)).unwrap_err(),
-            ConfigError::BadTimeout(0)
-        );
-        assert_eq!(
-            c.flow,
-            FlowConf {
-                buckets: 1 << 20,
-                timeout: 300
-            },
-            "all or nothing"
-        );
+        assert_eq!(c.set_flow(Some(1024), Some(0)).unwrap_err(), ConfigError::BadTimeout(0));
+        assert_eq!(c.flow, FlowConf { buckets: 1 << 20, timeout: 300 }, "all or nothing");
     }
 }

@@ -112,9 +112,7 @@ impl Dataplane {
 
     #[inline(always)]
     pub fn pod_serves(&self, pod: u32) -> bool {
-        self.pods
-            .get(pod as usize)
-            .is_some_and(|p| p.state.serves_flows())
+        self.pods.get(pod as usize).is_some_and(|p| p.state.serves_flows())
     }
 }
 
@@ -153,10 +151,7 @@ impl Controller {
     /// A controller for `n_threads` data-plane threads.
     pub fn new(n_threads: usize) -> Controller {
         let config = Config::default();
-        let initial = Dataplane {
-            flow: config.flow,
-            ..Default::default()
-        };
+        let initial = Dataplane { flow: config.flow, ..Default::default() };
         Controller {
             config,
             vip_index: BTreeMap::new(),
@@ -212,11 +207,7 @@ impl Controller {
             .map(|p| (p.vip, p.addr, p.state))
     }
 
-    pub fn set_flow(
-        &mut self,
-        buckets: Option<u32>,
-        timeout: Option<u32>,
-    ) -> Result<(), ConfigError> {
+    pub fn set_flow(&mut self, buckets: Option<u32>, timeout: Option<u32>) -> Result<(), ConfigError> {
         self.config.set_flow(buckets, timeout)?;
         self.publish();
         Ok(())
@@ -231,10 +222,7 @@ impl Controller {
         });
         self.vip_index.insert(spec.key, idx);
         if !self.prefix_index.contains_key(&spec.key.prefix) {
-            let p = self
-                .free_prefixes
-                .pop()
-                .unwrap_or(self.prefix_index.len() as u32);
+            let p = self.free_prefixes.pop().unwrap_or(self.prefix_index.len() as u32);
             self.prefix_index.insert(spec.key.prefix, p);
         }
         self.rebuild_table(idx, &spec.key);
@@ -246,10 +234,7 @@ impl Controller {
     /// no flow references them.
     pub fn del_vip(&mut self, key: &VipKey) -> Result<(), ConfigError> {
         let vip = self.config.del_vip(key)?;
-        let idx = self
-            .vip_index
-            .remove(key)
-            .expect("configured VIP has an index");
+        let idx = self.vip_index.remove(key).expect("configured VIP has an index");
         for addr in vip.pods.keys() {
             if let Some(&p) = self.pod_index.get(&(idx, *addr)) {
                 self.pods[p as usize].state = PodState::Flushed;
@@ -264,11 +249,7 @@ impl Controller {
         // The VIP index is reused only after garbage collection has freed
         // its pods, so stale flow entries can never point into a new VIP.
         let g = self.publish();
-        for p in self
-            .pods
-            .iter_mut()
-            .filter(|p| p.vip == idx && p.state == PodState::Flushed)
-        {
+        for p in self.pods.iter_mut().filter(|p| p.vip == idx && p.state == PodState::Flushed) {
             p.removed_at = g;
         }
         self.retired_vips.push((idx, g));
@@ -285,12 +266,7 @@ impl Controller {
                     // Re-added while draining: its flows carry on.
                     Some(&p) => self.pods[p as usize].state = PodState::Active,
                     None => {
-                        let slot = PodSlot {
-                            vip,
-                            addr,
-                            state: PodState::Active,
-                            removed_at: 0,
-                        };
+                        let slot = PodSlot { vip, addr, state: PodState::Active, removed_at: 0 };
                         let p = match self.free_pods.pop() {
                             Some(p) => {
                                 self.pods[p as usize] = slot;
@@ -313,23 +289,14 @@ impl Controller {
 
     /// Deletes pods: new flows avoid them at once; established flows keep
     /// them until idle, or end now with `flush`.
-    pub fn del_pods(
-        &mut self,
-        t: &PodTarget,
-        pods: &[IpAddr],
-        flush: bool,
-    ) -> Result<(), ConfigError> {
+    pub fn del_pods(&mut self, t: &PodTarget, pods: &[IpAddr], flush: bool) -> Result<(), ConfigError> {
         let keys = self.config.del_pods(t, pods)?;
         let mut changed = Vec::new();
         for k in &keys {
             let vip = self.vip_index[k];
             for addr in pods {
                 let p = self.pod_index[&(vip, *addr)];
-                self.pods[p as usize].state = if flush {
-                    PodState::Flushed
-                } else {
-                    PodState::Draining
-                };
+                self.pods[p as usize].state = if flush { PodState::Flushed } else { PodState::Draining };
                 changed.push(p);
             }
             self.rebuild_table(vip, k);
@@ -359,8 +326,8 @@ impl Controller {
         let pods = &self.pods;
         let mut reusable = Vec::new();
         self.retired_vips.retain(|&(v, g)| {
-            let done = self.cell.quiescent_since(g)
-                && !pods.iter().any(|p| p.vip == v && p.state != PodState::Free);
+            let done =
+                self.cell.quiescent_since(g) && !pods.iter().any(|p| p.vip == v && p.state != PodState::Free);
             if done {
                 reusable.push(v);
             }
@@ -384,8 +351,7 @@ impl Controller {
                 id: self.pod_index[&(vip, *addr)],
             })
             .collect();
-        self.tables
-            .insert(vip, Arc::new(Table::build(&backends, v.new_len)));
+        self.tables.insert(vip, Arc::new(Table::build(&backends, v.new_len)));
     }
 
     /// Builds and publishes the snapshot; returns its generation.
@@ -412,24 +378,12 @@ impl Controller {
             .pods
             .iter()
             .map(|p| {
-                let target_port = vips
-                    .get(p.vip as usize)
-                    .and_then(|v| v.as_ref())
-                    .map_or(0, |v| v.target_port);
-                PodRuntime {
-                    vip: p.vip,
-                    endpoint: endpoint(&p.addr, target_port),
-                    state: p.state,
-                }
+                let target_port =
+                    vips.get(p.vip as usize).and_then(|v| v.as_ref()).map_or(0, |v| v.target_port);
+                PodRuntime { vip: p.vip, endpoint: endpoint(&p.addr, target_port), state: p.state }
             })
             .collect();
-        self.cell.publish(Dataplane {
-            flow: self.config.flow,
-            vips,
-            pods,
-            prefixes,
-            node_ports,
-        })
+        self.cell.publish(Dataplane { flow: self.config.flow, vips, pods, prefixes, node_ports })
     }
 }
 
@@ -473,11 +427,7 @@ pub enum DropReason {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    Forward {
-        vip: u32,
-        pod: u32,
-        outcome: FlowOutcome,
-    },
+    Forward { vip: u32, pod: u32, outcome: FlowOutcome },
     Drop(DropReason),
 }
 
@@ -565,17 +515,11 @@ impl Worker {
     /// Runs the per-packet path over `batch` (at most [`MAX_BATCH`]
     /// packets): parse, classify, flow lookup (batched, prefetched), Maglev
     /// on a miss, insert, DNAT. `now` is the current tick (seconds, >= 1).
+    // Several parallel per-packet arrays are indexed by packet number.
+    #[allow(clippy::needless_range_loop)]
     pub fn process<B: Batch>(&mut self, batch: &mut B, now: u32, verdicts: &mut [Verdict]) {
         let n = batch.len().min(MAX_BATCH);
-        let Worker {
-            thread,
-            flows,
-            reader,
-            cell,
-            refs,
-            scratch,
-            sweep_at,
-        } = self;
+        let Worker { thread, flows, reader, cell, refs, scratch, sweep_at } = self;
         let thread = *thread;
         let dp = reader.enter(cell);
 
@@ -657,24 +601,14 @@ impl Worker {
             };
             let to = dp.pods[pod as usize].endpoint;
             let l4 = batch.l4_checksum(i);
-            verdicts[i] =
-                match nat::apply(batch.packet(i), &scratch.parsed[i], &Rewrite::dnat(to), l4) {
-                    Ok(()) => Verdict::Forward {
-                        vip: v,
-                        pod,
-                        outcome,
-                    },
-                    Err(e) => Verdict::Drop(DropReason::Nat(e)),
-                };
+            verdicts[i] = match nat::apply(batch.packet(i), &scratch.parsed[i], &Rewrite::dnat(to), l4) {
+                Ok(()) => Verdict::Forward { vip: v, pod, outcome },
+                Err(e) => Verdict::Drop(DropReason::Nat(e)),
+            };
         }
 
-        *sweep_at = flows.sweep(
-            *sweep_at,
-            SWEEP_PER_BATCH,
-            now,
-            |p| !dp.pod_serves(p),
-            |p| refs.add(thread, p, -1),
-        );
+        *sweep_at =
+            flows.sweep(*sweep_at, SWEEP_PER_BATCH, now, |p| !dp.pod_serves(p), |p| refs.add(thread, p, -1));
     }
 }
 

@@ -82,13 +82,7 @@ impl FlowKey {
     #[inline(always)]
     pub fn same(&self, other: &FlowKey) -> bool {
         let (a, b) = (&self.words, &other.words);
-        ((a[0] ^ b[0])
-            | (a[1] ^ b[1])
-            | (a[2] ^ b[2])
-            | (a[3] ^ b[3])
-            | (a[4] ^ b[4])
-            | (a[5] ^ b[5]))
-            == 0
+        ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) | (a[5] ^ b[5])) == 0
     }
 
     /// The VIP index this flow belongs to.
@@ -169,12 +163,7 @@ impl FlowTable {
         let bytes = n * (64 + ENTRIES_PER_BUCKET * 48);
         let buckets = ZeroedArray::new(n).ok_or(OutOfMemory { bytes })?;
         let keys = ZeroedArray::new(n * ENTRIES_PER_BUCKET).ok_or(OutOfMemory { bytes })?;
-        Ok(FlowTable {
-            buckets,
-            keys,
-            mask: n_buckets - 1,
-            timeout,
-        })
+        Ok(FlowTable { buckets, keys, mask: n_buckets - 1, timeout })
     }
 
     pub fn n_buckets(&self) -> u32 {
@@ -245,10 +234,7 @@ impl FlowTable {
             if self.keys[slot].same(key) {
                 let b = &mut self.buckets[bi];
                 b.expiry[i] = now.saturating_add(self.timeout);
-                return Some(Hit {
-                    slot: slot as SlotId,
-                    pod: b.pod[i],
-                });
+                return Some(Hit { slot: slot as SlotId, pod: b.pod[i] });
             }
         }
         None
@@ -317,10 +303,7 @@ impl FlowTable {
     /// and refreshes it. Returns the old pod.
     #[inline]
     pub fn repoint(&mut self, slot: SlotId, pod: u32, now: u32) -> u32 {
-        let (bi, i) = (
-            slot as usize / ENTRIES_PER_BUCKET,
-            slot as usize % ENTRIES_PER_BUCKET,
-        );
+        let (bi, i) = (slot as usize / ENTRIES_PER_BUCKET, slot as usize % ENTRIES_PER_BUCKET);
         let b = &mut self.buckets[bi];
         b.expiry[i] = now.saturating_add(self.timeout);
         core::mem::replace(&mut b.pod[i], pod)
@@ -328,10 +311,7 @@ impl FlowTable {
 
     /// Ends the flow in `slot` at once. Returns its pod if it was in use.
     pub fn remove(&mut self, slot: SlotId) -> Option<u32> {
-        let (bi, i) = (
-            slot as usize / ENTRIES_PER_BUCKET,
-            slot as usize % ENTRIES_PER_BUCKET,
-        );
+        let (bi, i) = (slot as usize / ENTRIES_PER_BUCKET, slot as usize % ENTRIES_PER_BUCKET);
         let b = &mut self.buckets[bi];
         let was = (b.expiry[i] != 0).then_some(b.pod[i]);
         b.expiry[i] = 0;
@@ -367,10 +347,7 @@ impl FlowTable {
 
     /// Live entries (a full scan: for `show kp`, not the data path).
     pub fn live_entries(&self, now: u32) -> usize {
-        self.buckets
-            .iter()
-            .map(|b| b.expiry.iter().filter(|&&e| e > now).count())
-            .sum()
+        self.buckets.iter().map(|b| b.expiry.iter().filter(|&&e| e > now).count()).sum()
     }
 
     /// Calls `f(vip, pod)` for every live entry (for `show` commands).
@@ -392,9 +369,7 @@ fn prefetch<T>(r: &T) {
     // SAFETY: prefetch is a hint that never faults; the pointer comes from a
     // live reference in any case.
     unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-            r as *const T as *const i8,
-        );
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(r as *const T as *const i8);
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = r;
@@ -460,11 +435,7 @@ mod tests {
         let h = a.hash();
         t.insert(&a, h, 100, 1).unwrap();
         let c = t.candidates(h, 1);
-        assert_eq!(
-            c.count_ones(),
-            1,
-            "same signature, so b's lookup sees a candidate"
-        );
+        assert_eq!(c.count_ones(), 1, "same signature, so b's lookup sees a candidate");
         assert_eq!(t.resolve(&b, h, c, 1), None);
         t.insert(&b, h, 200, 1).unwrap();
         let c = t.candidates(h, 1);
@@ -489,9 +460,7 @@ mod tests {
     #[test]
     fn full_bucket_fails_insert_until_an_entry_expires() {
         let mut t = FlowTable::new(16, 10).unwrap();
-        let keys: Vec<FlowKey> = (0..5)
-            .map(|i| FlowKey::new(0, &parsed(i, IpFamily::V6)))
-            .collect();
+        let keys: Vec<FlowKey> = (0..5).map(|i| FlowKey::new(0, &parsed(i, IpFamily::V6))).collect();
         let h = keys[0].hash(); // same bucket for all: pass the hash explicitly
         for (i, k) in keys[..4].iter().enumerate() {
             t.insert(k, h, i as u32, 1).unwrap();
@@ -508,9 +477,7 @@ mod tests {
     #[test]
     fn batch_equals_single_lookups() {
         let mut t = FlowTable::new(1024, 100).unwrap();
-        let keys: Vec<FlowKey> = (0..256)
-            .map(|i| FlowKey::new(i % 3, &parsed(i, IpFamily::V4)))
-            .collect();
+        let keys: Vec<FlowKey> = (0..256).map(|i| FlowKey::new(i % 3, &parsed(i, IpFamily::V4))).collect();
         for (i, k) in keys.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
             t.insert(k, k.hash(), i as u32, 1).unwrap();
         }

@@ -39,11 +39,7 @@ pub const NO_POD: u32 = u32::MAX;
 pub enum NewLenError {
     TooSmall(u32),
     TooLarge(u32),
-    NotPowerOfTwoOrPrime {
-        value: u32,
-        next_pow2: u32,
-        next_prime: u32,
-    },
+    NotPowerOfTwoOrPrime { value: u32, next_pow2: u32, next_prime: u32 },
 }
 
 impl fmt::Display for NewLenError {
@@ -95,11 +91,7 @@ pub fn validate_new_len(m: u32) -> Result<u32, NewLenError> {
         return Ok(m);
     }
     let next_prime = (m..).find(|&c| is_prime(c)).unwrap_or(m);
-    Err(NewLenError::NotPowerOfTwoOrPrime {
-        value: m,
-        next_pow2: m.next_power_of_two(),
-        next_prime,
-    })
+    Err(NewLenError::NotPowerOfTwoOrPrime { value: m, next_pow2: m.next_power_of_two(), next_prime })
 }
 
 /// One pod as the table builder sees it.
@@ -127,11 +119,9 @@ impl Table {
         let m = new_len as usize;
         let mut pods: Vec<Backend> = backends.iter().copied().filter(|b| b.weight > 0).collect();
         if pods.is_empty() {
-            return Table {
-                entries: vec![NO_POD; m].into_boxed_slice(),
-            };
+            return Table { entries: vec![NO_POD; m].into_boxed_slice() };
         }
-        pods.sort_unstable_by(|a, b| a.addr.cmp(&b.addr));
+        pods.sort_unstable_by_key(|b| b.addr);
         let quotas = quotas(&pods, new_len);
 
         struct Walk {
@@ -146,13 +136,7 @@ impl Table {
             .zip(&quotas)
             .map(|(p, &q)| {
                 let (offset, skip) = permutation(&p.addr, new_len);
-                Walk {
-                    pos: offset,
-                    skip,
-                    weight: u64::from(p.weight),
-                    credit: 0,
-                    left: q,
-                }
+                Walk { pos: offset, skip, weight: u64::from(p.weight), credit: 0, left: q }
             })
             .collect();
 
@@ -166,14 +150,8 @@ impl Table {
         // weight among pods still short of their quota; recomputing that
         // when a pod completes keeps every round productive even with very
         // uneven weights.
-        let threshold = |walks: &[Walk]| {
-            walks
-                .iter()
-                .filter(|w| w.left > 0)
-                .map(|w| w.weight)
-                .max()
-                .unwrap_or(1)
-        };
+        let threshold =
+            |walks: &[Walk]| walks.iter().filter(|w| w.left > 0).map(|w| w.weight).max().unwrap_or(1);
         let mut max_weight = threshold(&walks);
         'fill: loop {
             let mut completed = false;
@@ -210,9 +188,7 @@ impl Table {
         for e in owner.iter_mut() {
             *e = pods[*e as usize].id;
         }
-        Table {
-            entries: owner.into_boxed_slice(),
-        }
+        Table { entries: owner.into_boxed_slice() }
     }
 
     #[allow(clippy::len_without_is_empty)]
@@ -263,10 +239,7 @@ fn wrap(x: u32, m: u32) -> u32 {
 fn quotas(pods: &[Backend], m: u32) -> Vec<u32> {
     let total: u64 = pods.iter().map(|p| u64::from(p.weight)).sum();
     let m64 = u64::from(m);
-    let mut q: Vec<u32> = pods
-        .iter()
-        .map(|p| (m64 * u64::from(p.weight) / total) as u32)
-        .collect();
+    let mut q: Vec<u32> = pods.iter().map(|p| (m64 * u64::from(p.weight) / total) as u32).collect();
     let given: u64 = q.iter().map(|&x| u64::from(x)).sum();
     let mut order: Vec<usize> = (0..pods.len()).collect();
     order.sort_by_key(|&i| core::cmp::Reverse(m64 * u64::from(pods[i].weight) % total));
@@ -312,11 +285,7 @@ mod tests {
     fn pod(i: u32, weight: u32) -> Backend {
         let mut addr = [0u8; 16];
         addr[..4].copy_from_slice(&[10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
-        Backend {
-            addr,
-            weight,
-            id: i,
-        }
+        Backend { addr, weight, id: i }
     }
 
     #[test]
@@ -327,19 +296,9 @@ mod tests {
         assert_eq!(validate_new_len(1), Err(NewLenError::TooSmall(1)));
         assert_eq!(validate_new_len(0), Err(NewLenError::TooSmall(0)));
         assert_eq!(validate_new_len(MAX_NEW_LEN), Ok(MAX_NEW_LEN));
-        assert_eq!(
-            validate_new_len(MAX_NEW_LEN + 1),
-            Err(NewLenError::TooLarge(MAX_NEW_LEN + 1))
-        );
+        assert_eq!(validate_new_len(MAX_NEW_LEN + 1), Err(NewLenError::TooLarge(MAX_NEW_LEN + 1)));
         let e = validate_new_len(1000).unwrap_err();
-        assert_eq!(
-            e,
-            NewLenError::NotPowerOfTwoOrPrime {
-                value: 1000,
-                next_pow2: 1024,
-                next_prime: 1009
-            }
-        );
+        assert_eq!(e, NewLenError::NotPowerOfTwoOrPrime { value: 1000, next_pow2: 1024, next_prime: 1009 });
         assert_eq!(
             e.to_string(),
             "new_len 1000 must be a power of two or a prime (for example 1024 or 1009)"
@@ -349,10 +308,7 @@ mod tests {
     #[test]
     fn primes() {
         let small: Vec<u32> = (0..50).filter(|&n| is_prime(n)).collect();
-        assert_eq!(
-            small,
-            [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47]
-        );
+        assert_eq!(small, [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47]);
         assert!(is_prime(65537));
         assert!(!is_prime(65535));
         assert!(is_prime(4194301));
@@ -384,9 +340,7 @@ mod tests {
 
     #[test]
     fn extreme_weights_build_quickly_and_exactly() {
-        let pods: Vec<Backend> = (0..1000)
-            .map(|i| pod(i, if i == 0 { MAX_WEIGHT } else { 1 }))
-            .collect();
+        let pods: Vec<Backend> = (0..1000).map(|i| pod(i, if i == 0 { MAX_WEIGHT } else { 1 })).collect();
         let t = Table::build(&pods, 65537);
         // 65537 * 1e6 / (1e6 + 999) = 65471.6; the rest share 65.
         assert_eq!(t.count(0), 65472);
@@ -426,14 +380,7 @@ mod tests {
     const GOLDEN_16: &[u32] = &[1, 3, 3, 2, 3, 3, 1, 3, 3, 2, 3, 1, 3, 2, 2, 1];
 
     fn sizes() -> impl Strategy<Value = u32> {
-        prop_oneof![
-            Just(16u32),
-            Just(64),
-            Just(251),
-            Just(1024),
-            Just(4099),
-            Just(8192)
-        ]
+        prop_oneof![Just(16u32), Just(64), Just(251), Just(1024), Just(4099), Just(8192)]
     }
 
     proptest! {
@@ -497,11 +444,7 @@ mod tests {
 
     /// Entries that changed owner between two surviving pods.
     pub(crate) fn extra_moves(a: &Table, b: &Table, survives: impl Fn(u32) -> bool) -> usize {
-        a.entries()
-            .iter()
-            .zip(b.entries())
-            .filter(|(&x, &y)| x != y && survives(x))
-            .count()
+        a.entries().iter().zip(b.entries()).filter(|(&x, &y)| x != y && survives(x)).count()
     }
 
     /// The measurement: N=1000, M=65537, k=1 and k=10. Printed with

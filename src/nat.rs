@@ -74,19 +74,11 @@ impl Endpoint {
     pub fn v4(addr: [u8; 4], port: u16) -> Endpoint {
         let mut a = [0u8; 16];
         a[..4].copy_from_slice(&addr);
-        Endpoint {
-            family: IpFamily::V4,
-            addr: a,
-            port,
-        }
+        Endpoint { family: IpFamily::V4, addr: a, port }
     }
 
     pub fn v6(addr: [u8; 16], port: u16) -> Endpoint {
-        Endpoint {
-            family: IpFamily::V6,
-            addr,
-            port,
-        }
+        Endpoint { family: IpFamily::V6, addr, port }
     }
 
     #[inline]
@@ -108,18 +100,12 @@ pub struct Rewrite {
 impl Rewrite {
     /// Forward direction of a Service: client -> VIP becomes client -> pod.
     pub fn dnat(to: Endpoint) -> Rewrite {
-        Rewrite {
-            src: None,
-            dst: Some(to),
-        }
+        Rewrite { src: None, dst: Some(to) }
     }
 
     /// Reply direction: pod -> client becomes VIP -> client.
     pub fn snat(from: Endpoint) -> Rewrite {
-        Rewrite {
-            src: Some(from),
-            dst: None,
-        }
+        Rewrite { src: Some(from), dst: None }
     }
 }
 
@@ -198,8 +184,8 @@ pub fn apply<B: PacketBuf + ?Sized>(
     rw: &Rewrite,
     l4: L4Checksum,
 ) -> Result<(), NatError> {
-    let same_family = rw.src.is_none_or(|e| e.family == parsed.family)
-        && rw.dst.is_none_or(|e| e.family == parsed.family);
+    let same_family =
+        rw.src.is_none_or(|e| e.family == parsed.family) && rw.dst.is_none_or(|e| e.family == parsed.family);
     if !same_family {
         return Err(NatError::TranslationNotSupported);
     }
@@ -229,20 +215,18 @@ pub fn rewrite_in_place(
     };
     let mut addr_delta = 0u64;
     let mut port_delta = 0u64;
-    for (ep, at, port_at, old_port) in [
-        (rw.src, addr_at.0, l4_off, parsed.src_port),
-        (rw.dst, addr_at.1, l4_off + 2, parsed.dst_port),
-    ] {
+    for (ep, at, port_at, old_port) in
+        [(rw.src, addr_at.0, l4_off, parsed.src_port), (rw.dst, addr_at.1, l4_off + 2, parsed.dst_port)]
+    {
         let Some(ep) = ep else { continue };
         if ep.family != parsed.family {
             return Err(NatError::FamilyMismatch);
         }
         let field = &mut pkt[at..at + addr_len];
         addr_delta += match parsed.family {
-            IpFamily::V4 => checksum::delta_v4(
-                &(*field).try_into().unwrap(),
-                ep.addr[..4].try_into().unwrap(),
-            ),
+            IpFamily::V4 => {
+                checksum::delta_v4(&(*field).try_into().unwrap(), ep.addr[..4].try_into().unwrap())
+            }
             IpFamily::V6 => checksum::delta_v6(&(*field).try_into().unwrap(), &ep.addr),
         };
         field.copy_from_slice(ep.addr_bytes());
@@ -292,23 +276,12 @@ mod tests {
         })
     }
 
-    fn spec_strategy() -> impl Strategy<
-        Value = (
-            IpFamily,
-            u8,
-            [u8; 16],
-            [u8; 16],
-            u16,
-            u16,
-            Vec<u8>,
-            bool,
-            usize,
-        ),
-    > {
-        (
-            prop_oneof![Just(IpFamily::V4), Just(IpFamily::V6)],
-            prop_oneof![Just(proto::TCP), Just(proto::UDP)],
-        )
+    /// family, protocol, src, dst, sport, dport, payload, no UDP checksum,
+    /// IPv4 option words.
+    type PacketParams = (IpFamily, u8, [u8; 16], [u8; 16], u16, u16, Vec<u8>, bool, usize);
+
+    fn spec_strategy() -> impl Strategy<Value = PacketParams> {
+        (prop_oneof![Just(IpFamily::V4), Just(IpFamily::V6)], prop_oneof![Just(proto::TCP), Just(proto::UDP)])
             .prop_flat_map(|(family, protocol)| {
                 (
                     Just(family),
@@ -325,17 +298,7 @@ mod tests {
     }
 
     fn build(
-        (family, protocol, src, dst, sport, dport, payload, no_csum, opt_words): &(
-            IpFamily,
-            u8,
-            [u8; 16],
-            [u8; 16],
-            u16,
-            u16,
-            Vec<u8>,
-            bool,
-            usize,
-        ),
+        (family, protocol, src, dst, sport, dport, payload, no_csum, opt_words): &PacketParams,
     ) -> Vec<u8> {
         let opts = [1u8; 8];
         let mut spec = Spec::new(*family, *protocol, src, dst, (*sport, *dport)).payload(payload);
@@ -343,9 +306,6 @@ mod tests {
         if *family == IpFamily::V4 {
             spec.ipv4_options = &opts[..opt_words * 4];
         }
-        let mut spec = spec;
-        spec.src = *src;
-        spec.dst = *dst;
         emit(&spec)
     }
 
@@ -433,23 +393,12 @@ mod tests {
 
     #[test]
     fn ipv4_udp_without_checksum_stays_without() {
-        let mut spec = Spec::new(
-            IpFamily::V4,
-            proto::UDP,
-            &[10, 0, 0, 1],
-            &[10, 0, 0, 2],
-            (5000, 53),
-        );
+        let mut spec = Spec::new(IpFamily::V4, proto::UDP, &[10, 0, 0, 1], &[10, 0, 0, 2], (5000, 53));
         spec.udp_no_checksum = true;
         let mut p = emit(&spec);
         let parsed = parse(&p).unwrap();
-        apply(
-            &mut p[..],
-            &parsed,
-            &Rewrite::dnat(Endpoint::v4([192, 168, 1, 9], 8053)),
-            L4Checksum::Full,
-        )
-        .unwrap();
+        apply(&mut p[..], &parsed, &Rewrite::dnat(Endpoint::v4([192, 168, 1, 9], 8053)), L4Checksum::Full)
+            .unwrap();
         assert_eq!(&p[26..28], &[0, 0]);
         assert_eq!(verify(&p), Ok(()));
         assert_eq!(parse(&p).unwrap().dst_port, 8053);
@@ -458,54 +407,27 @@ mod tests {
     #[test]
     fn known_tcp_rewrite() {
         // 10.0.0.1:40000 -> 10.96.0.10:80 becomes -> 172.16.1.5:8080.
-        let spec = Spec::new(
-            IpFamily::V4,
-            proto::TCP,
-            &[10, 0, 0, 1],
-            &[10, 96, 0, 10],
-            (40000, 80),
-        )
-        .payload(b"GET /");
+        let spec = Spec::new(IpFamily::V4, proto::TCP, &[10, 0, 0, 1], &[10, 96, 0, 10], (40000, 80))
+            .payload(b"GET /");
         let mut p = emit(&spec);
         let parsed = parse(&p).unwrap();
         let to = Endpoint::v4([172, 16, 1, 5], 8080);
         apply(&mut p[..], &parsed, &Rewrite::dnat(to), L4Checksum::Full).unwrap();
         let mut expected = emit(
-            &Spec::new(
-                IpFamily::V4,
-                proto::TCP,
-                &[10, 0, 0, 1],
-                &[172, 16, 1, 5],
-                (40000, 8080),
-            )
-            .payload(b"GET /"),
+            &Spec::new(IpFamily::V4, proto::TCP, &[10, 0, 0, 1], &[172, 16, 1, 5], (40000, 8080))
+                .payload(b"GET /"),
         );
         assert_eq!(p, expected);
         // And back again.
         let parsed = parse(&expected).unwrap();
         let vip = Endpoint::v4([10, 96, 0, 10], 80);
-        apply(
-            &mut expected[..],
-            &parsed,
-            &Rewrite {
-                src: None,
-                dst: Some(vip),
-            },
-            L4Checksum::Full,
-        )
-        .unwrap();
+        apply(&mut expected[..], &parsed, &Rewrite { src: None, dst: Some(vip) }, L4Checksum::Full).unwrap();
         assert_eq!(expected, emit(&spec));
     }
 
     #[test]
     fn cross_family_is_refused_without_touching_the_packet() {
-        let mut p = emit(&Spec::new(
-            IpFamily::V4,
-            proto::UDP,
-            &[10, 0, 0, 1],
-            &[10, 0, 0, 2],
-            (1, 2),
-        ));
+        let mut p = emit(&Spec::new(IpFamily::V4, proto::UDP, &[10, 0, 0, 1], &[10, 0, 0, 2], (1, 2)));
         let before = p.clone();
         let parsed = parse(&p).unwrap();
         let to = Endpoint::v6([0x20; 16], 80);
@@ -518,13 +440,7 @@ mod tests {
 
     #[test]
     fn stale_parse_is_refused() {
-        let p = emit(&Spec::new(
-            IpFamily::V4,
-            proto::TCP,
-            &[10, 0, 0, 1],
-            &[10, 0, 0, 2],
-            (1, 2),
-        ));
+        let p = emit(&Spec::new(IpFamily::V4, proto::TCP, &[10, 0, 0, 1], &[10, 0, 0, 2], (1, 2)));
         let parsed = parse(&p).unwrap();
         let mut short = p[..30].to_vec();
         assert_eq!(

@@ -51,11 +51,7 @@ struct ThreadCounts {
 
 impl ThreadCounts {
     fn new() -> Self {
-        ThreadCounts {
-            chunks: (0..MAX_CHUNKS)
-                .map(|_| AtomicPtr::new(core::ptr::null_mut()))
-                .collect(),
-        }
+        ThreadCounts { chunks: (0..MAX_CHUNKS).map(|_| AtomicPtr::new(core::ptr::null_mut())).collect() }
     }
 
     #[inline(always)]
@@ -102,11 +98,7 @@ pub struct RefCounts {
 
 impl RefCounts {
     pub fn new(n_threads: usize) -> RefCounts {
-        RefCounts {
-            threads: (0..n_threads.max(1))
-                .map(|_| CachePadded::new(ThreadCounts::new()))
-                .collect(),
-        }
+        RefCounts { threads: (0..n_threads.max(1)).map(|_| CachePadded::new(ThreadCounts::new())).collect() }
     }
 
     pub fn n_threads(&self) -> usize {
@@ -128,16 +120,12 @@ impl RefCounts {
     /// The count of one thread.
     pub fn get(&self, thread: usize, index: u32) -> i32 {
         let i = index as usize;
-        self.threads[thread]
-            .chunk(i / CHUNK)
-            .map_or(0, |c| c[i % CHUNK].load(Ordering::Acquire))
+        self.threads[thread].chunk(i / CHUNK).map_or(0, |c| c[i % CHUNK].load(Ordering::Acquire))
     }
 
     /// The sum over all threads. Never resets anything.
     pub fn sum(&self, index: u32) -> i64 {
-        (0..self.threads.len())
-            .map(|t| i64::from(self.get(t, index)))
-            .sum()
+        (0..self.threads.len()).map(|t| i64::from(self.get(t, index))).sum()
     }
 }
 

@@ -42,9 +42,7 @@ impl<T> SnapshotCell<T> {
         SnapshotCell {
             current: Mutex::new(Arc::new(initial)),
             generation: AtomicU64::new(1),
-            active: (0..n_readers.max(1))
-                .map(|_| CachePadded::new(AtomicU64::new(IDLE)))
-                .collect(),
+            active: (0..n_readers.max(1)).map(|_| CachePadded::new(AtomicU64::new(IDLE))).collect(),
         }
     }
 
@@ -71,11 +69,7 @@ impl<T> SnapshotCell<T> {
     /// A reader for worker `thread`; each worker must use its own index.
     pub fn reader(&self, thread: usize) -> Reader<T> {
         assert!(thread < self.active.len());
-        Reader {
-            thread,
-            cached: self.load(),
-            seen: 0,
-        }
+        Reader { thread, cached: self.load(), seen: 0 }
     }
 
     /// True when no worker can still be using a snapshot older than
@@ -111,10 +105,7 @@ impl<T> Reader<T> {
             self.cached = cell.load();
             self.seen = g;
         }
-        Active {
-            snapshot: &self.cached,
-            slot,
-        }
+        Active { snapshot: &self.cached, slot }
     }
 
     pub fn thread(&self) -> usize {
@@ -160,10 +151,7 @@ mod tests {
         assert!(cell.quiescent_since(cell.generation()));
         let a = r.enter(&cell);
         assert_eq!(*a, vec![2, 2]);
-        assert!(
-            cell.quiescent_since(cell.generation()),
-            "active on the latest counts"
-        );
+        assert!(cell.quiescent_since(cell.generation()), "active on the latest counts");
     }
 
     #[test]

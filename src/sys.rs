@@ -56,11 +56,7 @@ impl<T: Zeroable> ZeroedArray<T> {
         unsafe { libc::madvise(p, map_len, libc::MADV_HUGEPAGE) };
         // Page-aligned, so aligned for any T with align <= 4096.
         debug_assert!(core::mem::align_of::<T>() <= 4096);
-        Some(ZeroedArray {
-            ptr: NonNull::new(p.cast())?,
-            len,
-            map_len,
-        })
+        Some(ZeroedArray { ptr: NonNull::new(p.cast())?, len, map_len })
     }
 }
 

@@ -16,11 +16,7 @@ fn ip(s: &str) -> IpAddr {
 
 fn vip(prefix: &str, protocol: Protocol, port: u16, target: u16, node_port: u16) -> VipSpec {
     VipSpec {
-        key: VipKey {
-            prefix: prefix.parse().unwrap(),
-            protocol,
-            port,
-        },
+        key: VipKey { prefix: prefix.parse().unwrap(), protocol, port },
         target_port: target,
         node_port,
         nat: None,
@@ -29,11 +25,7 @@ fn vip(prefix: &str, protocol: Protocol, port: u16, target: u16, node_port: u16)
 }
 
 fn all_ports(prefix: &str) -> PodTarget {
-    PodTarget {
-        prefix: prefix.parse().unwrap(),
-        protocol: None,
-        port: None,
-    }
+    PodTarget { prefix: prefix.parse().unwrap(), protocol: None, port: None }
 }
 
 fn v4(protocol: u8, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
@@ -50,9 +42,7 @@ fn run(w: &mut Worker, pkt: Vec<u8>, capture: Capture, now: u32) -> (Verdict, Ve
 }
 
 fn pod_of(c: &Controller, verdict: Verdict) -> IpAddr {
-    let Verdict::Forward { pod, .. } = verdict else {
-        panic!("dropped: {verdict:?}")
-    };
+    let Verdict::Forward { pod, .. } = verdict else { panic!("dropped: {verdict:?}") };
     let dp = c.cell().load();
     let e = dp.pods[pod as usize].endpoint;
     match e.family {
@@ -63,17 +53,9 @@ fn pod_of(c: &Controller, verdict: Verdict) -> IpAddr {
 
 fn setup() -> (Controller, Worker, Capture) {
     let mut c = Controller::new(1);
-    c.add_vip(&vip("10.96.0.10/32", Protocol::Any, 80, 8080, 30080))
+    c.add_vip(&vip("10.96.0.10/32", Protocol::Any, 80, 8080, 30080)).unwrap();
+    c.add_pods(&all_ports("10.96.0.10/32"), &[(ip("10.1.0.1"), 1), (ip("10.1.0.2"), 1), (ip("10.1.0.3"), 1)])
         .unwrap();
-    c.add_pods(
-        &all_ports("10.96.0.10/32"),
-        &[
-            (ip("10.1.0.1"), 1),
-            (ip("10.1.0.2"), 1),
-            (ip("10.1.0.3"), 1),
-        ],
-    )
-    .unwrap();
     let w = c.worker(0).unwrap();
     let cap = Capture::Prefix(c.prefix_index(&"10.96.0.10/32".parse().unwrap()).unwrap());
     (c, w, cap)
@@ -83,26 +65,13 @@ fn setup() -> (Controller, Worker, Capture) {
 fn dnat_tcp_and_udp_with_valid_checksums() {
     let (c, mut w, cap) = setup();
     for protocol in [proto::TCP, proto::UDP] {
-        let (v, out) = run(
-            &mut w,
-            v4(protocol, [192, 168, 0, 5], 40000, [10, 96, 0, 10], 80),
-            cap,
-            1,
-        );
-        let Verdict::Forward { outcome, .. } = v else {
-            panic!("{v:?}")
-        };
+        let (v, out) = run(&mut w, v4(protocol, [192, 168, 0, 5], 40000, [10, 96, 0, 10], 80), cap, 1);
+        let Verdict::Forward { outcome, .. } = v else { panic!("{v:?}") };
         assert_eq!(outcome, FlowOutcome::New);
         let p = parse(&out).unwrap();
-        assert_eq!(
-            IpAddr::from([p.dst[0], p.dst[1], p.dst[2], p.dst[3]]),
-            pod_of(&c, v)
-        );
+        assert_eq!(IpAddr::from([p.dst[0], p.dst[1], p.dst[2], p.dst[3]]), pod_of(&c, v));
         assert_eq!(p.dst_port, 8080);
-        assert_eq!(
-            (p.src[..4].to_vec(), p.src_port),
-            (vec![192, 168, 0, 5], 40000)
-        );
+        assert_eq!((p.src[..4].to_vec(), p.src_port), (vec![192, 168, 0, 5], 40000));
         assert_eq!(verify(&out), Ok(()));
     }
 }
@@ -115,37 +84,21 @@ fn same_flow_same_pod_and_hits() {
     for now in 2..10 {
         let (v, _) = run(&mut w, pkt.clone(), cap, now);
         assert_eq!(pod_of(&c, v), pod_of(&c, first));
-        assert!(matches!(
-            v,
-            Verdict::Forward {
-                outcome: FlowOutcome::Hit,
-                ..
-            }
-        ));
+        assert!(matches!(v, Verdict::Forward { outcome: FlowOutcome::Hit, .. }));
     }
 }
 
 #[test]
 fn flows_spread_in_proportion_to_table_share() {
     let mut c = Controller::new(1);
-    c.add_vip(&vip("10.96.0.10/32", Protocol::Udp, 53, 53, 0))
-        .unwrap();
-    c.add_pods(
-        &all_ports("10.96.0.10/32"),
-        &[(ip("10.1.0.1"), 1), (ip("10.1.0.2"), 3)],
-    )
-    .unwrap();
+    c.add_vip(&vip("10.96.0.10/32", Protocol::Udp, 53, 53, 0)).unwrap();
+    c.add_pods(&all_ports("10.96.0.10/32"), &[(ip("10.1.0.1"), 1), (ip("10.1.0.2"), 3)]).unwrap();
     let mut w = c.worker(0).unwrap();
     let cap = Capture::Prefix(0);
     let mut count: HashMap<IpAddr, u32> = HashMap::new();
     for i in 0..10_000u32 {
         let src = [172, 16, (i >> 8) as u8, i as u8];
-        let (v, out) = run(
-            &mut w,
-            v4(proto::UDP, src, 1000 + (i % 7) as u16, [10, 96, 0, 10], 53),
-            cap,
-            1,
-        );
+        let (v, out) = run(&mut w, v4(proto::UDP, src, 1000 + (i % 7) as u16, [10, 96, 0, 10], 53), cap, 1);
         assert_eq!(verify(&out), Ok(()));
         *count.entry(pod_of(&c, v)).or_default() += 1;
     }
@@ -156,57 +109,33 @@ fn flows_spread_in_proportion_to_table_share() {
 #[test]
 fn unserved_port_protocol_and_bad_packets_are_dropped_with_reasons() {
     let mut c = Controller::new(1);
-    c.add_vip(&vip("10.96.0.10/32", Protocol::Tcp, 80, 8080, 0))
-        .unwrap();
-    c.add_pods(&all_ports("10.96.0.10/32"), &[(ip("10.1.0.1"), 1)])
-        .unwrap();
+    c.add_vip(&vip("10.96.0.10/32", Protocol::Tcp, 80, 8080, 0)).unwrap();
+    c.add_pods(&all_ports("10.96.0.10/32"), &[(ip("10.1.0.1"), 1)]).unwrap();
     let mut w = c.worker(0).unwrap();
     let cap = Capture::Prefix(0);
-    let (v, _) = run(
-        &mut w,
-        v4(proto::TCP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 81),
-        cap,
-        1,
-    );
+    let (v, _) = run(&mut w, v4(proto::TCP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 81), cap, 1);
     assert_eq!(v, Verdict::Drop(DropReason::NoVip));
-    let (v, _) = run(
-        &mut w,
-        v4(proto::UDP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 80),
-        cap,
-        1,
-    );
+    let (v, _) = run(&mut w, v4(proto::UDP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 80), cap, 1);
     assert_eq!(v, Verdict::Drop(DropReason::NoVip));
     let mut short = v4(proto::TCP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 80);
     short.truncate(30);
     let (v, _) = run(&mut w, short, cap, 1);
     assert!(matches!(v, Verdict::Drop(DropReason::Packet(_))));
     // A capture index that does not exist (stale DPO) is not a crash.
-    let (v, _) = run(
-        &mut w,
-        v4(proto::TCP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 80),
-        Capture::Prefix(99),
-        1,
-    );
+    let (v, _) = run(&mut w, v4(proto::TCP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 80), Capture::Prefix(99), 1);
     assert_eq!(v, Verdict::Drop(DropReason::NoVip));
 }
 
 #[test]
 fn prefix_vip_serves_every_address_and_several_ports() {
     let mut c = Controller::new(1);
-    c.add_vip(&vip("10.96.1.0/24", Protocol::Any, 80, 8080, 0))
-        .unwrap();
-    c.add_vip(&vip("10.96.1.0/24", Protocol::Any, 443, 8443, 0))
-        .unwrap();
-    c.add_pods(&all_ports("10.96.1.0/24"), &[(ip("10.1.0.1"), 1)])
-        .unwrap();
+    c.add_vip(&vip("10.96.1.0/24", Protocol::Any, 80, 8080, 0)).unwrap();
+    c.add_vip(&vip("10.96.1.0/24", Protocol::Any, 443, 8443, 0)).unwrap();
+    c.add_pods(&all_ports("10.96.1.0/24"), &[(ip("10.1.0.1"), 1)]).unwrap();
     let mut w = c.worker(0).unwrap();
     for (host, port, target) in [(1u8, 80u16, 8080u16), (200, 443, 8443), (255, 80, 8080)] {
-        let (v, out) = run(
-            &mut w,
-            v4(proto::TCP, [1, 1, 1, 1], 5, [10, 96, 1, host], port),
-            Capture::Prefix(0),
-            1,
-        );
+        let (v, out) =
+            run(&mut w, v4(proto::TCP, [1, 1, 1, 1], 5, [10, 96, 1, host], port), Capture::Prefix(0), 1);
         assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
         assert_eq!(parse(&out).unwrap().dst_port, target);
     }
@@ -215,21 +144,13 @@ fn prefix_vip_serves_every_address_and_several_ports() {
 #[test]
 fn nodeport_reaches_the_same_pods() {
     let (c, mut w, _) = setup();
-    let (v, out) = run(
-        &mut w,
-        v4(proto::TCP, [1, 2, 3, 4], 999, [192, 168, 1, 1], 30080),
-        Capture::NodePort,
-        1,
-    );
+    let (v, out) =
+        run(&mut w, v4(proto::TCP, [1, 2, 3, 4], 999, [192, 168, 1, 1], 30080), Capture::NodePort, 1);
     let p = parse(&out).unwrap();
     assert_eq!(p.dst_port, 8080);
     assert!(["10.1.0.1", "10.1.0.2", "10.1.0.3"].contains(&pod_of(&c, v).to_string().as_str()));
-    let (v, _) = run(
-        &mut w,
-        v4(proto::TCP, [1, 2, 3, 4], 999, [192, 168, 1, 1], 30081),
-        Capture::NodePort,
-        1,
-    );
+    let (v, _) =
+        run(&mut w, v4(proto::TCP, [1, 2, 3, 4], 999, [192, 168, 1, 1], 30081), Capture::NodePort, 1);
     assert_eq!(v, Verdict::Drop(DropReason::NoVip));
 }
 
@@ -253,19 +174,10 @@ fn pod_removal_keeps_flows_flush_ends_them_and_gc_frees() {
 
     c.del_pods(&target, &[ip("10.1.0.1")], false).unwrap();
     let (v, _) = run(&mut w, pkt.clone(), cap, 2);
-    assert_eq!(
-        pod_of(&c, v),
-        ip("10.1.0.1"),
-        "established flow stays on the draining pod"
-    );
+    assert_eq!(pod_of(&c, v), ip("10.1.0.1"), "established flow stays on the draining pod");
     // New flows avoid it.
     for sport in 3000..3200 {
-        let (v, _) = run(
-            &mut w,
-            v4(proto::TCP, [9, 9, 9, 8], sport, [10, 96, 0, 10], 80),
-            cap,
-            2,
-        );
+        let (v, _) = run(&mut w, v4(proto::TCP, [9, 9, 9, 8], sport, [10, 96, 0, 10], 80), cap, 2);
         assert_ne!(pod_of(&c, v), ip("10.1.0.1"));
     }
     assert_eq!(c.collect_garbage(), 0, "still referenced");
@@ -273,22 +185,13 @@ fn pod_removal_keeps_flows_flush_ends_them_and_gc_frees() {
 
     // Re-add, delete with flush: the flow moves at once.
     c.add_pods(&target, &[(ip("10.1.0.1"), 1)]).unwrap();
-    assert_eq!(
-        c.pod_index(0, &ip("10.1.0.1")),
-        Some(idx),
-        "revived, same index"
-    );
+    assert_eq!(c.pod_index(0, &ip("10.1.0.1")), Some(idx), "revived, same index");
     c.del_pods(&target, &[ip("10.1.0.1")], true).unwrap();
     let (v, _) = run(&mut w, pkt.clone(), cap, 3);
     assert_ne!(pod_of(&c, v), ip("10.1.0.1"));
     // Sweeps run each batch; the flushed pod's references drain to 0.
     for now in 4..4100 {
-        run(
-            &mut w,
-            v4(proto::UDP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 1),
-            cap,
-            now,
-        );
+        run(&mut w, v4(proto::UDP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 1), cap, now);
         if c.refs().sum(idx) == 0 {
             break;
         }
@@ -304,85 +207,42 @@ fn idle_flows_expire_and_release_their_pods() {
     let (mut c, mut w, cap) = setup();
     c.set_flow(None, Some(5)).unwrap();
     for sport in 0..50 {
-        run(
-            &mut w,
-            v4(proto::TCP, [9, 9, 9, 9], sport, [10, 96, 0, 10], 80),
-            cap,
-            1,
-        );
+        run(&mut w, v4(proto::TCP, [9, 9, 9, 9], sport, [10, 96, 0, 10], 80), cap, 1);
     }
     let total = |c: &Controller| (0..3).map(|p| c.refs().sum(p)).sum::<i64>();
     assert_eq!(total(&c), 50);
     assert_eq!(w.flows().live_entries(1), 50);
     // Past the timeout, sweeping releases every reference.
     for now in 10..(10 + 65536 / 32 + 1) {
-        run(
-            &mut w,
-            v4(proto::UDP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 1),
-            cap,
-            now,
-        );
+        run(&mut w, v4(proto::UDP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 1), cap, now);
     }
     assert_eq!(total(&c), 0);
-    c.del_pods(&all_ports("10.96.0.10/32"), &[ip("10.1.0.2")], false)
-        .unwrap();
-    assert_eq!(
-        c.collect_garbage(),
-        1,
-        "unreferenced draining pod is freed at once"
-    );
+    c.del_pods(&all_ports("10.96.0.10/32"), &[ip("10.1.0.2")], false).unwrap();
+    assert_eq!(c.collect_garbage(), 1, "unreferenced draining pod is freed at once");
 }
 
 #[test]
 fn vip_delete_stops_traffic_and_frees_state() {
     let (mut c, mut w, cap) = setup();
-    run(
-        &mut w,
-        v4(proto::TCP, [9, 9, 9, 9], 7, [10, 96, 0, 10], 80),
-        cap,
-        1,
-    );
-    let key = VipKey {
-        prefix: "10.96.0.10/32".parse().unwrap(),
-        protocol: Protocol::Any,
-        port: 80,
-    };
+    run(&mut w, v4(proto::TCP, [9, 9, 9, 9], 7, [10, 96, 0, 10], 80), cap, 1);
+    let key = VipKey { prefix: "10.96.0.10/32".parse().unwrap(), protocol: Protocol::Any, port: 80 };
     c.del_vip(&key).unwrap();
-    let (v, _) = run(
-        &mut w,
-        v4(proto::TCP, [9, 9, 9, 9], 7, [10, 96, 0, 10], 80),
-        cap,
-        2,
-    );
+    let (v, _) = run(&mut w, v4(proto::TCP, [9, 9, 9, 9], 7, [10, 96, 0, 10], 80), cap, 2);
     assert_eq!(v, Verdict::Drop(DropReason::NoVip));
     for now in 3..3000 {
-        run(
-            &mut w,
-            v4(proto::UDP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 1),
-            cap,
-            now,
-        );
+        run(&mut w, v4(proto::UDP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 1), cap, now);
     }
     assert_eq!(c.collect_garbage(), 3);
     assert_eq!(c.draining_pods().count(), 0);
     // The VIP index is reusable now.
-    assert_eq!(
-        c.add_vip(&vip("10.96.0.11/32", Protocol::Any, 80, 80, 0))
-            .unwrap(),
-        0
-    );
+    assert_eq!(c.add_vip(&vip("10.96.0.11/32", Protocol::Any, 80, 80, 0)).unwrap(), 0);
 }
 
 #[test]
 fn ipv6_nat66() {
     let mut c = Controller::new(1);
-    c.add_vip(&vip("2001:db8::/120", Protocol::Any, 80, 8080, 0))
-        .unwrap();
-    c.add_pods(
-        &all_ports("2001:db8::/120"),
-        &[(ip("fd00::1"), 1), (ip("fd00::2"), 1)],
-    )
-    .unwrap();
+    c.add_vip(&vip("2001:db8::/120", Protocol::Any, 80, 8080, 0)).unwrap();
+    c.add_pods(&all_ports("2001:db8::/120"), &[(ip("fd00::1"), 1), (ip("fd00::2"), 1)]).unwrap();
     let mut w = c.worker(0).unwrap();
     let mut dst = [0u8; 16];
     dst[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
@@ -404,50 +264,32 @@ fn nat46_is_configured_but_counted_as_not_translated_yet() {
     let mut s = vip("10.96.0.10/32", Protocol::Any, 80, 8080, 0);
     s.nat = Some(NatType::Nat46);
     c.add_vip(&s).unwrap();
-    c.add_pods(&all_ports("10.96.0.10/32"), &[(ip("fd00::1"), 1)])
-        .unwrap();
+    c.add_pods(&all_ports("10.96.0.10/32"), &[(ip("fd00::1"), 1)]).unwrap();
     let mut w = c.worker(0).unwrap();
     let pkt = v4(proto::TCP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 80);
     let (v, out) = run(&mut w, pkt.clone(), Capture::Prefix(0), 1);
-    assert_eq!(
-        v,
-        Verdict::Drop(DropReason::Nat(NatError::TranslationNotSupported))
-    );
+    assert_eq!(v, Verdict::Drop(DropReason::Nat(NatError::TranslationNotSupported)));
     assert_eq!(out, pkt);
 }
 
 #[test]
 fn no_pod_is_a_counted_drop_and_full_buckets_forward_untracked() {
     let mut c = Controller::new(1);
-    c.add_vip(&vip("10.96.0.10/32", Protocol::Any, 80, 8080, 0))
-        .unwrap();
+    c.add_vip(&vip("10.96.0.10/32", Protocol::Any, 80, 8080, 0)).unwrap();
     let mut w = c.worker(0).unwrap();
-    let (v, _) = run(
-        &mut w,
-        v4(proto::TCP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 80),
-        Capture::Prefix(0),
-        1,
-    );
+    let (v, _) = run(&mut w, v4(proto::TCP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 80), Capture::Prefix(0), 1);
     assert_eq!(v, Verdict::Drop(DropReason::NoPod));
 
-    c.add_pods(&all_ports("10.96.0.10/32"), &[(ip("10.1.0.1"), 1)])
-        .unwrap();
+    c.add_pods(&all_ports("10.96.0.10/32"), &[(ip("10.1.0.1"), 1)]).unwrap();
     c.set_flow(Some(16), None).unwrap();
     // 16 buckets x 4 slots: far more flows than that must still be forwarded.
     let mut untracked = 0;
     for i in 0..500u16 {
-        let (v, out) = run(
-            &mut w,
-            v4(proto::TCP, [1, 1, 1, 1], i, [10, 96, 0, 10], 80),
-            Capture::Prefix(0),
-            1,
-        );
+        let (v, out) =
+            run(&mut w, v4(proto::TCP, [1, 1, 1, 1], i, [10, 96, 0, 10], 80), Capture::Prefix(0), 1);
         assert_eq!(verify(&out), Ok(()));
         match v {
-            Verdict::Forward {
-                outcome: FlowOutcome::Untracked,
-                ..
-            } => untracked += 1,
+            Verdict::Forward { outcome: FlowOutcome::Untracked, .. } => untracked += 1,
             Verdict::Forward { .. } => {}
             other => panic!("{other:?}"),
         }
@@ -459,41 +301,19 @@ fn no_pod_is_a_counted_drop_and_full_buckets_forward_untracked() {
 #[test]
 fn shared_pod_between_two_services() {
     let mut c = Controller::new(1);
-    c.add_vip(&vip("10.96.0.10/32", Protocol::Any, 80, 8080, 0))
-        .unwrap();
-    c.add_vip(&vip("10.96.0.20/32", Protocol::Any, 80, 8080, 0))
-        .unwrap();
+    c.add_vip(&vip("10.96.0.10/32", Protocol::Any, 80, 8080, 0)).unwrap();
+    c.add_vip(&vip("10.96.0.20/32", Protocol::Any, 80, 8080, 0)).unwrap();
     for p in ["10.96.0.10/32", "10.96.0.20/32"] {
         c.add_pods(&all_ports(p), &[(ip("10.1.0.1"), 1)]).unwrap();
     }
     let mut w = c.worker(0).unwrap();
-    let a = run(
-        &mut w,
-        v4(proto::TCP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 80),
-        Capture::Prefix(0),
-        1,
-    );
-    let b = run(
-        &mut w,
-        v4(proto::TCP, [1, 1, 1, 1], 1, [10, 96, 0, 20], 80),
-        Capture::Prefix(1),
-        1,
-    );
-    let (
-        Verdict::Forward {
-            vip: va, pod: pa, ..
-        },
-        Verdict::Forward {
-            vip: vb, pod: pb, ..
-        },
-    ) = (a.0, b.0)
+    let a = run(&mut w, v4(proto::TCP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 80), Capture::Prefix(0), 1);
+    let b = run(&mut w, v4(proto::TCP, [1, 1, 1, 1], 1, [10, 96, 0, 20], 80), Capture::Prefix(1), 1);
+    let (Verdict::Forward { vip: va, pod: pa, .. }, Verdict::Forward { vip: vb, pod: pb, .. }) = (a.0, b.0)
     else {
         panic!()
     };
     assert_ne!(va, vb);
-    assert_ne!(
-        pa, pb,
-        "one pod index per (VIP, pod): counters and lifetimes are per Service"
-    );
+    assert_ne!(pa, pb, "one pod index per (VIP, pod): counters and lifetimes are per Service");
     assert_eq!(parse(&a.1).unwrap().dst, parse(&b.1).unwrap().dst);
 }

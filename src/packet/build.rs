@@ -90,11 +90,7 @@ pub fn emit(spec: &Spec) -> Vec<u8> {
     let csum_at = l4_at + if spec.protocol == proto::TCP { 16 } else { 6 };
     if !(spec.protocol == proto::UDP && spec.udp_no_checksum && spec.family == IpFamily::V4) {
         let c = l4_checksum(&p, spec.family, l4_at).expect("just built");
-        let c = if c == 0 && spec.protocol == proto::UDP {
-            0xffff
-        } else {
-            c
-        };
+        let c = if c == 0 && spec.protocol == proto::UDP { 0xffff } else { c };
         p[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
     }
     p
@@ -109,10 +105,7 @@ pub fn l4_checksum(pkt: &[u8], family: IpFamily, l4_at: usize) -> Result<u16> {
             let l4 = pkt.get(l4_at..total).ok_or(Error::Truncated)?;
             let src: [u8; 4] = pkt[12..16].try_into().unwrap();
             let dst: [u8; 4] = pkt[16..20].try_into().unwrap();
-            (
-                checksum::pseudo_header_v4(&src, &dst, pkt[9], l4.len() as u32),
-                l4,
-            )
+            (checksum::pseudo_header_v4(&src, &dst, pkt[9], l4.len() as u32), l4)
         }
         IpFamily::V6 => {
             let end = 40 + usize::from(u16::from_be_bytes([pkt[4], pkt[5]]));
@@ -120,10 +113,7 @@ pub fn l4_checksum(pkt: &[u8], family: IpFamily, l4_at: usize) -> Result<u16> {
             let src: [u8; 16] = pkt[8..24].try_into().unwrap();
             let dst: [u8; 16] = pkt[24..40].try_into().unwrap();
             // Only called on packets without extension headers.
-            (
-                checksum::pseudo_header_v6(&src, &dst, pkt[6], l4.len() as u32),
-                l4,
-            )
+            (checksum::pseudo_header_v6(&src, &dst, pkt[6], l4.len() as u32), l4)
         }
     };
     let csum_at = match pkt_protocol(pkt, family) {
@@ -166,9 +156,7 @@ pub fn verify(pkt: &[u8]) -> core::result::Result<(), String> {
         want = 0xffff;
     }
     if stored != want {
-        return Err(format!(
-            "bad L4 checksum: stored {stored:#06x}, computed {want:#06x}"
-        ));
+        return Err(format!("bad L4 checksum: stored {stored:#06x}, computed {want:#06x}"));
     }
     Ok(())
 }

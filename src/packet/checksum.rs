@@ -55,11 +55,7 @@ pub fn pseudo_header_v4(src: &[u8; 4], dst: &[u8; 4], protocol: u8, l4_len: u32)
 /// Unfolded sum of the IPv6 pseudo-header (RFC 8200 §8.1).
 #[inline]
 pub fn pseudo_header_v6(src: &[u8; 16], dst: &[u8; 16], next_header: u8, l4_len: u32) -> u64 {
-    sum(src)
-        + sum(dst)
-        + u64::from(next_header)
-        + u64::from(l4_len >> 16)
-        + u64::from(l4_len & 0xffff)
+    sum(src) + sum(dst) + u64::from(next_header) + u64::from(l4_len >> 16) + u64::from(l4_len & 0xffff)
 }
 
 /// The change to a one's-complement sum when the bytes `old` are replaced by
@@ -150,8 +146,8 @@ mod tests {
     fn known_ipv4_header() {
         // A header from a real capture; its checksum field is 0xb861.
         let mut h = [
-            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
-            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00, 0x01,
+            0xc0, 0xa8, 0x00, 0xc7,
         ];
         assert_eq!(checksum(&h), 0xb861);
         h[10..12].copy_from_slice(&0xb861u16.to_be_bytes());

@@ -154,10 +154,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
 mod tests {
     use super::*;
 
-    const HEADER: [u8; 20] = [
-        0x45, 0x00, 0x00, 0x1c, 0x12, 0x34, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 10, 0, 0, 1, 10, 0,
-        0, 2,
-    ];
+    const HEADER: [u8; 20] =
+        [0x45, 0x00, 0x00, 0x1c, 0x12, 0x34, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 10, 0, 0, 1, 10, 0, 0, 2];
 
     fn packet() -> Vec<u8> {
         let mut p = HEADER.to_vec();
@@ -184,33 +182,18 @@ mod tests {
     #[test]
     fn rejects_short_and_inconsistent() {
         let p = packet();
-        assert_eq!(
-            Ipv4Packet::new_checked(&p[..19]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Ipv4Packet::new_checked(&p[..19]).unwrap_err(), Error::Truncated);
         // total_len says 28, only 27 bytes present.
-        assert_eq!(
-            Ipv4Packet::new_checked(&p[..27]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Ipv4Packet::new_checked(&p[..27]).unwrap_err(), Error::Truncated);
         let mut bad = p.clone();
         bad[0] = 0x44; // IHL 4 words < 20 bytes
-        assert_eq!(
-            Ipv4Packet::new_checked(&bad[..]).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(Ipv4Packet::new_checked(&bad[..]).unwrap_err(), Error::Malformed);
         let mut bad = p.clone();
         bad[0] = 0x65; // version 6
-        assert_eq!(
-            Ipv4Packet::new_checked(&bad[..]).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(Ipv4Packet::new_checked(&bad[..]).unwrap_err(), Error::Malformed);
         let mut bad = p.clone();
         bad[3] = 10; // total_len < header_len
-        assert_eq!(
-            Ipv4Packet::new_checked(&bad[..]).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(Ipv4Packet::new_checked(&bad[..]).unwrap_err(), Error::Malformed);
         let mut bad = p;
         bad[0] = 0x4f; // 60-byte header in a 28-byte packet
         assert!(Ipv4Packet::new_checked(&bad[..]).is_err());

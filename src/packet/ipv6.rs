@@ -163,40 +163,22 @@ mod tests {
     #[test]
     fn rejects_bad_chains() {
         let p = packet(proto::FRAGMENT, &[17, 0, 0, 1, 0, 0, 0, 0]);
-        assert_eq!(
-            Ipv6Packet::new_checked(&p[..]).unwrap().upper_layer(),
-            Err(Error::Fragment)
-        );
+        assert_eq!(Ipv6Packet::new_checked(&p[..]).unwrap().upper_layer(), Err(Error::Fragment));
         // Extension header claims more bytes than the payload has.
         let p = packet(proto::HOP_BY_HOP, &[17, 3, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(
-            Ipv6Packet::new_checked(&p[..]).unwrap().upper_layer(),
-            Err(Error::Truncated)
-        );
+        assert_eq!(Ipv6Packet::new_checked(&p[..]).unwrap().upper_layer(), Err(Error::Truncated));
         // An endless chain of hop-by-hop headers.
         let p = packet(proto::HOP_BY_HOP, &[0u8; 80]);
-        assert_eq!(
-            Ipv6Packet::new_checked(&p[..]).unwrap().upper_layer(),
-            Err(Error::Malformed)
-        );
+        assert_eq!(Ipv6Packet::new_checked(&p[..]).unwrap().upper_layer(), Err(Error::Malformed));
     }
 
     #[test]
     fn rejects_short_and_wrong_version() {
         let p = packet(17, &[0; 8]);
-        assert_eq!(
-            Ipv6Packet::new_checked(&p[..39]).unwrap_err(),
-            Error::Truncated
-        );
-        assert_eq!(
-            Ipv6Packet::new_checked(&p[..47]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Ipv6Packet::new_checked(&p[..39]).unwrap_err(), Error::Truncated);
+        assert_eq!(Ipv6Packet::new_checked(&p[..47]).unwrap_err(), Error::Truncated);
         let mut bad = p;
         bad[0] = 0x40;
-        assert_eq!(
-            Ipv6Packet::new_checked(&bad[..]).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(Ipv6Packet::new_checked(&bad[..]).unwrap_err(), Error::Malformed);
     }
 }

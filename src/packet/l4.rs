@@ -214,19 +214,10 @@ mod tests {
         seg[12] = 6 << 4; // 24-byte header: fits
         assert_eq!(TcpPacket::new_checked(&seg[..]).unwrap().header_len(), 24);
         seg[12] = 7 << 4; // 28 bytes: does not
-        assert_eq!(
-            TcpPacket::new_checked(&seg[..]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(TcpPacket::new_checked(&seg[..]).unwrap_err(), Error::Truncated);
         seg[12] = 4 << 4; // below the minimum
-        assert_eq!(
-            TcpPacket::new_checked(&seg[..]).unwrap_err(),
-            Error::Malformed
-        );
-        assert_eq!(
-            TcpPacket::new_checked(&seg[..19]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(TcpPacket::new_checked(&seg[..]).unwrap_err(), Error::Malformed);
+        assert_eq!(TcpPacket::new_checked(&seg[..19]).unwrap_err(), Error::Truncated);
     }
 
     #[test]
@@ -237,10 +228,7 @@ mod tests {
         tcp.set_src_port(1234);
         tcp.set_dst_port(80);
         tcp.set_checksum(0xbeef);
-        assert_eq!(
-            (tcp.src_port(), tcp.dst_port(), tcp.checksum()),
-            (1234, 80, 0xbeef)
-        );
+        assert_eq!((tcp.src_port(), tcp.dst_port(), tcp.checksum()), (1234, 80, 0xbeef));
         assert_eq!(&seg[..4], &[0x04, 0xd2, 0x00, 0x50]);
     }
 
@@ -250,34 +238,19 @@ mod tests {
         d[5] = 12;
         assert_eq!(UdpPacket::new_checked(&d[..]).unwrap().len(), 12);
         d[5] = 13;
-        assert_eq!(
-            UdpPacket::new_checked(&d[..]).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(UdpPacket::new_checked(&d[..]).unwrap_err(), Error::Malformed);
         d[5] = 7;
-        assert_eq!(
-            UdpPacket::new_checked(&d[..]).unwrap_err(),
-            Error::Malformed
-        );
-        assert_eq!(
-            UdpPacket::new_checked(&d[..7]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(UdpPacket::new_checked(&d[..]).unwrap_err(), Error::Malformed);
+        assert_eq!(UdpPacket::new_checked(&d[..7]).unwrap_err(), Error::Truncated);
     }
 
     #[test]
     fn icmp_fields() {
         let m = [8u8, 0, 0x12, 0x34, 0, 7, 0, 9, 0xaa];
         let icmp = IcmpPacket::new_checked(&m[..]).unwrap();
-        assert_eq!(
-            (icmp.msg_type(), icmp.code(), icmp.checksum()),
-            (8, 0, 0x1234)
-        );
+        assert_eq!((icmp.msg_type(), icmp.code(), icmp.checksum()), (8, 0, 0x1234));
         assert_eq!((icmp.echo_ident(), icmp.echo_seq()), (7, 9));
         assert_eq!(icmp.payload(), &[0xaa]);
-        assert_eq!(
-            IcmpPacket::new_checked(&m[..7]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(IcmpPacket::new_checked(&m[..7]).unwrap_err(), Error::Truncated);
     }
 }
