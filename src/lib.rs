@@ -20,3 +20,5 @@ pub mod refcount;
 pub mod snapshot;
 pub mod sys;
 pub mod vpp;
+pub mod cli;
+pub mod control;

@@ -1,0 +1,366 @@
+//! The `kp` CLI: parsing command lines into [`Command`]s and printing
+//! `show` output, independent of VPP. The VPP glue (`crate::plugin`) only
+//! hands over the text after the command path and prints what comes back.
+//!
+//! Grammar (keywords in any order after the prefix, as VPP commands do):
+//!
+//! ```text
+//! kp conf [buckets <n>] [timeout <s>]
+//! kp vip <prefix> [protocol tcp|udp] port <n> target_port <n> [node_port <n>]
+//!        [nat44|nat46|nat64|nat66|nat4|nat6] [new_len <n>] [del]
+//! kp pod <vip-prefix> [protocol tcp|udp] [port <n>] <address> [weight <w>]
+//!        [<address> [weight <w>]]... [del [flush]]
+//! kp set interface nat4|nat6 in <interface> [del]
+//! show kp
+//! show kp vip [<prefix>] [verbose]
+//! ```
+
+use crate::config::{IpPrefix, PodTarget, Protocol, VipKey, VipSpec};
+use crate::nat::NatType;
+use crate::packet::IpFamily;
+use std::net::IpAddr;
+
+pub const CONF_HELP: &str = "kp conf [buckets <n>] [timeout <s>]";
+pub const VIP_HELP: &str = "kp vip <prefix> [protocol tcp|udp] port <n> target_port <n> [node_port <n>] \
+                            [nat44|nat46|nat64|nat66] [new_len <n>] [del]";
+pub const POD_HELP: &str =
+    "kp pod <vip-prefix> [protocol tcp|udp] [port <n>] <address> [weight <w>] [<address> [weight <w>]]... [del [flush]]";
+pub const SET_INTERFACE_HELP: &str = "kp set interface nat4|nat6 in <interface> [del]";
+pub const SHOW_HELP: &str = "show kp";
+pub const SHOW_VIP_HELP: &str = "show kp vip [<prefix>] [verbose]";
+
+/// A NAT type as typed: explicit, or the seed's pod-family shorthand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatChoice {
+    Exact(NatType),
+    /// `nat4` / `nat6`: pods of this family.
+    PodFamily(IpFamily),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Conf { buckets: Option<u32>, timeout: Option<u32> },
+    AddVip(VipSpec),
+    DelVip(VipKey),
+    AddPods { target: PodTarget, pods: Vec<(IpAddr, u32)> },
+    DelPods { target: PodTarget, pods: Vec<IpAddr>, flush: bool },
+    SetInterface { family: IpFamily, interface: String, enable: bool },
+    Show,
+    ShowVip { prefix: Option<IpPrefix>, verbose: bool },
+}
+
+/// Token stream over one command line.
+struct Tokens<'a> {
+    toks: Vec<&'a str>,
+    at: usize,
+}
+
+impl<'a> Tokens<'a> {
+    fn new(line: &'a str) -> Self {
+        Tokens { toks: line.split_whitespace().collect(), at: 0 }
+    }
+    fn next(&mut self) -> Option<&'a str> {
+        let t = self.toks.get(self.at).copied();
+        self.at += usize::from(t.is_some());
+        t
+    }
+    fn peek(&self) -> Option<&'a str> {
+        self.toks.get(self.at).copied()
+    }
+    fn value(&mut self, keyword: &str) -> Result<&'a str, String> {
+        self.next().ok_or_else(|| format!("{keyword} needs a value"))
+    }
+}
+
+fn number<T: TryFrom<u64>>(keyword: &str, s: &str, max: u64) -> Result<T, String> {
+    let v: u64 = s.parse().map_err(|_| format!("{keyword} '{s}' is not a number"))?;
+    if v > max {
+        return Err(format!("{keyword} {v} is out of range (at most {max})"));
+    }
+    T::try_from(v).map_err(|_| format!("{keyword} {v} is out of range"))
+}
+
+fn port(keyword: &str, s: &str) -> Result<u16, String> {
+    let p: u16 = number(keyword, s, 65535)?;
+    if p == 0 {
+        return Err(format!("{keyword} must be from 1 to 65535"));
+    }
+    Ok(p)
+}
+
+fn set_once<T>(slot: &mut Option<T>, keyword: &str, v: T) -> Result<(), String> {
+    if slot.is_some() {
+        return Err(format!("{keyword} given twice"));
+    }
+    *slot = Some(v);
+    Ok(())
+}
+
+fn prefix(s: Option<&str>, what: &str) -> Result<IpPrefix, String> {
+    let s = s.ok_or_else(|| format!("missing {what}"))?;
+    s.parse::<IpPrefix>().map_err(|e| e.to_string())
+}
+
+fn protocol(s: &str) -> Result<Protocol, String> {
+    match s {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        other => Err(format!("protocol '{other}' is not tcp or udp")),
+    }
+}
+
+/// `kp conf ...` (also the body of the startup.conf `kp { }` section).
+pub fn parse_conf(args: &str) -> Result<Command, String> {
+    let mut t = Tokens::new(args);
+    let (mut buckets, mut timeout) = (None, None);
+    while let Some(tok) = t.next() {
+        match tok {
+            "buckets" => set_once(&mut buckets, tok, number(tok, t.value(tok)?, u64::from(u32::MAX))?)?,
+            "timeout" => set_once(&mut timeout, tok, number(tok, t.value(tok)?, u64::from(u32::MAX))?)?,
+            other => return Err(format!("unknown input '{other}'")),
+        }
+    }
+    if buckets.is_none() && timeout.is_none() {
+        return Err("nothing to set: give buckets <n> and/or timeout <s>".into());
+    }
+    Ok(Command::Conf { buckets, timeout })
+}
+
+/// `kp vip ...`
+pub fn parse_vip(args: &str) -> Result<Command, String> {
+    let mut t = Tokens::new(args);
+    let prefix = prefix(t.next(), "VIP prefix")?;
+    let (mut proto, mut vport, mut target, mut node_port, mut nat, mut new_len) =
+        (None, None, None, None, None, None);
+    let mut del = false;
+    while let Some(tok) = t.next() {
+        match tok {
+            "protocol" => set_once(&mut proto, tok, protocol(t.value(tok)?)?)?,
+            "port" => set_once(&mut vport, tok, port(tok, t.value(tok)?)?)?,
+            "target_port" => set_once(&mut target, tok, port(tok, t.value(tok)?)?)?,
+            "node_port" => set_once(&mut node_port, tok, port(tok, t.value(tok)?)?)?,
+            "new_len" => set_once(&mut new_len, tok, number(tok, t.value(tok)?, u64::from(u32::MAX))?)?,
+            "nat44" => set_once(&mut nat, "NAT type", NatChoice::Exact(NatType::Nat44))?,
+            "nat46" => set_once(&mut nat, "NAT type", NatChoice::Exact(NatType::Nat46))?,
+            "nat64" => set_once(&mut nat, "NAT type", NatChoice::Exact(NatType::Nat64))?,
+            "nat66" => set_once(&mut nat, "NAT type", NatChoice::Exact(NatType::Nat66))?,
+            "nat4" => set_once(&mut nat, "NAT type", NatChoice::PodFamily(IpFamily::V4))?,
+            "nat6" => set_once(&mut nat, "NAT type", NatChoice::PodFamily(IpFamily::V6))?,
+            "del" if !del => del = true,
+            "del" => return Err("del given twice".into()),
+            other => return Err(format!("unknown input '{other}'")),
+        }
+    }
+    let port = vport.ok_or("missing port <n>")?;
+    let key = VipKey { prefix, protocol: proto.unwrap_or(Protocol::Any), port };
+    if del {
+        return Ok(Command::DelVip(key));
+    }
+    let target_port = target.ok_or("missing target_port <n>")?;
+    let nat = nat.map(|c| match c {
+        NatChoice::Exact(n) => n,
+        NatChoice::PodFamily(pods) => NatType::between(prefix.family(), pods),
+    });
+    Ok(Command::AddVip(VipSpec { key, target_port, node_port: node_port.unwrap_or(0), nat, new_len }))
+}
+
+/// `kp pod ...`
+pub fn parse_pod(args: &str) -> Result<Command, String> {
+    let mut t = Tokens::new(args);
+    let prefix = prefix(t.next(), "VIP prefix")?;
+    let (mut proto, mut vport) = (None, None);
+    let mut pods: Vec<(IpAddr, u32)> = Vec::new();
+    let (mut del, mut flush) = (false, false);
+    while let Some(tok) = t.next() {
+        match tok {
+            "protocol" => set_once(&mut proto, tok, protocol(t.value(tok)?)?)?,
+            "port" => set_once(&mut vport, tok, port(tok, t.value(tok)?)?)?,
+            "weight" => {
+                let w = number(tok, t.value(tok)?, u64::from(crate::maglev::MAX_WEIGHT))?;
+                match pods.last_mut() {
+                    Some((_, weight)) if *weight == u32::MAX => *weight = w,
+                    Some(_) => return Err("weight given twice for one pod".into()),
+                    None => return Err("weight must follow a pod address".into()),
+                }
+            }
+            "del" if !del => del = true,
+            "del" => return Err("del given twice".into()),
+            "flush" if del && !flush => flush = true,
+            "flush" if !del => return Err("flush is only valid after del".into()),
+            other => match other.parse::<IpAddr>() {
+                Ok(a) if !del => {
+                    if pods.iter().any(|(p, _)| *p == a) {
+                        return Err(format!("pod {a} given twice"));
+                    }
+                    // u32::MAX marks "no weight given yet".
+                    pods.push((a, u32::MAX));
+                }
+                Ok(_) => return Err("pod addresses must come before del".into()),
+                Err(_) => return Err(format!("unknown input '{other}'")),
+            },
+        }
+    }
+    if pods.is_empty() {
+        return Err("no pod address given".into());
+    }
+    let target = PodTarget { prefix, protocol: proto, port: vport };
+    if del {
+        if pods.iter().any(|&(_, w)| w != u32::MAX) {
+            return Err("weight is not valid with del".into());
+        }
+        return Ok(Command::DelPods { target, pods: pods.into_iter().map(|(a, _)| a).collect(), flush });
+    }
+    let pods = pods.into_iter().map(|(a, w)| (a, if w == u32::MAX { 1 } else { w })).collect();
+    Ok(Command::AddPods { target, pods })
+}
+
+/// `kp set interface ...` (the text after `kp set interface`).
+pub fn parse_set_interface(args: &str) -> Result<Command, String> {
+    let mut t = Tokens::new(args);
+    let family = match t.next() {
+        Some("nat4") => IpFamily::V4,
+        Some("nat6") => IpFamily::V6,
+        Some(other) => return Err(format!("'{other}' is not nat4 or nat6")),
+        None => return Err("missing nat4|nat6".into()),
+    };
+    match t.next() {
+        Some("in") => {}
+        Some(other) => return Err(format!("expected 'in', got '{other}'")),
+        None => return Err("missing in <interface>".into()),
+    }
+    let interface = t.next().ok_or("missing interface name")?.to_string();
+    let enable = match t.next() {
+        None => true,
+        Some("del") if t.peek().is_none() => false,
+        Some(other) => return Err(format!("unknown input '{other}'")),
+    };
+    Ok(Command::SetInterface { family, interface, enable })
+}
+
+/// `show kp vip ...`
+pub fn parse_show_vip(args: &str) -> Result<Command, String> {
+    let mut t = Tokens::new(args);
+    let (mut prefix, mut verbose) = (None, false);
+    while let Some(tok) = t.next() {
+        match tok {
+            "verbose" if !verbose => verbose = true,
+            other if prefix.is_none() && other != "verbose" => {
+                prefix = Some(other.parse::<IpPrefix>().map_err(|e| e.to_string())?)
+            }
+            other => return Err(format!("unknown input '{other}'")),
+        }
+    }
+    Ok(Command::ShowVip { prefix, verbose })
+}
+
+/// `show kp`
+pub fn parse_show(args: &str) -> Result<Command, String> {
+    match Tokens::new(args).next() {
+        None => Ok(Command::Show),
+        Some(other) => Err(format!("unknown input '{other}'")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn vip_forms() {
+        let Command::AddVip(s) = parse_vip("10.96.0.10/32 port 80 target_port 8080").unwrap() else { panic!() };
+        assert_eq!(s.key.protocol, Protocol::Any);
+        assert_eq!((s.key.port, s.target_port, s.node_port, s.nat, s.new_len), (80, 8080, 0, None, None));
+        let Command::AddVip(s) =
+            parse_vip("2001:db8::/120 protocol udp new_len 4099 port 53 target_port 5353 node_port 30053 nat4")
+                .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((s.key.protocol, s.nat, s.new_len, s.node_port), (Protocol::Udp, Some(NatType::Nat64), Some(4099), 30053));
+        let Command::AddVip(s) = parse_vip("10.0.0.1/32 port 1 target_port 2 nat4").unwrap() else { panic!() };
+        assert_eq!(s.nat, Some(NatType::Nat44));
+        assert_eq!(
+            parse_vip("10.0.0.1/32 protocol tcp port 80 del").unwrap(),
+            Command::DelVip(VipKey { prefix: "10.0.0.1/32".parse().unwrap(), protocol: Protocol::Tcp, port: 80 })
+        );
+    }
+
+    #[test]
+    fn pod_forms() {
+        let Command::AddPods { target, pods } =
+            parse_pod("10.96.0.10/32 port 80 10.1.0.1 weight 3 10.1.0.2 10.1.0.3 weight 0").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((target.port, target.protocol), (Some(80), None));
+        assert_eq!(pods, vec![(ip("10.1.0.1"), 3), (ip("10.1.0.2"), 1), (ip("10.1.0.3"), 0)]);
+        assert_eq!(
+            parse_pod("10.96.0.10/32 10.1.0.1 10.1.0.2 del flush").unwrap(),
+            Command::DelPods {
+                target: PodTarget { prefix: "10.96.0.10/32".parse().unwrap(), protocol: None, port: None },
+                pods: vec![ip("10.1.0.1"), ip("10.1.0.2")],
+                flush: true
+            }
+        );
+    }
+
+    #[test]
+    fn other_commands() {
+        assert_eq!(parse_conf("buckets 1024 timeout 30").unwrap(), Command::Conf { buckets: Some(1024), timeout: Some(30) });
+        assert_eq!(
+            parse_set_interface("nat6 in pg1 del").unwrap(),
+            Command::SetInterface { family: IpFamily::V6, interface: "pg1".into(), enable: false }
+        );
+        assert_eq!(parse_show("").unwrap(), Command::Show);
+        assert_eq!(
+            parse_show_vip("verbose 10.0.0.0/8").unwrap(),
+            Command::ShowVip { prefix: Some("10.0.0.0/8".parse().unwrap()), verbose: true }
+        );
+    }
+
+    /// Each malformed line gets one clear error naming the problem.
+    #[test]
+    fn malformed_lines_name_their_problem() {
+        let cases: &[(fn(&str) -> Result<Command, String>, &str, &str)] = &[
+            (parse_vip, "", "missing VIP prefix"),
+            (parse_vip, "10.0.0.1/33 port 1 target_port 1", "prefix length 33 is out of range (0 to 32)"),
+            (parse_vip, "10.0.0.300/32 port 1 target_port 1", "'10.0.0.300/32' is not an IPv4 or IPv6 prefix"),
+            (parse_vip, "10.0.0.1/32 port 0 target_port 1", "port must be from 1 to 65535"),
+            (parse_vip, "10.0.0.1/32 port 65536 target_port 1", "port 65536 is out of range (at most 65535)"),
+            (parse_vip, "10.0.0.1/32 port x target_port 1", "port 'x' is not a number"),
+            (parse_vip, "10.0.0.1/32 port 1", "missing target_port <n>"),
+            (parse_vip, "10.0.0.1/32 target_port 1", "missing port <n>"),
+            (parse_vip, "10.0.0.1/32 port 1 target_port 1 port 2", "port given twice"),
+            (parse_vip, "10.0.0.1/32 port 1 target_port 1 nat44 nat66", "NAT type given twice"),
+            (parse_vip, "10.0.0.1/32 port 1 target_port 1 protocol sctp", "protocol 'sctp' is not tcp or udp"),
+            (parse_vip, "10.0.0.1/32 port 1 target_port 1 bogus", "unknown input 'bogus'"),
+            (parse_vip, "10.0.0.1/32 port 1 target_port", "target_port needs a value"),
+            (parse_pod, "10.0.0.1/32", "no pod address given"),
+            (parse_pod, "10.0.0.1/32 weight 2 10.1.0.1", "weight must follow a pod address"),
+            (parse_pod, "10.0.0.1/32 10.1.0.1 weight 2 weight 3", "weight given twice for one pod"),
+            (parse_pod, "10.0.0.1/32 10.1.0.1 weight 1000001", "weight 1000001 is out of range (at most 1000000)"),
+            (parse_pod, "10.0.0.1/32 10.1.0.1 10.1.0.1", "pod 10.1.0.1 given twice"),
+            (parse_pod, "10.0.0.1/32 10.1.0.1 flush", "flush is only valid after del"),
+            (parse_pod, "10.0.0.1/32 10.1.0.1 del 10.1.0.2", "pod addresses must come before del"),
+            (parse_pod, "10.0.0.1/32 10.1.0.1 weight 2 del", "weight is not valid with del"),
+            (parse_pod, "10.0.0.1/32 10.1.0.x", "unknown input '10.1.0.x'"),
+            (parse_conf, "", "nothing to set: give buckets <n> and/or timeout <s>"),
+            (parse_conf, "buckets", "buckets needs a value"),
+            (parse_conf, "buckets -1", "buckets '-1' is not a number"),
+            (parse_conf, "timeout 5 extra", "unknown input 'extra'"),
+            (parse_set_interface, "nat5 in pg0", "'nat5' is not nat4 or nat6"),
+            (parse_set_interface, "nat4 pg0", "expected 'in', got 'pg0'"),
+            (parse_set_interface, "nat4 in", "missing interface name"),
+            (parse_set_interface, "nat4 in pg0 del x", "unknown input 'del'"),
+            (parse_show, "extra", "unknown input 'extra'"),
+            (parse_show_vip, "verbose verbose", "unknown input 'verbose'"),
+        ];
+        for (parse, line, want) in cases {
+            assert_eq!(parse(line).unwrap_err(), *want, "line: {line:?}");
+        }
+    }
+}

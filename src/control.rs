@@ -1,0 +1,265 @@
+//! The control plane shared by the CLI and the binary API: applies
+//! [`Command`]s to the [`Controller`] and renders `show` output.
+//!
+//! Runs on VPP's main thread with the workers parked at the barrier; every
+//! change is validated completely before anything is modified, so a
+//! rejected command leaves the configuration exactly as it was.
+
+use crate::cli::Command;
+use crate::config::{ConfigError, IpPrefix, VipKey};
+use crate::dataplane::Controller;
+use crate::packet::IpFamily;
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+/// Per-VIP data-path counters (summed over threads).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VipCounters {
+    /// Packets of established flows.
+    pub existing: u64,
+    /// First packets of new flows.
+    pub first: u64,
+    /// Packets forwarded without a flow-table entry (bucket full).
+    pub untracked: u64,
+    /// Packets dropped because no pod takes new flows.
+    pub no_pod: u64,
+}
+
+/// One worker thread's flow table, for `show kp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowTableStats {
+    pub thread: usize,
+    pub buckets: u32,
+    pub capacity: usize,
+    pub live: usize,
+}
+
+/// What `show` needs from the running data path.
+pub trait DataPathView {
+    fn flow_tables(&self) -> Vec<FlowTableStats>;
+    fn vip_counters(&self, vip: u32) -> VipCounters;
+    fn pod_packets(&self, pod: u32) -> u64;
+}
+
+/// Interfaces with reply translation enabled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Interfaces {
+    /// (family, sw_if_index, name)
+    pub enabled: BTreeSet<(u8, u32, String)>,
+}
+
+/// The whole control-plane state of kp.
+pub struct Kp {
+    pub controller: Controller,
+    pub interfaces: Interfaces,
+}
+
+/// What happened to a change: the VIPs whose FIB capture must change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// VIP prefixes that gained their first VIP (install capture).
+    pub prefixes_added: Vec<(IpPrefix, u32)>,
+    /// VIP prefixes that lost their last VIP (remove capture).
+    pub prefixes_removed: Vec<(IpPrefix, u32)>,
+}
+
+impl Kp {
+    pub fn new(n_threads: usize) -> Kp {
+        Kp { controller: Controller::new(n_threads), interfaces: Interfaces::default() }
+    }
+
+    /// Applies a configuration command (not `show`, not interface ones,
+    /// which need VPP to resolve names). Errors are one line of text.
+    pub fn apply(&mut self, cmd: &Command) -> Result<Applied, String> {
+        let c = &mut self.controller;
+        let mut applied = Applied::default();
+        let e = |e: ConfigError| e.to_string();
+        match cmd {
+            Command::Conf { buckets, timeout } => c.set_flow(*buckets, *timeout).map_err(e)?,
+            Command::AddVip(spec) => {
+                let had = c.prefix_index(&spec.key.prefix).is_some();
+                c.add_vip(spec).map_err(e)?;
+                if !had {
+                    let idx = c.prefix_index(&spec.key.prefix).expect("just added");
+                    applied.prefixes_added.push((spec.key.prefix, idx));
+                }
+            }
+            Command::DelVip(key) => {
+                let idx = c.prefix_index(&key.prefix);
+                c.del_vip(key).map_err(e)?;
+                if let (Some(idx), None) = (idx, c.prefix_index(&key.prefix)) {
+                    applied.prefixes_removed.push((key.prefix, idx));
+                }
+            }
+            Command::AddPods { target, pods } => c.add_pods(target, pods).map_err(e)?,
+            Command::DelPods { target, pods, flush } => c.del_pods(target, pods, *flush).map_err(e)?,
+            Command::SetInterface { .. } | Command::Show | Command::ShowVip { .. } => {
+                return Err("not a configuration command".into())
+            }
+        }
+        // A good moment to free pods nothing references any more.
+        self.controller.collect_garbage();
+        Ok(applied)
+    }
+
+    /// `show kp`
+    pub fn show(&mut self, view: &dyn DataPathView) -> String {
+        self.controller.collect_garbage();
+        let c = &self.controller;
+        let flow = c.config().flow;
+        let mut s = String::new();
+        let n_vips = c.config().vips.len();
+        let n_pods: usize = c.config().vips.values().map(|v| v.pods.len()).sum();
+        let _ = writeln!(s, "kp: {n_vips} VIPs, {n_pods} pods, {} draining", c.draining_pods().count());
+        let _ = writeln!(s, "  flow table: {} buckets per thread, timeout {} s", flow.buckets, flow.timeout);
+        for t in view.flow_tables() {
+            let pct = if t.capacity == 0 { 0.0 } else { 100.0 * t.live as f64 / t.capacity as f64 };
+            let _ = writeln!(
+                s,
+                "  thread {}: {} buckets, {} of {} entries in use ({pct:.1}%)",
+                t.thread, t.buckets, t.live, t.capacity
+            );
+        }
+        if self.interfaces.enabled.is_empty() {
+            let _ = writeln!(s, "  reply translation: no interfaces");
+        }
+        for (fam, _, name) in &self.interfaces.enabled {
+            let _ = writeln!(s, "  reply translation nat{fam} in {name}");
+        }
+        s
+    }
+
+    /// `show kp vip [<prefix>] [verbose]`
+    pub fn show_vips(&mut self, prefix: Option<IpPrefix>, verbose: bool, view: &dyn DataPathView) -> String {
+        self.controller.collect_garbage();
+        let c = &self.controller;
+        let dp = c.cell().load();
+        let mut s = String::new();
+        let selected: Vec<(&VipKey, &crate::config::Vip)> = c
+            .config()
+            .vips
+            .iter()
+            .filter(|(k, _)| prefix.is_none_or(|p| p == k.prefix || p.contains(&k.prefix.addr())))
+            .collect();
+        if selected.is_empty() {
+            return match prefix {
+                None => "kp: no VIPs configured\n".into(),
+                Some(p) => format!("kp: no VIP matches {p}\n"),
+            };
+        }
+        for (key, vip) in selected {
+            let idx = c.vip_index(key).expect("configured VIPs have an index");
+            let node_port = if vip.node_port == 0 { String::new() } else { format!(" node_port {}", vip.node_port) };
+            let _ = writeln!(
+                s,
+                "[{idx}] {} {} port {} target_port {}{node_port} {} new_len {} pods {}",
+                key.prefix,
+                key.protocol.name(),
+                key.port,
+                vip.target_port,
+                vip.nat,
+                vip.new_len,
+                vip.pods.len()
+            );
+            if !verbose {
+                continue;
+            }
+            let table = dp.vips.get(idx as usize).and_then(|v| v.as_ref()).map(|v| v.table.clone());
+            for (addr, weight) in &vip.pods {
+                let pod = c.pod_index(idx, addr).expect("configured pods have an index");
+                let entries = table.as_ref().map_or(0, |t| t.count(pod));
+                let _ = writeln!(
+                    s,
+                    "    pod {addr} weight {weight} new-flow entries {entries} active flows {} packets {}",
+                    c.refs().sum(pod),
+                    view.pod_packets(pod)
+                );
+            }
+            for (v, addr, state) in c.draining_pods() {
+                if v == idx {
+                    let pod = c.pod_index(idx, &addr).expect("draining pods keep their index");
+                    let _ = writeln!(
+                        s,
+                        "    pod {addr} {} active flows {}",
+                        if state == crate::dataplane::PodState::Flushed { "flushed" } else { "draining" },
+                        c.refs().sum(pod)
+                    );
+                }
+            }
+            let k = view.vip_counters(idx);
+            let _ = writeln!(
+                s,
+                "    counters: existing flow packets {}, first packets {}, untracked {}, no pod {}",
+                k.existing, k.first, k.untracked, k.no_pod
+            );
+        }
+        s
+    }
+
+    /// Records reply translation on an interface (resolved by the caller).
+    pub fn set_interface(&mut self, family: IpFamily, sw_if_index: u32, name: &str, enable: bool) -> Result<(), String> {
+        let fam = if family == IpFamily::V4 { 4 } else { 6 };
+        let entry = (fam, sw_if_index, name.to_string());
+        if enable {
+            if !self.interfaces.enabled.insert(entry) {
+                return Err(format!("nat{fam} reply translation is already enabled on {name}"));
+            }
+        } else if !self.interfaces.enabled.remove(&entry) {
+            return Err(format!("nat{fam} reply translation is not enabled on {name}"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{parse_pod, parse_vip};
+
+    struct NoTraffic;
+    impl DataPathView for NoTraffic {
+        fn flow_tables(&self) -> Vec<FlowTableStats> {
+            vec![FlowTableStats { thread: 0, buckets: 16, capacity: 64, live: 0 }]
+        }
+        fn vip_counters(&self, _: u32) -> VipCounters {
+            VipCounters::default()
+        }
+        fn pod_packets(&self, _: u32) -> u64 {
+            0
+        }
+    }
+
+    #[test]
+    fn show_with_no_vips_says_so() {
+        let mut kp = Kp::new(1);
+        assert_eq!(kp.show_vips(None, true, &NoTraffic), "kp: no VIPs configured\n");
+    }
+
+    #[test]
+    fn prefixes_added_and_removed_once() {
+        let mut kp = Kp::new(1);
+        let a = kp.apply(&parse_vip("10.96.0.0/24 port 80 target_port 8080").unwrap()).unwrap();
+        assert_eq!(a.prefixes_added.len(), 1);
+        let b = kp.apply(&parse_vip("10.96.0.0/24 port 443 target_port 8443").unwrap()).unwrap();
+        assert!(b.prefixes_added.is_empty(), "second port on the same prefix");
+        let c = kp.apply(&parse_vip("10.96.0.0/24 port 80 del").unwrap()).unwrap();
+        assert!(c.prefixes_removed.is_empty());
+        let d = kp.apply(&parse_vip("10.96.0.0/24 port 443 del").unwrap()).unwrap();
+        assert_eq!(d.prefixes_removed, a.prefixes_added);
+    }
+
+    #[test]
+    fn verbose_lists_pods_with_table_shares() {
+        let mut kp = Kp::new(1);
+        kp.apply(&parse_vip("10.96.0.10/32 port 80 target_port 8080 node_port 30080").unwrap()).unwrap();
+        kp.apply(&parse_pod("10.96.0.10/32 10.1.0.1 10.1.0.2 weight 3").unwrap()).unwrap();
+        let out = kp.show_vips(None, true, &NoTraffic);
+        assert_eq!(
+            out,
+            "[0] 10.96.0.10/32 tcp+udp port 80 target_port 8080 node_port 30080 nat44 new_len 1024 pods 2\n\
+             \x20   pod 10.1.0.1 weight 1 new-flow entries 256 active flows 0 packets 0\n\
+             \x20   pod 10.1.0.2 weight 3 new-flow entries 768 active flows 0 packets 0\n\
+             \x20   counters: existing flow packets 0, first packets 0, untracked 0, no pod 0\n"
+        );
+    }
+}
