@@ -271,21 +271,32 @@ mod tests {
 
     #[test]
     fn vip_forms() {
-        let Command::AddVip(s) = parse_vip("10.96.0.10/32 port 80 target_port 8080").unwrap() else { panic!() };
-        assert_eq!(s.key.protocol, Protocol::Any);
-        assert_eq!((s.key.port, s.target_port, s.node_port, s.nat, s.new_len), (80, 8080, 0, None, None));
-        let Command::AddVip(s) =
-            parse_vip("2001:db8::/120 protocol udp new_len 4099 port 53 target_port 5353 node_port 30053 nat4")
-                .unwrap()
-        else {
+        let Command::AddVip(s) = parse_vip("10.96.0.10/32 port 80 target_port 8080").unwrap() else {
             panic!()
         };
-        assert_eq!((s.key.protocol, s.nat, s.new_len, s.node_port), (Protocol::Udp, Some(NatType::Nat64), Some(4099), 30053));
-        let Command::AddVip(s) = parse_vip("10.0.0.1/32 port 1 target_port 2 nat4").unwrap() else { panic!() };
+        assert_eq!(s.key.protocol, Protocol::Any);
+        assert_eq!((s.key.port, s.target_port, s.node_port, s.nat, s.new_len), (80, 8080, 0, None, None));
+        let Command::AddVip(s) = parse_vip(
+            "2001:db8::/120 protocol udp new_len 4099 port 53 target_port 5353 node_port 30053 nat4",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (s.key.protocol, s.nat, s.new_len, s.node_port),
+            (Protocol::Udp, Some(NatType::Nat64), Some(4099), 30053)
+        );
+        let Command::AddVip(s) = parse_vip("10.0.0.1/32 port 1 target_port 2 nat4").unwrap() else {
+            panic!()
+        };
         assert_eq!(s.nat, Some(NatType::Nat44));
         assert_eq!(
             parse_vip("10.0.0.1/32 protocol tcp port 80 del").unwrap(),
-            Command::DelVip(VipKey { prefix: "10.0.0.1/32".parse().unwrap(), protocol: Protocol::Tcp, port: 80 })
+            Command::DelVip(VipKey {
+                prefix: "10.0.0.1/32".parse().unwrap(),
+                protocol: Protocol::Tcp,
+                port: 80
+            })
         );
     }
 
@@ -310,7 +321,10 @@ mod tests {
 
     #[test]
     fn other_commands() {
-        assert_eq!(parse_conf("buckets 1024 timeout 30").unwrap(), Command::Conf { buckets: Some(1024), timeout: Some(30) });
+        assert_eq!(
+            parse_conf("buckets 1024 timeout 30").unwrap(),
+            Command::Conf { buckets: Some(1024), timeout: Some(30) }
+        );
         assert_eq!(
             parse_set_interface("nat6 in pg1 del").unwrap(),
             Command::SetInterface { family: IpFamily::V6, interface: "pg1".into(), enable: false }
@@ -328,7 +342,11 @@ mod tests {
         let cases: &[(fn(&str) -> Result<Command, String>, &str, &str)] = &[
             (parse_vip, "", "missing VIP prefix"),
             (parse_vip, "10.0.0.1/33 port 1 target_port 1", "prefix length 33 is out of range (0 to 32)"),
-            (parse_vip, "10.0.0.300/32 port 1 target_port 1", "'10.0.0.300/32' is not an IPv4 or IPv6 prefix"),
+            (
+                parse_vip,
+                "10.0.0.300/32 port 1 target_port 1",
+                "'10.0.0.300/32' is not an IPv4 or IPv6 prefix",
+            ),
             (parse_vip, "10.0.0.1/32 port 0 target_port 1", "port must be from 1 to 65535"),
             (parse_vip, "10.0.0.1/32 port 65536 target_port 1", "port 65536 is out of range (at most 65535)"),
             (parse_vip, "10.0.0.1/32 port x target_port 1", "port 'x' is not a number"),
@@ -336,13 +354,21 @@ mod tests {
             (parse_vip, "10.0.0.1/32 target_port 1", "missing port <n>"),
             (parse_vip, "10.0.0.1/32 port 1 target_port 1 port 2", "port given twice"),
             (parse_vip, "10.0.0.1/32 port 1 target_port 1 nat44 nat66", "NAT type given twice"),
-            (parse_vip, "10.0.0.1/32 port 1 target_port 1 protocol sctp", "protocol 'sctp' is not tcp or udp"),
+            (
+                parse_vip,
+                "10.0.0.1/32 port 1 target_port 1 protocol sctp",
+                "protocol 'sctp' is not tcp or udp",
+            ),
             (parse_vip, "10.0.0.1/32 port 1 target_port 1 bogus", "unknown input 'bogus'"),
             (parse_vip, "10.0.0.1/32 port 1 target_port", "target_port needs a value"),
             (parse_pod, "10.0.0.1/32", "no pod address given"),
             (parse_pod, "10.0.0.1/32 weight 2 10.1.0.1", "weight must follow a pod address"),
             (parse_pod, "10.0.0.1/32 10.1.0.1 weight 2 weight 3", "weight given twice for one pod"),
-            (parse_pod, "10.0.0.1/32 10.1.0.1 weight 1000001", "weight 1000001 is out of range (at most 1000000)"),
+            (
+                parse_pod,
+                "10.0.0.1/32 10.1.0.1 weight 1000001",
+                "weight 1000001 is out of range (at most 1000000)",
+            ),
             (parse_pod, "10.0.0.1/32 10.1.0.1 10.1.0.1", "pod 10.1.0.1 given twice"),
             (parse_pod, "10.0.0.1/32 10.1.0.1 flush", "flush is only valid after del"),
             (parse_pod, "10.0.0.1/32 10.1.0.1 del 10.1.0.2", "pod addresses must come before del"),

@@ -149,7 +149,8 @@ impl Kp {
         }
         for (key, vip) in selected {
             let idx = c.vip_index(key).expect("configured VIPs have an index");
-            let node_port = if vip.node_port == 0 { String::new() } else { format!(" node_port {}", vip.node_port) };
+            let node_port =
+                if vip.node_port == 0 { String::new() } else { format!(" node_port {}", vip.node_port) };
             let _ = writeln!(
                 s,
                 "[{idx}] {} {} port {} target_port {}{node_port} {} new_len {} pods {}",
@@ -197,7 +198,13 @@ impl Kp {
     }
 
     /// Records reply translation on an interface (resolved by the caller).
-    pub fn set_interface(&mut self, family: IpFamily, sw_if_index: u32, name: &str, enable: bool) -> Result<(), String> {
+    pub fn set_interface(
+        &mut self,
+        family: IpFamily,
+        sw_if_index: u32,
+        name: &str,
+        enable: bool,
+    ) -> Result<(), String> {
         let fam = if family == IpFamily::V4 { 4 } else { 6 };
         let entry = (fam, sw_if_index, name.to_string());
         if enable {

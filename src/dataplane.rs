@@ -504,6 +504,18 @@ impl Worker {
         })
     }
 
+    /// Takes a new flow-table size or timeout now (from the main thread
+    /// before workers start, or under the barrier); otherwise the worker
+    /// notices the change at its next batch.
+    pub fn adopt_flow_conf(&mut self, flow: FlowConf) -> Result<(), OutOfMemory> {
+        if flow.buckets != self.flows.n_buckets() {
+            let old = core::mem::replace(&mut self.flows, FlowTable::new(flow.buckets, flow.timeout)?);
+            release_all(&old, self.thread, &self.refs);
+        }
+        self.flows.set_timeout(flow.timeout);
+        Ok(())
+    }
+
     pub fn flows(&self) -> &FlowTable {
         &self.flows
     }

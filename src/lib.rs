@@ -10,7 +10,9 @@
 //! - later a thin `vpp` FFI layer and the `node`, `cli` and `api` modules
 //!   that glue the core into VPP.
 
+pub mod cli;
 pub mod config;
+pub mod control;
 pub mod dataplane;
 pub mod flowtable;
 pub mod maglev;
@@ -20,5 +22,3 @@ pub mod refcount;
 pub mod snapshot;
 pub mod sys;
 pub mod vpp;
-pub mod cli;
-pub mod control;

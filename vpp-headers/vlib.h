@@ -258,7 +258,7 @@ typedef struct vlib_combined_counter_main_t
 extern vlib_global_main_t vlib_global_main;
 extern vlib_thread_main_t vlib_thread_main;
 extern vlib_buffer_func_main_t vlib_buffer_func_main;
-extern char vlib_plugin_app_version[];
+extern char *vlib_plugin_app_version;
 
 void vlib_cli_output (vlib_main_t *vm, char *fmt, ...);
 void vlib_cli_command_registration_helper (vlib_cli_command_t *c);

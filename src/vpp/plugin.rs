@@ -1,0 +1,354 @@
+//! kp as a VPP plugin: the registration VPP checks before loading, the
+//! constructors that link kp's init function, config function and CLI
+//! commands into VPP's lists, and the callbacks VPP calls.
+//!
+//! Callbacks run on VPP's main thread. CLI commands are registered without
+//! `is_mp_safe`, so VPP holds the worker barrier around them: workers are
+//! parked while kp changes state. Every callback catches panics and turns
+//! them into VPP errors, so nothing unwinds into C.
+
+use super::reg::{c_array, Registration};
+use super::sys;
+use super::text::{cli_output, error, take_line};
+use crate::cli::{self, Command};
+use crate::control::{DataPathView, FlowTableStats, Kp, VipCounters};
+use crate::dataplane::Worker;
+use core::cell::UnsafeCell;
+use core::ffi::c_char;
+use core::ptr::null_mut;
+use parking_lot::Mutex;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::OnceLock;
+
+/// The plugin registration VPP reads from the `.so` before loading it.
+#[repr(transparent)]
+pub struct PluginRegistration(sys::vlib_plugin_registration_t);
+// SAFETY: immutable after link time; VPP only reads it.
+unsafe impl Sync for PluginRegistration {}
+
+#[no_mangle]
+#[used]
+#[link_section = ".vlib_plugin_registration"]
+pub static vlib_plugin_registration: PluginRegistration =
+    PluginRegistration(sys::vlib_plugin_registration_t {
+        flags: 0,
+        version: c_array(concat!(env!("CARGO_PKG_VERSION"), "")),
+        // A prefix of VPP's "26.06-release".
+        version_required: c_array("26.06"),
+        overrides: [0; 256],
+        early_init: core::ptr::null(),
+        description: c"kube-proxy (kp)".as_ptr(),
+        load_after: null_mut(),
+    });
+
+/// State shared by the callbacks.
+pub struct Global {
+    pub kp: Mutex<Kp>,
+    pub workers: Box<[WorkerCell]>,
+}
+
+/// A worker's state. Its own thread uses it inside the node; the main
+/// thread reads it only under the worker barrier.
+pub struct WorkerCell(UnsafeCell<Worker>);
+// SAFETY: see the type's comment: never accessed by two threads at once.
+unsafe impl Sync for WorkerCell {}
+
+impl WorkerCell {
+    /// # Safety
+    /// The caller is the owning thread inside its node, or the main thread
+    /// with the worker barrier held.
+    pub unsafe fn get(&self) -> &mut Worker {
+        // SAFETY: exclusive by the contract above.
+        unsafe { &mut *self.0.get() }
+    }
+}
+
+static GLOBAL: OnceLock<Global> = OnceLock::new();
+
+pub fn global() -> Option<&'static Global> {
+    GLOBAL.get()
+}
+
+/// Runs a callback body, turning a panic into a VPP error.
+fn guarded(f: impl FnOnce() -> Result<(), String>) -> *mut sys::clib_error_t {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => null_mut(),
+        Ok(Err(msg)) => error(&msg),
+        Err(_) => error("internal error (a bug in kp; the configuration is unchanged)"),
+    }
+}
+
+// ---------------------------------------------------------------- init
+
+unsafe extern "C" fn kp_init(_vm: *mut sys::vlib_main_t) -> *mut sys::clib_error_t {
+    guarded(|| {
+        // SAFETY: vlib_thread_main is initialised before init functions run.
+        let n_threads = unsafe { (*super::fns().vlib_thread_main()).n_vlib_mains }.max(1) as usize;
+        let kp = Kp::new(n_threads);
+        let workers = (0..n_threads)
+            .map(|t| kp.controller.worker(t).map(|w| WorkerCell(UnsafeCell::new(w))))
+            .collect::<Result<Box<[_]>, _>>()
+            .map_err(|e| format!("cannot allocate flow tables ({} bytes per thread)", e.bytes))?;
+        GLOBAL.set(Global { kp: Mutex::new(kp), workers }).map_err(|_| "kp initialised twice".to_string())
+    })
+}
+
+static INIT: Registration<sys::_vlib_init_function_list_elt> =
+    Registration::new(sys::_vlib_init_function_list_elt {
+        next_init_function: null_mut(),
+        f: Some(kp_init),
+        name: c"kp_init".as_ptr() as *mut c_char,
+        runs_before: null_mut(),
+        runs_after: null_mut(),
+        init_order: null_mut(),
+    });
+
+// ---------------------------------------------------------------- startup.conf `kp { ... }`
+
+unsafe extern "C" fn kp_config(
+    _vm: *mut sys::vlib_main_t,
+    input: *mut sys::unformat_input_t,
+) -> *mut sys::clib_error_t {
+    // SAFETY: VPP passes the section's input (possibly empty).
+    let body = unsafe { take_all(input) };
+    guarded(|| {
+        if body.trim().is_empty() {
+            return Ok(());
+        }
+        let cmd = cli::parse_conf(&body).map_err(|e| format!("startup.conf kp {{ }}: {e}"))?;
+        let g = global().ok_or("kp is not initialised")?;
+        g.kp.lock().apply(&cmd).map(|_| ()).map_err(|e| format!("startup.conf kp {{ }}: {e}"))?;
+        // Flow tables take their size from the configuration here, before
+        // workers start.
+        resize_flow_tables(g)
+    })
+}
+
+/// # Safety
+/// As [`take_line`].
+unsafe fn take_all(input: *mut sys::unformat_input_t) -> String {
+    let mut all = String::new();
+    loop {
+        // SAFETY: per the contract.
+        let (idx, len) = unsafe { ((*input).index as usize, super::text::vec_len((*input).buffer)) };
+        if idx >= len {
+            return all;
+        }
+        // SAFETY: per the contract.
+        all.push_str(&unsafe { take_line(input) });
+        all.push(' ');
+    }
+}
+
+fn resize_flow_tables(g: &Global) -> Result<(), String> {
+    let flow = g.kp.lock().controller.config().flow;
+    for cell in g.workers.iter() {
+        // SAFETY: config functions run on the main thread before workers
+        // start.
+        let w = unsafe { cell.get() };
+        w.adopt_flow_conf(flow).map_err(|e| format!("cannot allocate the flow table ({} bytes)", e.bytes))?;
+    }
+    Ok(())
+}
+
+static CONFIG: Registration<sys::vlib_config_function_runtime_t> =
+    Registration::new(sys::vlib_config_function_runtime_t {
+        function: Some(kp_config),
+        input: sys::unformat_input_t {
+            buffer: null_mut(),
+            index: 0,
+            buffer_marks: null_mut(),
+            fill_buffer: null_mut(),
+            free: null_mut(),
+            fill_buffer_arg: null_mut(),
+        },
+        next_registration: null_mut(),
+        is_early: 0,
+        name: c_array("kp"),
+    });
+
+// ---------------------------------------------------------------- CLI
+
+#[derive(Clone, Copy)]
+#[repr(usize)]
+enum Cli {
+    Conf,
+    Vip,
+    Pod,
+    SetInterface,
+    Show,
+    ShowVip,
+}
+
+const CLI_TABLE: [(Cli, &core::ffi::CStr, &core::ffi::CStr); 6] = [
+    (Cli::Conf, c"kp conf", c"kp conf [buckets <n>] [timeout <s>]"),
+    (
+        Cli::Vip,
+        c"kp vip",
+        c"kp vip <prefix> [protocol tcp|udp] port <n> target_port <n> [node_port <n>] [nat44|nat46|nat64|nat66] [new_len <n>] [del]",
+    ),
+    (
+        Cli::Pod,
+        c"kp pod",
+        c"kp pod <vip-prefix> [protocol tcp|udp] [port <n>] <address> [weight <w>] [<address> [weight <w>]]... [del [flush]]",
+    ),
+    (Cli::SetInterface, c"kp set interface", c"kp set interface nat4|nat6 in <interface> [del]"),
+    (Cli::Show, c"show kp", c"show kp"),
+    (Cli::ShowVip, c"show kp vip", c"show kp vip [<prefix>] [verbose]"),
+];
+
+const fn cli_command(path: &core::ffi::CStr, help: &core::ffi::CStr, arg: Cli) -> sys::vlib_cli_command_t {
+    sys::vlib_cli_command_t {
+        path: path.as_ptr() as *mut c_char,
+        short_help: help.as_ptr() as *mut c_char,
+        long_help: null_mut(),
+        function: Some(kp_cli),
+        function_arg: arg as sys::uword,
+        is_mp_safe: 0,
+        sub_commands: null_mut(),
+        sub_command_index_by_name: null_mut(),
+        sub_command_positions: null_mut(),
+        sub_rule_index_by_name: null_mut(),
+        sub_rules: null_mut(),
+        next_cli_command: null_mut(),
+        hit_counter: 0,
+    }
+}
+
+static CLI_COMMANDS: [Registration<sys::vlib_cli_command_t>; 6] = [
+    Registration::new(cli_command(CLI_TABLE[0].1, CLI_TABLE[0].2, CLI_TABLE[0].0)),
+    Registration::new(cli_command(CLI_TABLE[1].1, CLI_TABLE[1].2, CLI_TABLE[1].0)),
+    Registration::new(cli_command(CLI_TABLE[2].1, CLI_TABLE[2].2, CLI_TABLE[2].0)),
+    Registration::new(cli_command(CLI_TABLE[3].1, CLI_TABLE[3].2, CLI_TABLE[3].0)),
+    Registration::new(cli_command(CLI_TABLE[4].1, CLI_TABLE[4].2, CLI_TABLE[4].0)),
+    Registration::new(cli_command(CLI_TABLE[5].1, CLI_TABLE[5].2, CLI_TABLE[5].0)),
+];
+
+unsafe extern "C" fn kp_cli(
+    vm: *mut sys::vlib_main_t,
+    input: *mut sys::unformat_input_t,
+    cmd: *mut sys::vlib_cli_command_t,
+) -> *mut sys::clib_error_t {
+    // SAFETY: VPP passes its live input and the (copied) command record.
+    let (line, which) = unsafe { (take_line(input), (*cmd).function_arg) };
+    let mut out = String::new();
+    let err = guarded(|| {
+        let g = global().ok_or("kp is not initialised")?;
+        out = run_cli(g, vm, which, &line)?;
+        Ok(())
+    });
+    if !out.is_empty() {
+        // SAFETY: `vm` is the handler's own vlib_main_t.
+        unsafe { cli_output(vm, &out) };
+    }
+    err
+}
+
+fn run_cli(g: &Global, vm: *mut sys::vlib_main_t, which: sys::uword, line: &str) -> Result<String, String> {
+    let which =
+        CLI_TABLE.iter().find(|(c, _, _)| *c as usize == which as usize).ok_or("unknown kp command")?.0;
+    let view = WorkersView(g, vm);
+    match which {
+        Cli::Conf => {
+            g.kp.lock().apply(&cli::parse_conf(line)?)?;
+            resize_flow_tables(g)?;
+            Ok(String::new())
+        }
+        Cli::Vip => {
+            g.kp.lock().apply(&cli::parse_vip(line)?)?;
+            Ok(String::new())
+        }
+        Cli::Pod => {
+            g.kp.lock().apply(&cli::parse_pod(line)?)?;
+            Ok(String::new())
+        }
+        Cli::SetInterface => {
+            let Command::SetInterface { family, interface, enable } = cli::parse_set_interface(line)? else {
+                unreachable!("parse_set_interface returns SetInterface")
+            };
+            let sw_if_index = super::text::sw_if_index(&interface)
+                .ok_or_else(|| format!("unknown interface '{interface}'"))?;
+            g.kp.lock().set_interface(family, sw_if_index, &interface, enable)?;
+            Ok(String::new())
+        }
+        Cli::Show => {
+            cli::parse_show(line)?;
+            Ok(g.kp.lock().show(&view))
+        }
+        Cli::ShowVip => {
+            let Command::ShowVip { prefix, verbose } = cli::parse_show_vip(line)? else {
+                unreachable!("parse_show_vip returns ShowVip")
+            };
+            Ok(g.kp.lock().show_vips(prefix, verbose, &view))
+        }
+    }
+}
+
+/// `show` data from the workers (read under the barrier).
+struct WorkersView<'a>(&'a Global, *mut sys::vlib_main_t);
+
+impl DataPathView for WorkersView<'_> {
+    fn flow_tables(&self) -> Vec<FlowTableStats> {
+        self.0
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(thread, cell)| {
+                // SAFETY: CLI handlers run with the worker barrier held.
+                let w = unsafe { cell.get() };
+                // SAFETY: the CLI handler's own (main-thread) vlib_main_t.
+                let now = unsafe { crate::vpp::time::ticks(self.1) };
+                let t = w.flows();
+                FlowTableStats {
+                    thread,
+                    buckets: t.n_buckets(),
+                    capacity: t.capacity(),
+                    live: t.live_entries(now),
+                }
+            })
+            .collect()
+    }
+
+    fn vip_counters(&self, _vip: u32) -> VipCounters {
+        // The data path (and with it the counters) is not wired in yet.
+        VipCounters::default()
+    }
+
+    fn pod_packets(&self, _pod: u32) -> u64 {
+        0
+    }
+}
+
+// ---------------------------------------------------------------- constructor
+
+/// Links kp's registrations into VPP's lists; runs inside `dlopen`.
+extern "C" fn kp_register() {
+    // Outside VPP (tests, benches) there is nothing to register with.
+    let fns = match super::load() {
+        Ok(f) => f,
+        Err(e) => {
+            if std::env::var_os("KP_DEBUG_LOAD").is_some() {
+                eprintln!("kp: not registering: {e}");
+            }
+            return;
+        }
+    };
+    // SAFETY: constructors run single-threaded inside dlopen, after VPP's
+    // libraries are initialised; each record is 'static and linked once.
+    unsafe {
+        let vgm = fns.vlib_global_main();
+        let init = INIT.get();
+        (*init).next_init_function = (*vgm).init_function_registrations.cast();
+        (*vgm).init_function_registrations = init.cast();
+        let config = CONFIG.get();
+        (*config).next_registration = (*vgm).config_function_registrations.cast();
+        (*vgm).config_function_registrations = config.cast();
+        for cmd in &CLI_COMMANDS {
+            fns.vlib_cli_command_registration_helper(cmd.get());
+        }
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static KP_REGISTER: extern "C" fn() = kp_register;
