@@ -339,7 +339,8 @@ mod tests {
     /// Each malformed line gets one clear error naming the problem.
     #[test]
     fn malformed_lines_name_their_problem() {
-        let cases: &[(fn(&str) -> Result<Command, String>, &str, &str)] = &[
+        type Parser = fn(&str) -> Result<Command, String>;
+        let cases: &[(Parser, &str, &str)] = &[
             (parse_vip, "", "missing VIP prefix"),
             (parse_vip, "10.0.0.1/33 port 1 target_port 1", "prefix length 33 is out of range (0 to 32)"),
             (

@@ -57,6 +57,7 @@ impl WorkerCell {
     /// # Safety
     /// The caller is the owning thread inside its node, or the main thread
     /// with the worker barrier held.
+    #[allow(clippy::mut_from_ref)] // exclusivity is the caller's contract
     pub unsafe fn get(&self) -> &mut Worker {
         // SAFETY: exclusive by the contract above.
         unsafe { &mut *self.0.get() }
