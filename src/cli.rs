@@ -26,8 +26,7 @@ pub const VIP_HELP: &str = "kp vip <prefix> [protocol tcp|udp] port <n> target_p
 pub const POD_HELP: &str =
     "kp pod <vip-prefix> [protocol tcp|udp] [port <n>] <address> [weight <w>] [<address> [weight <w>]]... [del [flush]]";
 pub const SET_INTERFACE_HELP: &str = "kp set interface nat4|nat6 in <interface> [del]";
-pub const SHOW_HELP: &str = "show kp";
-pub const SHOW_VIP_HELP: &str = "show kp vip [<prefix>] [verbose]";
+pub const SHOW_HELP: &str = "show kp [vip [<prefix>] [verbose]]";
 
 /// A NAT type as typed: explicit, or the seed's pod-family shorthand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,10 +252,14 @@ pub fn parse_show_vip(args: &str) -> Result<Command, String> {
     Ok(Command::ShowVip { prefix, verbose })
 }
 
-/// `show kp`
+/// `show kp [vip ...]`. One VPP command serves both: VPP runs a parent
+/// command's handler when a sub-command's handler fails, which would hide
+/// `show kp vip` errors behind `show kp` output.
 pub fn parse_show(args: &str) -> Result<Command, String> {
-    match Tokens::new(args).next() {
+    let mut t = Tokens::new(args);
+    match t.next() {
         None => Ok(Command::Show),
+        Some("vip") => parse_show_vip(args.trim_start().strip_prefix("vip").unwrap_or("")),
         Some(other) => Err(format!("unknown input '{other}'")),
     }
 }
@@ -330,6 +333,7 @@ mod tests {
             Command::SetInterface { family: IpFamily::V6, interface: "pg1".into(), enable: false }
         );
         assert_eq!(parse_show("").unwrap(), Command::Show);
+        assert_eq!(parse_show(" vip verbose").unwrap(), Command::ShowVip { prefix: None, verbose: true });
         assert_eq!(
             parse_show_vip("verbose 10.0.0.0/8").unwrap(),
             Command::ShowVip { prefix: Some("10.0.0.0/8".parse().unwrap()), verbose: true }
@@ -385,6 +389,8 @@ mod tests {
             (parse_set_interface, "nat4 in pg0 del x", "unknown input 'del'"),
             (parse_show, "extra", "unknown input 'extra'"),
             (parse_show_vip, "verbose verbose", "unknown input 'verbose'"),
+            (parse_show, "vip verbose verbose", "unknown input 'verbose'"),
+            (parse_show, "vipverbose", "unknown input 'vipverbose'"),
         ];
         for (parse, line, want) in cases {
             assert_eq!(parse(line).unwrap_err(), *want, "line: {line:?}");

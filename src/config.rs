@@ -211,18 +211,35 @@ impl PodTarget {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigError {
     BadPrefix(String),
-    BadPrefixLength { len: u8, max: u8 },
+    BadPrefixLength {
+        len: u8,
+        max: u8,
+    },
     BadBuckets(u32),
     BadTimeout(u32),
     BadNewLen(NewLenError),
     BadWeight(u32),
     PortZero(&'static str),
-    NatFamilyMismatch { prefix: IpPrefix, nat: NatType },
+    /// A /0 VIP would take over the default route.
+    DefaultRouteVip(IpPrefix),
+    NatFamilyMismatch {
+        prefix: IpPrefix,
+        nat: NatType,
+    },
     DuplicateVip(VipKey),
-    NodePortClash { node_port: u16, other: VipKey },
+    NodePortClash {
+        node_port: u16,
+        other: VipKey,
+    },
     UnknownVip(String),
-    PodFamilyMismatch { pod: IpAddr, nat: NatType },
-    UnknownPod { pod: IpAddr, vip: VipKey },
+    PodFamilyMismatch {
+        pod: IpAddr,
+        nat: NatType,
+    },
+    UnknownPod {
+        pod: IpAddr,
+        vip: VipKey,
+    },
     NoPods,
 }
 
@@ -244,6 +261,9 @@ impl fmt::Display for ConfigError {
                 write!(f, "weight {w} is out of range (0 to {MAX_WEIGHT})")
             }
             ConfigError::PortZero(what) => write!(f, "{what} must be from 1 to 65535"),
+            ConfigError::DefaultRouteVip(p) => {
+                write!(f, "VIP prefix {p} would capture all traffic (the default route); use a longer prefix")
+            }
             ConfigError::NatFamilyMismatch { prefix, nat } => {
                 write!(f, "{nat} needs an {} VIP, but {prefix} is not", fam_name(nat.vip_family()))
             }
@@ -312,6 +332,9 @@ impl Config {
     /// Validates a VIP against the current configuration.
     pub fn check_vip(&self, spec: &VipSpec) -> Result<Vip, ConfigError> {
         let k = spec.key;
+        if k.prefix.len() == 0 {
+            return Err(ConfigError::DefaultRouteVip(k.prefix));
+        }
         if k.port == 0 {
             return Err(ConfigError::PortZero("port"));
         }
@@ -496,6 +519,10 @@ mod tests {
         s.key.port = 1;
         s.target_port = 0;
         assert_eq!(c.add_vip(&s).unwrap_err(), ConfigError::PortZero("target_port"));
+        assert_eq!(
+            c.add_vip(&spec("0.0.0.0/0", 80)).unwrap_err().to_string(),
+            "VIP prefix 0.0.0.0/0 would capture all traffic (the default route); use a longer prefix"
+        );
         assert_eq!(c, before, "rejected changes leave the configuration as it was");
 
         // Same prefix, other port; and same port, other protocol: separate VIPs.

@@ -135,12 +135,14 @@ impl Kp {
         let c = &self.controller;
         let dp = c.cell().load();
         let mut s = String::new();
-        let selected: Vec<(&VipKey, &crate::config::Vip)> = c
+        let mut selected: Vec<(&VipKey, &crate::config::Vip)> = c
             .config()
             .vips
             .iter()
             .filter(|(k, _)| prefix.is_none_or(|p| p == k.prefix || p.contains(&k.prefix.addr())))
             .collect();
+        // Operators read VIPs by address, then port.
+        selected.sort_by_key(|(k, _)| (k.prefix, k.port, k.protocol));
         if selected.is_empty() {
             return match prefix {
                 None => "kp: no VIPs configured\n".into(),

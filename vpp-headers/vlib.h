@@ -271,7 +271,5 @@ vlib_main_t *vlib_get_main_not_inline (void);
 void vlib_validate_simple_counter (vlib_simple_counter_main_t *cm, u32 index);
 void vlib_validate_combined_counter (vlib_combined_counter_main_t *cm,
 				     u32 index);
-void vlib_zero_simple_counter (vlib_simple_counter_main_t *cm, u32 index);
-void vlib_zero_combined_counter (vlib_combined_counter_main_t *cm, u32 index);
 
 #endif

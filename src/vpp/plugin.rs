@@ -178,10 +178,9 @@ enum Cli {
     Pod,
     SetInterface,
     Show,
-    ShowVip,
 }
 
-const CLI_TABLE: [(Cli, &core::ffi::CStr, &core::ffi::CStr); 6] = [
+const CLI_TABLE: [(Cli, &core::ffi::CStr, &core::ffi::CStr); 5] = [
     (Cli::Conf, c"kp conf", c"kp conf [buckets <n>] [timeout <s>]"),
     (
         Cli::Vip,
@@ -194,8 +193,7 @@ const CLI_TABLE: [(Cli, &core::ffi::CStr, &core::ffi::CStr); 6] = [
         c"kp pod <vip-prefix> [protocol tcp|udp] [port <n>] <address> [weight <w>] [<address> [weight <w>]]... [del [flush]]",
     ),
     (Cli::SetInterface, c"kp set interface", c"kp set interface nat4|nat6 in <interface> [del]"),
-    (Cli::Show, c"show kp", c"show kp"),
-    (Cli::ShowVip, c"show kp vip", c"show kp vip [<prefix>] [verbose]"),
+    (Cli::Show, c"show kp", c"show kp [vip [<prefix>] [verbose]]"),
 ];
 
 const fn cli_command(path: &core::ffi::CStr, help: &core::ffi::CStr, arg: Cli) -> sys::vlib_cli_command_t {
@@ -216,13 +214,12 @@ const fn cli_command(path: &core::ffi::CStr, help: &core::ffi::CStr, arg: Cli) -
     }
 }
 
-static CLI_COMMANDS: [Registration<sys::vlib_cli_command_t>; 6] = [
+static CLI_COMMANDS: [Registration<sys::vlib_cli_command_t>; 5] = [
     Registration::new(cli_command(CLI_TABLE[0].1, CLI_TABLE[0].2, CLI_TABLE[0].0)),
     Registration::new(cli_command(CLI_TABLE[1].1, CLI_TABLE[1].2, CLI_TABLE[1].0)),
     Registration::new(cli_command(CLI_TABLE[2].1, CLI_TABLE[2].2, CLI_TABLE[2].0)),
     Registration::new(cli_command(CLI_TABLE[3].1, CLI_TABLE[3].2, CLI_TABLE[3].0)),
     Registration::new(cli_command(CLI_TABLE[4].1, CLI_TABLE[4].2, CLI_TABLE[4].0)),
-    Registration::new(cli_command(CLI_TABLE[5].1, CLI_TABLE[5].2, CLI_TABLE[5].0)),
 ];
 
 unsafe extern "C" fn kp_cli(
@@ -272,16 +269,10 @@ fn run_cli(g: &Global, vm: *mut sys::vlib_main_t, which: sys::uword, line: &str)
             g.kp.lock().set_interface(family, sw_if_index, &interface, enable)?;
             Ok(String::new())
         }
-        Cli::Show => {
-            cli::parse_show(line)?;
-            Ok(g.kp.lock().show(&view))
-        }
-        Cli::ShowVip => {
-            let Command::ShowVip { prefix, verbose } = cli::parse_show_vip(line)? else {
-                unreachable!("parse_show_vip returns ShowVip")
-            };
-            Ok(g.kp.lock().show_vips(prefix, verbose, &view))
-        }
+        Cli::Show => match cli::parse_show(line)? {
+            Command::ShowVip { prefix, verbose } => Ok(g.kp.lock().show_vips(prefix, verbose, &view)),
+            _ => Ok(g.kp.lock().show(&view)),
+        },
     }
 }
 
