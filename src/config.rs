@@ -63,12 +63,8 @@ impl IpPrefix {
         self.addr
     }
 
-    pub fn len(&self) -> u8 {
+    pub fn prefix_len(&self) -> u8 {
         self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     pub fn family(&self) -> IpFamily {
@@ -332,7 +328,7 @@ impl Config {
     /// Validates a VIP against the current configuration.
     pub fn check_vip(&self, spec: &VipSpec) -> Result<Vip, ConfigError> {
         let k = spec.key;
-        if k.prefix.len() == 0 {
+        if k.prefix.prefix_len() == 0 {
             return Err(ConfigError::DefaultRouteVip(k.prefix));
         }
         if k.port == 0 {
@@ -479,7 +475,7 @@ mod tests {
         assert!(p.contains(&ip("10.96.0.200")));
         assert!(!p.contains(&ip("10.96.1.1")));
         assert_eq!("2001:db8::1/120".parse::<IpPrefix>().unwrap().to_string(), "2001:db8::/120");
-        assert_eq!("10.0.0.1".parse::<IpPrefix>().unwrap().len(), 32);
+        assert_eq!("10.0.0.1".parse::<IpPrefix>().unwrap().prefix_len(), 32);
         assert_eq!(
             "10.0.0.1/33".parse::<IpPrefix>().unwrap_err().to_string(),
             "prefix length 33 is out of range (0 to 32)"
