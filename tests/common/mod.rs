@@ -40,18 +40,13 @@ pub fn plugin_so() -> PathBuf {
     root.join("target/release/libkp_plugin.so")
 }
 
+#[derive(Default)]
 pub struct Options {
     pub workers: usize,
     /// Extra startup.conf text (e.g. a `kp { }` section).
     pub extra: String,
     /// Other stock plugins to load besides kp (e.g. "lb_plugin.so").
     pub plugins: Vec<&'static str>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options { workers: 0, extra: String::new(), plugins: Vec::new() }
-    }
 }
 
 pub struct Vpp {
