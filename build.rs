@@ -3,9 +3,34 @@
 //! VPP installation is needed to build kp.
 
 use std::env;
+use std::fmt::Write;
 use std::path::PathBuf;
 
+#[path = "src/apigen.rs"]
+#[allow(dead_code)]
+mod apigen;
+
+/// Generates kp.api.json and the message-name/CRC table from kp.api with
+/// kp's own generator (the same code `cargo test` checks against VPP's).
+fn generate_api(out: &std::path::Path) {
+    println!("cargo:rerun-if-changed=kp.api");
+    println!("cargo:rerun-if-changed=src/apigen.rs");
+    let text = std::fs::read_to_string("kp.api").expect("reading kp.api");
+    let resolve = |p: &str| std::fs::read_to_string(format!("vpp-headers/api/{p}")).ok();
+    let api = apigen::Api::parse("kp", &text, &resolve).unwrap_or_else(|e| panic!("kp.api: {e}"));
+    std::fs::write(out.join("kp.api.json"), api.to_json()).unwrap();
+    let mut rs = String::from("/// (message name, CRC) of every kp.api message, in definition order.\n");
+    rs += "pub const MESSAGES: &[(&str, u32)] = &[\n";
+    for m in api.messages() {
+        writeln!(rs, "    (\"{}\", 0x{:08x}),", m.name, m.crc).unwrap();
+    }
+    rs += "];\n";
+    std::fs::write(out.join("kp_api_messages.rs"), rs).unwrap();
+}
+
 fn main() {
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+    generate_api(&out_dir);
     println!("cargo:rerun-if-changed=wrapper.h");
     println!("cargo:rerun-if-changed=vpp-headers");
     let bindings = bindgen::Builder::default()

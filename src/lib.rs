@@ -22,3 +22,4 @@ pub mod refcount;
 pub mod snapshot;
 pub mod sys;
 pub mod vpp;
+pub mod apigen;
