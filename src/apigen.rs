@@ -144,7 +144,10 @@ impl Api {
     /// Every message (requests, replies, details) with its CRC.
     pub fn messages(&self) -> Vec<Message> {
         self.defines()
-            .map(|(o, fields)| Message { name: o.name.clone(), crc: self.fold(fields, crc32(o.crc_text.as_bytes(), 0)) })
+            .map(|(o, fields)| Message {
+                name: o.name.clone(),
+                crc: self.fold(fields, crc32(o.crc_text.as_bytes(), 0)),
+            })
             .collect()
     }
 
@@ -153,6 +156,36 @@ impl Api {
             Kind::Define { fields, .. } => Some((o, fields)),
             _ => None,
         })
+    }
+
+    fn type_size(&self, f: &Field) -> usize {
+        let one = match f.ty.as_str() {
+            "u8" | "i8" | "bool" | "string" => 1,
+            "u16" | "i16" => 2,
+            "u32" | "i32" | "f32" => 4,
+            "u64" | "i64" | "f64" => 8,
+            other => match self.lookup(other).map(|o| &o.kind) {
+                Some(Kind::Enum { enumtype, .. }) => self.type_size(&Field {
+                    ty: enumtype.clone(),
+                    name: String::new(),
+                    array: None,
+                    len_field: None,
+                    options: vec![],
+                }),
+                Some(Kind::Alias { target }) => self.type_size(target),
+                Some(Kind::Typedef { fields }) => fields.iter().map(|f| self.type_size(f)).sum(),
+                Some(Kind::Union { fields }) => fields.iter().map(|f| self.type_size(f)).max().unwrap_or(0),
+                _ => 0,
+            },
+        };
+        one * f.array.map_or(1, |n| n as usize)
+    }
+
+    /// The fixed wire size of every message, `_vl_msg_id` included.
+    pub fn wire_sizes(&self) -> Vec<(String, usize)> {
+        self.defines()
+            .map(|(o, fields)| (o.name.clone(), 2 + fields.iter().map(|f| self.type_size(f)).sum::<usize>()))
+            .collect()
     }
 
     /// (request, reply, is_stream) in vppapigen's implicit service order.
@@ -558,7 +591,11 @@ fn parse_objects(
                 } else {
                     p.at -= 1;
                     let target = p.field()?;
-                    objs.push(Object { name: target.name.clone(), kind: Kind::Alias { target }, crc_text: "[]".into() });
+                    objs.push(Object {
+                        name: target.name.clone(),
+                        kind: Kind::Alias { target },
+                        crc_text: "[]".into(),
+                    });
                 }
             }
             "union" => {
@@ -575,8 +612,20 @@ fn parse_objects(
                 objs.push(Object { name: name.clone(), kind: Kind::Define { fields, comment }, crc_text });
                 if autoreply {
                     let fields = vec![
-                        Field { ty: "u32".into(), name: "context".into(), array: None, len_field: None, options: vec![] },
-                        Field { ty: "i32".into(), name: "retval".into(), array: None, len_field: None, options: vec![] },
+                        Field {
+                            ty: "u32".into(),
+                            name: "context".into(),
+                            array: None,
+                            len_field: None,
+                            options: vec![],
+                        },
+                        Field {
+                            ty: "i32".into(),
+                            name: "retval".into(),
+                            array: None,
+                            len_field: None,
+                            options: vec![],
+                        },
                     ];
                     let crc_text = fields_repr(&fields);
                     objs.push(Object {

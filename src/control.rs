@@ -71,9 +71,14 @@ impl Kp {
     /// Applies a configuration command (not `show`, not interface ones,
     /// which need VPP to resolve names). Errors are one line of text.
     pub fn apply(&mut self, cmd: &Command) -> Result<Applied, String> {
+        self.apply_typed(cmd).map_err(|e| e.to_string())
+    }
+
+    /// [`Kp::apply`] with the error as a value (the API maps it to retvals).
+    pub fn apply_typed(&mut self, cmd: &Command) -> Result<Applied, ConfigError> {
         let c = &mut self.controller;
         let mut applied = Applied::default();
-        let e = |e: ConfigError| e.to_string();
+        let e = |e: ConfigError| e;
         match cmd {
             Command::Conf { buckets, timeout } => c.set_flow(*buckets, *timeout).map_err(e)?,
             Command::AddVip(spec) => {
@@ -94,7 +99,7 @@ impl Kp {
             Command::AddPods { target, pods } => c.add_pods(target, pods).map_err(e)?,
             Command::DelPods { target, pods, flush } => c.del_pods(target, pods, *flush).map_err(e)?,
             Command::SetInterface { .. } | Command::Show | Command::ShowVip { .. } => {
-                return Err("not a configuration command".into())
+                unreachable!("callers only apply configuration commands")
             }
         }
         // A good moment to free pods nothing references any more.

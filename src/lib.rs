@@ -10,6 +10,8 @@
 //! - later a thin `vpp` FFI layer and the `node`, `cli` and `api` modules
 //!   that glue the core into VPP.
 
+pub mod api;
+pub mod apigen;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -22,4 +24,3 @@ pub mod refcount;
 pub mod snapshot;
 pub mod sys;
 pub mod vpp;
-pub mod apigen;

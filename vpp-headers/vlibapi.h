@@ -44,7 +44,7 @@ void vl_msg_api_config (vl_msg_api_msg_config_t *c);
 void *vl_msg_api_alloc (int nbytes);
 void *vl_msg_api_alloc_zero (int nbytes);
 void vl_msg_api_free (void *a);
-int vl_socket_api_registration_handle_is_valid (u32 index);
+u8 vl_socket_api_registration_handle_is_valid (u32 index);
 vl_api_registration_t *vl_socket_api_client_handle_to_registration (u32 h);
 vl_api_registration_t *vl_mem_api_client_index_to_registration (u32 index);
 void vl_socket_api_send (vl_api_registration_t *rp, u8 *elem);

@@ -23,13 +23,13 @@ typedef uint64_t uword;
 typedef double f64;
 
 /* VPP vectors keep an 8-byte header just before element 0:
- * u32 len @-8, u8 hdr_size @-4, u8 log2_align @-3, u8 default_heap @-2 ... */
+ * u32 len @-8, u8 hdr_size @-4, u8 (log2_align:7, default_heap:1) @-3,
+ * u8 grow_elts @-2. */
 typedef struct kp_vec_header_t
 {
   u32 len;
   u8 hdr_size;
-  u8 log2_align;
-  u8 default_heap;
+  u8 log2_align_default_heap;
   u8 grow_elts;
 } kp_vec_header_t; /* 8 bytes */
 

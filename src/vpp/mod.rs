@@ -10,6 +10,7 @@ pub mod sys {
     include!(concat!(env!("OUT_DIR"), "/vpp_bindings.rs"));
 }
 
+pub mod api;
 pub mod plugin;
 pub mod reg;
 pub mod text;

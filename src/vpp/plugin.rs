@@ -90,7 +90,8 @@ unsafe extern "C" fn kp_init(_vm: *mut sys::vlib_main_t) -> *mut sys::clib_error
             .map(|t| kp.controller.worker(t).map(|w| WorkerCell(UnsafeCell::new(w))))
             .collect::<Result<Box<[_]>, _>>()
             .map_err(|e| format!("cannot allocate flow tables ({} bytes per thread)", e.bytes))?;
-        GLOBAL.set(Global { kp: Mutex::new(kp), workers }).map_err(|_| "kp initialised twice".to_string())
+        GLOBAL.set(Global { kp: Mutex::new(kp), workers }).map_err(|_| "kp initialised twice".to_string())?;
+        super::api::register()
     })
 }
 
@@ -118,10 +119,9 @@ unsafe extern "C" fn kp_config(
         }
         let cmd = cli::parse_conf(&body).map_err(|e| format!("startup.conf kp {{ }}: {e}"))?;
         let g = global().ok_or("kp is not initialised")?;
-        g.kp.lock().apply(&cmd).map(|_| ()).map_err(|e| format!("startup.conf kp {{ }}: {e}"))?;
         // Flow tables take their size from the configuration here, before
         // workers start.
-        resize_flow_tables(g)
+        apply_conf(g, &cmd).map_err(|e| format!("startup.conf kp {{ }}: {e}"))
     })
 }
 
@@ -141,13 +141,27 @@ unsafe fn take_all(input: *mut sys::unformat_input_t) -> String {
     }
 }
 
-fn resize_flow_tables(g: &Global) -> Result<(), String> {
-    let flow = g.kp.lock().controller.config().flow;
+/// Resizes every worker's flow table to `flow` now.
+pub fn adopt_flow(g: &Global, flow: crate::config::FlowConf) -> Result<(), String> {
     for cell in g.workers.iter() {
-        // SAFETY: config functions run on the main thread before workers
-        // start.
+        // SAFETY: called on the main thread before workers start (config
+        // function) or with the worker barrier held (CLI and API).
         let w = unsafe { cell.get() };
         w.adopt_flow_conf(flow).map_err(|e| format!("cannot allocate the flow table ({} bytes)", e.bytes))?;
+    }
+    Ok(())
+}
+
+/// Applies `kp conf` and sizes the flow tables; on failure nothing changes.
+fn apply_conf(g: &Global, cmd: &Command) -> Result<(), String> {
+    let mut kp = g.kp.lock();
+    let old = kp.controller.config().flow;
+    kp.apply(cmd)?;
+    let new = kp.controller.config().flow;
+    if let Err(e) = adopt_flow(g, new) {
+        kp.apply(&Command::Conf { buckets: Some(old.buckets), timeout: Some(old.timeout) })?;
+        let _ = adopt_flow(g, old);
+        return Err(e);
     }
     Ok(())
 }
@@ -245,11 +259,10 @@ unsafe extern "C" fn kp_cli(
 fn run_cli(g: &Global, vm: *mut sys::vlib_main_t, which: sys::uword, line: &str) -> Result<String, String> {
     let which =
         CLI_TABLE.iter().find(|(c, _, _)| *c as usize == which as usize).ok_or("unknown kp command")?.0;
-    let view = WorkersView(g, vm);
+    let view = WorkersView { g, vm };
     match which {
         Cli::Conf => {
-            g.kp.lock().apply(&cli::parse_conf(line)?)?;
-            resize_flow_tables(g)?;
+            apply_conf(g, &cli::parse_conf(line)?)?;
             Ok(String::new())
         }
         Cli::Vip => {
@@ -277,11 +290,22 @@ fn run_cli(g: &Global, vm: *mut sys::vlib_main_t, which: sys::uword, line: &str)
 }
 
 /// `show` data from the workers (read under the barrier).
-struct WorkersView<'a>(&'a Global, *mut sys::vlib_main_t);
+pub struct WorkersView<'a> {
+    g: &'a Global,
+    vm: *mut sys::vlib_main_t,
+}
+
+impl<'a> WorkersView<'a> {
+    /// For callers on the main thread without a `vm` at hand (API handlers).
+    pub fn main_thread(g: &'a Global) -> Self {
+        // SAFETY: exported; returns the main thread's vlib_main_t.
+        WorkersView { g, vm: unsafe { super::fns().vlib_get_main_not_inline() } }
+    }
+}
 
 impl DataPathView for WorkersView<'_> {
     fn flow_tables(&self) -> Vec<FlowTableStats> {
-        self.0
+        self.g
             .workers
             .iter()
             .enumerate()
@@ -289,7 +313,7 @@ impl DataPathView for WorkersView<'_> {
                 // SAFETY: CLI handlers run with the worker barrier held.
                 let w = unsafe { cell.get() };
                 // SAFETY: the CLI handler's own (main-thread) vlib_main_t.
-                let now = unsafe { crate::vpp::time::ticks(self.1) };
+                let now = unsafe { crate::vpp::time::ticks(self.vm) };
                 let t = w.flows();
                 FlowTableStats {
                     thread,

@@ -102,3 +102,23 @@ pub fn sw_if_index(name: &str) -> Option<u32> {
         (ok != 0 && whole && sw_if_index != u32::MAX).then_some(sw_if_index)
     }
 }
+
+/// The name of an interface, or `None` for an index VPP does not have.
+pub fn sw_if_index_name(sw_if_index: u32) -> Option<String> {
+    // SAFETY: VPP's formatter prints "DELETED" for unknown indices rather
+    // than reading out of bounds; the returned vector is freed here.
+    unsafe {
+        let f = super::fns();
+        let v = (f.format)(
+            core::ptr::null_mut(),
+            c"%U".as_ptr(),
+            f.format_vnet_sw_if_index_name as *const core::ffi::c_void,
+            f.vnet_get_main(),
+            sw_if_index,
+        );
+        let len = vec_len(v);
+        let name = String::from_utf8_lossy(core::slice::from_raw_parts(v, len)).into_owned();
+        f.vec_free_not_inline(v.cast());
+        (!name.starts_with("DELETED") && !name.is_empty()).then_some(name)
+    }
+}

@@ -1,0 +1,164 @@
+//! Registers kp.api's messages with VPP's binary API and runs their
+//! handlers: VPP hands over the message bytes, `crate::api` decodes and
+//! applies them, and the replies go back to the client that asked, with
+//! its context. Handlers are not marked mp-safe, so VPP holds the worker
+//! barrier around them, as for CLI commands.
+
+use super::plugin::{adopt_flow, global, WorkersView};
+use super::{fns, sys};
+use crate::api::{self, Host, Msg, MESSAGES};
+use crate::control::Kp;
+use core::ffi::{c_char, c_void};
+use std::ffi::CString;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+/// kp's first message ID (IDs depend on plugin load order).
+static BASE: AtomicU16 = AtomicU16::new(u16::MAX);
+
+fn leak(s: String) -> *mut c_char {
+    // VPP keeps these names by pointer for the life of the process.
+    CString::new(s).expect("no NUL in message names").into_raw()
+}
+
+/// The calling thread's `api_main_t`. VPP's `my_api_main` is a
+/// thread-local *pointer* to it; `dlsym` resolves the variable for the
+/// calling thread.
+fn api_main() -> Result<*mut sys::api_main_t, String> {
+    let this = libloading::os::unix::Library::this();
+    // SAFETY: looking up a data symbol runs no code; the variable holds a
+    // valid pointer on the main thread, the only one that calls this.
+    unsafe {
+        let var = this.get::<*mut *mut sys::api_main_t>(b"my_api_main\0").map_err(|e| e.to_string())?;
+        let am = **var;
+        if am.is_null() {
+            return Err("binary API: my_api_main is not set".into());
+        }
+        Ok(am)
+    }
+}
+
+/// Called from kp's init function on the main thread.
+pub fn register() -> Result<(), String> {
+    let f = fns();
+    let module = leak(format!("kp_{:08x}", crate::apigen::crc32(api::JSON.as_bytes(), 0)));
+    // SAFETY: exported VPP function; the name is static.
+    let base = unsafe { f.vl_msg_api_get_msg_ids(module, MESSAGES.len() as i32) };
+    if base == u16::MAX {
+        return Err("binary API: message IDs already taken (kp loaded twice?)".into());
+    }
+    BASE.store(base, Ordering::Relaxed);
+    let am = api_main()?;
+    for (i, (name, crc)) in MESSAGES.iter().enumerate() {
+        let id = base + i as u16;
+        let msg = Msg::from_offset(i as u16).expect("MESSAGES and Msg agree");
+        let handler: *mut c_void =
+            if msg.reply().is_some() { kp_api_handler as *mut c_void } else { core::ptr::null_mut() };
+        let mut c = sys::vl_msg_api_msg_config_t {
+            id: i32::from(id),
+            name: leak(name.to_string()),
+            crc: *crc,
+            handler,
+            cleanup: core::ptr::null_mut(),
+            endian: core::ptr::null_mut(),
+            format_fn: core::ptr::null_mut(),
+            tojson: core::ptr::null_mut(),
+            fromjson: core::ptr::null_mut(),
+            calc_size: kp_api_calc_size as *mut c_void,
+            size: msg.size() as i32,
+            flags: 0,
+        };
+        // SAFETY: exported VPP functions called on the main thread during
+        // init; the strings are leaked (static) as VPP requires.
+        unsafe {
+            f.vl_msg_api_add_msg_name_crc(am, leak(format!("{name}_{crc:08x}")), u32::from(id));
+            f.vl_msg_api_config(&mut c);
+        }
+    }
+    publish_json(am);
+    Ok(())
+}
+
+/// Appends kp.api.json to `am->json_api_repr`, what `bootstrapapi`
+/// clients read.
+fn publish_json(am: *mut sys::api_main_t) {
+    let f = fns();
+    let json = leak(api::JSON.to_string());
+    let attr = sys::vec_attr_t { heap: core::ptr::null_mut(), elt_sz: 8, hdr_sz: 0, align: 8 };
+    // SAFETY: `json_api_repr` is a VPP vector of C strings owned by VPP;
+    // it is grown with VPP's own vector function and the new slot set.
+    unsafe {
+        let v = (*am).json_api_repr;
+        let len = super::text::vec_len(v);
+        let v = f._vec_resize_internal(v.cast(), (len + 1) as u64, &attr) as *mut *mut c_char;
+        *v.add(len) = json;
+        (*am).json_api_repr = v;
+    }
+}
+
+unsafe extern "C" fn kp_api_calc_size(msg: *mut c_void) -> sys::uword {
+    // SAFETY: VPP passes a message of at least the 2-byte ID.
+    let id = u16::from_be(unsafe { (msg as *const u16).read_unaligned() });
+    let base = BASE.load(Ordering::Relaxed);
+    id.checked_sub(base).and_then(Msg::from_offset).map_or(usize::MAX, Msg::size) as sys::uword
+}
+
+struct VppHost;
+
+impl Host for VppHost {
+    fn interface_name(&self, sw_if_index: u32) -> Option<String> {
+        super::text::sw_if_index_name(sw_if_index)
+    }
+
+    fn resize_flow_tables(&self, kp: &Kp) -> bool {
+        global().is_some_and(|g| adopt_flow(g, kp.controller.config().flow).is_ok())
+    }
+}
+
+unsafe extern "C" fn kp_api_handler(msg: *mut c_void) {
+    let base = BASE.load(Ordering::Relaxed);
+    // SAFETY: VPP checked the message is at least `calc_size` bytes, which
+    // is this message's full size.
+    let (m, bytes, client_index) = unsafe {
+        let id = u16::from_be((msg as *const u16).read_unaligned());
+        let Some(m) = id.checked_sub(base).and_then(Msg::from_offset) else { return };
+        let bytes = core::slice::from_raw_parts(msg as *const u8, m.size());
+        (m, bytes, (msg as *const u8).add(2).cast::<u32>().read_unaligned())
+    };
+    let replies = std::panic::catch_unwind(|| {
+        let g = global()?;
+        let mut kp = g.kp.lock();
+        let view = WorkersView::main_thread(g);
+        Some(api::handle(&mut kp, m, bytes, &view, &VppHost))
+    });
+    let Ok(Some(replies)) = replies else { return };
+    let f = fns();
+    // SAFETY: VPP's registration lookup (vl_api_client_index_to_registration
+    // is inline in VPP; this is its body) and message allocation/sending,
+    // on the main thread inside the API dispatcher.
+    unsafe {
+        let h = u32::from_be(client_index);
+        let rp = if f.vl_socket_api_registration_handle_is_valid(h) != 0 {
+            f.vl_socket_api_client_handle_to_registration(h)
+        } else {
+            f.vl_mem_api_client_index_to_registration(client_index)
+        };
+        if rp.is_null() {
+            return;
+        }
+        for r in replies {
+            let len = 2 + r.body.len();
+            let out = f.vl_msg_api_alloc(len as i32) as *mut u8;
+            if out.is_null() {
+                return;
+            }
+            out.cast::<u16>().write_unaligned((base + r.msg.offset()).to_be());
+            core::ptr::copy_nonoverlapping(r.body.as_ptr(), out.add(2), r.body.len());
+            if (*rp).registration_type > 1 {
+                f.vl_socket_api_send(rp, out);
+            } else {
+                let mut elem = out;
+                f.vl_msg_api_send_shmem((*rp).vl_input_queue, (&mut elem as *mut *mut u8).cast());
+            }
+        }
+    }
+}
