@@ -385,6 +385,8 @@ pub trait Host {
     /// Makes the flow tables follow a changed `kp conf`; false when the
     /// memory cannot be had.
     fn resize_flow_tables(&self, kp: &Kp) -> bool;
+    /// Brings VPP in line with an applied change (FIB entries, counters).
+    fn applied(&self, kp: &mut Kp, applied: &crate::control::Applied);
 }
 
 /// Handles one request: the replies to send, in order (one reply, or the
@@ -415,7 +417,10 @@ pub fn handle(kp: &mut Kp, msg: Msg, bytes: &[u8], view: &dyn DataPathView, ifs:
                     });
                     retval::INVALID_MEMORY_SIZE
                 }
-                Ok(_) => 0,
+                Ok(a) => {
+                    ifs.applied(kp, &a);
+                    0
+                }
             };
             vec![reply(reply_msg, context, rv)]
         }
@@ -546,6 +551,7 @@ mod tests {
         fn resize_flow_tables(&self, _: &Kp) -> bool {
             true
         }
+        fn applied(&self, _: &mut Kp, _: &crate::control::Applied) {}
     }
 
     fn header(context: u32) -> Writer {

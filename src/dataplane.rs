@@ -143,6 +143,10 @@ pub struct Controller {
     /// Deleted VIP indices and the generation that deleted them, waiting
     /// for their pods to be freed before reuse.
     retired_vips: Vec<(u32, u64)>,
+    /// Pod and VIP indices freed since the last `take_freed` (their
+    /// counters must start from zero when reused).
+    freed_pods: Vec<u32>,
+    freed_vips: Vec<u32>,
     cell: Arc<SnapshotCell<Dataplane>>,
     refs: Arc<RefCounts>,
 }
@@ -164,6 +168,8 @@ impl Controller {
             free_pods: Vec::new(),
             tables: HashMap::new(),
             retired_vips: Vec::new(),
+            freed_pods: Vec::new(),
+            freed_vips: Vec::new(),
             cell: Arc::new(SnapshotCell::new(initial, n_threads)),
             refs: Arc::new(RefCounts::new(n_threads)),
         }
@@ -205,6 +211,17 @@ impl Controller {
             .iter()
             .filter(|p| matches!(p.state, PodState::Draining | PodState::Flushed))
             .map(|p| (p.vip, p.addr, p.state))
+    }
+
+    /// Pod and VIP indices freed since the last call.
+    pub fn take_freed(&mut self) -> (Vec<u32>, Vec<u32>) {
+        (core::mem::take(&mut self.freed_pods), core::mem::take(&mut self.freed_vips))
+    }
+
+    /// How many VIP and pod indices are in use or were (sizes for
+    /// per-index counters).
+    pub fn index_bounds(&self) -> (u32, u32) {
+        (self.n_vips, self.pods.len() as u32)
     }
 
     pub fn set_flow(&mut self, buckets: Option<u32>, timeout: Option<u32>) -> Result<(), ConfigError> {
@@ -320,6 +337,7 @@ impl Controller {
                 self.pods[i].state = PodState::Free;
                 self.pod_index.remove(&(p.vip, p.addr));
                 self.free_pods.push(i as u32);
+                self.freed_pods.push(i as u32);
                 freed += 1;
             }
         }
@@ -333,6 +351,7 @@ impl Controller {
             }
             !done
         });
+        self.freed_vips.extend(&reusable);
         self.free_vips.extend(reusable);
         if freed > 0 {
             self.publish();
@@ -514,6 +533,25 @@ impl Worker {
         }
         self.flows.set_timeout(flow.timeout);
         Ok(())
+    }
+
+    /// The VIP packet `i` of the last batch was classified to.
+    pub fn batch_vip(&self, i: usize) -> Option<u32> {
+        self.scratch.vip.get(i).copied().filter(|&v| v != NO_VIP)
+    }
+
+    /// The original destination (family 4 or 6, address, port) of packet
+    /// `i` of the last batch, if it parsed, as it was before translation.
+    pub fn batch_original_dst(&self, i: usize) -> Option<(u8, [u8; 16], u16)> {
+        let v = self.batch_vip(i)?;
+        let _ = v;
+        let p = &self.scratch.parsed[i];
+        Some((if p.family == IpFamily::V4 { 4 } else { 6 }, p.dst, p.dst_port))
+    }
+
+    /// The snapshot the last batch ran with.
+    pub fn snapshot(&self) -> &Dataplane {
+        self.reader.cached()
     }
 
     pub fn flows(&self) -> &FlowTable {

@@ -111,6 +111,12 @@ impl<T> Reader<T> {
     pub fn thread(&self) -> usize {
         self.thread
     }
+
+    /// The snapshot of the last batch (outside a batch: for traces and
+    /// diagnostics of what that batch did).
+    pub fn cached(&self) -> &T {
+        &self.cached
+    }
 }
 
 /// The snapshot in use during one batch.

@@ -112,6 +112,10 @@ impl Host for VppHost {
     fn resize_flow_tables(&self, kp: &Kp) -> bool {
         global().is_some_and(|g| adopt_flow(g, kp.controller.config().flow).is_ok())
     }
+
+    fn applied(&self, kp: &mut Kp, applied: &crate::control::Applied) {
+        super::plugin::sync_vpp(kp, applied);
+    }
 }
 
 unsafe extern "C" fn kp_api_handler(msg: *mut c_void) {

@@ -11,6 +11,8 @@ pub mod sys {
 }
 
 pub mod api;
+pub mod fib;
+pub mod node;
 pub mod plugin;
 pub mod reg;
 pub mod text;

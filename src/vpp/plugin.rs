@@ -91,6 +91,7 @@ unsafe extern "C" fn kp_init(_vm: *mut sys::vlib_main_t) -> *mut sys::clib_error
             .collect::<Result<Box<[_]>, _>>()
             .map_err(|e| format!("cannot allocate flow tables ({} bytes per thread)", e.bytes))?;
         GLOBAL.set(Global { kp: Mutex::new(kp), workers }).map_err(|_| "kp initialised twice".to_string())?;
+        super::fib::register();
         super::api::register()
     })
 }
@@ -266,11 +267,15 @@ fn run_cli(g: &Global, vm: *mut sys::vlib_main_t, which: sys::uword, line: &str)
             Ok(String::new())
         }
         Cli::Vip => {
-            g.kp.lock().apply(&cli::parse_vip(line)?)?;
+            let mut kp = g.kp.lock();
+            let applied = kp.apply(&cli::parse_vip(line)?)?;
+            sync_vpp(&mut kp, &applied);
             Ok(String::new())
         }
         Cli::Pod => {
-            g.kp.lock().apply(&cli::parse_pod(line)?)?;
+            let mut kp = g.kp.lock();
+            let applied = kp.apply(&cli::parse_pod(line)?)?;
+            sync_vpp(&mut kp, &applied);
             Ok(String::new())
         }
         Cli::SetInterface => {
@@ -282,11 +287,41 @@ fn run_cli(g: &Global, vm: *mut sys::vlib_main_t, which: sys::uword, line: &str)
             g.kp.lock().set_interface(family, sw_if_index, &interface, enable)?;
             Ok(String::new())
         }
-        Cli::Show => match cli::parse_show(line)? {
-            Command::ShowVip { prefix, verbose } => Ok(g.kp.lock().show_vips(prefix, verbose, &view)),
-            _ => Ok(g.kp.lock().show(&view)),
-        },
+        Cli::Show => {
+            let cmd = cli::parse_show(line)?;
+            let mut kp = g.kp.lock();
+            let out = match cmd {
+                Command::ShowVip { prefix, verbose } => kp.show_vips(prefix, verbose, &view),
+                _ => kp.show(&view),
+            };
+            // `show` collects garbage; freed indices restart their counters.
+            sync_vpp(&mut kp, &Default::default());
+            Ok(out)
+        }
     }
+}
+
+/// Brings VPP in line with a change: FIB capture entries for VIP prefixes
+/// that appeared or went, and per-index counters sized, and zeroed for
+/// indices that were freed (so a reused index starts from 0). Main
+/// thread, worker barrier held.
+pub fn sync_vpp(kp: &mut Kp, applied: &crate::control::Applied) {
+    use super::node::{POD_PACKETS, VIP_EXISTING, VIP_FIRST, VIP_NO_POD, VIP_UNTRACKED};
+    for (prefix, capture) in &applied.prefixes_added {
+        super::fib::add(prefix, *capture);
+    }
+    for (prefix, _) in &applied.prefixes_removed {
+        super::fib::remove(prefix);
+    }
+    let vips = [&VIP_EXISTING, &VIP_FIRST, &VIP_UNTRACKED, &VIP_NO_POD];
+    let (freed_pods, freed_vips) = kp.controller.take_freed();
+    let (n_vips, n_pods) = kp.controller.index_bounds();
+    for c in vips {
+        freed_vips.iter().for_each(|&v| c.zero(v));
+        n_vips.checked_sub(1).into_iter().for_each(|v| c.validate(v));
+    }
+    freed_pods.iter().for_each(|&p| POD_PACKETS.zero(p));
+    n_pods.checked_sub(1).into_iter().for_each(|p| POD_PACKETS.validate(p));
 }
 
 /// `show` data from the workers (read under the barrier).
@@ -325,13 +360,12 @@ impl DataPathView for WorkersView<'_> {
             .collect()
     }
 
-    fn vip_counters(&self, _vip: u32) -> VipCounters {
-        // The data path (and with it the counters) is not wired in yet.
-        VipCounters::default()
+    fn vip_counters(&self, vip: u32) -> VipCounters {
+        super::node::vip_counters(vip)
     }
 
-    fn pod_packets(&self, _pod: u32) -> u64 {
-        0
+    fn pod_packets(&self, pod: u32) -> u64 {
+        super::node::POD_PACKETS.sum(pod)
     }
 }
 
@@ -362,6 +396,7 @@ extern "C" fn kp_register() {
         for cmd in &CLI_COMMANDS {
             fns.vlib_cli_command_registration_helper(cmd.get());
         }
+        super::node::register_nodes(vgm);
     }
 }
 

@@ -122,3 +122,44 @@ pub fn sw_if_index_name(sw_if_index: u32) -> Option<String> {
         (!name.starts_with("DELETED") && !name.is_empty()).then_some(name)
     }
 }
+
+/// The SysV x86_64 `va_list` record behind a C `va_list *`.
+#[repr(C)]
+pub struct VaList {
+    gp_offset: u32,
+    fp_offset: u32,
+    overflow_arg_area: *mut u64,
+    reg_save_area: *mut u8,
+}
+
+/// Takes the next integer or pointer argument from a `va_list` (what C's
+/// `va_arg(*args, T)` does for 8-byte-or-smaller integer classes), updating
+/// it in place so VPP's `format` can go on consuming it.
+///
+/// # Safety
+/// `ap` points at a live `va_list` whose next argument is of integer class.
+pub unsafe fn va_arg_u64(ap: *mut VaList) -> u64 {
+    // SAFETY: per the contract; this is the ABI's own algorithm.
+    unsafe {
+        let ap = &mut *ap;
+        if ap.gp_offset < 48 {
+            let v = ap.reg_save_area.add(ap.gp_offset as usize).cast::<u64>().read_unaligned();
+            ap.gp_offset += 8;
+            v
+        } else {
+            let v = ap.overflow_arg_area.read_unaligned();
+            ap.overflow_arg_area = ap.overflow_arg_area.add(1);
+            v
+        }
+    }
+}
+
+/// Appends `text` to the VPP vector `s` with VPP's `format`.
+///
+/// # Safety
+/// `s` is null or a VPP vector (a format callback's accumulator).
+pub unsafe fn format_append(s: *mut u8, text: &str) -> *mut u8 {
+    let c = c_string(text);
+    // SAFETY: fixed format, NUL-terminated argument.
+    unsafe { (super::fns().format)(s, c"%s".as_ptr(), c.as_ptr()) }
+}

@@ -1,0 +1,128 @@
+//! VIP capture through VPP's FIB, as VPP's own load balancer does: each VIP
+//! prefix gets an exclusive FIB entry whose DPO (of kp's own DPO type)
+//! sends matching packets, from any interface, to `kp4-nat4` / `kp6-nat6`.
+//! The DPO index is the prefix's capture index in the data-plane snapshot;
+//! the node finds it in `vnet_buffer(b)->ip.adj_index[VLIB_TX]`.
+
+use super::reg::Registration;
+use super::text::{format_append, va_arg_u64, VaList};
+use super::{fns, sys};
+use crate::config::IpPrefix;
+use core::ffi::c_char;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Node names per DPO protocol (IP4 = 0, IP6 = 1), NULL-terminated lists
+/// kept by VPP by pointer.
+struct NodeNames([*const c_char; 2]);
+// SAFETY: immutable pointers to static strings.
+unsafe impl Sync for NodeNames {}
+static IP4_NODES: NodeNames = NodeNames([c"kp4-nat4".as_ptr(), core::ptr::null()]);
+static IP6_NODES: NodeNames = NodeNames([c"kp6-nat6".as_ptr(), core::ptr::null()]);
+struct PerProto([*const *const c_char; sys::KP_DPO_PROTO_NUM as usize]);
+// SAFETY: as above.
+unsafe impl Sync for PerProto {}
+static NODES: PerProto = PerProto([
+    IP4_NODES.0.as_ptr(),
+    IP6_NODES.0.as_ptr(),
+    core::ptr::null(),
+    core::ptr::null(),
+    core::ptr::null(),
+    core::ptr::null(),
+]);
+
+unsafe extern "C" fn dpo_lock(_: *mut sys::dpo_id_t) {}
+unsafe extern "C" fn dpo_unlock(_: *mut sys::dpo_id_t) {}
+
+unsafe extern "C" fn format_kp_dpo(s: *mut u8, args: *mut sys::va_list) -> *mut u8 {
+    // SAFETY: VPP calls this as format(s, "%U", fn, index, indent).
+    unsafe {
+        let index = va_arg_u64(args.cast::<VaList>()) as u32;
+        let _indent = va_arg_u64(args.cast::<VaList>());
+        format_append(s, &format!("kp VIP capture {index}"))
+    }
+}
+
+static VFT: Registration<sys::dpo_vft_t> = Registration::new(sys::dpo_vft_t {
+    dv_lock: Some(dpo_lock),
+    dv_unlock: Some(dpo_unlock),
+    dv_format: Some(format_kp_dpo),
+    dv_mem_show: core::ptr::null_mut(),
+    dv_get_next_node: core::ptr::null_mut(),
+    dv_get_urpf: core::ptr::null_mut(),
+    dv_get_mtu: core::ptr::null_mut(),
+    dv_mk_interpose: core::ptr::null_mut(),
+});
+
+static DPO_TYPE: AtomicU32 = AtomicU32::new(u32::MAX);
+static FIB_SOURCE: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// Registers kp's DPO type and FIB source (init function, main thread).
+pub fn register() {
+    let f = fns();
+    // SAFETY: exported VPP functions; the vft is copied, the node lists
+    // are static.
+    unsafe {
+        let t = f.dpo_register_new_type(VFT.get(), NODES.0.as_ptr());
+        DPO_TYPE.store(u32::from(t), Ordering::Relaxed);
+        let src = f.fib_source_allocate(
+            c"kp".as_ptr(),
+            sys::KP_FIB_SOURCE_PRIORITY_HI as u8,
+            sys::KP_FIB_SOURCE_BH_SIMPLE,
+        );
+        FIB_SOURCE.store(u32::from(src), Ordering::Relaxed);
+    }
+}
+
+fn fib_prefix(p: &IpPrefix) -> (sys::fib_prefix_t, u8) {
+    let mut addr = [0u8; 16];
+    let proto = match p.addr() {
+        IpAddr::V4(a) => {
+            addr[12..].copy_from_slice(&a.octets());
+            sys::KP_FIB_PROTOCOL_IP4
+        }
+        IpAddr::V6(a) => {
+            addr = a.octets();
+            sys::KP_FIB_PROTOCOL_IP6
+        }
+    };
+    let pfx = sys::fib_prefix_t {
+        fp_len: u16::from(p.prefix_len()),
+        fp_proto: proto as u8,
+        _pad: 0,
+        fp_addr: sys::kp_ip46_address_t { as_u8: addr },
+    };
+    (pfx, proto as u8)
+}
+
+/// Installs the capture entry for a VIP prefix in the default table.
+/// Main thread, worker barrier held.
+pub fn add(prefix: &IpPrefix, capture: u32) {
+    let f = fns();
+    let (pfx, proto) = fib_prefix(prefix);
+    // SAFETY: exported FIB functions with valid records, under the barrier.
+    unsafe {
+        let fib_index = f.fib_table_find(proto, 0);
+        let mut dpo = sys::dpo_id_t { dpoi_type: 0, dpoi_proto: 0, dpoi_next_node: 0, dpoi_index: 0 };
+        f.dpo_set(&mut dpo, DPO_TYPE.load(Ordering::Relaxed) as u8, proto, capture);
+        f.fib_table_entry_special_dpo_add(
+            fib_index,
+            &pfx,
+            FIB_SOURCE.load(Ordering::Relaxed) as u8,
+            sys::KP_FIB_ENTRY_FLAG_EXCLUSIVE as u16,
+            &dpo,
+        );
+        f.dpo_reset(&mut dpo);
+    }
+}
+
+/// Removes a VIP prefix's capture entry. Main thread, barrier held.
+pub fn remove(prefix: &IpPrefix) {
+    let f = fns();
+    let (pfx, proto) = fib_prefix(prefix);
+    // SAFETY: as in `add`.
+    unsafe {
+        let fib_index = f.fib_table_find(proto, 0);
+        f.fib_table_entry_special_remove(fib_index, &pfx, FIB_SOURCE.load(Ordering::Relaxed) as u8);
+    }
+}

@@ -1,0 +1,473 @@
+//! The data-path nodes `kp4-nat4` and `kp6-nat6`: a thin shell around
+//! [`crate::dataplane::Worker::process`]. Per frame: turn buffer indices
+//! into packets, run the worker's batched pipeline, then set next nodes,
+//! error codes, counters and traces, and hand the frame on with VPP's
+//! vectorised enqueue. Nothing is allocated per packet.
+
+use super::plugin::global;
+use super::reg::Registration;
+use super::text::{format_append, va_arg_u64, VaList};
+use super::{fns, sys};
+use crate::control::VipCounters;
+use crate::dataplane::{Batch, Capture, DropReason, FlowOutcome, Verdict, MAX_BATCH};
+use crate::nat::{L4Checksum, NatError};
+use crate::packet;
+use core::ffi::c_char;
+
+/// Next nodes, in registration order.
+const NEXT_DROP: u16 = 0;
+const NEXT_LOOKUP: u16 = 1;
+
+/// Node error counters; drops set `b->error` to one of these.
+#[derive(Clone, Copy)]
+#[repr(u16)]
+enum Error {
+    Translated,
+    Untracked,
+    Truncated,
+    Malformed,
+    Fragment,
+    Protocol,
+    ZeroUdpChecksum6,
+    NoVip,
+    NoPod,
+    NatUnsupported,
+    NatFailed,
+}
+
+struct ErrorDescs([sys::vlib_error_desc_t; 11]);
+// SAFETY: immutable records pointing at static strings.
+unsafe impl Sync for ErrorDescs {}
+
+const fn desc(
+    name: &'static core::ffi::CStr,
+    d: &'static core::ffi::CStr,
+    severity: u32,
+) -> sys::vlib_error_desc_t {
+    sys::vlib_error_desc_t { name: name.as_ptr(), desc: d.as_ptr(), severity, stats_entry_index: 0 }
+}
+const INFO: u32 = 2;
+const ERROR: u32 = 0;
+
+static ERRORS: ErrorDescs = ErrorDescs([
+    desc(c"translated", c"packets translated to a pod", INFO),
+    desc(c"untracked", c"forwarded without a flow entry (bucket full)", INFO),
+    desc(c"truncated", c"truncated packet", ERROR),
+    desc(c"malformed", c"malformed IP or transport header", ERROR),
+    desc(c"fragment", c"IP fragment (not translated)", ERROR),
+    desc(c"protocol", c"not TCP or UDP", ERROR),
+    desc(c"udp6-zero-checksum", c"IPv6 UDP with zero checksum", ERROR),
+    desc(c"no-vip", c"no VIP for this protocol and port", ERROR),
+    desc(c"no-pod", c"no pod takes new flows", ERROR),
+    desc(c"nat-unsupported", c"nat46/nat64 not translated yet", ERROR),
+    desc(c"nat-failed", c"translation failed", ERROR),
+]);
+
+fn error_of(reason: DropReason) -> Error {
+    match reason {
+        DropReason::Packet(packet::Error::Truncated) => Error::Truncated,
+        DropReason::Packet(packet::Error::Malformed) => Error::Malformed,
+        DropReason::Packet(packet::Error::Fragment) => Error::Fragment,
+        DropReason::Packet(packet::Error::UnsupportedProtocol) => Error::Protocol,
+        DropReason::Packet(packet::Error::ZeroUdpChecksumV6) => Error::ZeroUdpChecksum6,
+        DropReason::NoVip => Error::NoVip,
+        DropReason::NoPod => Error::NoPod,
+        DropReason::Nat(NatError::TranslationNotSupported) => Error::NatUnsupported,
+        DropReason::Nat(_) => Error::NatFailed,
+    }
+}
+
+// ---------------------------------------------------------------- counters
+
+/// A VPP simple counter (per thread, in the stats segment).
+pub struct Counter(Registration<sys::vlib_simple_counter_main_t>);
+
+impl Counter {
+    const fn new(name: &'static core::ffi::CStr, stat: &'static core::ffi::CStr) -> Counter {
+        Counter(Registration::new(sys::vlib_simple_counter_main_t {
+            counters: core::ptr::null_mut(),
+            name: name.as_ptr() as *mut c_char,
+            stat_segment_name: stat.as_ptr() as *mut c_char,
+            stats_entry_index: 0,
+        }))
+    }
+
+    /// Makes every index up to `index` valid (new ones start at zero).
+    /// Main thread, barrier held.
+    pub fn validate(&self, index: u32) {
+        // SAFETY: VPP's own validation grows every thread's vector.
+        unsafe { fns().vlib_validate_simple_counter(self.0.get(), index) };
+    }
+
+    /// Sets `index` back to zero on every thread. Main thread, barrier held.
+    pub fn zero(&self, index: u32) {
+        self.validate(index);
+        // SAFETY: the rows were just validated to hold `index`; workers are
+        // parked.
+        unsafe {
+            let rows = (*self.0.get()).counters;
+            for t in 0..super::text::vec_len(rows) {
+                *(*rows.add(t)).add(index as usize) = 0;
+            }
+        }
+    }
+
+    /// The sum over threads (0 for an index never validated).
+    pub fn sum(&self, index: u32) -> u64 {
+        // SAFETY: rows are VPP vectors; out-of-range indices are skipped.
+        unsafe {
+            let rows = (*self.0.get()).counters;
+            (0..super::text::vec_len(rows))
+                .map(|t| {
+                    let row = *rows.add(t);
+                    if (index as usize) < super::text::vec_len(row) {
+                        *row.add(index as usize)
+                    } else {
+                        0
+                    }
+                })
+                .sum()
+        }
+    }
+
+    /// Adds on the calling thread's row.
+    ///
+    /// # Safety
+    /// `thread` is the caller's thread index and `index` was validated.
+    #[inline(always)]
+    unsafe fn add(&self, thread: usize, index: u32, n: u64) {
+        // SAFETY: per the contract: each thread writes only its own row.
+        unsafe {
+            let row = *(*self.0.get()).counters.add(thread);
+            *row.add(index as usize) += n;
+        }
+    }
+}
+
+pub static VIP_EXISTING: Counter = Counter::new(c"kp-vip-existing", c"/kp/vip/existing-flow-packets");
+pub static VIP_FIRST: Counter = Counter::new(c"kp-vip-first", c"/kp/vip/first-packets");
+pub static VIP_UNTRACKED: Counter = Counter::new(c"kp-vip-untracked", c"/kp/vip/untracked-packets");
+pub static VIP_NO_POD: Counter = Counter::new(c"kp-vip-no-pod", c"/kp/vip/no-pod-packets");
+pub static POD_PACKETS: Counter = Counter::new(c"kp-pod-packets", c"/kp/pod/packets");
+
+pub fn vip_counters(vip: u32) -> VipCounters {
+    VipCounters {
+        existing: VIP_EXISTING.sum(vip),
+        first: VIP_FIRST.sum(vip),
+        untracked: VIP_UNTRACKED.sum(vip),
+        no_pod: VIP_NO_POD.sum(vip),
+    }
+}
+
+// ---------------------------------------------------------------- trace
+
+/// What a trace records: copies, so it stays meaningful after the VIP or
+/// pod is gone.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Trace {
+    vip: u32,
+    pod: u32,
+    /// 0 hit, 1 new flow, 2 untracked, 3 dropped.
+    outcome: u8,
+    error: u8,
+    family: u8,
+    _pad: u8,
+    pod_port: u16,
+    orig_port: u16,
+    pod_addr: [u8; 16],
+    orig_addr: [u8; 16],
+}
+
+fn addr_text(family: u8, a: &[u8; 16]) -> String {
+    if family == 4 {
+        std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]).to_string()
+    } else {
+        std::net::Ipv6Addr::from(*a).to_string()
+    }
+}
+
+unsafe extern "C" fn format_kp_trace(s: *mut u8, args: *mut sys::va_list) -> *mut u8 {
+    // SAFETY: VPP calls format(s, "%U", fn, vm, node, trace_data).
+    unsafe {
+        let ap = args.cast::<VaList>();
+        let _vm = va_arg_u64(ap);
+        let _node = va_arg_u64(ap);
+        let t = (va_arg_u64(ap) as *const Trace).read_unaligned();
+        let dst = format!("{}:{}", addr_text(t.family, &t.orig_addr), t.orig_port);
+        let text = if t.outcome == 3 {
+            let name = core::ffi::CStr::from_ptr(ERRORS.0[usize::from(t.error)].name).to_string_lossy();
+            format!("kp: to {dst}: dropped ({name})")
+        } else {
+            let what = ["existing flow", "new flow", "new flow, untracked"][usize::from(t.outcome)];
+            format!(
+                "kp: vip {} {dst} -> pod {} {}:{} ({what}), translated",
+                t.vip,
+                t.pod,
+                addr_text(t.family, &t.pod_addr),
+                t.pod_port
+            )
+        };
+        format_append(s, &text)
+    }
+}
+
+// ---------------------------------------------------------------- node
+
+/// A frame's buffers as the worker sees them.
+struct FrameBatch {
+    bufs: [*mut sys::vlib_buffer_t; MAX_BATCH],
+    n: usize,
+}
+
+impl FrameBatch {
+    #[inline(always)]
+    fn buffer(&self, i: usize) -> *mut sys::vlib_buffer_t {
+        self.bufs[i]
+    }
+}
+
+impl Batch for FrameBatch {
+    fn len(&self) -> usize {
+        self.n
+    }
+
+    #[inline(always)]
+    fn packet(&mut self, i: usize) -> &mut [u8] {
+        let b = self.bufs[i];
+        // SAFETY: VPP owns the buffer for the duration of the node call and
+        // the current data lies inside it (current_data >= -128, within
+        // pre_data); no other reference to these bytes exists meanwhile.
+        unsafe {
+            let start = (*b).data.as_mut_ptr().offset(isize::from((*b).current_data));
+            core::slice::from_raw_parts_mut(start, usize::from((*b).current_length))
+        }
+    }
+
+    #[inline(always)]
+    fn capture(&self, i: usize) -> Capture {
+        // SAFETY: reading vnet_buffer(b)->ip.adj_index[VLIB_TX], which
+        // ip4/6-lookup set to our DPO's index.
+        Capture::Prefix(unsafe {
+            self.bufs[i].cast::<u8>().add(sys::KP_VNET_IP_ADJ_INDEX_TX_OFFSET as usize).cast::<u32>().read()
+        })
+    }
+
+    #[inline(always)]
+    fn l4_checksum(&self, i: usize) -> L4Checksum {
+        // SAFETY: flags and oflags of a live buffer.
+        let (flags, oflags) = unsafe {
+            let b = self.bufs[i];
+            ((*b).flags, *b.cast::<u8>().add(sys::KP_VNET_OFLAGS_OFFSET as usize))
+        };
+        // TCP_CKSUM (2) / UDP_CKSUM (4) offload: the field holds a partial sum.
+        if flags & sys::KP_VNET_BUFFER_F_OFFLOAD != 0 && oflags & 0x6 != 0 {
+            L4Checksum::Partial
+        } else {
+            L4Checksum::Full
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn node_fn(
+    vm: *mut sys::vlib_main_t,
+    node: *mut sys::vlib_node_runtime_t,
+    frame: *mut sys::vlib_frame_t,
+) -> sys::uword {
+    let Some(g) = global() else { return 0 };
+    // SAFETY: VPP's frame layout: `n_vectors` u32 buffer indices at
+    // `vector_offset`; buffers at buffer_mem_start + (index << 6).
+    unsafe {
+        let n = usize::from((*frame).n_vectors).min(MAX_BATCH);
+        let from = frame.cast::<u8>().add(usize::from((*frame).vector_offset)).cast::<u32>();
+        let bm = (*vm).buffer_main.cast::<sys::vlib_buffer_main_t>();
+        let mem = (*bm).buffer_mem_start as *mut u8;
+        let mut batch = FrameBatch { bufs: [core::ptr::null_mut(); MAX_BATCH], n };
+        for i in 0..n {
+            batch.bufs[i] = mem.add((*from.add(i) as usize) << 6).cast();
+        }
+        let thread = usize::from((*vm).thread_index);
+        let Some(cell) = g.workers.get(thread) else { return 0 };
+        // SAFETY: this thread's own worker, inside its node.
+        let worker = cell.get();
+        let now = super::time::ticks(vm);
+        let mut verdicts = [Verdict::Drop(DropReason::NoVip); MAX_BATCH];
+        worker.process(&mut batch, now, &mut verdicts);
+
+        let mut nexts = [NEXT_DROP; MAX_BATCH];
+        let errors = (*node).errors;
+        let (mut translated, mut untracked) = (0u64, 0u64);
+        for i in 0..n {
+            let b = batch.buffer(i);
+            let traced = (*b).flags & sys::KP_VLIB_BUFFER_IS_TRACED != 0;
+            match verdicts[i] {
+                Verdict::Forward { vip, pod, outcome } => {
+                    nexts[i] = NEXT_LOOKUP;
+                    translated += 1;
+                    let c = match outcome {
+                        FlowOutcome::Hit => &VIP_EXISTING,
+                        FlowOutcome::New => &VIP_FIRST,
+                        FlowOutcome::Untracked => {
+                            untracked += 1;
+                            &VIP_UNTRACKED
+                        }
+                    };
+                    c.add(thread, vip, 1);
+                    POD_PACKETS.add(thread, pod, 1);
+                    if traced {
+                        trace(vm, node, b, worker, i, vip, pod, outcome as u8, 0);
+                    }
+                }
+                Verdict::Drop(reason) => {
+                    let e = error_of(reason);
+                    (*b).error = *errors.add(e as usize);
+                    if reason == DropReason::NoPod {
+                        if let Some(v) = worker.batch_vip(i) {
+                            VIP_NO_POD.add(thread, v, 1);
+                        }
+                    }
+                    if traced {
+                        trace(vm, node, b, worker, i, u32::MAX, u32::MAX, 3, e as u8);
+                    }
+                }
+            }
+        }
+        // Non-drop outcomes are counted here; drops by the drop node.
+        let counters = (*vm).error_counters;
+        *counters.add(usize::from(*errors.add(Error::Translated as usize))) += translated;
+        *counters.add(usize::from(*errors.add(Error::Untracked as usize))) += untracked;
+        let enqueue =
+            (*fns().vlib_buffer_func_main()).buffer_enqueue_to_next_fn.expect("VPP sets it at init");
+        enqueue(vm, node, from, nexts.as_mut_ptr(), n as sys::uword);
+        n as sys::uword
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[cold]
+unsafe fn trace(
+    vm: *mut sys::vlib_main_t,
+    node: *mut sys::vlib_node_runtime_t,
+    b: *mut sys::vlib_buffer_t,
+    worker: &crate::dataplane::Worker,
+    i: usize,
+    vip: u32,
+    pod: u32,
+    outcome: u8,
+    error: u8,
+) {
+    let dp = worker.snapshot();
+    let mut t = Trace {
+        vip,
+        pod,
+        outcome,
+        error,
+        family: 4,
+        _pad: 0,
+        pod_port: 0,
+        orig_port: 0,
+        pod_addr: [0; 16],
+        orig_addr: [0; 16],
+    };
+    if let Some(p) = dp.pods.get(pod as usize) {
+        t.pod_addr = p.endpoint.addr;
+        t.pod_port = p.endpoint.port;
+    }
+    if let Some((family, dst, port)) = worker.batch_original_dst(i) {
+        t.family = family;
+        t.orig_addr = dst;
+        t.orig_port = port;
+    }
+    // SAFETY: exported; returns room for the record in the trace buffer.
+    unsafe {
+        let p = fns().vlib_add_trace(vm, node, b, core::mem::size_of::<Trace>() as u32);
+        p.cast::<Trace>().write_unaligned(t);
+    }
+}
+
+unsafe extern "C" fn kp4_nat4(
+    vm: *mut sys::vlib_main_t,
+    node: *mut sys::vlib_node_runtime_t,
+    frame: *mut sys::vlib_frame_t,
+) -> sys::uword {
+    // SAFETY: VPP's node-function contract.
+    unsafe { node_fn(vm, node, frame) }
+}
+
+unsafe extern "C" fn kp6_nat6(
+    vm: *mut sys::vlib_main_t,
+    node: *mut sys::vlib_node_runtime_t,
+    frame: *mut sys::vlib_frame_t,
+) -> sys::uword {
+    // SAFETY: VPP's node-function contract.
+    unsafe { node_fn(vm, node, frame) }
+}
+
+/// A node registration followed by its next-node names.
+#[repr(C)]
+pub struct NodeReg<const N: usize> {
+    reg: sys::vlib_node_registration_t,
+    next: [*const c_char; N],
+}
+
+const fn node_reg(
+    name: &'static core::ffi::CStr,
+    f: unsafe extern "C" fn(
+        *mut sys::vlib_main_t,
+        *mut sys::vlib_node_runtime_t,
+        *mut sys::vlib_frame_t,
+    ) -> sys::uword,
+    lookup: &'static core::ffi::CStr,
+) -> NodeReg<2> {
+    NodeReg {
+        reg: sys::vlib_node_registration_t {
+            function: Some(f),
+            node_fn_registrations: core::ptr::null_mut(),
+            name: name.as_ptr(),
+            sibling_of: core::ptr::null(),
+            index: 0,
+            type_: sys::KP_VLIB_NODE_TYPE_INTERNAL,
+            error_strings: core::ptr::null(),
+            error_counters: ERRORS.0.as_ptr(),
+            format_buffer: core::ptr::null_mut(),
+            unformat_buffer: core::ptr::null_mut(),
+            format_trace: Some(format_kp_trace),
+            unformat_trace: core::ptr::null_mut(),
+            validate_frame: core::ptr::null_mut(),
+            runtime_data: core::ptr::null_mut(),
+            process_log2_n_stack_bytes: 0,
+            runtime_data_bytes: 0,
+            state: 0,
+            flags: sys::KP_VLIB_NODE_FLAG_TRACE_SUPPORTED as u16,
+            protocol_hint: 0,
+            vector_size: 4,
+            aux_size: 0,
+            scalar_size: 0,
+            n_errors: 11,
+            n_next_nodes: 2,
+            next_registration: core::ptr::null_mut(),
+        },
+        next: [c"error-drop".as_ptr(), lookup.as_ptr()],
+    }
+}
+
+pub static KP4_NAT4: Registration<NodeReg<2>> =
+    Registration::new(node_reg(c"kp4-nat4", kp4_nat4, c"ip4-lookup"));
+pub static KP6_NAT6: Registration<NodeReg<2>> =
+    Registration::new(node_reg(c"kp6-nat6", kp6_nat6, c"ip6-lookup"));
+
+/// Links the nodes into VPP's registration list (constructor time).
+///
+/// # Safety
+/// Called once, from kp's constructor, with VPP's global main.
+pub unsafe fn register_nodes(vgm: *mut sys::vlib_global_main_t) {
+    for n in [&KP4_NAT4, &KP6_NAT6] {
+        // SAFETY: per the contract; the records are static and writable.
+        unsafe {
+            let r = n.get().cast::<sys::vlib_node_registration_t>();
+            (*r).next_registration = (*vgm).node_registrations.cast();
+            (*vgm).node_registrations = r.cast();
+        }
+    }
+}
