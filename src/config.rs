@@ -422,6 +422,13 @@ impl Config {
         Ok(keys)
     }
 
+    /// Removes one pod from one VIP, if there (callers validate first).
+    pub fn remove_pod(&mut self, key: &VipKey, addr: &IpAddr) {
+        if let Some(v) = self.vips.get_mut(key) {
+            v.pods.remove(addr);
+        }
+    }
+
     /// Removes pods from every VIP the target selects; each pod must be on
     /// every one of them.
     pub fn del_pods(&mut self, t: &PodTarget, pods: &[IpAddr]) -> Result<Vec<VipKey>, ConfigError> {

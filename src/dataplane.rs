@@ -307,11 +307,31 @@ impl Controller {
     /// Deletes pods: new flows avoid them at once; established flows keep
     /// them until idle, or end now with `flush`.
     pub fn del_pods(&mut self, t: &PodTarget, pods: &[IpAddr], flush: bool) -> Result<(), ConfigError> {
-        let keys = self.config.del_pods(t, pods)?;
+        // With flush, a pod already deleted (draining) can still have its
+        // flows ended; everything is checked before anything changes.
+        let keys = self.config.targets(t)?;
+        let draining = |c: &Controller, k: &VipKey, a: &IpAddr| {
+            flush
+                && c.vip_index
+                    .get(k)
+                    .and_then(|v| c.pod_index.get(&(*v, *a)))
+                    .is_some_and(|&p| c.pods[p as usize].state == PodState::Draining)
+        };
+        if pods.is_empty() {
+            return Err(ConfigError::NoPods);
+        }
+        for k in &keys {
+            for a in pods {
+                if !self.config.vips[k].pods.contains_key(a) && !draining(self, k, a) {
+                    return Err(ConfigError::UnknownPod { pod: *a, vip: *k });
+                }
+            }
+        }
         let mut changed = Vec::new();
         for k in &keys {
             let vip = self.vip_index[k];
             for addr in pods {
+                self.config.remove_pod(k, addr);
                 let p = self.pod_index[&(vip, *addr)];
                 self.pods[p as usize].state = if flush { PodState::Flushed } else { PodState::Draining };
                 changed.push(p);

@@ -183,10 +183,14 @@ fn pod_removal_keeps_flows_flush_ends_them_and_gc_frees() {
     assert_eq!(c.collect_garbage(), 0, "still referenced");
     assert_eq!(c.cell().load().pods[idx as usize].state, PodState::Draining);
 
-    // Re-add, delete with flush: the flow moves at once.
+    // Re-add (same index, flows carry on), delete again, then flush the
+    // draining pod: the flow moves at once.
     c.add_pods(&target, &[(ip("10.1.0.1"), 1)]).unwrap();
     assert_eq!(c.pod_index(0, &ip("10.1.0.1")), Some(idx), "revived, same index");
+    c.del_pods(&target, &[ip("10.1.0.1")], false).unwrap();
+    assert!(c.del_pods(&target, &[ip("10.1.0.1")], false).is_err(), "already deleted");
     c.del_pods(&target, &[ip("10.1.0.1")], true).unwrap();
+    assert!(c.del_pods(&target, &[ip("10.1.0.1")], true).is_err(), "already flushed");
     let (v, _) = run(&mut w, pkt.clone(), cap, 3);
     assert_ne!(pod_of(&c, v), ip("10.1.0.1"));
     // Sweeps run each batch; the flushed pod's references drain to 0.

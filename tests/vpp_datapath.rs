@@ -1,0 +1,299 @@
+//! kp's data path in real VPP 26.06 with packet-generator interfaces:
+//! packets made and decoded with scapy (skipped without VPP).
+//!
+//! pg0 faces clients (10.0.0.0/24, fd01::/64), pg1 faces pods
+//! (10.1.0.0/24, fd00::/64, static neighbours).
+
+mod common;
+use common::{installed_vpp, Options, Vpp};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn python() -> Option<PathBuf> {
+    let p = root().join("target/venv/bin/python");
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("SKIPPED: no target/venv (scripts/setup-deps installs scapy when VPP is installed)");
+        None
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Pkt {
+    family: u8,
+    proto: String,
+    src: String,
+    dst: String,
+    sport: u16,
+    dport: u16,
+}
+
+impl Pkt {
+    fn new(proto: &str, src: &str, sport: u16, dst: &str, dport: u16) -> Pkt {
+        let family = if src.contains(':') { 6 } else { 4 };
+        Pkt { family, proto: proto.into(), src: src.into(), dst: dst.into(), sport, dport }
+    }
+}
+
+struct Lab {
+    vpp: Vpp,
+    py: PathBuf,
+    mac: String,
+    n: usize,
+}
+
+impl Lab {
+    fn start(test: &str, workers: usize) -> Option<Lab> {
+        let bin = installed_vpp(test)?;
+        let py = python()?;
+        let vpp =
+            Vpp::start(&bin, Options { workers, ..Default::default() }).unwrap_or_else(|e| panic!("{e}"));
+        for cmd in [
+            "create packet-generator interface pg0",
+            "create packet-generator interface pg1",
+            "set interface ip address pg0 10.0.0.1/24",
+            "set interface ip address pg0 fd01::1/64",
+            "set interface ip address pg1 10.1.0.254/24",
+            "set interface ip address pg1 fd00::ff/64",
+            "set interface state pg0 up",
+            "set interface state pg1 up",
+        ] {
+            let out = vpp.ctl(cmd);
+            assert!(out.trim().is_empty(), "{cmd}: {out}");
+        }
+        for i in 1..=9 {
+            vpp.ctl(&format!("set ip neighbor pg1 10.1.0.{i} 02:00:00:00:01:0{i}"));
+            vpp.ctl(&format!("set ip neighbor pg1 fd00::{i} 02:00:00:00:01:0{i}"));
+        }
+        let hw = vpp.ctl("show hardware-interfaces pg0");
+        let mac = hw
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Ethernet address "))
+            .expect("pg0 MAC")
+            .trim()
+            .to_string();
+        Some(Lab { vpp, py, mac, n: 0 })
+    }
+
+    fn ctl_ok(&self, cmd: &str) {
+        let out = self.vpp.ctl(cmd);
+        assert!(out.trim().is_empty(), "{cmd}: {out}");
+    }
+
+    /// Sends packets in on pg0; returns what left on pg1, decoded.
+    fn send(&mut self, pkts: &[Pkt]) -> Vec<(Pkt, bool)> {
+        self.n += 1;
+        let dir = &self.vpp.dir;
+        let spec = dir.join(format!("spec{}.json", self.n));
+        let list: Vec<String> = pkts
+            .iter()
+            .map(|p| {
+                format!(
+                    "[{}, \"{}\", \"{}\", \"{}\", {}, {}]",
+                    p.family, p.proto, p.src, p.dst, p.sport, p.dport
+                )
+            })
+            .collect();
+        std::fs::write(
+            &spec,
+            format!("{{\"dst_mac\": \"{}\", \"packets\": [{}]}}", self.mac, list.join(",")),
+        )
+        .unwrap();
+        let inp = dir.join(format!("in{}.pcap", self.n));
+        let out = dir.join(format!("out{}.pcap", self.n));
+        let st = Command::new(&self.py)
+            .arg(root().join("tests/python/pg_tool.py"))
+            .arg("make")
+            .arg(&inp)
+            .arg(&spec)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let name = format!("s{}", self.n);
+        self.ctl_ok(&format!("packet-generator new pcap {} source pg0 name {name}", inp.display()));
+        self.ctl_ok(&format!("packet-generator capture pg1 pcap {} count {}", out.display(), pkts.len()));
+        self.ctl_ok(&format!("packet-generator enable-stream {name}"));
+        // Wait for the stream to finish and the capture to be written.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !out.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            if self.vpp.ctl("show packet-generator").contains(&format!("{name}  No")) {
+                self.vpp.ctl("packet-generator disable");
+                std::thread::sleep(Duration::from_millis(200));
+                break;
+            }
+        }
+        self.vpp.ctl(&format!("packet-generator delete {name}"));
+        if !out.exists() {
+            return Vec::new();
+        }
+        let o = Command::new(&self.py)
+            .arg(root().join("tests/python/pg_tool.py"))
+            .arg("decode")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let p = Pkt {
+                    family: v["family"].as_u64().unwrap() as u8,
+                    proto: v["proto"].as_str().unwrap().into(),
+                    src: v["src"].as_str().unwrap().into(),
+                    dst: v["dst"].as_str().unwrap().into(),
+                    sport: v["sport"].as_u64().unwrap() as u16,
+                    dport: v["dport"].as_u64().unwrap() as u16,
+                };
+                (p, v["l4_ok"].as_bool().unwrap() && v["ip_ok"].as_bool().unwrap())
+            })
+            .collect()
+    }
+}
+
+fn assert_translated(sent: &[Pkt], got: &[(Pkt, bool)], pods: &[&str], target_port: u16) -> Vec<String> {
+    assert_eq!(got.len(), sent.len(), "every packet reaches a pod");
+    let mut chosen = Vec::new();
+    for (s, (g, csum_ok)) in sent.iter().zip(got) {
+        assert!(csum_ok, "checksums verify: {g:?}");
+        assert_eq!((&g.src, g.sport, &g.proto), (&s.src, s.sport, &s.proto), "source untouched");
+        assert_eq!(g.dport, target_port);
+        assert!(pods.contains(&g.dst.as_str()), "{} is not a pod", g.dst);
+        chosen.push(g.dst.clone());
+    }
+    chosen
+}
+
+#[test]
+fn datapath_nat44_nat66_prefixes_affinity_removal() {
+    let Some(mut lab) = Lab::start("datapath_nat44_nat66_prefixes_affinity_removal", 0) else { return };
+    lab.ctl_ok("kp vip 10.96.0.10/32 port 80 target_port 8080");
+    lab.ctl_ok("kp pod 10.96.0.10/32 10.1.0.1 10.1.0.2 10.1.0.3");
+    lab.ctl_ok("kp vip fd02::10/128 port 443 target_port 8443");
+    lab.ctl_ok("kp pod fd02::10/128 fd00::1 fd00::2");
+
+    // TCP and UDP, IPv4 and IPv6.
+    let v4: Vec<Pkt> = (0..20)
+        .map(|i| Pkt::new(if i % 2 == 0 { "tcp" } else { "udp" }, "10.0.0.2", 2000 + i, "10.96.0.10", 80))
+        .collect();
+    let got = lab.send(&v4);
+    let first = assert_translated(&v4, &got, &["10.1.0.1", "10.1.0.2", "10.1.0.3"], 8080);
+    let v6: Vec<Pkt> = (0..20)
+        .map(|i| Pkt::new(if i % 2 == 0 { "tcp" } else { "udp" }, "fd01::2", 3000 + i, "fd02::10", 443))
+        .collect();
+    let got = lab.send(&v6);
+    assert_translated(&v6, &got, &["fd00::1", "fd00::2"], 8443);
+
+    // The same flows again reach the same pods (and are counted as hits).
+    let again = lab.send(&v4);
+    assert_eq!(assert_translated(&v4, &again, &["10.1.0.1", "10.1.0.2", "10.1.0.3"], 8080), first);
+    let show = lab.vpp.ctl("show kp vip verbose");
+    assert!(show.contains("counters: existing flow packets 20, first packets 20"), "{show}");
+
+    // Unserved port: dropped and counted, nothing leaves.
+    let bad = vec![Pkt::new("tcp", "10.0.0.2", 1, "10.96.0.10", 81)];
+    assert!(lab.send(&bad).is_empty());
+    assert!(lab.vpp.ctl("show errors").contains("no VIP for this protocol and port"));
+
+    // Pod removal: established flows stay, new ones avoid it.
+    let victim = first[0].clone();
+    lab.ctl_ok(&format!("kp pod 10.96.0.10/32 {victim} del"));
+    let again = lab.send(&v4);
+    assert_eq!(assert_translated(&v4, &again, &["10.1.0.1", "10.1.0.2", "10.1.0.3"], 8080), first);
+    let fresh: Vec<Pkt> = (0..50).map(|i| Pkt::new("tcp", "10.0.0.3", 5000 + i, "10.96.0.10", 80)).collect();
+    let got = lab.send(&fresh);
+    assert!(assert_translated(&fresh, &got, &["10.1.0.1", "10.1.0.2", "10.1.0.3"], 8080)
+        .iter()
+        .all(|p| *p != victim));
+    assert!(lab.vpp.ctl("show kp vip verbose").contains("draining"));
+    // ... and with flush its flows move at once.
+    lab.ctl_ok(&format!("kp pod 10.96.0.10/32 {victim} del flush"));
+    let moved = lab.send(&v4);
+    assert!(assert_translated(&v4, &moved, &["10.1.0.1", "10.1.0.2", "10.1.0.3"], 8080)
+        .iter()
+        .all(|p| *p != victim));
+
+    // Traces show a kp line per packet.
+    lab.vpp.ctl("clear trace");
+    lab.vpp.ctl("trace add pg-input 5");
+    lab.send(&v4[..5]);
+    let trace = lab.vpp.ctl("show trace");
+    assert_eq!(trace.matches("kp: vip 0 10.96.0.10:80 -> pod").count(), 5, "{trace}");
+    assert!(trace.contains("(existing flow), translated"), "{trace}");
+}
+
+#[test]
+fn datapath_prefix_vips_and_spread() {
+    let Some(mut lab) = Lab::start("datapath_prefix_vips_and_spread", 0) else { return };
+    lab.ctl_ok("kp conf buckets 16384");
+    lab.ctl_ok("kp vip 10.96.1.0/24 protocol udp port 53 target_port 5353");
+    lab.ctl_ok("kp pod 10.96.1.0/24 10.1.0.4 weight 1 10.1.0.5 weight 3");
+    lab.ctl_ok("kp vip fd02::100/120 protocol tcp port 80 target_port 8080");
+    lab.ctl_ok("kp pod fd02::100/120 fd00::4");
+    // Every address of the prefixes is served.
+    let v4: Vec<Pkt> = [0u32, 1, 77, 254, 255]
+        .iter()
+        .map(|h| Pkt::new("udp", "10.0.0.2", 999, &format!("10.96.1.{h}"), 53))
+        .collect();
+    let got = lab.send(&v4);
+    assert_translated(&v4, &got, &["10.1.0.4", "10.1.0.5"], 5353);
+    let v6: Vec<Pkt> = ["fd02::100", "fd02::1ff", "fd02::142"]
+        .iter()
+        .map(|d| Pkt::new("tcp", "fd01::2", 999, d, 80))
+        .collect();
+    let got = lab.send(&v6);
+    assert_translated(&v6, &got, &["fd00::4"], 8080);
+
+    // 10,000 flows spread in proportion to the table share (1:3).
+    let flows: Vec<Pkt> = (0..10_000u32)
+        .map(|i| {
+            Pkt::new(
+                "udp",
+                &format!("10.0.{}.{}", 1 + i / 250, 1 + i % 250),
+                1024 + (i % 7) as u16,
+                "10.96.1.9",
+                53,
+            )
+        })
+        .collect();
+    let got = lab.send(&flows);
+    let chosen = assert_translated(&flows, &got, &["10.1.0.4", "10.1.0.5"], 5353);
+    let mut count: HashMap<String, usize> = HashMap::new();
+    chosen.into_iter().for_each(|p| *count.entry(p).or_default() += 1);
+    let share = count["10.1.0.5"] as f64 / 10_000.0;
+    assert!((share - 0.75).abs() < 0.03, "weight-3 pod got {share}");
+}
+
+#[test]
+fn datapath_shared_pod_and_worker_thread() {
+    let Some(mut lab) = Lab::start("datapath_shared_pod_and_worker_thread", 1) else { return };
+    assert!(lab.vpp.ctl("show threads").contains("vpp_wk_0"));
+    // Two Services selecting the same pods on the same target port.
+    lab.ctl_ok("kp vip 10.96.0.10/32 port 80 target_port 8080");
+    lab.ctl_ok("kp vip 10.96.0.20/32 port 80 target_port 8080");
+    lab.ctl_ok("kp pod 10.96.0.10/32 10.1.0.1 10.1.0.2");
+    lab.ctl_ok("kp pod 10.96.0.20/32 10.1.0.1 10.1.0.2");
+    let pkts: Vec<Pkt> = (0..40)
+        .map(|i| {
+            Pkt::new("tcp", "10.0.0.2", 4000 + i, if i % 2 == 0 { "10.96.0.10" } else { "10.96.0.20" }, 80)
+        })
+        .collect();
+    let got = lab.send(&pkts);
+    let first = assert_translated(&pkts, &got, &["10.1.0.1", "10.1.0.2"], 8080);
+    let again = lab.send(&pkts);
+    assert_eq!(assert_translated(&pkts, &again, &["10.1.0.1", "10.1.0.2"], 8080), first);
+    let show = lab.vpp.ctl("show kp");
+    assert!(
+        show.contains("thread 1:") && !show.contains("thread 1: 65536 buckets, 0 of"),
+        "flows on the worker: {show}"
+    );
+}
