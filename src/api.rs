@@ -141,6 +141,7 @@ pub fn retval_of(e: &ConfigError) -> i32 {
         ConfigError::DuplicateVip(_) => ENTRY_ALREADY_EXISTS,
         ConfigError::NodePortClash { .. } => ADDRESS_IN_USE,
         ConfigError::UnknownVip(_) | ConfigError::UnknownPod { .. } => NO_SUCH_ENTRY,
+        ConfigError::OutOfMemory { .. } => INVALID_MEMORY_SIZE,
     }
 }
 

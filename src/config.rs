@@ -237,6 +237,9 @@ pub enum ConfigError {
         vip: VipKey,
     },
     NoPods,
+    OutOfMemory {
+        bytes: u64,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -275,6 +278,7 @@ impl fmt::Display for ConfigError {
                 write!(f, "pod {pod} is not a pod of VIP {vip}")
             }
             ConfigError::NoPods => write!(f, "no pod address given"),
+            ConfigError::OutOfMemory { bytes } => write!(f, "cannot allocate {bytes} bytes for flow state"),
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::maglev::{self, Table};
 use crate::nat::{self, Endpoint, L4Checksum, NatError, NatType, Rewrite};
 use crate::packet::{self, IpFamily, Parsed};
 use crate::refcount::RefCounts;
+use crate::reverse::{Original, ReverseTable};
 use crate::snapshot::{Reader, SnapshotCell};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -74,9 +75,11 @@ pub enum Capture {
 }
 
 /// One immutable, published state of the data plane.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
 pub struct Dataplane {
     pub flow: FlowConf,
+    /// Reply state, shared by all workers (see [`crate::reverse`]).
+    pub reverse: Arc<ReverseTable>,
     /// By VIP index; `None` for a free index.
     pub vips: Vec<Option<VipRuntime>>,
     /// By pod index.
@@ -121,6 +124,8 @@ impl Dataplane {
 struct PodSlot {
     vip: u32,
     addr: IpAddr,
+    /// The VIP's target port (kept: it outlives a deleted VIP).
+    target_port: u16,
     state: PodState,
     /// Generation of the snapshot that stopped new flows to it.
     removed_at: u64,
@@ -149,13 +154,30 @@ pub struct Controller {
     freed_vips: Vec<u32>,
     cell: Arc<SnapshotCell<Dataplane>>,
     refs: Arc<RefCounts>,
+    reverse: Arc<ReverseTable>,
+    n_threads: usize,
+}
+
+/// The shared reply table for `flow`: as many slots as all workers' flow
+/// tables together.
+fn reverse_table(flow: &FlowConf, n_threads: usize) -> Result<ReverseTable, ConfigError> {
+    let buckets = (flow.buckets as usize * n_threads.max(1)).next_power_of_two().min(1 << 26) as u32;
+    ReverseTable::new(buckets).ok_or(ConfigError::OutOfMemory { bytes: buckets as u64 * 320 })
 }
 
 impl Controller {
     /// A controller for `n_threads` data-plane threads.
     pub fn new(n_threads: usize) -> Controller {
         let config = Config::default();
-        let initial = Dataplane { flow: config.flow, ..Default::default() };
+        let reverse = Arc::new(reverse_table(&config.flow, n_threads).expect("default reply table"));
+        let initial = Dataplane {
+            flow: config.flow,
+            reverse: Arc::clone(&reverse),
+            vips: Vec::new(),
+            pods: Vec::new(),
+            prefixes: Vec::new(),
+            node_ports: Vec::new(),
+        };
         Controller {
             config,
             vip_index: BTreeMap::new(),
@@ -172,6 +194,8 @@ impl Controller {
             freed_vips: Vec::new(),
             cell: Arc::new(SnapshotCell::new(initial, n_threads)),
             refs: Arc::new(RefCounts::new(n_threads)),
+            reverse,
+            n_threads,
         }
     }
 
@@ -225,7 +249,13 @@ impl Controller {
     }
 
     pub fn set_flow(&mut self, buckets: Option<u32>, timeout: Option<u32>) -> Result<(), ConfigError> {
-        self.config.set_flow(buckets, timeout)?;
+        let mut next = self.config.clone();
+        next.set_flow(buckets, timeout)?;
+        if next.flow.buckets != self.config.flow.buckets {
+            // Flow tables start empty at a new size; so does reply state.
+            self.reverse = Arc::new(reverse_table(&next.flow, self.n_threads)?);
+        }
+        self.config.flow = next.flow;
         self.publish();
         Ok(())
     }
@@ -283,7 +313,8 @@ impl Controller {
                     // Re-added while draining: its flows carry on.
                     Some(&p) => self.pods[p as usize].state = PodState::Active,
                     None => {
-                        let slot = PodSlot { vip, addr, state: PodState::Active, removed_at: 0 };
+                        let target_port = self.config.vips[k].target_port;
+                        let slot = PodSlot { vip, addr, target_port, state: PodState::Active, removed_at: 0 };
                         let p = match self.free_pods.pop() {
                             Some(p) => {
                                 self.pods[p as usize] = slot;
@@ -416,13 +447,10 @@ impl Controller {
         let pods = self
             .pods
             .iter()
-            .map(|p| {
-                let target_port =
-                    vips.get(p.vip as usize).and_then(|v| v.as_ref()).map_or(0, |v| v.target_port);
-                PodRuntime { vip: p.vip, endpoint: endpoint(&p.addr, target_port), state: p.state }
-            })
+            .map(|p| PodRuntime { vip: p.vip, endpoint: endpoint(&p.addr, p.target_port), state: p.state })
             .collect();
-        self.cell.publish(Dataplane { flow: self.config.flow, vips, pods, prefixes, node_ports })
+        let reverse = Arc::clone(&self.reverse);
+        self.cell.publish(Dataplane { flow: self.config.flow, reverse, vips, pods, prefixes, node_ports })
     }
 }
 
@@ -638,6 +666,7 @@ impl Worker {
             let hash = scratch.hashes[i];
             let vip = dp.vips[v as usize].as_ref().expect("classified VIPs exist");
             let hit = flows.resolve(key, hash, scratch.cands[i], now);
+            let reverse = &dp.reverse;
             let (pod, outcome) = match hit {
                 Some(Hit { pod, .. }) if dp.pod_serves(pod) => (pod, FlowOutcome::Hit),
                 stale_or_miss => {
@@ -645,25 +674,31 @@ impl Worker {
                     // indices, so ECMP peers pick the same pod.
                     let Some(pod) = vip.table.lookup(tuple_hash(&scratch.parsed[i])) else {
                         if let Some(h) = stale_or_miss {
-                            release(flows.remove(h.slot), thread, refs);
+                            forget(flows.remove(h.slot), thread, refs, &dp);
                         }
                         verdicts[i] = Verdict::Drop(DropReason::NoPod);
                         continue;
                     };
+                    let original =
+                        Original { addr: scratch.parsed[i].dst, port: scratch.parsed[i].dst_port, vip: v };
+                    let to = &dp.pods[pod as usize].endpoint;
                     match stale_or_miss {
                         Some(h) => {
                             // Its pod was flushed: the flow moves on.
                             let old = flows.repoint(h.slot, pod, now);
+                            forget(Some((old, *key)), thread, refs, &dp);
                             refs.add(thread, pod, 1);
-                            refs.add(thread, old, -1);
+                            reverse.insert(&key.reply_key(&to.addr, to.port), original);
                             (pod, FlowOutcome::New)
                         }
                         None => match flows.insert(key, hash, pod, now) {
                             Ok((_, evicted)) => {
+                                forget(evicted, thread, refs, &dp);
                                 refs.add(thread, pod, 1);
-                                release(evicted, thread, refs);
+                                reverse.insert(&key.reply_key(&to.addr, to.port), original);
                                 (pod, FlowOutcome::New)
                             }
+                            // Untracked: replies of this flow pass as they are.
                             Err(_) => (pod, FlowOutcome::Untracked),
                         },
                     }
@@ -677,15 +712,72 @@ impl Worker {
             };
         }
 
-        *sweep_at =
-            flows.sweep(*sweep_at, SWEEP_PER_BATCH, now, |p| !dp.pod_serves(p), |p| refs.add(thread, p, -1));
+        let dp_ref = &*dp;
+        *sweep_at = flows.sweep(
+            *sweep_at,
+            SWEEP_PER_BATCH,
+            now,
+            |p| !dp_ref.pod_serves(p),
+            |p, k| forget(Some((p, *k)), thread, refs, dp_ref),
+        );
+    }
+
+    /// The reply path: for each packet of `batch` that is a reply of a kp
+    /// flow (from any worker), sets its source back to what the client sent
+    /// to. Anything else is left exactly as it was.
+    pub fn process_replies<B: Batch>(&mut self, batch: &mut B, verdicts: &mut [ReplyVerdict]) {
+        let n = batch.len().min(MAX_BATCH);
+        let dp = self.reader.enter(&self.cell);
+        let scratch = &mut self.scratch;
+        for i in 0..n {
+            scratch.vip[i] = NO_VIP;
+            match packet::parse(batch.packet(i)) {
+                Ok(p) => {
+                    scratch.parsed[i] = p;
+                    scratch.keys[i] = FlowKey::new(0, &p);
+                    scratch.hashes[i] = scratch.keys[i].hash();
+                    dp.reverse.prefetch(scratch.hashes[i]);
+                    scratch.vip[i] = 0;
+                }
+                Err(_) => verdicts[i] = ReplyVerdict::NotKp,
+            }
+        }
+        for i in 0..n {
+            if scratch.vip[i] == NO_VIP {
+                continue;
+            }
+            verdicts[i] = match dp.reverse.lookup(&scratch.keys[i]) {
+                None => ReplyVerdict::NotKp,
+                Some(o) => {
+                    let from = Endpoint { family: scratch.parsed[i].family, addr: o.addr, port: o.port };
+                    let l4 = batch.l4_checksum(i);
+                    match nat::apply(batch.packet(i), &scratch.parsed[i], &Rewrite::snat(from), l4) {
+                        Ok(()) => ReplyVerdict::Translated { vip: o.vip },
+                        Err(_) => ReplyVerdict::NotKp,
+                    }
+                }
+            };
+        }
     }
 }
 
+/// What the reply path did with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyVerdict {
+    /// A reply of a kp flow; its source is now the Service's.
+    Translated { vip: u32 },
+    /// Not a kp reply: untouched.
+    NotKp,
+}
+
+/// A flow entry went away: drop its pod reference and its reply state.
 #[inline(always)]
-fn release(pod: Option<u32>, thread: usize, refs: &RefCounts) {
-    if let Some(p) = pod {
-        refs.add(thread, p, -1);
+fn forget(entry: Option<(u32, FlowKey)>, thread: usize, refs: &RefCounts, dp: &Dataplane) {
+    if let Some((pod, key)) = entry {
+        refs.add(thread, pod, -1);
+        if let Some(p) = dp.pods.get(pod as usize) {
+            dp.reverse.remove(&key.reply_key(&p.endpoint.addr, p.endpoint.port));
+        }
     }
 }
 

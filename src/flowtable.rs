@@ -85,6 +85,37 @@ impl FlowKey {
         ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) | (a[5] ^ b[5])) == 0
     }
 
+    /// The key of this flow's replies from `pod` (address and port): source
+    /// and destination swapped, the pod in place of the VIP, no VIP index.
+    pub fn reply_key(&self, pod_addr: &[u8; 16], pod_port: u16) -> FlowKey {
+        let w = &self.words;
+        let tail = w[4].to_ne_bytes();
+        let client_port = u16::from_ne_bytes([tail[0], tail[1]]);
+        let mut t = [0u8; 8];
+        t[0..2].copy_from_slice(&pod_port.to_ne_bytes());
+        t[2..4].copy_from_slice(&client_port.to_ne_bytes());
+        t[4] = tail[4];
+        t[5] = tail[5];
+        let pw = |at: usize| u64::from_ne_bytes(pod_addr[at..at + 8].try_into().unwrap());
+        FlowKey { words: [pw(0), pw(8), w[0], w[1], u64::from_ne_bytes(t), 0] }
+    }
+
+    /// The original destination (address, port) of a forward key.
+    pub fn original_dst(&self) -> ([u8; 16], u16) {
+        let mut a = [0u8; 16];
+        a[..8].copy_from_slice(&self.words[2].to_ne_bytes());
+        a[8..].copy_from_slice(&self.words[3].to_ne_bytes());
+        let tail = self.words[4].to_ne_bytes();
+        (a, u16::from_ne_bytes([tail[2], tail[3]]))
+    }
+
+    /// The first five words: the 5-tuple and family without the VIP (what
+    /// the shared reply table keys on).
+    #[inline(always)]
+    pub fn words5(&self) -> [u64; 5] {
+        [self.words[0], self.words[1], self.words[2], self.words[3], self.words[4]]
+    }
+
     /// The VIP index this flow belongs to.
     pub fn vip(&self) -> u32 {
         u32::from_ne_bytes(self.words[5].to_ne_bytes()[..4].try_into().unwrap())
@@ -273,7 +304,7 @@ impl FlowTable {
 
     /// Inserts a new flow into the first dead slot of its bucket. Returns
     /// the slot and, when the slot held an expired flow, that flow's pod
-    /// (so the caller can drop its reference).
+    /// and key (so the caller can drop its reference and reply state).
     #[inline]
     pub fn insert(
         &mut self,
@@ -281,17 +312,17 @@ impl FlowTable {
         hash: u64,
         pod: u32,
         now: u32,
-    ) -> Result<(SlotId, Option<u32>), BucketFull> {
+    ) -> Result<(SlotId, Option<(u32, FlowKey)>), BucketFull> {
         let bi = self.bucket_of(hash);
         let b = &mut self.buckets[bi];
         for i in 0..ENTRIES_PER_BUCKET {
             if b.expiry[i] <= now {
-                let evicted = (b.expiry[i] != 0).then_some(b.pod[i]);
+                let slot = bi * ENTRIES_PER_BUCKET + i;
+                let evicted = (b.expiry[i] != 0).then(|| (b.pod[i], self.keys[slot]));
                 b.signature[i] = Self::signature(hash);
                 b.expiry[i] = now.saturating_add(self.timeout);
                 b.pod[i] = pod;
                 b.vip[i] = key.vip();
-                let slot = bi * ENTRIES_PER_BUCKET + i;
                 self.keys[slot] = *key;
                 return Ok((slot as SlotId, evicted));
             }
@@ -309,13 +340,19 @@ impl FlowTable {
         core::mem::replace(&mut b.pod[i], pod)
     }
 
-    /// Ends the flow in `slot` at once. Returns its pod if it was in use.
-    pub fn remove(&mut self, slot: SlotId) -> Option<u32> {
+    /// Ends the flow in `slot` at once. Returns its pod and key if it was
+    /// in use.
+    pub fn remove(&mut self, slot: SlotId) -> Option<(u32, FlowKey)> {
         let (bi, i) = (slot as usize / ENTRIES_PER_BUCKET, slot as usize % ENTRIES_PER_BUCKET);
         let b = &mut self.buckets[bi];
-        let was = (b.expiry[i] != 0).then_some(b.pod[i]);
+        let was = (b.expiry[i] != 0).then(|| (b.pod[i], self.keys[slot as usize]));
         b.expiry[i] = 0;
         was
+    }
+
+    /// The key of the flow in `slot`.
+    pub fn key(&self, slot: SlotId) -> &FlowKey {
+        &self.keys[slot as usize]
     }
 
     /// Clears dead entries (expired, or whose pod `is_gone`) in the
@@ -329,7 +366,7 @@ impl FlowTable {
         count: u32,
         now: u32,
         is_gone: impl Fn(u32) -> bool,
-        mut release: impl FnMut(u32),
+        mut release: impl FnMut(u32, &FlowKey),
     ) -> u32 {
         let mut bi = from & self.mask;
         for _ in 0..count.min(self.n_buckets()) {
@@ -337,7 +374,7 @@ impl FlowTable {
             for i in 0..ENTRIES_PER_BUCKET {
                 if b.expiry[i] != 0 && (b.expiry[i] <= now || is_gone(b.pod[i])) {
                     b.expiry[i] = 0;
-                    release(b.pod[i]);
+                    release(b.pod[i], &self.keys[bi as usize * ENTRIES_PER_BUCKET + i]);
                 }
             }
             bi = (bi + 1) & self.mask;
@@ -364,7 +401,7 @@ impl FlowTable {
 
 /// Hints the CPU to load the cache line holding `r`.
 #[inline(always)]
-fn prefetch<T>(r: &T) {
+pub(crate) fn prefetch<T>(r: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetch is a hint that never faults; the pointer comes from a
     // live reference in any case.
@@ -422,7 +459,7 @@ mod tests {
         assert_eq!(t.live_entries(33), 0);
         // The expired slot is reused and reports its old pod.
         let (slot2, evicted) = t.insert(&k, k.hash(), 8, 34).unwrap();
-        assert_eq!((slot2, evicted), (slot, Some(7)));
+        assert_eq!((slot2, evicted), (slot, Some((7, k))));
     }
 
     /// Keys that collide on bucket and signature must not share an entry:
@@ -442,6 +479,17 @@ mod tests {
         assert_eq!(c.count_ones(), 2);
         assert_eq!(t.resolve(&a, h, c, 1).unwrap().pod, 100);
         assert_eq!(t.resolve(&b, h, c, 1).unwrap().pod, 200);
+    }
+
+    #[test]
+    fn reply_key_is_the_replys_own_key() {
+        let fwd = parsed(77, IpFamily::V4);
+        let k = FlowKey::new(5, &fwd);
+        let mut pod = [0u8; 16];
+        pod[..4].copy_from_slice(&[10, 1, 0, 9]);
+        let reply = Parsed { src: pod, dst: fwd.src, src_port: 8080, dst_port: fwd.src_port, ..fwd };
+        assert_eq!(k.reply_key(&pod, 8080), FlowKey::new(0, &reply));
+        assert_eq!(k.original_dst(), (fwd.dst, fwd.dst_port));
     }
 
     #[test]
@@ -502,14 +550,14 @@ mod tests {
         let mut released = Vec::new();
         // At now=5 the entries inserted at 1 are alive (expiry 11), those at
         // 101 too; pod 3 is gone, so only its entries are released.
-        let next = t.sweep(0, 16, 5, |p| p == 3, |p| released.push(p));
+        let next = t.sweep(0, 16, 5, |p| p == 3, |p, _| released.push(p));
         assert_eq!(next, 0);
         assert!(released.iter().all(|&p| p == 3));
         assert_eq!(t.live_entries(5), live_before - released.len());
         // At now=50 everything inserted at 1 is expired.
         released.clear();
         let live_at_50 = t.live_entries(50);
-        t.sweep(0, 16, 50, |_| false, |p| released.push(p));
+        t.sweep(0, 16, 50, |_| false, |p, _| released.push(p));
         assert!(!released.is_empty());
         assert!(released.iter().all(|&p| p == 0 || p == 2));
         // Only dead entries went: what was live at 50 still is, and nothing
@@ -525,7 +573,7 @@ mod tests {
         let (slot, _) = t.insert(&k, k.hash(), 1, 1).unwrap();
         assert_eq!(t.repoint(slot, 2, 2), 1);
         assert_eq!(t.lookup(&k, 3).unwrap().pod, 2);
-        assert_eq!(t.remove(slot), Some(2));
+        assert_eq!(t.remove(slot), Some((2, k)));
         assert_eq!(t.lookup(&k, 3), None);
         assert_eq!(t.remove(slot), None);
     }

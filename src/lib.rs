@@ -21,6 +21,7 @@ pub mod maglev;
 pub mod nat;
 pub mod packet;
 pub mod refcount;
+pub mod reverse;
 pub mod snapshot;
 pub mod sys;
 pub mod vpp;

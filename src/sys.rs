@@ -15,7 +15,7 @@ use core::ptr::NonNull;
 /// # Safety
 /// Implementors must be plain data (integers and arrays of them), valid
 /// when every byte is zero, with no `Drop`.
-pub unsafe trait Zeroable: Copy {}
+pub unsafe trait Zeroable {}
 
 const HUGE_PAGE: usize = 2 << 20;
 
@@ -83,7 +83,7 @@ impl<T: Zeroable> Drop for ZeroedArray<T> {
     }
 }
 
-impl<T: Zeroable + core::fmt::Debug> core::fmt::Debug for ZeroedArray<T> {
+impl<T: Zeroable> core::fmt::Debug for ZeroedArray<T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "ZeroedArray(len {})", self.len)
     }

@@ -2,7 +2,7 @@
 
 use kp_plugin::config::{PodTarget, Protocol, VipKey, VipSpec};
 use kp_plugin::dataplane::{
-    Capture, Controller, DropReason, FlowOutcome, PodState, VecBatch, Verdict, Worker,
+    Batch, Capture, Controller, DropReason, FlowOutcome, PodState, ReplyVerdict, VecBatch, Verdict, Worker,
 };
 use kp_plugin::nat::{NatError, NatType};
 use kp_plugin::packet::build::{emit, verify, Spec};
@@ -320,4 +320,104 @@ fn shared_pod_between_two_services() {
     assert_ne!(va, vb);
     assert_ne!(pa, pb, "one pod index per (VIP, pod): counters and lifetimes are per Service");
     assert_eq!(parse(&a.1).unwrap().dst, parse(&b.1).unwrap().dst);
+}
+
+/// The pod's reply to a translated packet.
+fn reply_to(translated: &[u8]) -> Vec<u8> {
+    let p = parse(translated).unwrap();
+    let fam = p.family;
+    let n = if fam == IpFamily::V4 { 4 } else { 16 };
+    emit(&Spec::new(fam, p.protocol, &p.dst[..n], &p.src[..n], (p.dst_port, p.src_port)).payload(b"reply"))
+}
+
+fn run_replies(w: &mut Worker, pkts: Vec<Vec<u8>>) -> (Vec<ReplyVerdict>, Vec<Vec<u8>>) {
+    let mut b = VecBatch::default();
+    for p in pkts {
+        b.push(p, Capture::Prefix(0));
+    }
+    let mut v = vec![ReplyVerdict::NotKp; b.len()];
+    w.process_replies(&mut b, &mut v);
+    (v, b.packets)
+}
+
+#[test]
+fn replies_are_translated_back_on_any_worker() {
+    let mut c = Controller::new(2);
+    c.add_vip(&vip("10.96.0.10/32", Protocol::Any, 80, 8080, 30080)).unwrap();
+    c.add_pods(&all_ports("10.96.0.10/32"), &[(ip("10.1.0.1"), 1), (ip("10.1.0.2"), 1)]).unwrap();
+    let mut w0 = c.worker(0).unwrap();
+    let mut w1 = c.worker(1).unwrap();
+    for protocol in [proto::TCP, proto::UDP] {
+        let (_, fwd) =
+            run(&mut w0, v4(protocol, [192, 168, 0, 5], 40000, [10, 96, 0, 10], 80), Capture::Prefix(0), 1);
+        // The reply comes back on the other worker.
+        let (v, out) = run_replies(&mut w1, vec![reply_to(&fwd)]);
+        assert!(matches!(v[0], ReplyVerdict::Translated { vip: 0 }), "{v:?}");
+        let p = parse(&out[0]).unwrap();
+        assert_eq!((&p.src[..4], p.src_port), (&[10u8, 96, 0, 10][..], 80));
+        assert_eq!((&p.dst[..4], p.dst_port), (&[192u8, 168, 0, 5][..], 40000));
+        assert_eq!(verify(&out[0]), Ok(()));
+    }
+    // NodePort replies come back from the node address and NodePort.
+    let (_, fwd) =
+        run(&mut w0, v4(proto::TCP, [1, 2, 3, 4], 999, [192, 168, 1, 1], 30080), Capture::NodePort, 1);
+    let (_, out) = run_replies(&mut w1, vec![reply_to(&fwd)]);
+    let p = parse(&out[0]).unwrap();
+    assert_eq!((&p.src[..4], p.src_port), (&[192u8, 168, 1, 1][..], 30080));
+    // Traffic that is not a kp reply passes untouched.
+    let other = v4(proto::TCP, [10, 1, 0, 1], 8080, [192, 168, 0, 99], 5555);
+    let (v, out) = run_replies(&mut w1, vec![other.clone(), vec![0x45, 0, 0]]);
+    assert_eq!(v, vec![ReplyVerdict::NotKp, ReplyVerdict::NotKp]);
+    assert_eq!(out[0], other);
+    assert_eq!(out[1], vec![0x45, 0, 0]);
+}
+
+#[test]
+fn shared_pod_replies_go_back_to_the_right_service() {
+    let mut c = Controller::new(1);
+    c.add_vip(&vip("10.96.0.10/32", Protocol::Any, 80, 8080, 0)).unwrap();
+    c.add_vip(&vip("10.96.0.20/32", Protocol::Any, 443, 8080, 0)).unwrap();
+    for p in ["10.96.0.10/32", "10.96.0.20/32"] {
+        c.add_pods(&all_ports(p), &[(ip("10.1.0.1"), 1)]).unwrap();
+    }
+    let mut w = c.worker(0).unwrap();
+    let (_, a) = run(&mut w, v4(proto::TCP, [9, 9, 9, 9], 1111, [10, 96, 0, 10], 80), Capture::Prefix(0), 1);
+    let (_, b) = run(&mut w, v4(proto::TCP, [9, 9, 9, 9], 2222, [10, 96, 0, 20], 443), Capture::Prefix(1), 1);
+    let (_, out) = run_replies(&mut w, vec![reply_to(&b), reply_to(&a)]);
+    let (rb, ra) = (parse(&out[0]).unwrap(), parse(&out[1]).unwrap());
+    assert_eq!((&rb.src[..4], rb.src_port), (&[10u8, 96, 0, 20][..], 443));
+    assert_eq!((&ra.src[..4], ra.src_port), (&[10u8, 96, 0, 10][..], 80));
+}
+
+#[test]
+fn reply_state_ends_with_the_flow() {
+    let (mut c, mut w, cap) = setup();
+    let (v, fwd) = run(&mut w, v4(proto::UDP, [9, 9, 9, 9], 7, [10, 96, 0, 10], 80), cap, 1);
+    let pod = pod_of(&c, v);
+    c.del_pods(&all_ports("10.96.0.10/32"), &[pod], true).unwrap();
+    // Sweeping drops the flushed flow and its reply state.
+    for now in 2..2100 {
+        run(&mut w, v4(proto::UDP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 1), cap, now);
+    }
+    let (v, _) = run_replies(&mut w, vec![reply_to(&fwd)]);
+    assert_eq!(v[0], ReplyVerdict::NotKp);
+    assert_eq!(c.cell().load().reverse.len(), 0);
+}
+
+#[test]
+fn ipv6_replies() {
+    let mut c = Controller::new(1);
+    c.add_vip(&vip("2001:db8::/120", Protocol::Any, 80, 8080, 0)).unwrap();
+    c.add_pods(&all_ports("2001:db8::/120"), &[(ip("fd00::1"), 1)]).unwrap();
+    let mut w = c.worker(0).unwrap();
+    let mut dst = [0u8; 16];
+    dst[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+    dst[15] = 0x42;
+    let pkt = emit(&Spec::new(IpFamily::V6, proto::TCP, &[0xfe; 16], &dst, (5555, 80)).payload(b"v6"));
+    let (_, fwd) = run(&mut w, pkt, Capture::Prefix(0), 1);
+    let (v, out) = run_replies(&mut w, vec![reply_to(&fwd)]);
+    assert!(matches!(v[0], ReplyVerdict::Translated { .. }));
+    let p = parse(&out[0]).unwrap();
+    assert_eq!((p.src, p.src_port), (dst, 80), "the exact prefix address the client used");
+    assert_eq!(verify(&out[0]), Ok(()));
 }
