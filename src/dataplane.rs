@@ -725,6 +725,7 @@ impl Worker {
     /// The reply path: for each packet of `batch` that is a reply of a kp
     /// flow (from any worker), sets its source back to what the client sent
     /// to. Anything else is left exactly as it was.
+    #[allow(clippy::needless_range_loop)] // parallel per-packet arrays
     pub fn process_replies<B: Batch>(&mut self, batch: &mut B, verdicts: &mut [ReplyVerdict]) {
         let n = batch.len().min(MAX_BATCH);
         let dp = self.reader.enter(&self.cell);
