@@ -388,6 +388,8 @@ pub trait Host {
     fn resize_flow_tables(&self, kp: &Kp) -> bool;
     /// Brings VPP in line with an applied change (FIB entries, counters).
     fn applied(&self, kp: &mut Kp, applied: &crate::control::Applied);
+    /// Turns the reply-translation feature on or off; false if VPP refuses.
+    fn set_reply_feature(&self, family: IpFamily, sw_if_index: u32, enable: bool) -> bool;
 }
 
 /// Handles one request: the replies to send, in order (one reply, or the
@@ -437,6 +439,10 @@ pub fn handle(kp: &mut Kp, msg: Msg, bytes: &[u8], view: &dyn DataPathView, ifs:
             let rv = match ifs.interface_name(sw_if_index) {
                 None => retval::INVALID_SW_IF_INDEX,
                 Some(name) => match kp.set_interface(family, sw_if_index, &name, is_add) {
+                    Ok(()) if !ifs.set_reply_feature(family, sw_if_index, is_add) => {
+                        let _ = kp.set_interface(family, sw_if_index, &name, !is_add);
+                        retval::INVALID_SW_IF_INDEX
+                    }
                     Ok(()) => 0,
                     Err(_) if is_add => retval::FEATURE_ALREADY_ENABLED,
                     Err(_) => retval::FEATURE_ALREADY_DISABLED,
@@ -553,6 +559,9 @@ mod tests {
             true
         }
         fn applied(&self, _: &mut Kp, _: &crate::control::Applied) {}
+        fn set_reply_feature(&self, _: IpFamily, _: u32, _: bool) -> bool {
+            true
+        }
     }
 
     fn header(context: u32) -> Writer {

@@ -45,7 +45,8 @@ impl Pkt {
 struct Lab {
     vpp: Vpp,
     py: PathBuf,
-    mac: String,
+    /// MAC addresses of pg0 and pg1.
+    macs: [String; 2],
     n: usize,
 }
 
@@ -72,14 +73,19 @@ impl Lab {
             vpp.ctl(&format!("set ip neighbor pg1 10.1.0.{i} 02:00:00:00:01:0{i}"));
             vpp.ctl(&format!("set ip neighbor pg1 fd00::{i} 02:00:00:00:01:0{i}"));
         }
-        let hw = vpp.ctl("show hardware-interfaces pg0");
-        let mac = hw
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("Ethernet address "))
-            .expect("pg0 MAC")
-            .trim()
-            .to_string();
-        Some(Lab { vpp, py, mac, n: 0 })
+        vpp.ctl("set ip neighbor pg0 10.0.0.2 02:00:00:00:00:02");
+        vpp.ctl("set ip neighbor pg0 10.0.0.3 02:00:00:00:00:03");
+        vpp.ctl("set ip neighbor pg0 fd01::2 02:00:00:00:00:02");
+        let mac = |i: &str| {
+            let hw = vpp.ctl(&format!("show hardware-interfaces {i}"));
+            hw.lines()
+                .find_map(|l| l.trim().strip_prefix("Ethernet address "))
+                .expect("pg MAC")
+                .trim()
+                .to_string()
+        };
+        let macs = [mac("pg0"), mac("pg1")];
+        Some(Lab { vpp, py, macs, n: 0 })
     }
 
     fn ctl_ok(&self, cmd: &str) {
@@ -89,6 +95,11 @@ impl Lab {
 
     /// Sends packets in on pg0; returns what left on pg1, decoded.
     fn send(&mut self, pkts: &[Pkt]) -> Vec<(Pkt, bool)> {
+        self.send_on(0, 1, pkts)
+    }
+
+    /// Sends packets in on pg`inp`; returns what left on pg`out`, decoded.
+    fn send_on(&mut self, inp: usize, outp: usize, pkts: &[Pkt]) -> Vec<(Pkt, bool)> {
         self.n += 1;
         let dir = &self.vpp.dir;
         let spec = dir.join(format!("spec{}.json", self.n));
@@ -103,22 +114,26 @@ impl Lab {
             .collect();
         std::fs::write(
             &spec,
-            format!("{{\"dst_mac\": \"{}\", \"packets\": [{}]}}", self.mac, list.join(",")),
+            format!("{{\"dst_mac\": \"{}\", \"packets\": [{}]}}", self.macs[inp], list.join(",")),
         )
         .unwrap();
-        let inp = dir.join(format!("in{}.pcap", self.n));
+        let inp_file = dir.join(format!("in{}.pcap", self.n));
         let out = dir.join(format!("out{}.pcap", self.n));
         let st = Command::new(&self.py)
             .arg(root().join("tests/python/pg_tool.py"))
             .arg("make")
-            .arg(&inp)
+            .arg(&inp_file)
             .arg(&spec)
             .status()
             .unwrap();
         assert!(st.success());
         let name = format!("s{}", self.n);
-        self.ctl_ok(&format!("packet-generator new pcap {} source pg0 name {name}", inp.display()));
-        self.ctl_ok(&format!("packet-generator capture pg1 pcap {} count {}", out.display(), pkts.len()));
+        self.ctl_ok(&format!("packet-generator new pcap {} source pg{inp} name {name}", inp_file.display()));
+        self.ctl_ok(&format!(
+            "packet-generator capture pg{outp} pcap {} count {}",
+            out.display(),
+            pkts.len()
+        ));
         self.ctl_ok(&format!("packet-generator enable-stream {name}"));
         // Wait for the stream to finish and the capture to be written.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -296,4 +311,55 @@ fn datapath_shared_pod_and_worker_thread() {
         show.contains("thread 1:") && !show.contains("thread 1: 65536 buckets, 0 of"),
         "flows on the worker: {show}"
     );
+}
+
+/// The pods' replies to translated packets.
+fn replies(translated: &[(Pkt, bool)]) -> Vec<Pkt> {
+    translated.iter().map(|(p, _)| Pkt::new(&p.proto, &p.dst, p.dport, &p.src, p.sport)).collect()
+}
+
+#[test]
+fn datapath_replies_translated_back() {
+    let Some(mut lab) = Lab::start("datapath_replies_translated_back", 1) else { return };
+    lab.ctl_ok("kp set interface nat4 in pg1");
+    lab.ctl_ok("kp set interface nat6 in pg1");
+    // Two Services share the pods on one target port; a prefix VIP; IPv6.
+    lab.ctl_ok("kp vip 10.96.0.10/32 port 80 target_port 8080");
+    lab.ctl_ok("kp vip 10.96.0.20/32 port 81 target_port 8080");
+    lab.ctl_ok("kp vip 10.96.1.0/24 protocol udp port 53 target_port 5353");
+    lab.ctl_ok("kp vip fd02::10/128 port 443 target_port 8443");
+    lab.ctl_ok("kp pod 10.96.0.10/32 10.1.0.1 10.1.0.2");
+    lab.ctl_ok("kp pod 10.96.0.20/32 10.1.0.1 10.1.0.2");
+    lab.ctl_ok("kp pod 10.96.1.0/24 10.1.0.3");
+    lab.ctl_ok("kp pod fd02::10/128 fd00::1");
+    let mut fwd = Vec::new();
+    for i in 0..10u16 {
+        fwd.push(Pkt::new("tcp", "10.0.0.2", 6000 + i, "10.96.0.10", 80));
+        fwd.push(Pkt::new("udp", "10.0.0.2", 6100 + i, "10.96.0.20", 81));
+        fwd.push(Pkt::new("udp", "10.0.0.3", 6200 + i, &format!("10.96.1.{}", 10 + i), 53));
+        fwd.push(Pkt::new("tcp", "fd01::2", 6300 + i, "fd02::10", 443));
+    }
+    // v4 and v6 leave pg1 in separate captures; send each family alone.
+    for family in [4u8, 6] {
+        let sent: Vec<Pkt> = fwd.iter().filter(|p| p.family == family).cloned().collect();
+        let translated = lab.send(&sent);
+        assert_eq!(translated.len(), sent.len());
+        let back = lab.send_on(1, 0, &replies(&translated));
+        assert_eq!(back.len(), sent.len(), "every reply comes back to the client");
+        for (s, (r, csum_ok)) in sent.iter().zip(&back) {
+            assert!(csum_ok, "{r:?}");
+            assert_eq!((&r.src, r.sport), (&s.dst, s.dport), "reply from what the client sent to");
+            assert_eq!((&r.dst, r.dport), (&s.src, s.sport));
+        }
+    }
+    let errors = lab.vpp.ctl("show errors");
+    assert!(errors.contains("kp-nat4-in2out") && errors.contains("replies translated back"), "{errors}");
+    // Traffic from pods that is not a reply passes untouched.
+    let other = vec![Pkt::new("tcp", "10.1.0.1", 9999, "10.0.0.2", 7777)];
+    let got = lab.send_on(1, 0, &other);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, other[0]);
+    // Disabling reply translation is an ordinary state change.
+    lab.ctl_ok("kp set interface nat4 in pg1 del");
+    assert!(lab.vpp.ctl("kp set interface nat4 in pg1 del").contains("not enabled"));
 }

@@ -116,6 +116,10 @@ impl Host for VppHost {
     fn applied(&self, kp: &mut Kp, applied: &crate::control::Applied) {
         super::plugin::sync_vpp(kp, applied);
     }
+
+    fn set_reply_feature(&self, family: crate::packet::IpFamily, sw_if_index: u32, enable: bool) -> bool {
+        super::node::set_reply_feature(family == crate::packet::IpFamily::V6, sw_if_index, enable).is_ok()
+    }
 }
 
 unsafe extern "C" fn kp_api_handler(msg: *mut c_void) {

@@ -9,7 +9,7 @@ use super::reg::Registration;
 use super::text::{format_append, va_arg_u64, VaList};
 use super::{fns, sys};
 use crate::control::VipCounters;
-use crate::dataplane::{Batch, Capture, DropReason, FlowOutcome, Verdict, MAX_BATCH};
+use crate::dataplane::{Batch, Capture, DropReason, FlowOutcome, ReplyVerdict, Verdict, MAX_BATCH};
 use crate::nat::{L4Checksum, NatError};
 use crate::packet;
 use core::ffi::c_char;
@@ -195,7 +195,11 @@ unsafe extern "C" fn format_kp_trace(s: *mut u8, args: *mut sys::va_list) -> *mu
         let _node = va_arg_u64(ap);
         let t = (va_arg_u64(ap) as *const Trace).read_unaligned();
         let dst = format!("{}:{}", addr_text(t.family, &t.orig_addr), t.orig_port);
-        let text = if t.outcome == 3 {
+        let text = if t.outcome == 4 {
+            format!("kp reply: translated back to vip {}", t.vip)
+        } else if t.outcome == 5 {
+            "kp reply: not a kp flow, passed on".to_string()
+        } else if t.outcome == 3 {
             let name = core::ffi::CStr::from_ptr(ERRORS.0[usize::from(t.error)].name).to_string_lossy();
             format!("kp: to {dst}: dropped ({name})")
         } else {
@@ -404,6 +408,105 @@ unsafe extern "C" fn kp6_nat6(
     unsafe { node_fn(vm, node, frame) }
 }
 
+/// The reply path (`kp-nat4-in2out`, `kp6-nat6-in2out`): an
+/// interface feature on ip4-unicast / ip6-unicast. Replies of kp flows get
+/// their source translated back; every packet continues to the next
+/// feature (VPP's `vnet_feature_next`, inline in VPP, done here).
+#[inline(always)]
+unsafe fn in2out_fn(
+    vm: *mut sys::vlib_main_t,
+    node: *mut sys::vlib_node_runtime_t,
+    frame: *mut sys::vlib_frame_t,
+) -> sys::uword {
+    let Some(g) = global() else { return 0 };
+    // SAFETY: as in `node_fn`; the feature-config heap is re-read per frame
+    // (it can move under the barrier).
+    unsafe {
+        let n = usize::from((*frame).n_vectors).min(MAX_BATCH);
+        let from = frame.cast::<u8>().add(usize::from((*frame).vector_offset)).cast::<u32>();
+        let bm = (*vm).buffer_main.cast::<sys::vlib_buffer_main_t>();
+        let mem = (*bm).buffer_mem_start as *mut u8;
+        let heap = (*fns().feature_main()).shared_feature_config_heap;
+        let mut batch = FrameBatch { bufs: [core::ptr::null_mut(); MAX_BATCH], n };
+        let mut nexts = [NEXT_DROP; MAX_BATCH];
+        for i in 0..n {
+            let b: *mut sys::vlib_buffer_t = mem.add((*from.add(i) as usize) << 6).cast();
+            batch.bufs[i] = b;
+            // vnet_feature_next with no feature config data.
+            nexts[i] = *heap.add((*b).current_config_index as usize) as u16;
+            (*b).current_config_index += 1;
+        }
+        let thread = usize::from((*vm).thread_index);
+        let Some(cell) = g.workers.get(thread) else { return 0 };
+        let worker = cell.get();
+        let mut verdicts = [ReplyVerdict::NotKp; MAX_BATCH];
+        worker.process_replies(&mut batch, &mut verdicts);
+        let errors = (*node).errors;
+        let mut translated = 0u64;
+        for i in 0..n {
+            let b = batch.buffer(i);
+            let vip = match verdicts[i] {
+                ReplyVerdict::Translated { vip } => {
+                    translated += 1;
+                    vip
+                }
+                ReplyVerdict::NotKp => u32::MAX,
+            };
+            if (*b).flags & sys::KP_VLIB_BUFFER_IS_TRACED != 0 {
+                let t = Trace {
+                    vip,
+                    pod: u32::MAX,
+                    outcome: if vip == u32::MAX { 5 } else { 4 },
+                    error: 0,
+                    family: 0,
+                    _pad: 0,
+                    pod_port: 0,
+                    orig_port: 0,
+                    pod_addr: [0; 16],
+                    orig_addr: [0; 16],
+                };
+                let p = fns().vlib_add_trace(vm, node, b, core::mem::size_of::<Trace>() as u32);
+                p.cast::<Trace>().write_unaligned(t);
+            }
+        }
+        let counters = (*vm).error_counters;
+        *counters.add(usize::from(*errors.add(REPLY_TRANSLATED))) += translated;
+        *counters.add(usize::from(*errors.add(REPLY_OTHER))) += n as u64 - translated;
+        let enqueue =
+            (*fns().vlib_buffer_func_main()).buffer_enqueue_to_next_fn.expect("VPP sets it at init");
+        enqueue(vm, node, from, nexts.as_mut_ptr(), n as sys::uword);
+        n as sys::uword
+    }
+}
+
+const REPLY_TRANSLATED: usize = 0;
+const REPLY_OTHER: usize = 1;
+static REPLY_ERRORS: ErrorDescs2 = ErrorDescs2([
+    desc(c"reply-translated", c"replies translated back to the Service", INFO),
+    desc(c"not-kp", c"packets that are not kp replies (passed on)", INFO),
+]);
+struct ErrorDescs2([sys::vlib_error_desc_t; 2]);
+// SAFETY: immutable records pointing at static strings.
+unsafe impl Sync for ErrorDescs2 {}
+
+unsafe extern "C" fn kp_nat4_in2out(
+    vm: *mut sys::vlib_main_t,
+    node: *mut sys::vlib_node_runtime_t,
+    frame: *mut sys::vlib_frame_t,
+) -> sys::uword {
+    // SAFETY: VPP's node-function contract.
+    unsafe { in2out_fn(vm, node, frame) }
+}
+
+unsafe extern "C" fn kp_nat6_in2out(
+    vm: *mut sys::vlib_main_t,
+    node: *mut sys::vlib_node_runtime_t,
+    frame: *mut sys::vlib_frame_t,
+) -> sys::uword {
+    // SAFETY: VPP's node-function contract.
+    unsafe { in2out_fn(vm, node, frame) }
+}
+
 /// A node registration followed by its next-node names.
 #[repr(C)]
 pub struct NodeReg<const N: usize> {
@@ -457,17 +560,98 @@ pub static KP4_NAT4: Registration<NodeReg<2>> =
 pub static KP6_NAT6: Registration<NodeReg<2>> =
     Registration::new(node_reg(c"kp6-nat6", kp6_nat6, c"ip6-lookup"));
 
+const fn in2out_reg(
+    name: &'static core::ffi::CStr,
+    f: unsafe extern "C" fn(
+        *mut sys::vlib_main_t,
+        *mut sys::vlib_node_runtime_t,
+        *mut sys::vlib_frame_t,
+    ) -> sys::uword,
+) -> NodeReg<2> {
+    let mut r = node_reg(name, f, c"error-drop");
+    r.reg.error_counters = REPLY_ERRORS.0.as_ptr();
+    r.reg.n_errors = 2;
+    // Feature arcs add their own next nodes; error-drop is only a default.
+    r.reg.n_next_nodes = 1;
+    r
+}
+
+pub static KP_NAT4_IN2OUT: Registration<NodeReg<2>> =
+    Registration::new(in2out_reg(c"kp-nat4-in2out", kp_nat4_in2out));
+pub static KP_NAT6_IN2OUT: Registration<NodeReg<2>> =
+    Registration::new(in2out_reg(c"kp-nat6-in2out", kp_nat6_in2out));
+
+struct Names([*const c_char; 2]);
+// SAFETY: pointers to static strings.
+unsafe impl Sync for Names {}
+static BEFORE_IP4_LOOKUP: Names = Names([c"ip4-lookup".as_ptr(), core::ptr::null()]);
+static BEFORE_IP6_LOOKUP: Names = Names([c"ip6-lookup".as_ptr(), core::ptr::null()]);
+
+const fn feature(
+    arc: &'static core::ffi::CStr,
+    node: &'static core::ffi::CStr,
+    before: &'static Names,
+) -> sys::vnet_feature_registration_t {
+    sys::vnet_feature_registration_t {
+        next: core::ptr::null_mut(),
+        next_in_arc: core::ptr::null_mut(),
+        arc_name: arc.as_ptr() as *mut c_char,
+        node_name: node.as_ptr() as *mut c_char,
+        feature_index_ptr: core::ptr::null_mut(),
+        feature_index: 0,
+        runs_before: before.0.as_ptr() as *mut *mut c_char,
+        runs_after: core::ptr::null_mut(),
+        enable_disable_cb: core::ptr::null_mut(),
+    }
+}
+
+static FEATURE4: Registration<sys::vnet_feature_registration_t> =
+    Registration::new(feature(c"ip4-unicast", c"kp-nat4-in2out", &BEFORE_IP4_LOOKUP));
+static FEATURE6: Registration<sys::vnet_feature_registration_t> =
+    Registration::new(feature(c"ip6-unicast", c"kp-nat6-in2out", &BEFORE_IP6_LOOKUP));
+
+/// Turns reply translation on or off on an interface. Main thread,
+/// barrier held. Returns VPP's error code on failure.
+pub fn set_reply_feature(v6: bool, sw_if_index: u32, enable: bool) -> Result<(), i32> {
+    let (arc, node) =
+        if v6 { (c"ip6-unicast", c"kp-nat6-in2out") } else { (c"ip4-unicast", c"kp-nat4-in2out") };
+    // SAFETY: exported; names are static C strings; no feature config.
+    let rv = unsafe {
+        fns().vnet_feature_enable_disable(
+            arc.as_ptr(),
+            node.as_ptr(),
+            sw_if_index,
+            i32::from(enable),
+            core::ptr::null_mut(),
+            0,
+        )
+    };
+    if rv == 0 {
+        Ok(())
+    } else {
+        Err(rv)
+    }
+}
+
 /// Links the nodes into VPP's registration list (constructor time).
 ///
 /// # Safety
 /// Called once, from kp's constructor, with VPP's global main.
 pub unsafe fn register_nodes(vgm: *mut sys::vlib_global_main_t) {
-    for n in [&KP4_NAT4, &KP6_NAT6] {
+    for n in [&KP4_NAT4, &KP6_NAT6, &KP_NAT4_IN2OUT, &KP_NAT6_IN2OUT] {
         // SAFETY: per the contract; the records are static and writable.
         unsafe {
             let r = n.get().cast::<sys::vlib_node_registration_t>();
             (*r).next_registration = (*vgm).node_registrations.cast();
             (*vgm).node_registrations = r.cast();
+        }
+    }
+    // SAFETY: VNET_FEATURE_INIT's constructor: link onto feature_main.
+    unsafe {
+        let fm = fns().feature_main();
+        for f in [&FEATURE4, &FEATURE6] {
+            (*f.get()).next = (*fm).next_feature;
+            (*fm).next_feature = f.get();
         }
     }
 }

@@ -284,7 +284,14 @@ fn run_cli(g: &Global, vm: *mut sys::vlib_main_t, which: sys::uword, line: &str)
             };
             let sw_if_index = super::text::sw_if_index(&interface)
                 .ok_or_else(|| format!("unknown interface '{interface}'"))?;
-            g.kp.lock().set_interface(family, sw_if_index, &interface, enable)?;
+            let mut kp = g.kp.lock();
+            kp.set_interface(family, sw_if_index, &interface, enable)?;
+            if let Err(rv) =
+                super::node::set_reply_feature(family == crate::packet::IpFamily::V6, sw_if_index, enable)
+            {
+                let _ = kp.set_interface(family, sw_if_index, &interface, !enable);
+                return Err(format!("VPP refused the feature on {interface} (error {rv})"));
+            }
             Ok(String::new())
         }
         Cli::Show => {
