@@ -274,6 +274,7 @@ impl Batch for FrameBatch {
 }
 
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // parallel per-packet arrays
 unsafe fn node_fn(
     vm: *mut sys::vlib_main_t,
     node: *mut sys::vlib_node_runtime_t,
@@ -413,6 +414,7 @@ unsafe extern "C" fn kp6_nat6(
 /// their source translated back; every packet continues to the next
 /// feature (VPP's `vnet_feature_next`, inline in VPP, done here).
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // parallel per-packet arrays
 unsafe fn in2out_fn(
     vm: *mut sys::vlib_main_t,
     node: *mut sys::vlib_node_runtime_t,
