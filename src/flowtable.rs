@@ -9,9 +9,10 @@
 //! each slot (the layout of VPP's `lbhash.h`). Four is what fits: 4 slots x
 //! 16 bytes = 64 bytes, so a lookup reads exactly one line to find its
 //! candidate slot. The full keys (48 bytes each: IPv6 addresses do not fit
-//! beside the slot records) live in a parallel array, one per slot, and are
-//! read only for a slot whose signature matches: a hit is confirmed on the
-//! **whole key**, so two flows whose hashes collide never share a pod.
+//! beside the slot records) live in a parallel array, one cache line per
+//! slot, and are read only for a slot whose signature matches: a hit is
+//! confirmed on the **whole key**, so two flows whose hashes collide never
+//! share a pod. A hit costs two cache lines: the bucket and one key.
 //!
 //! **Batches.** DRAM latency is hidden by splitting a lookup in three steps
 //! that a caller runs over a whole batch at a time: [`FlowTable::prefetch_bucket`]
@@ -172,13 +173,19 @@ pub struct OutOfMemory {
 
 // SAFETY: both are plain integer arrays; all-zero is the empty state.
 unsafe impl Zeroable for Bucket {}
+/// A key in a line of its own: a 48-byte key at a 48-byte stride would
+/// straddle two cache lines for half the slots, costing a second DRAM miss.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct KeySlot(FlowKey);
+
 // SAFETY: as above.
-unsafe impl Zeroable for FlowKey {}
+unsafe impl Zeroable for KeySlot {}
 
 #[derive(Debug)]
 pub struct FlowTable {
     buckets: ZeroedArray<Bucket>,
-    keys: ZeroedArray<FlowKey>,
+    keys: ZeroedArray<KeySlot>,
     mask: u32,
     timeout: u32,
 }
@@ -191,7 +198,7 @@ impl FlowTable {
     pub fn new(n_buckets: u32, timeout: u32) -> Result<FlowTable, OutOfMemory> {
         assert!(n_buckets.is_power_of_two());
         let n = n_buckets as usize;
-        let bytes = n * (64 + ENTRIES_PER_BUCKET * 48);
+        let bytes = n * (64 + ENTRIES_PER_BUCKET * 64);
         let buckets = ZeroedArray::new(n).ok_or(OutOfMemory { bytes })?;
         let keys = ZeroedArray::new(n * ENTRIES_PER_BUCKET).ok_or(OutOfMemory { bytes })?;
         Ok(FlowTable { buckets, keys, mask: n_buckets - 1, timeout })
@@ -245,9 +252,7 @@ impl FlowTable {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
             // A 48-byte key can straddle two lines: fetch both ends.
-            let k = &self.keys[bi * ENTRIES_PER_BUCKET + i];
-            prefetch(k);
-            prefetch(&k.words[5]);
+            prefetch(&self.keys[bi * ENTRIES_PER_BUCKET + i]);
         }
         mask
     }
@@ -262,7 +267,7 @@ impl FlowTable {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
             let slot = bi * ENTRIES_PER_BUCKET + i;
-            if self.keys[slot].same(key) {
+            if self.keys[slot].0.same(key) {
                 let b = &mut self.buckets[bi];
                 b.expiry[i] = now.saturating_add(self.timeout);
                 return Some(Hit { slot: slot as SlotId, pod: b.pod[i] });
@@ -318,12 +323,12 @@ impl FlowTable {
         for i in 0..ENTRIES_PER_BUCKET {
             if b.expiry[i] <= now {
                 let slot = bi * ENTRIES_PER_BUCKET + i;
-                let evicted = (b.expiry[i] != 0).then(|| (b.pod[i], self.keys[slot]));
+                let evicted = (b.expiry[i] != 0).then(|| (b.pod[i], self.keys[slot].0));
                 b.signature[i] = Self::signature(hash);
                 b.expiry[i] = now.saturating_add(self.timeout);
                 b.pod[i] = pod;
                 b.vip[i] = key.vip();
-                self.keys[slot] = *key;
+                self.keys[slot].0 = *key;
                 return Ok((slot as SlotId, evicted));
             }
         }
@@ -345,14 +350,14 @@ impl FlowTable {
     pub fn remove(&mut self, slot: SlotId) -> Option<(u32, FlowKey)> {
         let (bi, i) = (slot as usize / ENTRIES_PER_BUCKET, slot as usize % ENTRIES_PER_BUCKET);
         let b = &mut self.buckets[bi];
-        let was = (b.expiry[i] != 0).then(|| (b.pod[i], self.keys[slot as usize]));
+        let was = (b.expiry[i] != 0).then(|| (b.pod[i], self.keys[slot as usize].0));
         b.expiry[i] = 0;
         was
     }
 
     /// The key of the flow in `slot`.
     pub fn key(&self, slot: SlotId) -> &FlowKey {
-        &self.keys[slot as usize]
+        &self.keys[slot as usize].0
     }
 
     /// Clears dead entries (expired, or whose pod `is_gone`) in the
@@ -374,7 +379,7 @@ impl FlowTable {
             for i in 0..ENTRIES_PER_BUCKET {
                 if b.expiry[i] != 0 && (b.expiry[i] <= now || is_gone(b.pod[i])) {
                     b.expiry[i] = 0;
-                    release(b.pod[i], &self.keys[bi as usize * ENTRIES_PER_BUCKET + i]);
+                    release(b.pod[i], &self.keys[bi as usize * ENTRIES_PER_BUCKET + i].0);
                 }
             }
             bi = (bi + 1) & self.mask;
