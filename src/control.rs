@@ -46,6 +46,9 @@ pub trait DataPathView {
 pub struct Interfaces {
     /// (family, sw_if_index, name)
     pub enabled: BTreeSet<(u8, u32, String)>,
+    /// Interfaces whose local addresses capture NodePort traffic (all of
+    /// them while any VIP has a NodePort).
+    pub nodeport: BTreeSet<u32>,
 }
 
 /// The whole control-plane state of kp.
@@ -64,6 +67,12 @@ pub struct Applied {
 }
 
 impl Kp {
+    /// Whether any VIP has a NodePort (then the node's own addresses
+    /// capture NodePort traffic).
+    pub fn wants_nodeport(&self) -> bool {
+        self.controller.config().vips.values().any(|v| v.node_port != 0)
+    }
+
     pub fn new(n_threads: usize) -> Kp {
         Kp { controller: Controller::new(n_threads), interfaces: Interfaces::default() }
     }
@@ -124,6 +133,9 @@ impl Kp {
                 "  thread {}: {} buckets, {} of {} entries in use ({pct:.1}%)",
                 t.thread, t.buckets, t.live, t.capacity
             );
+        }
+        if !self.interfaces.nodeport.is_empty() {
+            let _ = writeln!(s, "  NodePort capture on {} interfaces", self.interfaces.nodeport.len());
         }
         if self.interfaces.enabled.is_empty() {
             let _ = writeln!(s, "  reply translation: no interfaces");

@@ -363,3 +363,46 @@ fn datapath_replies_translated_back() {
     lab.ctl_ok("kp set interface nat4 in pg1 del");
     assert!(lab.vpp.ctl("kp set interface nat4 in pg1 del").contains("not enabled"));
 }
+
+#[test]
+fn datapath_nodeport() {
+    let Some(mut lab) = Lab::start("datapath_nodeport", 0) else { return };
+    lab.ctl_ok("kp set interface nat4 in pg1");
+    lab.ctl_ok("kp set interface nat6 in pg1");
+    lab.ctl_ok("kp vip 10.96.0.10/32 port 80 target_port 8080 node_port 30080");
+    lab.ctl_ok("kp vip fd02::10/128 protocol udp port 53 target_port 5353 node_port 30053");
+    lab.ctl_ok("kp pod 10.96.0.10/32 10.1.0.1 10.1.0.2");
+    lab.ctl_ok("kp pod fd02::10/128 fd00::1");
+    assert!(lab.vpp.ctl("show kp").contains("NodePort capture on"));
+    // TCP and UDP to the node's own addresses on the NodePort reach pods...
+    for sent in [
+        vec![
+            Pkt::new("tcp", "10.0.0.2", 7000, "10.0.0.1", 30080),
+            Pkt::new("udp", "10.0.0.2", 7001, "10.0.0.1", 30080),
+        ],
+        vec![Pkt::new("udp", "fd01::2", 7002, "fd01::1", 30053)],
+    ] {
+        let got = lab.send(&sent);
+        let pods: &[&str] = if sent[0].family == 4 { &["10.1.0.1", "10.1.0.2"] } else { &["fd00::1"] };
+        assert_translated(&sent, &got, pods, if sent[0].family == 4 { 8080 } else { 5353 });
+        // ...and their replies come back from the node address and NodePort.
+        let back = lab.send_on(1, 0, &replies(&got));
+        assert_eq!(back.len(), sent.len());
+        for (s, (r, ok)) in sent.iter().zip(&back) {
+            assert!(ok);
+            assert_eq!((&r.src, r.sport, &r.dst, r.dport), (&s.dst, s.dport, &s.src, s.sport));
+        }
+    }
+    // Other traffic to the node's addresses is unaffected: UDP to another
+    // port goes to VPP's own UDP stack (no listener), not to a pod.
+    let before = lab.vpp.ctl("show errors");
+    let got = lab.send(&[Pkt::new("udp", "10.0.0.2", 7003, "10.0.0.1", 5000)]);
+    assert!(got.is_empty(), "{got:?}");
+    let after = lab.vpp.ctl("show errors");
+    assert_ne!(before, after);
+    assert!(after.contains("No listener for dst port"), "{after}");
+    // Without NodePort VIPs the capture goes away.
+    lab.ctl_ok("kp vip 10.96.0.10/32 port 80 del");
+    lab.ctl_ok("kp vip fd02::10/128 protocol udp port 53 del");
+    assert!(!lab.vpp.ctl("show kp").contains("NodePort capture on"));
+}

@@ -222,6 +222,9 @@ unsafe extern "C" fn format_kp_trace(s: *mut u8, args: *mut sys::va_list) -> *mu
 struct FrameBatch {
     bufs: [*mut sys::vlib_buffer_t; MAX_BATCH],
     n: usize,
+    /// Packets to the node's own addresses (the NodePort nodes), rather
+    /// than captured by a VIP prefix's FIB entry.
+    nodeport: bool,
 }
 
 impl FrameBatch {
@@ -250,6 +253,9 @@ impl Batch for FrameBatch {
 
     #[inline(always)]
     fn capture(&self, i: usize) -> Capture {
+        if self.nodeport {
+            return Capture::NodePort;
+        }
         // SAFETY: reading vnet_buffer(b)->ip.adj_index[VLIB_TX], which
         // ip4/6-lookup set to our DPO's index.
         Capture::Prefix(unsafe {
@@ -275,7 +281,7 @@ impl Batch for FrameBatch {
 
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // parallel per-packet arrays
-unsafe fn node_fn(
+unsafe fn node_fn<const NODEPORT: bool>(
     vm: *mut sys::vlib_main_t,
     node: *mut sys::vlib_node_runtime_t,
     frame: *mut sys::vlib_frame_t,
@@ -288,9 +294,19 @@ unsafe fn node_fn(
         let from = frame.cast::<u8>().add(usize::from((*frame).vector_offset)).cast::<u32>();
         let bm = (*vm).buffer_main.cast::<sys::vlib_buffer_main_t>();
         let mem = (*bm).buffer_mem_start as *mut u8;
-        let mut batch = FrameBatch { bufs: [core::ptr::null_mut(); MAX_BATCH], n };
+        let mut batch = FrameBatch { bufs: [core::ptr::null_mut(); MAX_BATCH], n, nodeport: NODEPORT };
+        // On the ip4/6-local arc, what is not NodePort traffic goes on to
+        // the next feature (vnet_feature_next, done here).
+        let mut pass = [NEXT_DROP; MAX_BATCH];
+        let heap =
+            if NODEPORT { (*fns().feature_main()).shared_feature_config_heap } else { core::ptr::null_mut() };
         for i in 0..n {
-            batch.bufs[i] = mem.add((*from.add(i) as usize) << 6).cast();
+            let b: *mut sys::vlib_buffer_t = mem.add((*from.add(i) as usize) << 6).cast();
+            batch.bufs[i] = b;
+            if NODEPORT {
+                pass[i] = *heap.add((*b).current_config_index as usize) as u16;
+                (*b).current_config_index += 1;
+            }
         }
         let thread = usize::from((*vm).thread_index);
         let Some(cell) = g.workers.get(thread) else { return 0 };
@@ -323,6 +339,11 @@ unsafe fn node_fn(
                     if traced {
                         trace(vm, node, b, worker, i, vip, pod, outcome as u8, 0);
                     }
+                }
+                Verdict::Drop(DropReason::NoVip | DropReason::Packet(_)) if NODEPORT => {
+                    // Not NodePort traffic: ping, other ports, control
+                    // protocols carry on untouched.
+                    nexts[i] = pass[i];
                 }
                 Verdict::Drop(reason) => {
                     let e = error_of(reason);
@@ -391,23 +412,34 @@ unsafe fn trace(
     }
 }
 
-unsafe extern "C" fn kp4_nat4(
+type NodeFn = unsafe extern "C" fn(
+    *mut sys::vlib_main_t,
+    *mut sys::vlib_node_runtime_t,
+    *mut sys::vlib_frame_t,
+) -> sys::uword;
+
+/// Node functions for VPP: the same code for IPv4 and IPv6 (the family is
+/// in the packet); NodePort nodes differ only in how packets are captured.
+unsafe extern "C" fn kp_vip_node(
     vm: *mut sys::vlib_main_t,
     node: *mut sys::vlib_node_runtime_t,
     frame: *mut sys::vlib_frame_t,
 ) -> sys::uword {
     // SAFETY: VPP's node-function contract.
-    unsafe { node_fn(vm, node, frame) }
+    unsafe { node_fn::<false>(vm, node, frame) }
 }
 
-unsafe extern "C" fn kp6_nat6(
+unsafe extern "C" fn kp_nodeport_node(
     vm: *mut sys::vlib_main_t,
     node: *mut sys::vlib_node_runtime_t,
     frame: *mut sys::vlib_frame_t,
 ) -> sys::uword {
     // SAFETY: VPP's node-function contract.
-    unsafe { node_fn(vm, node, frame) }
+    unsafe { node_fn::<true>(vm, node, frame) }
 }
+
+const KP4_NAT4_FN: NodeFn = kp_vip_node;
+const KP6_NAT6_FN: NodeFn = kp_vip_node;
 
 /// The reply path (`kp-nat4-in2out`, `kp6-nat6-in2out`): an
 /// interface feature on ip4-unicast / ip6-unicast. Replies of kp flows get
@@ -429,7 +461,7 @@ unsafe fn in2out_fn(
         let bm = (*vm).buffer_main.cast::<sys::vlib_buffer_main_t>();
         let mem = (*bm).buffer_mem_start as *mut u8;
         let heap = (*fns().feature_main()).shared_feature_config_heap;
-        let mut batch = FrameBatch { bufs: [core::ptr::null_mut(); MAX_BATCH], n };
+        let mut batch = FrameBatch { bufs: [core::ptr::null_mut(); MAX_BATCH], n, nodeport: false };
         let mut nexts = [NEXT_DROP; MAX_BATCH];
         for i in 0..n {
             let b: *mut sys::vlib_buffer_t = mem.add((*from.add(i) as usize) << 6).cast();
@@ -558,9 +590,9 @@ const fn node_reg(
 }
 
 pub static KP4_NAT4: Registration<NodeReg<2>> =
-    Registration::new(node_reg(c"kp4-nat4", kp4_nat4, c"ip4-lookup"));
+    Registration::new(node_reg(c"kp4-nat4", KP4_NAT4_FN, c"ip4-lookup"));
 pub static KP6_NAT6: Registration<NodeReg<2>> =
-    Registration::new(node_reg(c"kp6-nat6", kp6_nat6, c"ip6-lookup"));
+    Registration::new(node_reg(c"kp6-nat6", KP6_NAT6_FN, c"ip6-lookup"));
 
 const fn in2out_reg(
     name: &'static core::ffi::CStr,
@@ -577,6 +609,11 @@ const fn in2out_reg(
     r.reg.n_next_nodes = 1;
     r
 }
+
+pub static KP4_NODEPORT: Registration<NodeReg<2>> =
+    Registration::new(node_reg(c"kp4-nodeport", kp_nodeport_node, c"ip4-lookup"));
+pub static KP6_NODEPORT: Registration<NodeReg<2>> =
+    Registration::new(node_reg(c"kp6-nodeport", kp_nodeport_node, c"ip6-lookup"));
 
 pub static KP_NAT4_IN2OUT: Registration<NodeReg<2>> =
     Registration::new(in2out_reg(c"kp-nat4-in2out", kp_nat4_in2out));
@@ -611,6 +648,33 @@ static FEATURE4: Registration<sys::vnet_feature_registration_t> =
     Registration::new(feature(c"ip4-unicast", c"kp-nat4-in2out", &BEFORE_IP4_LOOKUP));
 static FEATURE6: Registration<sys::vnet_feature_registration_t> =
     Registration::new(feature(c"ip6-unicast", c"kp-nat6-in2out", &BEFORE_IP6_LOOKUP));
+static NO_ORDER: Names = Names([core::ptr::null(), core::ptr::null()]);
+static NODEPORT4: Registration<sys::vnet_feature_registration_t> =
+    Registration::new(feature(c"ip4-local", c"kp4-nodeport", &NO_ORDER));
+static NODEPORT6: Registration<sys::vnet_feature_registration_t> =
+    Registration::new(feature(c"ip6-local", c"kp6-nodeport", &NO_ORDER));
+
+/// Turns NodePort capture on or off for the local addresses of an
+/// interface (both families). Main thread, barrier held.
+pub fn set_nodeport_feature(sw_if_index: u32, enable: bool) -> Result<(), i32> {
+    for (arc, node) in [(c"ip4-local", c"kp4-nodeport"), (c"ip6-local", c"kp6-nodeport")] {
+        // SAFETY: exported; static names; no feature config.
+        let rv = unsafe {
+            fns().vnet_feature_enable_disable(
+                arc.as_ptr(),
+                node.as_ptr(),
+                sw_if_index,
+                i32::from(enable),
+                core::ptr::null_mut(),
+                0,
+            )
+        };
+        if rv != 0 {
+            return Err(rv);
+        }
+    }
+    Ok(())
+}
 
 /// Turns reply translation on or off on an interface. Main thread,
 /// barrier held. Returns VPP's error code on failure.
@@ -640,7 +704,7 @@ pub fn set_reply_feature(v6: bool, sw_if_index: u32, enable: bool) -> Result<(),
 /// # Safety
 /// Called once, from kp's constructor, with VPP's global main.
 pub unsafe fn register_nodes(vgm: *mut sys::vlib_global_main_t) {
-    for n in [&KP4_NAT4, &KP6_NAT6, &KP_NAT4_IN2OUT, &KP_NAT6_IN2OUT] {
+    for n in [&KP4_NAT4, &KP6_NAT6, &KP4_NODEPORT, &KP6_NODEPORT, &KP_NAT4_IN2OUT, &KP_NAT6_IN2OUT] {
         // SAFETY: per the contract; the records are static and writable.
         unsafe {
             let r = n.get().cast::<sys::vlib_node_registration_t>();
@@ -651,7 +715,7 @@ pub unsafe fn register_nodes(vgm: *mut sys::vlib_global_main_t) {
     // SAFETY: VNET_FEATURE_INIT's constructor: link onto feature_main.
     unsafe {
         let fm = fns().feature_main();
-        for f in [&FEATURE4, &FEATURE6] {
+        for f in [&FEATURE4, &FEATURE6, &NODEPORT4, &NODEPORT6] {
             (*f.get()).next = (*fm).next_feature;
             (*fm).next_feature = f.get();
         }

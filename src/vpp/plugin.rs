@@ -329,6 +329,35 @@ pub fn sync_vpp(kp: &mut Kp, applied: &crate::control::Applied) {
     }
     freed_pods.iter().for_each(|&p| POD_PACKETS.zero(p));
     n_pods.checked_sub(1).into_iter().for_each(|p| POD_PACKETS.validate(p));
+    sync_nodeport(kp);
+}
+
+/// NodePort capture follows the configuration: on every interface while
+/// any VIP has a NodePort (interfaces created since are picked up at the
+/// next change), off everywhere otherwise.
+fn sync_nodeport(kp: &mut Kp) {
+    let want = kp.wants_nodeport();
+    let enabled = &mut kp.interfaces.nodeport;
+    if !want {
+        for sw in core::mem::take(enabled) {
+            let _ = super::node::set_nodeport_feature(sw, false);
+        }
+        return;
+    }
+    // Interfaces are numbered densely from 0 (with holes for deleted
+    // ones); stop after a long run of unknown indices.
+    let (mut sw, mut misses) = (0u32, 0);
+    while misses < 64 {
+        if super::text::sw_if_index_name(sw).is_some() {
+            misses = 0;
+            if !enabled.contains(&sw) && super::node::set_nodeport_feature(sw, true).is_ok() {
+                enabled.insert(sw);
+            }
+        } else {
+            misses += 1;
+        }
+        sw += 1;
+    }
 }
 
 /// `show` data from the workers (read under the barrier).
