@@ -213,6 +213,16 @@ fn datapath_nat44_nat66_prefixes_affinity_removal() {
     assert_eq!(assert_translated(&v4, &again, &["10.1.0.1", "10.1.0.2", "10.1.0.3"], 8080), first);
     let show = lab.vpp.ctl("show kp vip verbose");
     assert!(show.contains("counters: existing flow packets 20, first packets 20"), "{show}");
+    // The same counters in the stats segment.
+    let stats = Command::new(common::vpp_prefix().join("bin/vpp_get_stats"))
+        .arg("socket-name")
+        .arg(lab.vpp.dir.join("stats.sock"))
+        .args(["dump", "/kp/vip/first-packets", "/kp/vip/existing-flow-packets"])
+        .output()
+        .unwrap();
+    let stats = String::from_utf8_lossy(&stats.stdout);
+    assert!(stats.contains("[0 @ 0]: 20 packets /kp/vip/first-packets"), "{stats}");
+    assert!(stats.contains("[0 @ 0]: 20 packets /kp/vip/existing-flow-packets"), "{stats}");
 
     // Unserved port: dropped and counted, nothing leaves.
     let bad = vec![Pkt::new("tcp", "10.0.0.2", 1, "10.96.0.10", 81)];
