@@ -634,21 +634,19 @@ impl Worker {
         // Pass 1: parse, classify, hash, prefetch the bucket.
         for i in 0..n {
             scratch.vip[i] = NO_VIP;
-            let verdict = match packet::parse(batch.packet(i)) {
-                Err(e) => Verdict::Drop(DropReason::Packet(e)),
-                Ok(p) => match dp.classify(batch.capture(i), p.protocol, p.dst_port) {
-                    None => Verdict::Drop(DropReason::NoVip),
-                    Some(v) => {
-                        scratch.parsed[i] = p;
-                        scratch.vip[i] = v;
-                        scratch.keys[i] = FlowKey::new(v, &p);
-                        scratch.hashes[i] = scratch.keys[i].hash();
-                        flows.prefetch_bucket(scratch.hashes[i]);
-                        continue;
-                    }
-                },
+            let p = &mut scratch.parsed[i];
+            if let Err(e) = packet::parse_into(batch.packet(i), p) {
+                verdicts[i] = Verdict::Drop(DropReason::Packet(e));
+                continue;
+            }
+            let Some(v) = dp.classify(batch.capture(i), p.protocol, p.dst_port) else {
+                verdicts[i] = Verdict::Drop(DropReason::NoVip);
+                continue;
             };
-            verdicts[i] = verdict;
+            scratch.vip[i] = v;
+            scratch.keys[i] = FlowKey::new(v, p);
+            scratch.hashes[i] = scratch.keys[i].hash();
+            flows.prefetch_bucket(scratch.hashes[i]);
         }
         // Pass 2: read buckets, prefetch candidate keys.
         for i in 0..n {
@@ -706,7 +704,15 @@ impl Worker {
             };
             let to = dp.pods[pod as usize].endpoint;
             let l4 = batch.l4_checksum(i);
-            verdicts[i] = match nat::apply(batch.packet(i), &scratch.parsed[i], &Rewrite::dnat(to), l4) {
+            let parsed = &scratch.parsed[i];
+            let done = if to.family == parsed.family {
+                nat::rewrite_dst(batch.packet(i), parsed, &to, l4)
+            } else {
+                // nat46/nat64: header translation goes through the general
+                // entry point (which refuses it for now).
+                nat::apply(batch.packet(i), parsed, &Rewrite::dnat(to), l4)
+            };
+            verdicts[i] = match done {
                 Ok(()) => Verdict::Forward { vip: v, pod, outcome },
                 Err(e) => Verdict::Drop(DropReason::Nat(e)),
             };
@@ -732,16 +738,15 @@ impl Worker {
         let scratch = &mut self.scratch;
         for i in 0..n {
             scratch.vip[i] = NO_VIP;
-            match packet::parse(batch.packet(i)) {
-                Ok(p) => {
-                    scratch.parsed[i] = p;
-                    scratch.keys[i] = FlowKey::new(0, &p);
-                    scratch.hashes[i] = scratch.keys[i].hash();
-                    dp.reverse.prefetch(scratch.hashes[i]);
-                    scratch.vip[i] = 0;
-                }
-                Err(_) => verdicts[i] = ReplyVerdict::NotKp,
+            let p = &mut scratch.parsed[i];
+            if packet::parse_into(batch.packet(i), p).is_err() {
+                verdicts[i] = ReplyVerdict::NotKp;
+                continue;
             }
+            scratch.keys[i] = FlowKey::new(0, p);
+            scratch.hashes[i] = scratch.keys[i].hash();
+            dp.reverse.prefetch(scratch.hashes[i]);
+            scratch.vip[i] = 0;
         }
         for i in 0..n {
             if scratch.vip[i] == NO_VIP {
@@ -752,7 +757,7 @@ impl Worker {
                 Some(o) => {
                     let from = Endpoint { family: scratch.parsed[i].family, addr: o.addr, port: o.port };
                     let l4 = batch.l4_checksum(i);
-                    match nat::apply(batch.packet(i), &scratch.parsed[i], &Rewrite::snat(from), l4) {
+                    match nat::rewrite_src(batch.packet(i), &scratch.parsed[i], &from, l4) {
                         Ok(()) => ReplyVerdict::Translated { vip: o.vip },
                         Err(_) => ReplyVerdict::NotKp,
                     }

@@ -80,14 +80,6 @@ impl Endpoint {
     pub fn v6(addr: [u8; 16], port: u16) -> Endpoint {
         Endpoint { family: IpFamily::V6, addr, port }
     }
-
-    #[inline]
-    fn addr_bytes(&self) -> &[u8] {
-        match self.family {
-            IpFamily::V4 => &self.addr[..4],
-            IpFamily::V6 => &self.addr,
-        }
-    }
 }
 
 /// What to change: the new source and/or destination endpoint.
@@ -200,6 +192,45 @@ pub fn rewrite_in_place(
     rw: &Rewrite,
     l4: L4Checksum,
 ) -> Result<(), NatError> {
+    let csum_at = check_ports(pkt, parsed)?;
+    let (mut addr_delta, mut port_delta) = (0, 0);
+    if let Some(ep) = &rw.src {
+        let (a, p) = rewrite_endpoint::<false>(pkt, parsed, ep)?;
+        addr_delta += a;
+        port_delta += p;
+    }
+    if let Some(ep) = &rw.dst {
+        let (a, p) = rewrite_endpoint::<true>(pkt, parsed, ep)?;
+        addr_delta += a;
+        port_delta += p;
+    }
+    finish_checksums(pkt, parsed, csum_at, addr_delta, port_delta, l4);
+    Ok(())
+}
+
+/// Destination NAT of a same-family packet: the data path's forward
+/// rewrite, without the generality of [`Rewrite`].
+#[inline(always)]
+pub fn rewrite_dst(pkt: &mut [u8], parsed: &Parsed, to: &Endpoint, l4: L4Checksum) -> Result<(), NatError> {
+    let csum_at = check_ports(pkt, parsed)?;
+    let (a, p) = rewrite_endpoint::<true>(pkt, parsed, to)?;
+    finish_checksums(pkt, parsed, csum_at, a, p, l4);
+    Ok(())
+}
+
+/// Source NAT of a same-family packet: the reply path's rewrite.
+#[inline(always)]
+pub fn rewrite_src(pkt: &mut [u8], parsed: &Parsed, from: &Endpoint, l4: L4Checksum) -> Result<(), NatError> {
+    let csum_at = check_ports(pkt, parsed)?;
+    let (a, p) = rewrite_endpoint::<false>(pkt, parsed, from)?;
+    finish_checksums(pkt, parsed, csum_at, a, p, l4);
+    Ok(())
+}
+
+/// Checks the transport header is where `parsed` says; returns the offset
+/// of its checksum field.
+#[inline(always)]
+fn check_ports(pkt: &[u8], parsed: &Parsed) -> Result<usize, NatError> {
     let l4_off = usize::from(parsed.l4_offset);
     let (ports_min, csum_at) = match parsed.protocol {
         proto::TCP => (20, l4_off + 16),
@@ -209,32 +240,55 @@ pub fn rewrite_in_place(
     if pkt.len() < l4_off + ports_min {
         return Err(NatError::Truncated);
     }
-    let (addr_at, addr_len) = match parsed.family {
-        IpFamily::V4 => ((12usize, 16usize), 4usize),
-        IpFamily::V6 => ((8, 24), 16),
-    };
-    let mut addr_delta = 0u64;
-    let mut port_delta = 0u64;
-    for (ep, at, port_at, old_port) in
-        [(rw.src, addr_at.0, l4_off, parsed.src_port), (rw.dst, addr_at.1, l4_off + 2, parsed.dst_port)]
-    {
-        let Some(ep) = ep else { continue };
-        if ep.family != parsed.family {
-            return Err(NatError::FamilyMismatch);
-        }
-        let field = &mut pkt[at..at + addr_len];
-        addr_delta += match parsed.family {
-            IpFamily::V4 => {
-                checksum::delta_v4(&(*field).try_into().unwrap(), ep.addr[..4].try_into().unwrap())
-            }
-            IpFamily::V6 => checksum::delta_v6(&(*field).try_into().unwrap(), &ep.addr),
-        };
-        field.copy_from_slice(ep.addr_bytes());
-        port_delta += checksum::delta16(old_port, ep.port);
-        set_be16(pkt, port_at, ep.port);
+    Ok(csum_at)
+}
+
+/// Writes one endpoint (destination if `DST`, else source); returns the
+/// checksum deltas of the address and of the port.
+#[inline(always)]
+fn rewrite_endpoint<const DST: bool>(
+    pkt: &mut [u8],
+    parsed: &Parsed,
+    ep: &Endpoint,
+) -> Result<(u64, u64), NatError> {
+    if ep.family != parsed.family {
+        return Err(NatError::FamilyMismatch);
     }
+    let l4_off = usize::from(parsed.l4_offset);
+    let (port_at, old_port) = if DST { (l4_off + 2, parsed.dst_port) } else { (l4_off, parsed.src_port) };
+    let addr_delta = match parsed.family {
+        IpFamily::V4 => {
+            let at = if DST { 16 } else { 12 };
+            let field: &mut [u8; 4] = (&mut pkt[at..at + 4]).try_into().unwrap();
+            let new: &[u8; 4] = ep.addr[..4].try_into().unwrap();
+            let d = checksum::delta_v4(field, new);
+            *field = *new;
+            d
+        }
+        IpFamily::V6 => {
+            let at = if DST { 24 } else { 8 };
+            let field: &mut [u8; 16] = (&mut pkt[at..at + 16]).try_into().unwrap();
+            let d = checksum::delta_v6(field, &ep.addr);
+            *field = ep.addr;
+            d
+        }
+    };
+    set_be16(pkt, port_at, ep.port);
+    Ok((addr_delta, checksum::delta16(old_port, ep.port)))
+}
+
+/// Updates the IPv4 header checksum (addresses only) and the TCP/UDP
+/// checksum (addresses through the pseudo-header, and ports).
+#[inline(always)]
+fn finish_checksums(
+    pkt: &mut [u8],
+    parsed: &Parsed,
+    csum_at: usize,
+    addr_delta: u64,
+    port_delta: u64,
+    l4: L4Checksum,
+) {
     if parsed.family == IpFamily::V4 {
-        // The IPv4 header checksum covers the addresses, not the ports.
         let c = u16::from_be_bytes([pkt[10], pkt[11]]);
         set_be16(pkt, 10, checksum::update(c, addr_delta));
     }
@@ -246,7 +300,7 @@ pub fn rewrite_in_place(
             if parsed.protocol == proto::UDP && stored == 0 {
                 // IPv4 UDP without a checksum stays without one (IPv6 UDP
                 // with 0 never gets here: the parser rejects it).
-                return Ok(());
+                return;
             }
             let c = checksum::update(stored, addr_delta + port_delta);
             if parsed.protocol == proto::UDP && c == 0 {
@@ -257,7 +311,6 @@ pub fn rewrite_in_place(
         }
     };
     set_be16(pkt, csum_at, updated);
-    Ok(())
 }
 
 #[cfg(test)]
@@ -388,6 +441,31 @@ mod tests {
             // One's-complement: 0 and 0xffff are the same value.
             let want = pseudo(&p);
             prop_assert!(got == want || (got == 0 && want == 0xffff) || (got == 0xffff && want == 0));
+        }
+    }
+
+    #[test]
+    fn specialised_rewrites_equal_the_general_one() {
+        for fam in [IpFamily::V4, IpFamily::V6] {
+            for protocol in [proto::TCP, proto::UDP] {
+                let n = if fam == IpFamily::V4 { 4 } else { 16 };
+                let p =
+                    emit(&Spec::new(fam, protocol, &[7; 16][..n], &[9; 16][..n], (1000, 80)).payload(b"abc"));
+                let parsed = parse(&p).unwrap();
+                let ep = Endpoint { family: fam, addr: [0x42; 16], port: 8080 };
+                let ep = if fam == IpFamily::V4 { Endpoint::v4([0x42; 4], 8080) } else { ep };
+                for (rw, special) in [(Rewrite::dnat(ep), true), (Rewrite::snat(ep), false)] {
+                    let (mut a, mut b) = (p.clone(), p.clone());
+                    apply(&mut a[..], &parsed, &rw, L4Checksum::Full).unwrap();
+                    if special {
+                        rewrite_dst(&mut b, &parsed, &ep, L4Checksum::Full).unwrap();
+                    } else {
+                        rewrite_src(&mut b, &parsed, &ep, L4Checksum::Full).unwrap();
+                    }
+                    assert_eq!(a, b);
+                    assert_eq!(verify(&b), Ok(()));
+                }
+            }
         }
     }
 

@@ -107,20 +107,47 @@ pub struct Parsed {
     pub l4_len: u16,
 }
 
+impl Default for Parsed {
+    fn default() -> Self {
+        Parsed {
+            family: IpFamily::V4,
+            protocol: 0,
+            src: [0; 16],
+            dst: [0; 16],
+            src_port: 0,
+            dst_port: 0,
+            l4_offset: 0,
+            l4_len: 0,
+        }
+    }
+}
+
 /// Parses an IP packet (IPv4 or IPv6, by its version nibble) down to the
 /// TCP/UDP ports. Anything else is an error saying why.
 #[inline]
 pub fn parse(packet: &[u8]) -> Result<Parsed> {
+    let mut p = Parsed::default();
+    parse_into(packet, &mut p)?;
+    Ok(p)
+}
+
+/// [`parse`] into a caller's record (the data path parses into its batch
+/// scratch space, saving a copy per packet). On error `out` is unspecified.
+#[inline]
+pub fn parse_into(packet: &[u8], out: &mut Parsed) -> Result<()> {
     match packet.first().map(|b| b >> 4) {
-        Some(4) => parse_ipv4(packet),
-        Some(6) => parse_ipv6(packet),
+        Some(4) => parse_ipv4_into(packet, out),
+        Some(6) => {
+            *out = parse_ipv6(packet)?;
+            Ok(())
+        }
         Some(_) => Err(Error::Malformed),
         None => Err(Error::Truncated),
     }
 }
 
-#[inline]
-pub fn parse_ipv4(packet: &[u8]) -> Result<Parsed> {
+#[inline(always)]
+fn parse_ipv4_into(packet: &[u8], out: &mut Parsed) -> Result<()> {
     let ip = Ipv4Packet::new_checked(packet)?;
     if ip.is_fragment() {
         return Err(Error::Fragment);
@@ -129,20 +156,24 @@ pub fn parse_ipv4(packet: &[u8]) -> Result<Parsed> {
     let l4_offset = ip.header_len();
     let l4 = ip.payload();
     let (src_port, dst_port) = ports(protocol, l4, IpFamily::V4)?;
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    src[..4].copy_from_slice(&ip.src_addr());
-    dst[..4].copy_from_slice(&ip.dst_addr());
-    Ok(Parsed {
-        family: IpFamily::V4,
-        protocol,
-        src,
-        dst,
-        src_port,
-        dst_port,
-        l4_offset: l4_offset as u16,
-        l4_len: l4.len() as u16,
-    })
+    out.family = IpFamily::V4;
+    out.protocol = protocol;
+    out.src = [0; 16];
+    out.dst = [0; 16];
+    out.src[..4].copy_from_slice(&ip.src_addr());
+    out.dst[..4].copy_from_slice(&ip.dst_addr());
+    out.src_port = src_port;
+    out.dst_port = dst_port;
+    out.l4_offset = l4_offset as u16;
+    out.l4_len = l4.len() as u16;
+    Ok(())
+}
+
+#[inline]
+pub fn parse_ipv4(packet: &[u8]) -> Result<Parsed> {
+    let mut p = Parsed::default();
+    parse_ipv4_into(packet, &mut p)?;
+    Ok(p)
 }
 
 #[inline]
