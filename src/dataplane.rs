@@ -544,16 +544,7 @@ impl Worker {
         refs: &Arc<RefCounts>,
     ) -> Result<Worker, OutOfMemory> {
         let flow = cell.load().flow;
-        let blank = Parsed {
-            family: IpFamily::V4,
-            protocol: 0,
-            src: [0; 16],
-            dst: [0; 16],
-            src_port: 0,
-            dst_port: 0,
-            l4_offset: 0,
-            l4_len: 0,
-        };
+        let blank = Parsed::default();
         Ok(Worker {
             thread,
             flows: FlowTable::new(flow.buckets, flow.timeout)?,

@@ -228,9 +228,72 @@ struct FrameBatch {
 }
 
 impl FrameBatch {
+    /// The buffers of a frame, and the frame's vector of buffer indices
+    /// (which the enqueue takes back).
+    ///
+    /// # Safety
+    /// `vm` and `frame` are the node function's own arguments.
+    #[inline(always)]
+    unsafe fn from_frame(
+        vm: *mut sys::vlib_main_t,
+        frame: *mut sys::vlib_frame_t,
+        nodeport: bool,
+    ) -> (FrameBatch, *mut u32) {
+        // SAFETY: VPP's frame layout: `n_vectors` u32 buffer indices at
+        // `vector_offset`; buffers at buffer_mem_start + (index << 6).
+        unsafe {
+            let n = usize::from((*frame).n_vectors).min(MAX_BATCH);
+            let from = frame.cast::<u8>().add(usize::from((*frame).vector_offset)).cast::<u32>();
+            let mem = (*(*vm).buffer_main.cast::<sys::vlib_buffer_main_t>()).buffer_mem_start as *mut u8;
+            let mut batch = FrameBatch { bufs: [core::ptr::null_mut(); MAX_BATCH], n, nodeport };
+            for i in 0..n {
+                batch.bufs[i] = mem.add((*from.add(i) as usize) << 6).cast();
+            }
+            (batch, from)
+        }
+    }
+
     #[inline(always)]
     fn buffer(&self, i: usize) -> *mut sys::vlib_buffer_t {
         self.bufs[i]
+    }
+}
+
+/// VPP's `vnet_feature_next` (inline in VPP) for a feature without config
+/// data: the next node index, and the buffer moved on in its arc.
+///
+/// # Safety
+/// `heap` is the current shared feature-config heap and `b` a live buffer
+/// on a feature arc.
+#[inline(always)]
+unsafe fn feature_next(heap: *const u32, b: *mut sys::vlib_buffer_t) -> u16 {
+    // SAFETY: per the contract.
+    unsafe {
+        let next = *heap.add((*b).current_config_index as usize) as u16;
+        (*b).current_config_index += 1;
+        next
+    }
+}
+
+/// Hands the frame's buffers on to their next nodes (VPP's vectorised
+/// `vlib_buffer_enqueue_to_next`).
+///
+/// # Safety
+/// The node function's own arguments; `nexts` has an entry per buffer.
+#[inline(always)]
+unsafe fn enqueue(
+    vm: *mut sys::vlib_main_t,
+    node: *mut sys::vlib_node_runtime_t,
+    from: *mut u32,
+    nexts: &mut [u16; MAX_BATCH],
+    n: usize,
+) {
+    // SAFETY: the exported function table, filled at VPP init; both arrays
+    // hold at least `n` rounded up to 64 entries (frame vectors and
+    // MAX_BATCH-sized next arrays).
+    unsafe {
+        let f = (*fns().vlib_buffer_func_main()).buffer_enqueue_to_next_fn.expect("VPP sets it at init");
+        f(vm, node, from, nexts.as_mut_ptr(), n as sys::uword);
     }
 }
 
@@ -363,9 +426,7 @@ unsafe fn node_fn<const NODEPORT: bool>(
         let counters = (*vm).error_counters;
         *counters.add(usize::from(*errors.add(Error::Translated as usize))) += translated;
         *counters.add(usize::from(*errors.add(Error::Untracked as usize))) += untracked;
-        let enqueue =
-            (*fns().vlib_buffer_func_main()).buffer_enqueue_to_next_fn.expect("VPP sets it at init");
-        enqueue(vm, node, from, nexts.as_mut_ptr(), n as sys::uword);
+        enqueue(vm, node, from, &mut nexts, n);
         n as sys::uword
     }
 }
@@ -456,19 +517,12 @@ unsafe fn in2out_fn(
     // SAFETY: as in `node_fn`; the feature-config heap is re-read per frame
     // (it can move under the barrier).
     unsafe {
-        let n = usize::from((*frame).n_vectors).min(MAX_BATCH);
-        let from = frame.cast::<u8>().add(usize::from((*frame).vector_offset)).cast::<u32>();
-        let bm = (*vm).buffer_main.cast::<sys::vlib_buffer_main_t>();
-        let mem = (*bm).buffer_mem_start as *mut u8;
+        let (mut batch, from) = FrameBatch::from_frame(vm, frame, false);
+        let n = batch.n;
         let heap = (*fns().feature_main()).shared_feature_config_heap;
-        let mut batch = FrameBatch { bufs: [core::ptr::null_mut(); MAX_BATCH], n, nodeport: false };
         let mut nexts = [NEXT_DROP; MAX_BATCH];
         for i in 0..n {
-            let b: *mut sys::vlib_buffer_t = mem.add((*from.add(i) as usize) << 6).cast();
-            batch.bufs[i] = b;
-            // vnet_feature_next with no feature config data.
-            nexts[i] = *heap.add((*b).current_config_index as usize) as u16;
-            (*b).current_config_index += 1;
+            nexts[i] = feature_next(heap, batch.bufs[i]);
         }
         let thread = usize::from((*vm).thread_index);
         let Some(cell) = g.workers.get(thread) else { return 0 };
@@ -506,9 +560,7 @@ unsafe fn in2out_fn(
         let counters = (*vm).error_counters;
         *counters.add(usize::from(*errors.add(REPLY_TRANSLATED))) += translated;
         *counters.add(usize::from(*errors.add(REPLY_OTHER))) += n as u64 - translated;
-        let enqueue =
-            (*fns().vlib_buffer_func_main()).buffer_enqueue_to_next_fn.expect("VPP sets it at init");
-        enqueue(vm, node, from, nexts.as_mut_ptr(), n as sys::uword);
+        enqueue(vm, node, from, &mut nexts, n);
         n as sys::uword
     }
 }
