@@ -349,30 +349,27 @@ unsafe fn node_fn<const NODEPORT: bool>(
     node: *mut sys::vlib_node_runtime_t,
     frame: *mut sys::vlib_frame_t,
 ) -> sys::uword {
-    let Some(g) = global() else { return 0 };
-    // SAFETY: VPP's frame layout: `n_vectors` u32 buffer indices at
-    // `vector_offset`; buffers at buffer_mem_start + (index << 6).
+    // SAFETY: the node function's own arguments, VPP's buffers and this
+    // thread's worker (see the helpers' contracts).
     unsafe {
-        let n = usize::from((*frame).n_vectors).min(MAX_BATCH);
-        let from = frame.cast::<u8>().add(usize::from((*frame).vector_offset)).cast::<u32>();
-        let bm = (*vm).buffer_main.cast::<sys::vlib_buffer_main_t>();
-        let mem = (*bm).buffer_mem_start as *mut u8;
-        let mut batch = FrameBatch { bufs: [core::ptr::null_mut(); MAX_BATCH], n, nodeport: NODEPORT };
+        let (mut batch, from) = FrameBatch::from_frame(vm, frame, NODEPORT);
+        let n = batch.n;
         // On the ip4/6-local arc, what is not NodePort traffic goes on to
-        // the next feature (vnet_feature_next, done here).
+        // the next feature.
         let mut pass = [NEXT_DROP; MAX_BATCH];
-        let heap =
-            if NODEPORT { (*fns().feature_main()).shared_feature_config_heap } else { core::ptr::null_mut() };
-        for i in 0..n {
-            let b: *mut sys::vlib_buffer_t = mem.add((*from.add(i) as usize) << 6).cast();
-            batch.bufs[i] = b;
-            if NODEPORT {
-                pass[i] = *heap.add((*b).current_config_index as usize) as u16;
-                (*b).current_config_index += 1;
+        if NODEPORT {
+            let heap = (*fns().feature_main()).shared_feature_config_heap;
+            for i in 0..n {
+                pass[i] = feature_next(heap, batch.bufs[i]);
             }
         }
         let thread = usize::from((*vm).thread_index);
-        let Some(cell) = g.workers.get(thread) else { return 0 };
+        // kp always has a worker per thread once initialised; should it
+        // not, packets pass (NodePort arc) or are dropped, never leaked.
+        let Some(cell) = global().and_then(|g| g.workers.get(thread)) else {
+            enqueue(vm, node, from, &mut pass, n);
+            return n as sys::uword;
+        };
         // SAFETY: this thread's own worker, inside its node.
         let worker = cell.get();
         let now = super::time::ticks(vm);
@@ -513,7 +510,6 @@ unsafe fn in2out_fn(
     node: *mut sys::vlib_node_runtime_t,
     frame: *mut sys::vlib_frame_t,
 ) -> sys::uword {
-    let Some(g) = global() else { return 0 };
     // SAFETY: as in `node_fn`; the feature-config heap is re-read per frame
     // (it can move under the barrier).
     unsafe {
@@ -525,7 +521,10 @@ unsafe fn in2out_fn(
             nexts[i] = feature_next(heap, batch.bufs[i]);
         }
         let thread = usize::from((*vm).thread_index);
-        let Some(cell) = g.workers.get(thread) else { return 0 };
+        let Some(cell) = global().and_then(|g| g.workers.get(thread)) else {
+            enqueue(vm, node, from, &mut nexts, n);
+            return n as sys::uword;
+        };
         let worker = cell.get();
         let mut verdicts = [ReplyVerdict::NotKp; MAX_BATCH];
         worker.process_replies(&mut batch, &mut verdicts);
