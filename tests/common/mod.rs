@@ -23,7 +23,6 @@ pub fn installed_vpp(test: &str) -> Option<PathBuf> {
         Some(vpp)
     } else {
         eprintln!("SKIPPED {test}: no VPP 26.06 at {} (set VPP_PREFIX to run it)", vpp.display());
-        println!("SKIPPED {test}: no VPP 26.06 at {}", vpp.display());
         None
     }
 }
