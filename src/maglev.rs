@@ -127,6 +127,8 @@ impl Table {
         struct Walk {
             pos: u32,
             skip: u32,
+            /// Two skips, mod M.
+            skip2: u32,
             weight: u64,
             credit: u64,
             left: u32,
@@ -136,7 +138,8 @@ impl Table {
             .zip(&quotas)
             .map(|(p, &q)| {
                 let (offset, skip) = permutation(&p.addr, new_len);
-                Walk { pos: offset, skip, weight: u64::from(p.weight), credit: 0, left: q }
+                let skip2 = (u64::from(skip) * 2 % u64::from(new_len)) as u32;
+                Walk { pos: offset, skip, skip2, weight: u64::from(p.weight), credit: 0, left: q }
             })
             .collect();
 
@@ -162,17 +165,26 @@ impl Table {
                 w.credit += w.weight;
                 while w.credit >= max_weight && w.left > 0 {
                     w.credit -= max_weight;
-                    // Step along this pod's permutation to its next free entry.
-                    loop {
-                        let c = w.pos as usize;
-                        w.pos = wrap(w.pos + w.skip, new_len);
-                        let bit = 1u64 << (c & 63);
-                        if used[c >> 6] & bit == 0 {
-                            used[c >> 6] |= bit;
-                            owner[c] = i as u32;
-                            break;
+                    // Step along this pod's permutation to its next free
+                    // entry, two positions per step: both come from the
+                    // same position (one and two skips on), which halves
+                    // the dependency chain the search waits on.
+                    let c = loop {
+                        let p0 = w.pos;
+                        let p1 = wrap(p0 + w.skip, new_len);
+                        let p2 = wrap(p0 + w.skip2, new_len);
+                        if used[(p0 >> 6) as usize] & (1 << (p0 & 63)) == 0 {
+                            w.pos = p1;
+                            break p0 as usize;
                         }
-                    }
+                        if used[(p1 >> 6) as usize] & (1 << (p1 & 63)) == 0 {
+                            w.pos = p2;
+                            break p1 as usize;
+                        }
+                        w.pos = p2;
+                    };
+                    used[c >> 6] |= 1 << (c & 63);
+                    owner[c] = i as u32;
                     w.left -= 1;
                     filled += 1;
                     if filled == m {
