@@ -145,6 +145,7 @@ fn malformed_lines_change_nothing() {
     }
     bad.extend(["show kp extra", "show kp vip verbose verbose", "show kp vip 10.0.0.0/99"].map(String::from));
     assert!(bad.len() > 250, "{}", bad.len());
+    eprintln!("{} malformed lines", bad.len());
     for line in &bad {
         let out = vpp.ctl(line);
         let first = out.lines().next().unwrap_or("");
