@@ -275,6 +275,17 @@ unsafe fn feature_next(heap: *const u32, b: *mut sys::vlib_buffer_t) -> u16 {
     }
 }
 
+/// The calling thread's worker. kp has one per thread once initialised;
+/// should it not, callers pass the frame on (or drop it), never leak it.
+///
+/// # Safety
+/// Called from a kp node function on thread `thread`.
+#[inline(always)]
+unsafe fn this_worker<'a>(thread: usize) -> Option<&'a mut crate::dataplane::Worker> {
+    // SAFETY: this thread's own worker, used only inside its node.
+    global().and_then(|g| g.workers.get(thread)).map(|cell| unsafe { cell.get() })
+}
+
 /// Hands the frame's buffers on to their next nodes (VPP's vectorised
 /// `vlib_buffer_enqueue_to_next`).
 ///
@@ -364,14 +375,10 @@ unsafe fn node_fn<const NODEPORT: bool>(
             }
         }
         let thread = usize::from((*vm).thread_index);
-        // kp always has a worker per thread once initialised; should it
-        // not, packets pass (NodePort arc) or are dropped, never leaked.
-        let Some(cell) = global().and_then(|g| g.workers.get(thread)) else {
+        let Some(worker) = this_worker(thread) else {
             enqueue(vm, node, from, &mut pass, n);
             return n as sys::uword;
         };
-        // SAFETY: this thread's own worker, inside its node.
-        let worker = cell.get();
         let now = super::time::ticks(vm);
         let mut verdicts = [Verdict::Drop(DropReason::NoVip); MAX_BATCH];
         worker.process(&mut batch, now, &mut verdicts);
@@ -521,11 +528,10 @@ unsafe fn in2out_fn(
             nexts[i] = feature_next(heap, batch.bufs[i]);
         }
         let thread = usize::from((*vm).thread_index);
-        let Some(cell) = global().and_then(|g| g.workers.get(thread)) else {
+        let Some(worker) = this_worker(thread) else {
             enqueue(vm, node, from, &mut nexts, n);
             return n as sys::uword;
         };
-        let worker = cell.get();
         let mut verdicts = [ReplyVerdict::NotKp; MAX_BATCH];
         worker.process_replies(&mut batch, &mut verdicts);
         let errors = (*node).errors;
