@@ -383,9 +383,8 @@ pub fn context_of(bytes: &[u8]) -> u32 {
 pub trait Host {
     /// The name of a valid sw_if_index.
     fn interface_name(&self, sw_if_index: u32) -> Option<String>;
-    /// Makes the flow tables follow a changed `kp conf`; false when the
-    /// memory cannot be had.
-    fn resize_flow_tables(&self, kp: &Kp) -> bool;
+    /// Makes the flow tables take `flow` (see [`Kp::apply_conf`]).
+    fn resize_flow_tables(&self, flow: crate::config::FlowConf) -> Result<(), ConfigError>;
     /// Brings VPP in line with an applied change (FIB entries, counters).
     fn applied(&self, kp: &mut Kp, applied: &crate::control::Applied);
     /// Turns the reply-translation feature on or off; false if VPP refuses.
@@ -409,23 +408,13 @@ pub fn handle(kp: &mut Kp, msg: Msg, bytes: &[u8], view: &dyn DataPathView, ifs:
     };
     match req {
         Request::Change(cmd) => {
-            let old_flow = kp.controller.config().flow;
-            let rv = match kp.apply_typed(&cmd) {
-                Err(e) => retval_of(&e),
-                Ok(_) if matches!(cmd, Command::Conf { .. }) && !ifs.resize_flow_tables(kp) => {
-                    // Put the old size back: a refused change changes nothing.
-                    let _ = kp.apply_typed(&Command::Conf {
-                        buckets: Some(old_flow.buckets),
-                        timeout: Some(old_flow.timeout),
-                    });
-                    retval::INVALID_MEMORY_SIZE
-                }
-                Ok(a) => {
-                    ifs.applied(kp, &a);
-                    0
-                }
+            let done = match cmd {
+                Command::Conf { .. } => kp
+                    .apply_conf(&cmd, |flow| ifs.resize_flow_tables(flow))
+                    .map(|()| ifs.applied(kp, &Default::default())),
+                _ => kp.apply_typed(&cmd).map(|a| ifs.applied(kp, &a)),
             };
-            vec![reply(reply_msg, context, rv)]
+            vec![reply(reply_msg, context, done.map_or_else(|e| retval_of(&e), |()| 0))]
         }
         Request::ConfGet => {
             let f = kp.controller.config().flow;
@@ -555,8 +544,8 @@ mod tests {
         fn interface_name(&self, sw: u32) -> Option<String> {
             (sw == 1).then(|| "pg0".into())
         }
-        fn resize_flow_tables(&self, _: &Kp) -> bool {
-            true
+        fn resize_flow_tables(&self, _: crate::config::FlowConf) -> Result<(), ConfigError> {
+            Ok(())
         }
         fn applied(&self, _: &mut Kp, _: &crate::control::Applied) {}
         fn set_reply_feature(&self, _: IpFamily, _: u32, _: bool) -> bool {

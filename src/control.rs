@@ -116,6 +116,24 @@ impl Kp {
         Ok(applied)
     }
 
+    /// `kp conf` with the flow tables following it: `resize` makes them
+    /// take the new configuration. If it cannot, the old values are put
+    /// back (tables included) and the change is refused: nothing changed.
+    pub fn apply_conf(
+        &mut self,
+        cmd: &Command,
+        resize: impl Fn(crate::config::FlowConf) -> Result<(), ConfigError>,
+    ) -> Result<(), ConfigError> {
+        let old = self.controller.config().flow;
+        self.apply_typed(cmd)?;
+        if let Err(e) = resize(self.controller.config().flow) {
+            self.apply_typed(&Command::Conf { buckets: Some(old.buckets), timeout: Some(old.timeout) })?;
+            let _ = resize(old);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// `show kp`
     pub fn show(&mut self, view: &dyn DataPathView) -> String {
         self.controller.collect_garbage();
@@ -253,6 +271,29 @@ mod tests {
         fn pod_packets(&self, _: u32) -> u64 {
             0
         }
+    }
+
+    #[test]
+    fn conf_that_cannot_be_sized_changes_nothing() {
+        let mut kp = Kp::new(1);
+        let before = kp.controller.config().flow;
+        let cmd = crate::cli::parse_conf("buckets 1024 timeout 7").unwrap();
+        let sized = std::cell::RefCell::new(Vec::new());
+        let err = kp
+            .apply_conf(&cmd, |f| {
+                sized.borrow_mut().push(f.buckets);
+                if f.buckets == 1024 {
+                    Err(ConfigError::OutOfMemory { bytes: 1 })
+                } else {
+                    Ok(())
+                }
+            })
+            .unwrap_err();
+        assert_eq!(err, ConfigError::OutOfMemory { bytes: 1 });
+        assert_eq!(kp.controller.config().flow, before);
+        assert_eq!(*sized.borrow(), vec![1024, before.buckets], "tables put back too");
+        kp.apply_conf(&cmd, |_| Ok(())).unwrap();
+        assert_eq!(kp.controller.config().flow.timeout, 7);
     }
 
     #[test]

@@ -582,8 +582,7 @@ impl Worker {
     /// The original destination (family 4 or 6, address, port) of packet
     /// `i` of the last batch, if it parsed, as it was before translation.
     pub fn batch_original_dst(&self, i: usize) -> Option<(u8, [u8; 16], u16)> {
-        let v = self.batch_vip(i)?;
-        let _ = v;
+        self.batch_vip(i)?;
         let p = &self.scratch.parsed[i];
         Some((if p.family == IpFamily::V4 { 4 } else { 6 }, p.dst, p.dst_port))
     }

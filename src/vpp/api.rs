@@ -109,8 +109,9 @@ impl Host for VppHost {
         super::text::sw_if_index_name(sw_if_index)
     }
 
-    fn resize_flow_tables(&self, kp: &Kp) -> bool {
-        global().is_some_and(|g| adopt_flow(g, kp.controller.config().flow).is_ok())
+    fn resize_flow_tables(&self, flow: crate::config::FlowConf) -> Result<(), crate::config::ConfigError> {
+        let g = global().ok_or(crate::config::ConfigError::OutOfMemory { bytes: 0 })?;
+        adopt_flow(g, flow)
     }
 
     fn applied(&self, kp: &mut Kp, applied: &crate::control::Applied) {

@@ -143,28 +143,20 @@ unsafe fn take_all(input: *mut sys::unformat_input_t) -> String {
 }
 
 /// Resizes every worker's flow table to `flow` now.
-pub fn adopt_flow(g: &Global, flow: crate::config::FlowConf) -> Result<(), String> {
+pub fn adopt_flow(g: &Global, flow: crate::config::FlowConf) -> Result<(), crate::config::ConfigError> {
     for cell in g.workers.iter() {
         // SAFETY: called on the main thread before workers start (config
         // function) or with the worker barrier held (CLI and API).
         let w = unsafe { cell.get() };
-        w.adopt_flow_conf(flow).map_err(|e| format!("cannot allocate the flow table ({} bytes)", e.bytes))?;
+        w.adopt_flow_conf(flow)
+            .map_err(|e| crate::config::ConfigError::OutOfMemory { bytes: e.bytes as u64 })?;
     }
     Ok(())
 }
 
 /// Applies `kp conf` and sizes the flow tables; on failure nothing changes.
 fn apply_conf(g: &Global, cmd: &Command) -> Result<(), String> {
-    let mut kp = g.kp.lock();
-    let old = kp.controller.config().flow;
-    kp.apply(cmd)?;
-    let new = kp.controller.config().flow;
-    if let Err(e) = adopt_flow(g, new) {
-        kp.apply(&Command::Conf { buckets: Some(old.buckets), timeout: Some(old.timeout) })?;
-        let _ = adopt_flow(g, old);
-        return Err(e);
-    }
-    Ok(())
+    g.kp.lock().apply_conf(cmd, |flow| adopt_flow(g, flow)).map_err(|e| e.to_string())
 }
 
 static CONFIG: Registration<sys::vlib_config_function_runtime_t> =
