@@ -652,12 +652,12 @@ impl Worker {
             }
             let key = &scratch.keys[i];
             let hash = scratch.hashes[i];
-            let vip = dp.vips[v as usize].as_ref().expect("classified VIPs exist");
             let hit = flows.resolve(key, hash, scratch.cands[i], now);
             let reverse = &dp.reverse;
             let (pod, outcome) = match hit {
                 Some(Hit { pod, .. }) if dp.pod_serves(pod) => (pod, FlowOutcome::Hit),
                 stale_or_miss => {
+                    let vip = dp.vips[v as usize].as_ref().expect("classified VIPs exist");
                     // The Maglev choice must not depend on node-local
                     // indices, so ECMP peers pick the same pod.
                     let Some(pod) = vip.table.lookup(tuple_hash(&scratch.parsed[i])) else {
