@@ -518,10 +518,22 @@ pub trait Batch {
 /// per packet.
 struct Scratch {
     parsed: [Parsed; MAX_BATCH],
+    lane: [Lane; MAX_BATCH],
     vip: [u32; MAX_BATCH],
     keys: [FlowKey; MAX_BATCH],
     hashes: [u64; MAX_BATCH],
+    ids: [u128; MAX_BATCH],
     cands: [u8; MAX_BATCH],
+}
+
+/// How pass 1 parsed a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// IPv4 without options, TCP or UDP: key from the header bytes,
+    /// `Scratch::parsed` not filled.
+    FastV4,
+    /// Fully parsed into `Scratch::parsed`.
+    General,
 }
 
 /// One data-plane thread: its flow table, snapshot reader and scratch.
@@ -553,9 +565,11 @@ impl Worker {
             refs: Arc::clone(refs),
             scratch: Box::new(Scratch {
                 parsed: [blank; MAX_BATCH],
+                lane: [Lane::General; MAX_BATCH],
                 vip: [NO_VIP; MAX_BATCH],
                 keys: [FlowKey::default(); MAX_BATCH],
                 hashes: [0; MAX_BATCH],
+                ids: [0; MAX_BATCH],
                 cands: [0; MAX_BATCH],
             }),
             sweep_at: 0,
@@ -583,8 +597,9 @@ impl Worker {
     /// `i` of the last batch, if it parsed, as it was before translation.
     pub fn batch_original_dst(&self, i: usize) -> Option<(u8, [u8; 16], u16)> {
         self.batch_vip(i)?;
-        let p = &self.scratch.parsed[i];
-        Some((if p.family == IpFamily::V4 { 4 } else { 6 }, p.dst, p.dst_port))
+        let k = &self.scratch.keys[i];
+        let (dst, port) = k.original_dst();
+        Some((k.family(), dst, port))
     }
 
     /// The snapshot the last batch ran with.
@@ -621,91 +636,93 @@ impl Worker {
             flows.set_timeout(dp.flow.timeout);
         }
 
-        // Pass 1: parse, classify, hash, prefetch the bucket.
+        // Pass 1: parse, classify, hash, prefetch the bucket. IPv4 without
+        // options takes the fast lane: its key comes straight from the
+        // header bytes and `scratch.parsed` is filled only if it needs the
+        // general path later.
         for i in 0..n {
             scratch.vip[i] = NO_VIP;
-            let p = &mut scratch.parsed[i];
-            if let Err(e) = packet::parse_into(batch.packet(i), p) {
-                verdicts[i] = Verdict::Drop(DropReason::Packet(e));
-                continue;
-            }
-            let Some(v) = dp.classify(batch.capture(i), p.protocol, p.dst_port) else {
-                verdicts[i] = Verdict::Drop(DropReason::NoVip);
-                continue;
+            let capture = batch.capture(i);
+            let pkt = batch.packet(i);
+            let (v, key) = if let Some(f) = packet::parse_v4_fast(pkt) {
+                let Some(v) = dp.classify(capture, f.protocol, f.dst_port()) else {
+                    verdicts[i] = Verdict::Drop(DropReason::NoVip);
+                    continue;
+                };
+                scratch.lane[i] = Lane::FastV4;
+                (v, FlowKey::v4(v, f.protocol, f.src, f.dst, f.ports))
+            } else {
+                let p = &mut scratch.parsed[i];
+                if let Err(e) = packet::parse_into(pkt, p) {
+                    verdicts[i] = Verdict::Drop(DropReason::Packet(e));
+                    continue;
+                }
+                let Some(v) = dp.classify(capture, p.protocol, p.dst_port) else {
+                    verdicts[i] = Verdict::Drop(DropReason::NoVip);
+                    continue;
+                };
+                scratch.lane[i] = Lane::General;
+                (v, FlowKey::new(v, p))
             };
+            let hash = key.hash();
             scratch.vip[i] = v;
-            scratch.keys[i] = FlowKey::new(v, p);
-            scratch.hashes[i] = scratch.keys[i].hash();
-            flows.prefetch_bucket(scratch.hashes[i]);
+            scratch.keys[i] = key;
+            scratch.hashes[i] = hash;
+            scratch.ids[i] = key.compact(hash);
+            flows.prefetch_bucket(hash);
         }
-        // Pass 2: read buckets, prefetch candidate keys.
+        // Pass 2: read buckets (an IPv4 hit is decided here), prefetch the
+        // keys of other candidates.
         for i in 0..n {
             if scratch.vip[i] != NO_VIP {
-                scratch.cands[i] = flows.candidates(scratch.hashes[i], now);
+                scratch.cands[i] = flows.candidates(scratch.hashes[i], scratch.ids[i], now);
             }
         }
-        // Pass 3: confirm, choose a pod for new flows, rewrite.
+        // Pass 3: confirm, rewrite; a new flow, a flushed pod or anything
+        // not IPv4-to-IPv4 goes the general way.
         for i in 0..n {
             let v = scratch.vip[i];
             if v == NO_VIP {
                 continue;
             }
             let key = &scratch.keys[i];
-            let hash = scratch.hashes[i];
-            let hit = flows.resolve(key, hash, scratch.cands[i], now);
-            let reverse = &dp.reverse;
-            let (pod, outcome) = match hit {
-                Some(Hit { pod, .. }) if dp.pod_serves(pod) => (pod, FlowOutcome::Hit),
-                stale_or_miss => {
-                    let vip = dp.vips[v as usize].as_ref().expect("classified VIPs exist");
-                    // The Maglev choice must not depend on node-local
-                    // indices, so ECMP peers pick the same pod.
-                    let Some(pod) = vip.table.lookup(tuple_hash(&scratch.parsed[i])) else {
-                        if let Some(h) = stale_or_miss {
-                            forget(flows.remove(h.slot), thread, refs, &dp);
-                        }
-                        verdicts[i] = Verdict::Drop(DropReason::NoPod);
+            let hit = flows.resolve(key, scratch.hashes[i], scratch.ids[i], scratch.cands[i], now);
+            if let (Some(Hit { pod, .. }), Lane::FastV4) = (hit, scratch.lane[i]) {
+                if let Some(p) = dp.pods.get(pod as usize) {
+                    let to = &p.endpoint;
+                    if p.state.serves_flows() && to.family == IpFamily::V4 {
+                        let l4 = batch.l4_checksum(i);
+                        let addr = [to.addr[0], to.addr[1], to.addr[2], to.addr[3]];
+                        verdicts[i] = match nat::dnat_v4(batch.packet(i), key.protocol(), addr, to.port, l4) {
+                            Ok(()) => Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit },
+                            Err(e) => Verdict::Drop(DropReason::Nat(e)),
+                        };
                         continue;
-                    };
-                    let original =
-                        Original { addr: scratch.parsed[i].dst, port: scratch.parsed[i].dst_port, vip: v };
-                    let to = &dp.pods[pod as usize].endpoint;
-                    match stale_or_miss {
-                        Some(h) => {
-                            // Its pod was flushed: the flow moves on.
-                            let old = flows.repoint(h.slot, pod, now);
-                            forget(Some((old, *key)), thread, refs, &dp);
-                            refs.add(thread, pod, 1);
-                            reverse.insert(&key.reply_key(&to.addr, to.port), original);
-                            (pod, FlowOutcome::New)
-                        }
-                        None => match flows.insert(key, hash, pod, now) {
-                            Ok((_, evicted)) => {
-                                forget(evicted, thread, refs, &dp);
-                                refs.add(thread, pod, 1);
-                                reverse.insert(&key.reply_key(&to.addr, to.port), original);
-                                (pod, FlowOutcome::New)
-                            }
-                            // Untracked: replies of this flow pass as they are.
-                            Err(_) => (pod, FlowOutcome::Untracked),
-                        },
                     }
                 }
-            };
-            let to = dp.pods[pod as usize].endpoint;
-            let l4 = batch.l4_checksum(i);
-            let parsed = &scratch.parsed[i];
-            let done = if to.family == parsed.family {
-                nat::rewrite_dst(batch.packet(i), parsed, &to, l4)
-            } else {
-                // nat46/nat64: header translation goes through the general
-                // entry point (which refuses it for now).
-                nat::apply(batch.packet(i), parsed, &Rewrite::dnat(to), l4)
-            };
-            verdicts[i] = match done {
-                Ok(()) => Verdict::Forward { vip: v, pod, outcome },
-                Err(e) => Verdict::Drop(DropReason::Nat(e)),
-            };
+            }
+            if scratch.lane[i] == Lane::FastV4 {
+                // The fast lane skipped the full parse; do it now (it
+                // succeeds: `parse_v4_fast` only takes what it accepts).
+                if let Err(e) = packet::parse_into(batch.packet(i), &mut scratch.parsed[i]) {
+                    verdicts[i] = Verdict::Drop(DropReason::Packet(e));
+                    continue;
+                }
+            }
+            verdicts[i] = general(
+                batch,
+                i,
+                &scratch.parsed[i],
+                v,
+                key,
+                scratch.hashes[i],
+                hit,
+                flows,
+                &dp,
+                thread,
+                refs,
+                now,
+            );
         }
 
         let dp_ref = &*dp;
@@ -754,6 +771,77 @@ impl Worker {
                 }
             };
         }
+    }
+}
+
+/// The per-packet path for everything but an established IPv4 fast-lane
+/// flow: Maglev for new flows (and flows whose pod was flushed), insert,
+/// reply state, and the rewrite for any family.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn general<B: Batch>(
+    batch: &mut B,
+    i: usize,
+    parsed: &Parsed,
+    v: u32,
+    key: &FlowKey,
+    hash: u64,
+    hit: Option<Hit>,
+    flows: &mut FlowTable,
+    dp: &Dataplane,
+    thread: usize,
+    refs: &RefCounts,
+    now: u32,
+) -> Verdict {
+    let reverse = &dp.reverse;
+    let (pod, outcome) = match hit {
+        Some(Hit { pod, .. }) if dp.pod_serves(pod) => (pod, FlowOutcome::Hit),
+        stale_or_miss => {
+            let vip = dp.vips[v as usize].as_ref().expect("classified VIPs exist");
+            // The Maglev choice must not depend on node-local indices, so
+            // ECMP peers pick the same pod.
+            let Some(pod) = vip.table.lookup(tuple_hash(parsed)) else {
+                if let Some(h) = stale_or_miss {
+                    forget(flows.remove(h.slot), thread, refs, dp);
+                }
+                return Verdict::Drop(DropReason::NoPod);
+            };
+            let original = Original { addr: parsed.dst, port: parsed.dst_port, vip: v };
+            let to = &dp.pods[pod as usize].endpoint;
+            match stale_or_miss {
+                Some(h) => {
+                    // Its pod was flushed: the flow moves on.
+                    let old = flows.repoint(h.slot, pod, now);
+                    forget(Some((old, *key)), thread, refs, dp);
+                    refs.add(thread, pod, 1);
+                    reverse.insert(&key.reply_key(&to.addr, to.port), original);
+                    (pod, FlowOutcome::New)
+                }
+                None => match flows.insert(key, hash, pod, now) {
+                    Ok((_, evicted)) => {
+                        forget(evicted, thread, refs, dp);
+                        refs.add(thread, pod, 1);
+                        reverse.insert(&key.reply_key(&to.addr, to.port), original);
+                        (pod, FlowOutcome::New)
+                    }
+                    // Untracked: replies of this flow pass as they are.
+                    Err(_) => (pod, FlowOutcome::Untracked),
+                },
+            }
+        }
+    };
+    let to = dp.pods[pod as usize].endpoint;
+    let l4 = batch.l4_checksum(i);
+    let done = if to.family == parsed.family {
+        nat::rewrite_dst(batch.packet(i), parsed, &to, l4)
+    } else {
+        // nat46/nat64: header translation goes through the general entry
+        // point (which refuses it for now).
+        nat::apply(batch.packet(i), parsed, &Rewrite::dnat(to), l4)
+    };
+    match done {
+        Ok(()) => Verdict::Forward { vip: v, pod, outcome },
+        Err(e) => Verdict::Drop(DropReason::Nat(e)),
     }
 }
 

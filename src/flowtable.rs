@@ -4,20 +4,21 @@
 //! `FlowTable` is `Send` (built on the main thread, handed to its worker)
 //! but used by one thread at a time.
 //!
-//! **Layout.** A bucket is one 64-byte cache line holding four slot
-//! records: 32-bit hash signature, expiry tick, pod index and VIP index for
-//! each slot (the layout of VPP's `lbhash.h`). Four is what fits: 4 slots x
-//! 16 bytes = 64 bytes, so a lookup reads exactly one line to find its
-//! candidate slot. The full keys (48 bytes each: IPv6 addresses do not fit
-//! beside the slot records) live in a parallel array, one cache line per
-//! slot, and are read only for a slot whose signature matches: a hit is
-//! confirmed on the **whole key**, so two flows whose hashes collide never
-//! share a pod. A hit costs two cache lines: the bucket and one key.
+//! **Layout.** A bucket is two adjacent cache lines (128 bytes, aligned,
+//! so always in one page) holding four 32-byte slots: a 16-byte compact id,
+//! expiry tick, pod and VIP index. For an IPv4 flow the compact id *is* the
+//! whole key (addresses, ports, protocol, VIP index), so a lookup is
+//! decided inside the bucket: one TLB translation, two lines fetched
+//! together, no second memory access. Keys that do not fit 16 bytes (IPv6)
+//! store a tag and the 64-bit hash there instead, with the full 48-byte key
+//! in a parallel array (one cache line per slot) that confirms the hit.
+//! Either way a hit is confirmed on the **whole key**, so two flows whose
+//! hashes collide never share a pod.
 //!
 //! **Batches.** DRAM latency is hidden by splitting a lookup in three steps
 //! that a caller runs over a whole batch at a time: [`FlowTable::prefetch_bucket`]
 //! (from the hash), [`FlowTable::candidates`] (reads the bucket, prefetches
-//! candidate keys) and [`FlowTable::resolve`] (compares keys).
+//! candidate keys where needed) and [`FlowTable::resolve`] (confirms).
 //! [`FlowTable::lookup_batch`] runs the three passes.
 //!
 //! **Expiry** is lazy: a slot is live while `expiry > now`; a hit moves the
@@ -28,11 +29,12 @@
 use crate::packet::{IpFamily, Parsed};
 use crate::sys::{Zeroable, ZeroedArray};
 
-/// Slots per bucket: four 16-byte slot records fill one cache line.
+/// Slots per bucket: four 32-byte slots fill two cache lines.
 pub const ENTRIES_PER_BUCKET: usize = 4;
 
-/// Limits on `kp conf buckets` (a power of two): 2^22 buckets is 16M flows
-/// and 1 GiB per worker thread.
+/// Limits on `kp conf buckets` (a power of two): 2^22 buckets is 16M flows,
+/// 512 MiB of buckets per worker thread (plus up to 1 GiB of IPv6 keys,
+/// mapped but only backed where used).
 pub const MIN_BUCKETS: u32 = 16;
 pub const MAX_BUCKETS: u32 = 1 << 22;
 pub const DEFAULT_BUCKETS: u32 = 1 << 16;
@@ -42,13 +44,40 @@ pub const DEFAULT_TIMEOUT: u32 = 40;
 /// The full identity of a flow, packed into six words so comparing and
 /// hashing are a handful of word operations.
 ///
-/// Layout (bytes): src address 0..16, dst address 16..32, src port 32..34,
-/// dst port 34..36, protocol 36, family 37 (4 or 6), zero 38..40, VIP index
-/// 40..44, zero 44..48. IPv4 addresses use the first four bytes.
+/// Layout (bytes): src address 0..16, dst address 16..32, src and dst port
+/// 32..36 (as on the wire), protocol 36, family 37 (4 or 6), zero 38..40,
+/// VIP index 40..44, zero 44..48. IPv4 addresses use the first four bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 #[repr(C, align(16))]
 pub struct FlowKey {
     words: [u64; 6],
+}
+
+/// Key bytes 32..40 as a word: ports, protocol, family, zero.
+#[inline(always)]
+fn tail_word(ports: [u8; 4], protocol: u8, family: u8) -> u64 {
+    u64::from_ne_bytes([ports[0], ports[1], ports[2], ports[3], protocol, family, 0, 0])
+}
+
+/// Key bytes 40..48 as a word: the VIP index, then zero.
+#[inline(always)]
+fn vip_word(vip: u32) -> u64 {
+    let v = vip.to_ne_bytes();
+    u64::from_ne_bytes([v[0], v[1], v[2], v[3], 0, 0, 0, 0])
+}
+
+/// The first four bytes of a word (an IPv4 address, or the ports).
+#[inline(always)]
+fn low4(w: u64) -> u32 {
+    let b = w.to_ne_bytes();
+    u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// A word whose first four bytes are `x`'s, then zero.
+#[inline(always)]
+fn word4(x: u32) -> u64 {
+    let b = x.to_ne_bytes();
+    u64::from_ne_bytes([b[0], b[1], b[2], b[3], 0, 0, 0, 0])
 }
 
 impl FlowKey {
@@ -59,24 +88,28 @@ impl FlowKey {
             IpFamily::V4 => 4,
             IpFamily::V6 => 6,
         };
-        // Bytes 32..40 in native order: ports, protocol, family, zero.
-        let mut tail = [0u8; 8];
-        tail[0..2].copy_from_slice(&parsed.src_port.to_ne_bytes());
-        tail[2..4].copy_from_slice(&parsed.dst_port.to_ne_bytes());
-        tail[4] = parsed.protocol;
-        tail[5] = family;
-        let mut vip_word = [0u8; 8];
-        vip_word[..4].copy_from_slice(&vip.to_ne_bytes());
+        let mut ports = [0u8; 4];
+        ports[..2].copy_from_slice(&parsed.src_port.to_be_bytes());
+        ports[2..].copy_from_slice(&parsed.dst_port.to_be_bytes());
         FlowKey {
             words: [
                 w(&parsed.src, 0),
                 w(&parsed.src, 8),
                 w(&parsed.dst, 0),
                 w(&parsed.dst, 8),
-                u64::from_ne_bytes(tail),
-                u64::from_ne_bytes(vip_word),
+                tail_word(ports, parsed.protocol, family),
+                vip_word(vip),
             ],
         }
+    }
+
+    /// [`FlowKey::new`] for an IPv4 packet, straight from header bytes:
+    /// addresses and the transport header's first four bytes (the ports) as
+    /// they are on the wire.
+    #[inline(always)]
+    pub fn v4(vip: u32, protocol: u8, src: [u8; 4], dst: [u8; 4], ports: [u8; 4]) -> FlowKey {
+        let addr = |a: [u8; 4]| word4(u32::from_ne_bytes(a));
+        FlowKey { words: [addr(src), 0, addr(dst), 0, tail_word(ports, protocol, 4), vip_word(vip)] }
     }
 
     /// Whole-key equality as word operations (no `memcmp` call).
@@ -91,12 +124,8 @@ impl FlowKey {
     pub fn reply_key(&self, pod_addr: &[u8; 16], pod_port: u16) -> FlowKey {
         let w = &self.words;
         let tail = w[4].to_ne_bytes();
-        let client_port = u16::from_ne_bytes([tail[0], tail[1]]);
-        let mut t = [0u8; 8];
-        t[0..2].copy_from_slice(&pod_port.to_ne_bytes());
-        t[2..4].copy_from_slice(&client_port.to_ne_bytes());
-        t[4] = tail[4];
-        t[5] = tail[5];
+        let pp = pod_port.to_be_bytes();
+        let t = [pp[0], pp[1], tail[0], tail[1], tail[4], tail[5], 0, 0];
         let pw = |at: usize| u64::from_ne_bytes(pod_addr[at..at + 8].try_into().unwrap());
         FlowKey { words: [pw(0), pw(8), w[0], w[1], u64::from_ne_bytes(t), 0] }
     }
@@ -107,7 +136,18 @@ impl FlowKey {
         a[..8].copy_from_slice(&self.words[2].to_ne_bytes());
         a[8..].copy_from_slice(&self.words[3].to_ne_bytes());
         let tail = self.words[4].to_ne_bytes();
-        (a, u16::from_ne_bytes([tail[2], tail[3]]))
+        (a, u16::from_be_bytes([tail[2], tail[3]]))
+    }
+
+    /// The transport protocol.
+    #[inline(always)]
+    pub fn protocol(&self) -> u8 {
+        self.words[4].to_ne_bytes()[4]
+    }
+
+    /// The address family (4 or 6).
+    pub fn family(&self) -> u8 {
+        self.words[4].to_ne_bytes()[5]
     }
 
     /// The first five words: the 5-tuple and family without the VIP (what
@@ -140,15 +180,82 @@ impl FlowKey {
     }
 }
 
-/// One cache line: the slot records of four entries.
+/// Bit 8 of a compact id's tag: set when the id holds a signature rather
+/// than the whole key.
+const SIGNATURE_ID: u32 = 1 << 8;
+/// VIP indices below this fit a compact id's tag (23 bits).
+const COMPACT_VIPS: u32 = 1 << 23;
+
+impl FlowKey {
+    /// The 16-byte identity a bucket slot stores and a lookup compares.
+    ///
+    /// For an IPv4 flow (VIP index below 2^23) it is the **whole key**:
+    /// tag (VIP index, protocol), source, destination and ports, so a lookup
+    /// is confirmed inside the bucket's own cache lines. Anything else
+    /// (IPv6) stores its tag and the 64-bit hash; the full key then lives in
+    /// the parallel key array and confirms the hit.
+    #[inline(always)]
+    pub fn compact(&self, hash: u64) -> u128 {
+        let w = &self.words;
+        let tail = w[4];
+        let proto = u32::from(tail.to_ne_bytes()[4]);
+        let family = tail.to_ne_bytes()[5];
+        let vip = low4(w[5]);
+        if family == 4 && vip < COMPACT_VIPS {
+            let tag = (vip << 9) | proto;
+            u128::from(tag)
+                | (u128::from(low4(w[0])) << 32)
+                | (u128::from(low4(w[2])) << 64)
+                | (u128::from(low4(tail)) << 96)
+        } else {
+            let tag = ((vip & (COMPACT_VIPS - 1)) << 9) | SIGNATURE_ID | proto;
+            u128::from(tag) | (u128::from(hash) << 32)
+        }
+    }
+
+    /// The key a whole-key compact id stands for (inverse of [`compact`]).
+    ///
+    /// [`compact`]: FlowKey::compact
+    fn from_compact(id: u128) -> FlowKey {
+        let tag = id as u32;
+        let ports = ((id >> 96) as u32).to_ne_bytes();
+        FlowKey {
+            words: [
+                word4((id >> 32) as u32),
+                0,
+                word4((id >> 64) as u32),
+                0,
+                tail_word(ports, tag as u8, 4),
+                vip_word(tag >> 9),
+            ],
+        }
+    }
+}
+
+#[inline(always)]
+fn is_whole_key(id: u128) -> bool {
+    id as u32 & SIGNATURE_ID == 0
+}
+
+/// One entry: 32 bytes, two to a cache line.
 #[derive(Debug, Clone, Copy, Default)]
-#[repr(C, align(64))]
-struct Bucket {
-    signature: [u32; ENTRIES_PER_BUCKET],
+#[repr(C)]
+struct Slot {
+    /// [`FlowKey::compact`] of the flow.
+    id: u128,
     /// Tick after which the slot is dead; 0 for a never-used slot.
-    expiry: [u32; ENTRIES_PER_BUCKET],
-    pod: [u32; ENTRIES_PER_BUCKET],
-    vip: [u32; ENTRIES_PER_BUCKET],
+    expiry: u32,
+    pod: u32,
+    vip: u32,
+    _spare: u32,
+}
+
+/// Four entries in two adjacent cache lines of one page: a lookup costs
+/// one TLB translation and two lines fetched together.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(128))]
+struct Bucket {
+    slots: [Slot; ENTRIES_PER_BUCKET],
 }
 
 /// Where an entry lives: `bucket * 4 + slot`.
@@ -171,10 +278,12 @@ pub struct OutOfMemory {
     pub bytes: usize,
 }
 
-// SAFETY: both are plain integer arrays; all-zero is the empty state.
+// SAFETY: plain integers; all-zero is the empty state.
 unsafe impl Zeroable for Bucket {}
 /// A key in a line of its own: a 48-byte key at a 48-byte stride would
 /// straddle two cache lines for half the slots, costing a second DRAM miss.
+/// Only flows whose compact id is a signature (IPv6) use it, so for IPv4
+/// its pages are never touched.
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(C, align(64))]
 struct KeySlot(FlowKey);
@@ -198,7 +307,7 @@ impl FlowTable {
     pub fn new(n_buckets: u32, timeout: u32) -> Result<FlowTable, OutOfMemory> {
         assert!(n_buckets.is_power_of_two());
         let n = n_buckets as usize;
-        let bytes = n * (64 + ENTRIES_PER_BUCKET * 64);
+        let bytes = n * (128 + ENTRIES_PER_BUCKET * 64);
         let buckets = ZeroedArray::new(n).ok_or(OutOfMemory { bytes })?;
         let keys = ZeroedArray::new(n * ENTRIES_PER_BUCKET).ok_or(OutOfMemory { bytes })?;
         Ok(FlowTable { buckets, keys, mask: n_buckets - 1, timeout })
@@ -225,52 +334,51 @@ impl FlowTable {
         (hash as u32 & self.mask) as usize
     }
 
-    #[inline(always)]
-    fn signature(hash: u64) -> u32 {
-        (hash >> 32) as u32
-    }
-
     /// Step 1: start loading the bucket this hash maps to.
     #[inline(always)]
     pub fn prefetch_bucket(&self, hash: u64) {
-        prefetch(&self.buckets[self.bucket_of(hash)]);
+        let b = &self.buckets[self.bucket_of(hash)];
+        prefetch(&b.slots[0]);
+        prefetch(&b.slots[2]);
     }
 
     /// Step 2: reads the bucket and returns a bitmask of live slots whose
-    /// signature matches; prefetches those slots' keys.
+    /// compact id equals `id` (from [`FlowKey::compact`]). For a whole-key
+    /// id a candidate is already a hit; otherwise its key is prefetched.
     #[inline(always)]
-    pub fn candidates(&self, hash: u64, now: u32) -> u8 {
+    pub fn candidates(&self, hash: u64, id: u128, now: u32) -> u8 {
         let bi = self.bucket_of(hash);
         let b = &self.buckets[bi];
-        let sig = Self::signature(hash);
         let mut mask = 0u8;
-        for i in 0..ENTRIES_PER_BUCKET {
-            mask |= u8::from(b.signature[i] == sig && b.expiry[i] > now) << i;
+        for (i, s) in b.slots.iter().enumerate() {
+            mask |= u8::from(s.id == id && s.expiry > now) << i;
         }
-        let mut m = mask;
-        while m != 0 {
-            let i = m.trailing_zeros() as usize;
-            m &= m - 1;
-            // A 48-byte key can straddle two lines: fetch both ends.
-            prefetch(&self.keys[bi * ENTRIES_PER_BUCKET + i]);
+        if !is_whole_key(id) {
+            let mut m = mask;
+            while m != 0 {
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                prefetch(&self.keys[bi * ENTRIES_PER_BUCKET + i]);
+            }
         }
         mask
     }
 
-    /// Step 3: confirms a candidate on the whole key and refreshes its
-    /// expiry. Returns the hit, or `None` for a miss.
+    /// Step 3: confirms a candidate (on the whole key, where the id is not
+    /// already the whole key) and refreshes its expiry. Returns the hit,
+    /// or `None` for a miss.
     #[inline(always)]
-    pub fn resolve(&mut self, key: &FlowKey, hash: u64, candidates: u8, now: u32) -> Option<Hit> {
+    pub fn resolve(&mut self, key: &FlowKey, hash: u64, id: u128, candidates: u8, now: u32) -> Option<Hit> {
         let bi = self.bucket_of(hash);
         let mut m = candidates;
         while m != 0 {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
             let slot = bi * ENTRIES_PER_BUCKET + i;
-            if self.keys[slot].0.same(key) {
-                let b = &mut self.buckets[bi];
-                b.expiry[i] = now.saturating_add(self.timeout);
-                return Some(Hit { slot: slot as SlotId, pod: b.pod[i] });
+            if is_whole_key(id) || self.keys[slot].0.same(key) {
+                let s = &mut self.buckets[bi].slots[i];
+                s.expiry = now.saturating_add(self.timeout);
+                return Some(Hit { slot: slot as SlotId, pod: s.pod });
             }
         }
         None
@@ -279,8 +387,9 @@ impl FlowTable {
     /// A whole lookup, unbatched (tests and one-off use).
     pub fn lookup(&mut self, key: &FlowKey, now: u32) -> Option<Hit> {
         let h = key.hash();
-        let c = self.candidates(h, now);
-        self.resolve(key, h, c, now)
+        let id = key.compact(h);
+        let c = self.candidates(h, id, now);
+        self.resolve(key, h, id, c, now)
     }
 
     /// Looks up a batch in three passes so each memory access was
@@ -299,11 +408,21 @@ impl FlowTable {
             *h = k.hash();
             self.prefetch_bucket(*h);
         }
-        for (c, &h) in cands[..n].iter_mut().zip(&hashes[..n]) {
-            *c = self.candidates(h, now);
+        for ((c, &h), k) in cands[..n].iter_mut().zip(&hashes[..n]).zip(keys) {
+            *c = self.candidates(h, k.compact(h), now);
         }
         for i in 0..n {
-            out[i] = self.resolve(&keys[i], hashes[i], cands[i], now);
+            out[i] = self.resolve(&keys[i], hashes[i], keys[i].compact(hashes[i]), cands[i], now);
+        }
+    }
+
+    /// The key of the entry in `slot` (which must have been inserted).
+    fn key_at(&self, bi: usize, i: usize) -> FlowKey {
+        let id = self.buckets[bi].slots[i].id;
+        if is_whole_key(id) {
+            FlowKey::from_compact(id)
+        } else {
+            self.keys[bi * ENTRIES_PER_BUCKET + i].0
         }
     }
 
@@ -319,20 +438,19 @@ impl FlowTable {
         now: u32,
     ) -> Result<(SlotId, Option<(u32, FlowKey)>), BucketFull> {
         let bi = self.bucket_of(hash);
-        let b = &mut self.buckets[bi];
-        for i in 0..ENTRIES_PER_BUCKET {
-            if b.expiry[i] <= now {
-                let slot = bi * ENTRIES_PER_BUCKET + i;
-                let evicted = (b.expiry[i] != 0).then(|| (b.pod[i], self.keys[slot].0));
-                b.signature[i] = Self::signature(hash);
-                b.expiry[i] = now.saturating_add(self.timeout);
-                b.pod[i] = pod;
-                b.vip[i] = key.vip();
-                self.keys[slot].0 = *key;
-                return Ok((slot as SlotId, evicted));
-            }
+        let Some(i) = self.buckets[bi].slots.iter().position(|s| s.expiry <= now) else {
+            return Err(BucketFull);
+        };
+        let slot = bi * ENTRIES_PER_BUCKET + i;
+        let evicted = (self.buckets[bi].slots[i].expiry != 0)
+            .then(|| (self.buckets[bi].slots[i].pod, self.key_at(bi, i)));
+        let id = key.compact(hash);
+        self.buckets[bi].slots[i] =
+            Slot { id, expiry: now.saturating_add(self.timeout), pod, vip: key.vip(), _spare: 0 };
+        if !is_whole_key(id) {
+            self.keys[slot].0 = *key;
         }
-        Err(BucketFull)
+        Ok((slot as SlotId, evicted))
     }
 
     /// Points an existing entry at another pod (its old pod was flushed)
@@ -340,24 +458,24 @@ impl FlowTable {
     #[inline]
     pub fn repoint(&mut self, slot: SlotId, pod: u32, now: u32) -> u32 {
         let (bi, i) = (slot as usize / ENTRIES_PER_BUCKET, slot as usize % ENTRIES_PER_BUCKET);
-        let b = &mut self.buckets[bi];
-        b.expiry[i] = now.saturating_add(self.timeout);
-        core::mem::replace(&mut b.pod[i], pod)
+        let s = &mut self.buckets[bi].slots[i];
+        s.expiry = now.saturating_add(self.timeout);
+        core::mem::replace(&mut s.pod, pod)
     }
 
     /// Ends the flow in `slot` at once. Returns its pod and key if it was
     /// in use.
     pub fn remove(&mut self, slot: SlotId) -> Option<(u32, FlowKey)> {
         let (bi, i) = (slot as usize / ENTRIES_PER_BUCKET, slot as usize % ENTRIES_PER_BUCKET);
-        let b = &mut self.buckets[bi];
-        let was = (b.expiry[i] != 0).then(|| (b.pod[i], self.keys[slot as usize].0));
-        b.expiry[i] = 0;
+        let s = self.buckets[bi].slots[i];
+        let was = (s.expiry != 0).then(|| (s.pod, self.key_at(bi, i)));
+        self.buckets[bi].slots[i].expiry = 0;
         was
     }
 
     /// The key of the flow in `slot`.
-    pub fn key(&self, slot: SlotId) -> &FlowKey {
-        &self.keys[slot as usize].0
+    pub fn key(&self, slot: SlotId) -> FlowKey {
+        self.key_at(slot as usize / ENTRIES_PER_BUCKET, slot as usize % ENTRIES_PER_BUCKET)
     }
 
     /// Clears dead entries (expired, or whose pod `is_gone`) in the
@@ -375,11 +493,11 @@ impl FlowTable {
     ) -> u32 {
         let mut bi = from & self.mask;
         for _ in 0..count.min(self.n_buckets()) {
-            let b = &mut self.buckets[bi as usize];
             for i in 0..ENTRIES_PER_BUCKET {
-                if b.expiry[i] != 0 && (b.expiry[i] <= now || is_gone(b.pod[i])) {
-                    b.expiry[i] = 0;
-                    release(b.pod[i], &self.keys[bi as usize * ENTRIES_PER_BUCKET + i].0);
+                let s = self.buckets[bi as usize].slots[i];
+                if s.expiry != 0 && (s.expiry <= now || is_gone(s.pod)) {
+                    self.buckets[bi as usize].slots[i].expiry = 0;
+                    release(s.pod, &self.key_at(bi as usize, i));
                 }
             }
             bi = (bi + 1) & self.mask;
@@ -389,16 +507,14 @@ impl FlowTable {
 
     /// Live entries (a full scan: for `show kp`, not the data path).
     pub fn live_entries(&self, now: u32) -> usize {
-        self.buckets.iter().map(|b| b.expiry.iter().filter(|&&e| e > now).count()).sum()
+        self.buckets.iter().map(|b| b.slots.iter().filter(|s| s.expiry > now).count()).sum()
     }
 
     /// Calls `f(vip, pod)` for every live entry (for `show` commands).
     pub fn for_each_live(&self, now: u32, mut f: impl FnMut(u32, u32)) {
-        for b in self.buckets.iter() {
-            for i in 0..ENTRIES_PER_BUCKET {
-                if b.expiry[i] > now {
-                    f(b.vip[i], b.pod[i]);
-                }
+        for s in self.buckets.iter().flat_map(|b| b.slots.iter()) {
+            if s.expiry > now {
+                f(s.vip, s.pod);
             }
         }
     }
@@ -443,9 +559,10 @@ mod tests {
     }
 
     #[test]
-    fn bucket_is_one_cache_line_and_key_is_48_bytes() {
-        assert_eq!(core::mem::size_of::<Bucket>(), 64);
-        assert_eq!(core::mem::align_of::<Bucket>(), 64);
+    fn bucket_is_two_aligned_cache_lines_and_key_is_48_bytes() {
+        assert_eq!(core::mem::size_of::<Slot>(), 32);
+        assert_eq!(core::mem::size_of::<Bucket>(), 128);
+        assert_eq!(core::mem::align_of::<Bucket>(), 128);
         assert_eq!(core::mem::size_of::<FlowKey>(), 48);
     }
 
@@ -468,22 +585,60 @@ mod tests {
     }
 
     /// Keys that collide on bucket and signature must not share an entry:
-    /// force it by giving two different keys the same hash.
+    /// force it by giving two different keys the same hash. IPv4 ids hold
+    /// the whole key, so the bucket alone tells them apart; IPv6 ids hold
+    /// the hash, so the key array decides.
     #[test]
     fn full_key_decides_a_hit() {
+        for (family, shared_id) in [(IpFamily::V4, false), (IpFamily::V6, true)] {
+            let mut t = FlowTable::new(16, 10).unwrap();
+            let a = FlowKey::new(0, &parsed(1, family));
+            let b = FlowKey::new(0, &parsed(2, family));
+            let h = a.hash();
+            let (ia, ib) = (a.compact(h), b.compact(h));
+            assert_eq!(ia == ib, shared_id);
+            t.insert(&a, h, 100, 1).unwrap();
+            let c = t.candidates(h, ib, 1);
+            assert_eq!(c.count_ones(), u32::from(shared_id), "{family:?}");
+            assert_eq!(t.resolve(&b, h, ib, c, 1), None);
+            t.insert(&b, h, 200, 1).unwrap();
+            let (ca, cb) = (t.candidates(h, ia, 1), t.candidates(h, ib, 1));
+            assert_eq!(t.resolve(&a, h, ia, ca, 1).unwrap().pod, 100);
+            assert_eq!(t.resolve(&b, h, ib, cb, 1).unwrap().pod, 200);
+            // Keys come back whole from either kind of id.
+            let slots: Vec<FlowKey> = (0..4).map(|i| t.key((h as u32 & 15) * 4 + i)).collect();
+            assert_eq!(&slots[..2], &[a, b]);
+        }
+    }
+
+    /// The whole-key id of every IPv4 key gives the key back; VIP indices
+    /// too large for it fall back to a signature id.
+    #[test]
+    fn compact_ids_round_trip() {
+        for i in [0u32, 1, 77, 0xffff_ffff] {
+            for vip in [0u32, 5, COMPACT_VIPS - 1] {
+                let mut p = parsed(i, IpFamily::V4);
+                p.protocol = if i % 2 == 0 { proto::UDP } else { proto::TCP };
+                let k = FlowKey::new(vip, &p);
+                let id = k.compact(k.hash());
+                assert!(is_whole_key(id));
+                assert_eq!(FlowKey::from_compact(id), k);
+            }
+        }
+        let k = FlowKey::new(COMPACT_VIPS, &parsed(1, IpFamily::V4));
+        assert!(!is_whole_key(k.compact(k.hash())));
         let mut t = FlowTable::new(16, 10).unwrap();
-        let a = FlowKey::new(0, &parsed(1, IpFamily::V4));
-        let b = FlowKey::new(0, &parsed(2, IpFamily::V4));
-        let h = a.hash();
-        t.insert(&a, h, 100, 1).unwrap();
-        let c = t.candidates(h, 1);
-        assert_eq!(c.count_ones(), 1, "same signature, so b's lookup sees a candidate");
-        assert_eq!(t.resolve(&b, h, c, 1), None);
-        t.insert(&b, h, 200, 1).unwrap();
-        let c = t.candidates(h, 1);
-        assert_eq!(c.count_ones(), 2);
-        assert_eq!(t.resolve(&a, h, c, 1).unwrap().pod, 100);
-        assert_eq!(t.resolve(&b, h, c, 1).unwrap().pod, 200);
+        let (slot, _) = t.insert(&k, k.hash(), 3, 1).unwrap();
+        assert_eq!(t.lookup(&k, 2).map(|h| h.pod), Some(3));
+        assert_eq!(t.key(slot), k);
+    }
+
+    #[test]
+    fn fast_lane_key_equals_parsed_key() {
+        let p = parsed(0x0a01_0203, IpFamily::V4);
+        let ports = [(p.src_port >> 8) as u8, p.src_port as u8, (p.dst_port >> 8) as u8, p.dst_port as u8];
+        let four = |a: &[u8; 16]| [a[0], a[1], a[2], a[3]];
+        assert_eq!(FlowKey::v4(9, p.protocol, four(&p.src), four(&p.dst), ports), FlowKey::new(9, &p));
     }
 
     #[test]
@@ -520,9 +675,10 @@ mod tests {
         }
         assert_eq!(t.insert(&keys[4], h, 9, 2), Err(BucketFull));
         // Everything inserted is still found.
-        let c = t.candidates(h, 2);
         for (i, k) in keys[..4].iter().enumerate() {
-            assert_eq!(t.resolve(k, h, c, 2).unwrap().pod, i as u32);
+            let id = k.compact(h);
+            let c = t.candidates(h, id, 2);
+            assert_eq!(t.resolve(k, h, id, c, 2).unwrap().pod, i as u32);
         }
         assert!(t.insert(&keys[4], h, 9, 20).is_ok());
     }
