@@ -73,6 +73,7 @@ typedef struct __attribute__ ((aligned (64))) vlib_buffer_main_t
 } vlib_buffer_main_t;
 
 #define KP_VLIB_BUFFER_IS_TRACED 0x1
+#define KP_VLIB_NODE_FLAG_TRACE	 0x20 /* vlib_node_runtime_t.flags */
 #define KP_VNET_BUFFER_F_OFFLOAD (1u << 22)
 
 typedef struct __attribute__ ((aligned (64))) vlib_buffer_t

@@ -130,6 +130,16 @@ impl Counter {
         }
     }
 
+    /// The calling thread's row, for adding to indices that were validated.
+    ///
+    /// # Safety
+    /// `thread` is the caller's thread index.
+    #[inline(always)]
+    unsafe fn row(&self, thread: usize) -> *mut u64 {
+        // SAFETY: per the contract; VPP validates a row per thread.
+        unsafe { *(*self.0.get()).counters.add(thread) }
+    }
+
     /// Adds on the calling thread's row.
     ///
     /// # Safety
@@ -338,6 +348,27 @@ impl Batch for FrameBatch {
     }
 
     #[inline(always)]
+    fn prefetch_meta(&self, i: usize) {
+        if i < self.n {
+            // SAFETY: a buffer of this frame; a prefetch never faults.
+            unsafe { core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(self.bufs[i].cast()) };
+        }
+    }
+
+    #[inline(always)]
+    fn prefetch_data(&self, i: usize) {
+        if i < self.n {
+            let b = self.bufs[i];
+            // SAFETY: a buffer of this frame whose header was prefetched
+            // earlier; a prefetch never faults.
+            unsafe {
+                let p = (*b).data.as_ptr().offset(isize::from((*b).current_data));
+                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+            }
+        }
+    }
+
+    #[inline(always)]
     fn l4_checksum(&self, i: usize) -> L4Checksum {
         // SAFETY: flags and oflags of a live buffer.
         let (flags, oflags) = unsafe {
@@ -386,23 +417,26 @@ unsafe fn node_fn<const NODEPORT: bool>(
         let mut nexts = [NEXT_DROP; MAX_BATCH];
         let errors = (*node).errors;
         let (mut translated, mut untracked) = (0u64, 0u64);
+        // Per-buffer trace flags matter only while the node traces.
+        let tracing = (*node).flags & sys::KP_VLIB_NODE_FLAG_TRACE as u16 != 0;
+        let existing = VIP_EXISTING.row(thread);
+        let pod_packets = POD_PACKETS.row(thread);
         for i in 0..n {
             let b = batch.buffer(i);
-            let traced = (*b).flags & sys::KP_VLIB_BUFFER_IS_TRACED != 0;
+            let traced = tracing && (*b).flags & sys::KP_VLIB_BUFFER_IS_TRACED != 0;
             match verdicts[i] {
                 Verdict::Forward { vip, pod, outcome } => {
                     nexts[i] = NEXT_LOOKUP;
                     translated += 1;
-                    let c = match outcome {
-                        FlowOutcome::Hit => &VIP_EXISTING,
-                        FlowOutcome::New => &VIP_FIRST,
+                    match outcome {
+                        FlowOutcome::Hit => *existing.add(vip as usize) += 1,
+                        FlowOutcome::New => VIP_FIRST.add(thread, vip, 1),
                         FlowOutcome::Untracked => {
                             untracked += 1;
-                            &VIP_UNTRACKED
+                            VIP_UNTRACKED.add(thread, vip, 1);
                         }
-                    };
-                    c.add(thread, vip, 1);
-                    POD_PACKETS.add(thread, pod, 1);
+                    }
+                    *pod_packets.add(pod as usize) += 1;
                     if traced {
                         trace(vm, node, b, worker, i, vip, pod, outcome as u8, 0);
                     }
@@ -536,6 +570,7 @@ unsafe fn in2out_fn(
         worker.process_replies(&mut batch, &mut verdicts);
         let errors = (*node).errors;
         let mut translated = 0u64;
+        let tracing = (*node).flags & sys::KP_VLIB_NODE_FLAG_TRACE as u16 != 0;
         for i in 0..n {
             let b = batch.buffer(i);
             let vip = match verdicts[i] {
@@ -545,7 +580,7 @@ unsafe fn in2out_fn(
                 }
                 ReplyVerdict::NotKp => u32::MAX,
             };
-            if (*b).flags & sys::KP_VLIB_BUFFER_IS_TRACED != 0 {
+            if tracing && (*b).flags & sys::KP_VLIB_BUFFER_IS_TRACED != 0 {
                 let t = Trace {
                     vip,
                     pod: u32::MAX,
