@@ -377,7 +377,12 @@ impl FlowTable {
             let slot = bi * ENTRIES_PER_BUCKET + i;
             if is_whole_key(id) || self.keys[slot].0.same(key) {
                 let s = &mut self.buckets[bi].slots[i];
-                s.expiry = now.saturating_add(self.timeout);
+                let expiry = now.saturating_add(self.timeout);
+                // Write only when the tick moved on: a line left clean
+                // needs no write-back to memory when it is evicted.
+                if s.expiry != expiry {
+                    s.expiry = expiry;
+                }
                 return Some(Hit { slot: slot as SlotId, pod: s.pod });
             }
         }
