@@ -7,7 +7,7 @@
 //! nodes and counters. Benchmarks and tests drive the same code directly.
 
 use crate::config::{Config, ConfigError, FlowConf, PodTarget, Protocol, VipKey, VipSpec};
-use crate::flowtable::{FlowKey, FlowTable, Hit, OutOfMemory};
+use crate::flowtable::{FlowKey, FlowTable, Hit, OutOfMemory, COMPACT_VIPS};
 use crate::maglev::{self, Table};
 use crate::nat::{self, Endpoint, L4Checksum, NatError, NatType, Rewrite};
 use crate::packet::{self, IpFamily, Parsed};
@@ -543,8 +543,10 @@ enum Lane {
     /// IPv4 without options, TCP or UDP: key from the header bytes,
     /// `Scratch::parsed` not filled.
     FastV4,
-    /// Fully parsed into `Scratch::parsed`.
+    /// Fully parsed into `Scratch::parsed`, key in `Scratch::keys`.
     General,
+    /// Translated in pass 2.
+    Done,
 }
 
 /// One data-plane thread: its flow table, snapshot reader and scratch.
@@ -608,7 +610,11 @@ impl Worker {
     /// `i` of the last batch, if it parsed, as it was before translation.
     pub fn batch_original_dst(&self, i: usize) -> Option<(u8, [u8; 16], u16)> {
         self.batch_vip(i)?;
-        let k = &self.scratch.keys[i];
+        let k = match self.scratch.lane[i] {
+            // Fast-lane keys were never built; the id is the whole key.
+            Lane::FastV4 | Lane::Done => FlowKey::from_compact(self.scratch.ids[i]),
+            Lane::General => self.scratch.keys[i],
+        };
         let (dst, port) = k.original_dst();
         Some((k.family(), dst, port))
     }
@@ -648,71 +654,94 @@ impl Worker {
         }
 
         // Pass 1: parse, classify, hash, prefetch the bucket. IPv4 without
-        // options takes the fast lane: its key comes straight from the
-        // header bytes and `scratch.parsed` is filled only if it needs the
-        // general path later.
+        // options takes the fast lane: its id and hash come straight from
+        // the header bytes, and `scratch.parsed` and `scratch.keys` are
+        // filled only if it needs the general path later.
         for i in 0..n {
             batch.prefetch_meta(i + PREFETCH_META_AHEAD);
             batch.prefetch_data(i + PREFETCH_DATA_AHEAD);
             scratch.vip[i] = NO_VIP;
             let capture = batch.capture(i);
             let pkt = batch.packet(i);
-            let (v, key) = if let Some(f) = packet::parse_v4_fast(pkt) {
-                let Some(v) = dp.classify(capture, f.protocol, f.dst_port()) else {
-                    verdicts[i] = Verdict::Drop(DropReason::NoVip);
-                    continue;
-                };
-                scratch.lane[i] = Lane::FastV4;
-                (v, FlowKey::v4(v, f.protocol, f.src, f.dst, f.ports))
-            } else {
-                let p = &mut scratch.parsed[i];
-                if let Err(e) = packet::parse_into(pkt, p) {
-                    verdicts[i] = Verdict::Drop(DropReason::Packet(e));
-                    continue;
+            let (v, id, hash) = match packet::parse_v4_fast(pkt) {
+                Some(f) => {
+                    let Some(v) = dp.classify(capture, f.protocol, f.dst_port()) else {
+                        verdicts[i] = Verdict::Drop(DropReason::NoVip);
+                        continue;
+                    };
+                    if v < COMPACT_VIPS {
+                        scratch.lane[i] = Lane::FastV4;
+                        let (id, hash) = FlowKey::v4_id_hash(v, f.protocol, f.src, f.dst, f.ports);
+                        (v, id, hash)
+                    } else {
+                        let key = FlowKey::v4(v, f.protocol, f.src, f.dst, f.ports);
+                        let p = &mut scratch.parsed[i];
+                        if let Err(e) = packet::parse_into(pkt, p) {
+                            verdicts[i] = Verdict::Drop(DropReason::Packet(e));
+                            continue;
+                        }
+                        scratch.lane[i] = Lane::General;
+                        scratch.keys[i] = key;
+                        let hash = key.hash();
+                        (v, key.compact(hash), hash)
+                    }
                 }
-                let Some(v) = dp.classify(capture, p.protocol, p.dst_port) else {
-                    verdicts[i] = Verdict::Drop(DropReason::NoVip);
-                    continue;
-                };
-                scratch.lane[i] = Lane::General;
-                (v, FlowKey::new(v, p))
+                None => {
+                    let p = &mut scratch.parsed[i];
+                    if let Err(e) = packet::parse_into(pkt, p) {
+                        verdicts[i] = Verdict::Drop(DropReason::Packet(e));
+                        continue;
+                    }
+                    let Some(v) = dp.classify(capture, p.protocol, p.dst_port) else {
+                        verdicts[i] = Verdict::Drop(DropReason::NoVip);
+                        continue;
+                    };
+                    scratch.lane[i] = Lane::General;
+                    let key = FlowKey::new(v, p);
+                    scratch.keys[i] = key;
+                    let hash = key.hash();
+                    (v, key.compact(hash), hash)
+                }
             };
-            let hash = key.hash();
             scratch.vip[i] = v;
-            scratch.keys[i] = key;
             scratch.hashes[i] = hash;
-            scratch.ids[i] = key.compact(hash);
+            scratch.ids[i] = id;
             flows.prefetch_bucket(hash);
         }
-        // Pass 2: read buckets (an IPv4 hit is decided here), prefetch the
-        // keys of other candidates.
-        for i in 0..n {
-            if scratch.vip[i] != NO_VIP {
-                scratch.cands[i] = flows.candidates(scratch.hashes[i], scratch.ids[i], now);
-            }
-        }
-        // Pass 3: confirm, rewrite; a new flow, a flushed pod or anything
-        // not IPv4-to-IPv4 goes the general way.
+        // Pass 2: read buckets, prefetch the keys of candidates that need
+        // confirming. A fast-lane hit on a live IPv4 pod is finished here:
+        // its id is the whole key, so the candidate is the flow.
         for i in 0..n {
             let v = scratch.vip[i];
             if v == NO_VIP {
                 continue;
             }
-            let key = &scratch.keys[i];
-            let hit = flows.resolve(key, scratch.hashes[i], scratch.ids[i], scratch.cands[i], now);
-            if let (Some(Hit { pod, .. }), Lane::FastV4) = (hit, scratch.lane[i]) {
-                if let Some(p) = dp.pods.get(pod as usize) {
-                    let to = &p.endpoint;
-                    if p.state.serves_flows() && to.family == IpFamily::V4 {
-                        let l4 = batch.l4_checksum(i);
-                        let addr = [to.addr[0], to.addr[1], to.addr[2], to.addr[3]];
-                        verdicts[i] = match nat::dnat_v4(batch.packet(i), key.protocol(), addr, to.port, l4) {
-                            Ok(()) => Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit },
-                            Err(e) => Verdict::Drop(DropReason::Nat(e)),
-                        };
-                        continue;
-                    }
+            let cands = flows.candidates(scratch.hashes[i], scratch.ids[i], now);
+            scratch.cands[i] = cands;
+            if scratch.lane[i] == Lane::FastV4 && cands != 0 {
+                let Some(Hit { pod, .. }) = flows.whole_key_hit(scratch.hashes[i], cands, now) else {
+                    continue;
+                };
+                let Some(p) = dp.pods.get(pod as usize) else { continue };
+                let to = &p.endpoint;
+                if p.state.serves_flows() && to.family == IpFamily::V4 {
+                    let l4 = batch.l4_checksum(i);
+                    let addr = [to.addr[0], to.addr[1], to.addr[2], to.addr[3]];
+                    let protocol = scratch.ids[i] as u8;
+                    verdicts[i] = match nat::dnat_v4(batch.packet(i), protocol, addr, to.port, l4) {
+                        Ok(()) => Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit },
+                        Err(e) => Verdict::Drop(DropReason::Nat(e)),
+                    };
+                    scratch.lane[i] = Lane::Done;
                 }
+            }
+        }
+        // Pass 3: everything else goes the general way: confirm, Maglev
+        // for new flows and flushed pods, insert, rewrite.
+        for i in 0..n {
+            let v = scratch.vip[i];
+            if v == NO_VIP || scratch.lane[i] == Lane::Done {
+                continue;
             }
             if scratch.lane[i] == Lane::FastV4 {
                 // The fast lane skipped the full parse; do it now (it
@@ -721,21 +750,14 @@ impl Worker {
                     verdicts[i] = Verdict::Drop(DropReason::Packet(e));
                     continue;
                 }
+                scratch.keys[i] = FlowKey::new(v, &scratch.parsed[i]);
             }
-            verdicts[i] = general(
-                batch,
-                i,
-                &scratch.parsed[i],
-                v,
-                key,
-                scratch.hashes[i],
-                hit,
-                flows,
-                &dp,
-                thread,
-                refs,
-                now,
-            );
+            let (key, hash, id) = (&scratch.keys[i], scratch.hashes[i], scratch.ids[i]);
+            // Probe again: an earlier packet of this batch may have just
+            // inserted this very flow.
+            let cands = flows.candidates(hash, id, now);
+            let hit = flows.resolve(key, hash, id, cands, now);
+            verdicts[i] = general(batch, i, &scratch.parsed[i], v, key, hash, hit, flows, &dp, thread, refs, now);
         }
 
         let dp_ref = &*dp;
