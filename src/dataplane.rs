@@ -770,6 +770,22 @@ impl Worker {
         );
     }
 
+    /// Sweeps up to `buckets` buckets of the flow table, going on from
+    /// where the last sweep stopped, releasing what dead entries hold. The
+    /// data path sweeps a little per batch; this is for when no packets
+    /// come (from the main thread, with this worker parked).
+    pub fn sweep_idle(&mut self, buckets: u32, now: u32) {
+        let (thread, refs) = (self.thread, &self.refs);
+        let dp = self.reader.cached();
+        self.sweep_at = self.flows.sweep(
+            self.sweep_at,
+            buckets,
+            now,
+            |p| !dp.pod_serves(p),
+            |p, k| forget(Some((p, *k)), thread, refs, dp),
+        );
+    }
+
     /// The reply path: for each packet of `batch` that is a reply of a kp
     /// flow (from any worker), sets its source back to what the client sent
     /// to. Anything else is left exactly as it was.

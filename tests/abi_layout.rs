@@ -86,6 +86,10 @@ fn registrations() {
 fn counters() {
     layout!(vlib_simple_counter_main_t, size 32, align 8, counters @ 0, name @ 8, stat_segment_name @ 16,
         stats_entry_index @ 24);
+    layout!(vlib_stats_collector_data_t, size 24, align 8, entry_index @ 0, vector_index @ 4,
+        private_data @ 8, entry @ 16);
+    layout!(vlib_stats_collector_reg_t, size 24, align 8, collect_fn @ 0, entry_index @ 8, vector_index @ 12,
+        private_data @ 16);
     layout!(vlib_combined_counter_main_t, size 32, align 8, counters @ 0, name @ 8, stat_segment_name @ 16,
         stats_entry_index @ 24);
     layout!(vlib_counter_t, size 16, align 8, packets @ 0, bytes @ 8);

@@ -51,6 +51,18 @@ struct Lab {
 }
 
 impl Lab {
+    /// `vpp_get_stats dump` of the given stats-segment entries.
+    fn stats(&self, names: &[&str]) -> String {
+        let out = Command::new(common::vpp_prefix().join("bin/vpp_get_stats"))
+            .arg("socket-name")
+            .arg(self.vpp.dir.join("stats.sock"))
+            .arg("dump")
+            .args(names)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn start(test: &str, workers: usize) -> Option<Lab> {
         let bin = installed_vpp(test)?;
         let py = python()?;
@@ -214,13 +226,7 @@ fn datapath_nat44_nat66_prefixes_affinity_removal() {
     let show = lab.vpp.ctl("show kp vip verbose");
     assert!(show.contains("counters: existing flow packets 20, first packets 20"), "{show}");
     // The same counters in the stats segment.
-    let stats = Command::new(common::vpp_prefix().join("bin/vpp_get_stats"))
-        .arg("socket-name")
-        .arg(lab.vpp.dir.join("stats.sock"))
-        .args(["dump", "/kp/vip/first-packets", "/kp/vip/existing-flow-packets"])
-        .output()
-        .unwrap();
-    let stats = String::from_utf8_lossy(&stats.stdout);
+    let stats = lab.stats(&["/kp/vip/first-packets", "/kp/vip/existing-flow-packets"]);
     assert!(stats.contains("[0 @ 0]: 20 packets /kp/vip/first-packets"), "{stats}");
     assert!(stats.contains("[0 @ 0]: 20 packets /kp/vip/existing-flow-packets"), "{stats}");
 
@@ -254,6 +260,33 @@ fn datapath_nat44_nat66_prefixes_affinity_removal() {
     let trace = lab.vpp.ctl("show trace");
     assert_eq!(trace.matches("kp: vip 0 10.96.0.10:80 -> pod").count(), 5, "{trace}");
     assert!(trace.contains("(existing flow), translated"), "{trace}");
+}
+
+/// A deleted pod whose flows went idle is freed by kp's periodic upkeep,
+/// with no traffic and no command to prompt it (`/kp/draining-pods` in the
+/// stats segment tells; the harness sets `statseg { update-interval 1 }`).
+#[test]
+fn datapath_drained_pod_is_freed_without_commands() {
+    let Some(mut lab) = Lab::start("datapath_drained_pod_is_freed_without_commands", 0) else { return };
+    lab.ctl_ok("kp conf timeout 3");
+    lab.ctl_ok("kp vip 10.96.0.10/32 port 80 target_port 8080");
+    lab.ctl_ok("kp pod 10.96.0.10/32 10.1.0.1 10.1.0.2");
+    let flows: Vec<Pkt> = (0..10).map(|i| Pkt::new("udp", "10.0.0.2", 7000 + i, "10.96.0.10", 80)).collect();
+    let got = lab.send(&flows);
+    let victim = assert_translated(&flows, &got, &["10.1.0.1", "10.1.0.2"], 8080)[0].clone();
+    lab.ctl_ok(&format!("kp pod 10.96.0.10/32 {victim} del"));
+    let gauge = |lab: &Lab| lab.stats(&["/kp/draining-pods"]);
+    // Its flows are alive for 3 s: the upkeep (every second) sees it drain.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(gauge(&lab).contains("1.00 /kp/draining-pods"), "{}", gauge(&lab));
+    // Then they expire, and it is freed without any command.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !gauge(&lab).contains("0.00 /kp/draining-pods") {
+        assert!(std::time::Instant::now() < deadline, "still draining: {}", gauge(&lab));
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let show = lab.vpp.ctl("show kp");
+    assert!(show.contains("1 pods, 0 draining"), "{show}");
 }
 
 #[test]

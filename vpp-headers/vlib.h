@@ -255,6 +255,27 @@ typedef struct vlib_combined_counter_main_t
   u32 stats_entry_index;
 } vlib_combined_counter_main_t; /* 32 bytes */
 
+/* ---- stats segment collectors (vlib/stats/stats.h): called from the
+ * statseg-collector-process on the main thread, every update-interval
+ * seconds (10 by default) ---- */
+typedef struct vlib_stats_collector_data_t
+{
+  u32 entry_index;  /* 0 */
+  u32 vector_index; /* 4 */
+  u64 private_data; /* 8 */
+  void *entry;	    /* 16: vlib_stats_entry_t * */
+} vlib_stats_collector_data_t; /* 24 bytes */
+
+typedef void (*vlib_stats_collector_fn_t) (vlib_stats_collector_data_t *);
+
+typedef struct vlib_stats_collector_reg_t
+{
+  vlib_stats_collector_fn_t collect_fn; /* 0 */
+  u32 entry_index;			/* 8 */
+  u32 vector_index;			/* 12 */
+  u64 private_data;			/* 16 */
+} vlib_stats_collector_reg_t; /* 24 bytes */
+
 /* ---- exported symbols ---- */
 extern vlib_global_main_t vlib_global_main;
 extern vlib_thread_main_t vlib_thread_main;
@@ -269,6 +290,9 @@ void vlib_worker_thread_barrier_sync_int (vlib_main_t *vm,
 					  const char *func_name);
 void vlib_worker_thread_barrier_release (vlib_main_t *vm);
 vlib_main_t *vlib_get_main_not_inline (void);
+u32 vlib_stats_add_gauge (char *fmt, ...);
+void vlib_stats_set_gauge (u32 index, u64 value);
+void vlib_stats_register_collector_fn (vlib_stats_collector_reg_t *r);
 void vlib_validate_simple_counter (vlib_simple_counter_main_t *cm, u32 index);
 void vlib_validate_combined_counter (vlib_combined_counter_main_t *cm,
 				     u32 index);

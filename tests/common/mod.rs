@@ -67,7 +67,7 @@ fn startup_conf(dir: &Path, plugins: &Path, o: &Options) -> String {
         "unix {{ nodaemon cli-listen {d}/cli.sock log {d}/vpp.log runtime-dir {d} }}\n\
          api-segment {{ prefix kp{pid} }}\n\
          socksvr {{ socket-name {d}/api.sock }}\n\
-         statseg {{ socket-name {d}/stats.sock size 32m page-size 4k }}\n\
+         statseg {{ socket-name {d}/stats.sock size 32m page-size 4k update-interval 1 }}\n\
          memory {{ main-heap-size 1G main-heap-page-size 4k }}\n\
          buffers {{ buffers-per-numa 16384 page-size 4k }}\n\
          cpu {{ main-core 0 {workers} }}\n\
