@@ -229,6 +229,12 @@ impl Controller {
         self.pod_index.get(&(vip, *addr)).copied()
     }
 
+    /// Every pod index in use (configured or still draining) and its
+    /// address.
+    pub fn live_pods(&self) -> impl Iterator<Item = (u32, IpAddr)> + '_ {
+        self.pods.iter().enumerate().filter(|(_, p)| p.state != PodState::Free).map(|(i, p)| (i as u32, p.addr))
+    }
+
     /// Pods still held by flows after their deletion.
     pub fn draining_pods(&self) -> impl Iterator<Item = (u32, IpAddr, PodState)> + '_ {
         self.pods

@@ -101,6 +101,10 @@ fn fib_and_dpo() {
     layout!(dpo_vft_t, size 64, align 8, dv_lock @ 0, dv_unlock @ 8, dv_format @ 16, dv_mem_show @ 24,
         dv_get_next_node @ 32, dv_get_urpf @ 40, dv_get_mtu @ 48, dv_mk_interpose @ 56);
     layout!(fib_prefix_t, size 20, align 4, fp_len @ 0, fp_proto @ 2, fp_addr @ 4);
+    // Pod route tracking (vnet/fib/fib_node.h; fib_node_type_t is one byte).
+    layout!(fib_node_t, size 12, align 4, fn_type @ 0, fn_pad @ 2, fn_children @ 4, fn_locks @ 8);
+    layout!(fib_node_vft_t, size 32, align 8, fnv_get @ 0, fnv_last_lock @ 8, fnv_back_walk @ 16,
+        fnv_mem_show @ 24);
     layout!(kp_ip46_address_t, size 16, align 1);
 }
 

@@ -260,6 +260,25 @@ fn datapath_nat44_nat66_prefixes_affinity_removal() {
     let trace = lab.vpp.ctl("show trace");
     assert_eq!(trace.matches("kp: vip 0 10.96.0.10:80 -> pod").count(), 5, "{trace}");
     assert!(trace.contains("(existing flow), translated"), "{trace}");
+    // The pod's route is tracked: translated packets go on to its
+    // load-balance object, with no second FIB lookup.
+    let after_kp = nodes_after(&trace, "kp4-nat4");
+    assert_eq!(after_kp.len(), 5, "{trace}");
+    assert!(after_kp.iter().all(|n| n == "ip4-load-balance"), "{after_kp:?}\n{trace}");
+}
+
+/// The graph node each packet of a `show trace` visited right after `node`.
+fn nodes_after(trace: &str, node: &str) -> Vec<String> {
+    // Node headers look like "00:00:01:234567: ip4-lookup".
+    let headers: Vec<&str> = trace
+        .lines()
+        .filter_map(|l| {
+            let (time, name) = l.trim().rsplit_once(": ")?;
+            (time.len() == 15 && time.chars().all(|c| c.is_ascii_digit() || c == ':') && !name.contains(' '))
+                .then_some(name)
+        })
+        .collect();
+    headers.windows(2).filter(|w| w[0] == node).map(|w| w[1].to_string()).collect()
 }
 
 /// A deleted pod whose flows went idle is freed by kp's periodic upkeep,

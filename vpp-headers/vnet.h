@@ -66,6 +66,41 @@ u32 fib_table_entry_special_dpo_add (u32 fib_index, const fib_prefix_t *pfx,
 void fib_table_entry_special_remove (u32 fib_index, const fib_prefix_t *pfx,
 				     u8 source);
 
+/* ---- FIB graph nodes (vnet/fib/fib_node.h): how kp tracks pod routes ---- */
+typedef struct fib_node_t
+{
+  u8 fn_type;	   /* 0: fib_node_type_t */
+  u8 _pad0;
+  u16 fn_pad;	   /* 2 */
+  u32 fn_children; /* 4: fib_node_list_t */
+  u32 fn_locks;	   /* 8 */
+} fib_node_t;	   /* 12 bytes */
+
+struct fib_node_back_walk_ctx_t; /* opaque to kp */
+#define KP_FIB_NODE_BACK_WALK_CONTINUE 1
+
+typedef struct fib_node_vft_t
+{
+  fib_node_t *(*fnv_get) (u32 index);					  /* 0 */
+  void (*fnv_last_lock) (fib_node_t *node);				  /* 8 */
+  int (*fnv_back_walk) (fib_node_t *node,
+			struct fib_node_back_walk_ctx_t *ctx);		  /* 16 */
+  void (*fnv_mem_show) (void);						  /* 24 */
+} fib_node_vft_t; /* 32 bytes */
+
+u8 fib_node_register_new_type (const char *name, const fib_node_vft_t *vft);
+void fib_node_init (fib_node_t *node, u8 type);
+/* Tracks a prefix (adding it with the recursive-resolution source if
+ * needed); the child is told of forwarding changes by back-walks. */
+u32 fib_entry_track (u32 fib_index, const fib_prefix_t *prefix, u8 child_type,
+		     u32 child_index, u32 *sibling);
+void fib_entry_untrack (u32 fib_entry_index, u32 sibling);
+const dpo_id_t *fib_entry_contribute_ip_forwarding (u32 fib_entry_index);
+/* Stacks `dpo` on `parent` as seen from graph node `child_node_index`:
+ * sets dpoi_next_node to that node's arc (added if missing). */
+void dpo_stack_from_node (u32 child_node_index, dpo_id_t *dpo,
+			  const dpo_id_t *parent);
+
 /* ---- features ---- */
 typedef struct vnet_feature_registration_t
 {

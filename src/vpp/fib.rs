@@ -74,7 +74,7 @@ pub fn register() {
     }
 }
 
-fn fib_prefix(p: &IpPrefix) -> (sys::fib_prefix_t, u8) {
+pub(super) fn fib_prefix(p: &IpPrefix) -> (sys::fib_prefix_t, u8) {
     let mut addr = [0u8; 16];
     let proto = match p.addr() {
         IpAddr::V4(a) => {

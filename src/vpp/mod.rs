@@ -15,6 +15,7 @@ pub mod fib;
 pub mod node;
 pub mod plugin;
 pub mod reg;
+pub mod route;
 pub mod text;
 pub mod time;
 

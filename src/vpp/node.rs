@@ -386,7 +386,7 @@ impl Batch for FrameBatch {
 
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // parallel per-packet arrays
-unsafe fn node_fn<const NODEPORT: bool>(
+unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
     vm: *mut sys::vlib_main_t,
     node: *mut sys::vlib_node_runtime_t,
     frame: *mut sys::vlib_frame_t,
@@ -426,7 +426,15 @@ unsafe fn node_fn<const NODEPORT: bool>(
             let traced = tracing && (*b).flags & sys::KP_VLIB_BUFFER_IS_TRACED != 0;
             match verdicts[i] {
                 Verdict::Forward { vip, pod, outcome } => {
-                    nexts[i] = NEXT_LOOKUP;
+                    // Straight to the pod's tracked forwarding where there
+                    // is one; else a fresh lookup.
+                    nexts[i] = match super::route::next_hop(pod, NODEPORT, V6) {
+                        Some((next, adj)) => {
+                            b.cast::<u8>().add(sys::KP_VNET_IP_ADJ_INDEX_TX_OFFSET as usize).cast::<u32>().write(adj);
+                            next
+                        }
+                        None => NEXT_LOOKUP,
+                    };
                     translated += 1;
                     match outcome {
                         FlowOutcome::Hit => *existing.add(vip as usize) += 1,
@@ -518,27 +526,46 @@ type NodeFn = unsafe extern "C" fn(
 ) -> sys::uword;
 
 /// Node functions for VPP: the same code for IPv4 and IPv6 (the family is
-/// in the packet); NodePort nodes differ only in how packets are captured.
-unsafe extern "C" fn kp_vip_node(
+/// in the packet; the node's own family picks the pod next hops stacked on
+/// it); NodePort nodes differ only in how packets are captured.
+unsafe extern "C" fn kp4_vip_node(
     vm: *mut sys::vlib_main_t,
     node: *mut sys::vlib_node_runtime_t,
     frame: *mut sys::vlib_frame_t,
 ) -> sys::uword {
     // SAFETY: VPP's node-function contract.
-    unsafe { node_fn::<false>(vm, node, frame) }
+    unsafe { node_fn::<false, false>(vm, node, frame) }
 }
 
-unsafe extern "C" fn kp_nodeport_node(
+unsafe extern "C" fn kp6_vip_node(
     vm: *mut sys::vlib_main_t,
     node: *mut sys::vlib_node_runtime_t,
     frame: *mut sys::vlib_frame_t,
 ) -> sys::uword {
     // SAFETY: VPP's node-function contract.
-    unsafe { node_fn::<true>(vm, node, frame) }
+    unsafe { node_fn::<false, true>(vm, node, frame) }
 }
 
-const KP4_NAT4_FN: NodeFn = kp_vip_node;
-const KP6_NAT6_FN: NodeFn = kp_vip_node;
+unsafe extern "C" fn kp4_nodeport_node(
+    vm: *mut sys::vlib_main_t,
+    node: *mut sys::vlib_node_runtime_t,
+    frame: *mut sys::vlib_frame_t,
+) -> sys::uword {
+    // SAFETY: VPP's node-function contract.
+    unsafe { node_fn::<true, false>(vm, node, frame) }
+}
+
+unsafe extern "C" fn kp6_nodeport_node(
+    vm: *mut sys::vlib_main_t,
+    node: *mut sys::vlib_node_runtime_t,
+    frame: *mut sys::vlib_frame_t,
+) -> sys::uword {
+    // SAFETY: VPP's node-function contract.
+    unsafe { node_fn::<true, true>(vm, node, frame) }
+}
+
+const KP4_NAT4_FN: NodeFn = kp4_vip_node;
+const KP6_NAT6_FN: NodeFn = kp6_vip_node;
 
 /// The reply path (`kp-nat4-in2out`, `kp6-nat6-in2out`): an
 /// interface feature on ip4-unicast / ip6-unicast. Replies of kp flows get
@@ -703,9 +730,9 @@ const fn in2out_reg(
 }
 
 pub static KP4_NODEPORT: Registration<NodeReg<2>> =
-    Registration::new(node_reg(c"kp4-nodeport", kp_nodeport_node, c"ip4-lookup"));
+    Registration::new(node_reg(c"kp4-nodeport", kp4_nodeport_node, c"ip4-lookup"));
 pub static KP6_NODEPORT: Registration<NodeReg<2>> =
-    Registration::new(node_reg(c"kp6-nodeport", kp_nodeport_node, c"ip6-lookup"));
+    Registration::new(node_reg(c"kp6-nodeport", kp6_nodeport_node, c"ip6-lookup"));
 
 pub static KP_NAT4_IN2OUT: Registration<NodeReg<2>> =
     Registration::new(in2out_reg(c"kp-nat4-in2out", kp_nat4_in2out));
@@ -795,6 +822,20 @@ pub fn set_reply_feature(v6: bool, sw_if_index: u32, enable: bool) -> Result<(),
 ///
 /// # Safety
 /// Called once, from kp's constructor, with VPP's global main.
+/// Graph node indices of the VIP node and the NodePort node of a family
+/// (VPP writes them into the registrations when it registers the nodes).
+pub fn node_indices(v6: bool) -> (u32, u32) {
+    let index = |r: &Registration<NodeReg<2>>| {
+        // SAFETY: reading a field VPP wrote at registration, main thread.
+        unsafe { (*r.get()).reg.index }
+    };
+    if v6 {
+        (index(&KP6_NAT6), index(&KP6_NODEPORT))
+    } else {
+        (index(&KP4_NAT4), index(&KP4_NODEPORT))
+    }
+}
+
 pub unsafe fn register_nodes(vgm: *mut sys::vlib_global_main_t) {
     for n in [&KP4_NAT4, &KP6_NAT6, &KP4_NODEPORT, &KP6_NODEPORT, &KP_NAT4_IN2OUT, &KP_NAT6_IN2OUT] {
         // SAFETY: per the contract; the records are static and writable.

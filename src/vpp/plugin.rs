@@ -92,6 +92,7 @@ unsafe extern "C" fn kp_init(_vm: *mut sys::vlib_main_t) -> *mut sys::clib_error
             .map_err(|e| format!("cannot allocate flow tables ({} bytes per thread)", e.bytes))?;
         GLOBAL.set(Global { kp: Mutex::new(kp), workers }).map_err(|_| "kp initialised twice".to_string())?;
         super::fib::register();
+        super::route::register()?;
         register_maintenance();
         super::api::register()
     })
@@ -387,6 +388,7 @@ pub fn sync_vpp(kp: &mut Kp, applied: &crate::control::Applied) {
     }
     freed_pods.iter().for_each(|&p| POD_PACKETS.zero(p));
     n_pods.checked_sub(1).into_iter().for_each(|p| POD_PACKETS.validate(p));
+    super::route::sync(kp.controller.live_pods());
     sync_nodeport(kp);
 }
 

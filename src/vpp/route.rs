@@ -1,0 +1,248 @@
+//! Pod route tracking, as VPP's own load balancer does it: every pod
+//! address kp forwards to is tracked in the FIB (`fib_entry_track`), and its
+//! forwarding is stacked as a DPO on each kp node that sends to it. A
+//! translated packet then goes straight to the pod's load-balance object
+//! (next node and `adj_index[VLIB_TX]` from the stacked DPO) without a
+//! second full FIB lookup. When the pod's route changes, VPP walks back to
+//! kp's FIB node and the DPOs are stacked again.
+//!
+//! Workers read one packed word per pod index ([`next_hop`]); everything
+//! else is main-thread state, changed with the worker barrier held.
+
+use super::{fns, sys};
+use crate::sys::{Zeroable, ZeroedArray};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// Pod indices (and distinct pod addresses) whose forwarding is tracked;
+/// beyond this, packets take `ip4-lookup`/`ip6-lookup` as before.
+const MAX_TRACKED: usize = 1 << 20;
+
+/// Set in a packed next hop that is valid.
+const VALID: u64 = 1 << 63;
+
+/// A stacked DPO as workers read it: `VALID | next_node << 32 | dpoi_index`,
+/// or 0 for "not tracked: use the lookup node".
+#[derive(Default)]
+struct PodNextHops {
+    /// From `kp4-nat4` / `kp6-nat6` (by the pod's family).
+    vip: AtomicU64,
+    /// From `kp4-nodeport` / `kp6-nodeport`.
+    nodeport: AtomicU64,
+}
+// SAFETY: atomics whose all-zero state means "not tracked".
+unsafe impl Zeroable for PodNextHops {}
+
+/// Slots of route records, by route index; VPP finds kp's FIB nodes here.
+struct RouteSlot(AtomicPtr<TrackedRoute>);
+// SAFETY: a null pointer.
+unsafe impl Zeroable for RouteSlot {}
+
+struct Tables {
+    pods: ZeroedArray<PodNextHops>,
+    routes: ZeroedArray<RouteSlot>,
+}
+
+static TABLES: OnceLock<Tables> = OnceLock::new();
+static FIB_NODE_TYPE: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// A tracked pod address: kp's FIB node (first, so VPP's pointer to it is a
+/// pointer to the record) and the DPOs stacked on the address's forwarding.
+#[repr(C)]
+struct TrackedRoute {
+    node: sys::fib_node_t,
+    v6: bool,
+    fib_entry: u32,
+    sibling: u32,
+    from_vip: sys::dpo_id_t,
+    from_nodeport: sys::dpo_id_t,
+    /// Pod indices with this address (two VIPs can share a pod).
+    pods: Vec<u32>,
+}
+
+/// Main-thread bookkeeping.
+#[derive(Default)]
+struct Book {
+    by_addr: HashMap<IpAddr, u32>,
+    route_of_pod: HashMap<u32, u32>,
+    free: Vec<u32>,
+    next: u32,
+}
+
+static BOOK: parking_lot::Mutex<Option<Book>> = parking_lot::Mutex::new(None);
+
+/// The packed next hop of `pod` as seen from a VIP node (`nodeport` false)
+/// or a NodePort node: `Some((next_index, adj_index))` when tracked and of
+/// the node's family.
+#[inline(always)]
+pub fn next_hop(pod: u32, nodeport: bool, v6: bool) -> Option<(u16, u32)> {
+    let t = TABLES.get()?;
+    let slot = t.pods.get(pod as usize)?;
+    let w = if nodeport { &slot.nodeport } else { &slot.vip }.load(Ordering::Relaxed);
+    let family_bit = u64::from(v6) << 62;
+    (w & (VALID | 1 << 62) == VALID | family_bit).then_some(((w >> 32) as u16, w as u32))
+}
+
+fn pack(d: &sys::dpo_id_t, v6: bool) -> u64 {
+    VALID | (u64::from(v6) << 62) | (u64::from(d.dpoi_next_node) << 32) | u64::from(d.dpoi_index)
+}
+
+unsafe extern "C" fn fib_node_get(index: u32) -> *mut sys::fib_node_t {
+    TABLES
+        .get()
+        .and_then(|t| t.routes.get(index as usize))
+        .map_or(core::ptr::null_mut(), |s| s.0.load(Ordering::Relaxed).cast())
+}
+
+unsafe extern "C" fn fib_node_last_lock(_: *mut sys::fib_node_t) {}
+
+unsafe extern "C" fn fib_node_back_walk(
+    node: *mut sys::fib_node_t,
+    _ctx: *mut sys::fib_node_back_walk_ctx_t,
+) -> core::ffi::c_int {
+    // SAFETY: VPP hands back the node of one of kp's live records (the
+    // node is the record's first field); main thread, barrier held.
+    unsafe { restack(&mut *node.cast::<TrackedRoute>()) };
+    sys::KP_FIB_NODE_BACK_WALK_CONTINUE as core::ffi::c_int
+}
+
+static VFT: super::reg::Registration<sys::fib_node_vft_t> = super::reg::Registration::new(sys::fib_node_vft_t {
+    fnv_get: Some(fib_node_get),
+    fnv_last_lock: Some(fib_node_last_lock),
+    fnv_back_walk: Some(fib_node_back_walk),
+    fnv_mem_show: None,
+});
+
+/// Registers kp's FIB node type and maps the tables (init function).
+pub fn register() -> Result<(), String> {
+    let pods = ZeroedArray::new(MAX_TRACKED).ok_or("cannot map the pod next-hop table")?;
+    let routes = ZeroedArray::new(MAX_TRACKED).ok_or("cannot map the pod route table")?;
+    let _ = TABLES.set(Tables { pods, routes });
+    *BOOK.lock() = Some(Book::default());
+    // SAFETY: exported; the vft is copied by VPP.
+    let t = unsafe { fns().fib_node_register_new_type(c"kp-pod".as_ptr(), VFT.get()) };
+    FIB_NODE_TYPE.store(u32::from(t), Ordering::Relaxed);
+    Ok(())
+}
+
+/// Stacks a record's DPOs on its address's current forwarding and
+/// publishes them for its pods.
+///
+/// # Safety
+/// Main thread, barrier held; `r` is a live record.
+unsafe fn restack(r: &mut TrackedRoute) {
+    let f = fns();
+    let (vip_node, nodeport_node) = super::node::node_indices(r.v6);
+    // SAFETY: per the contract; the FIB entry is tracked by this record.
+    unsafe {
+        let fwd = f.fib_entry_contribute_ip_forwarding(r.fib_entry);
+        f.dpo_stack_from_node(vip_node, &mut r.from_vip, fwd);
+        f.dpo_stack_from_node(nodeport_node, &mut r.from_nodeport, fwd);
+    }
+    let Some(t) = TABLES.get() else { return };
+    for &p in &r.pods {
+        if let Some(slot) = t.pods.get(p as usize) {
+            slot.vip.store(pack(&r.from_vip, r.v6), Ordering::Relaxed);
+            slot.nodeport.store(pack(&r.from_nodeport, r.v6), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Brings tracking in line with the pods that exist: new pod indices get
+/// their address tracked (shared per address), freed ones are forgotten
+/// and an address nobody uses any more is untracked. Main thread, worker
+/// barrier held.
+pub fn sync(live: impl Iterator<Item = (u32, IpAddr)>) {
+    let Some(t) = TABLES.get() else { return };
+    let mut guard = BOOK.lock();
+    let Some(book) = guard.as_mut() else { return };
+    let live: HashMap<u32, IpAddr> = live.collect();
+    let gone: Vec<u32> = book.route_of_pod.keys().filter(|p| !live.contains_key(p)).copied().collect();
+    for pod in gone {
+        let route = book.route_of_pod.remove(&pod).expect("listed");
+        if let Some(slot) = t.pods.get(pod as usize) {
+            slot.vip.store(0, Ordering::Relaxed);
+            slot.nodeport.store(0, Ordering::Relaxed);
+        }
+        let ptr = t.routes[route as usize].0.load(Ordering::Relaxed);
+        // SAFETY: a live record, main thread.
+        let r = unsafe { &mut *ptr };
+        r.pods.retain(|&p| p != pod);
+        if r.pods.is_empty() {
+            untrack(book, t, route);
+        }
+    }
+    for (&pod, &addr) in &live {
+        if book.route_of_pod.contains_key(&pod) || pod as usize >= MAX_TRACKED {
+            continue;
+        }
+        let route = match book.by_addr.get(&addr) {
+            Some(&r) => r,
+            None => match track(book, t, addr) {
+                Some(r) => r,
+                None => continue,
+            },
+        };
+        book.route_of_pod.insert(pod, route);
+        let ptr = t.routes[route as usize].0.load(Ordering::Relaxed);
+        // SAFETY: a live record, main thread, barrier held.
+        unsafe {
+            (*ptr).pods.push(pod);
+            restack(&mut *ptr);
+        }
+    }
+}
+
+fn track(book: &mut Book, t: &Tables, addr: IpAddr) -> Option<u32> {
+    let route = book.free.pop().or_else(|| {
+        ((book.next as usize) < MAX_TRACKED).then(|| {
+            book.next += 1;
+            book.next - 1
+        })
+    })?;
+    let prefix = crate::config::IpPrefix::host(addr);
+    let (pfx, proto) = super::fib::fib_prefix(&prefix);
+    let empty = sys::dpo_id_t { dpoi_type: 0, dpoi_proto: 0, dpoi_next_node: 0, dpoi_index: 0 };
+    let r = Box::into_raw(Box::new(TrackedRoute {
+        node: sys::fib_node_t { fn_type: 0, _pad0: 0, fn_pad: 0, fn_children: 0, fn_locks: 0 },
+        v6: addr.is_ipv6(),
+        fib_entry: u32::MAX,
+        sibling: u32::MAX,
+        from_vip: empty,
+        from_nodeport: empty,
+        pods: Vec::new(),
+    }));
+    // VPP may ask for the node while tracking starts: publish it first.
+    t.routes[route as usize].0.store(r, Ordering::Relaxed);
+    let f = fns();
+    // SAFETY: exported FIB functions, main thread, barrier held; the
+    // record stays at this address until untracked.
+    unsafe {
+        f.fib_node_init(&mut (*r).node, FIB_NODE_TYPE.load(Ordering::Relaxed) as u8);
+        let fib_index = f.fib_table_find(proto, 0);
+        let mut sibling = u32::MAX;
+        let fei = f.fib_entry_track(fib_index, &pfx, FIB_NODE_TYPE.load(Ordering::Relaxed) as u8, route, &mut sibling);
+        (*r).fib_entry = fei;
+        (*r).sibling = sibling;
+    }
+    book.by_addr.insert(addr, route);
+    Some(route)
+}
+
+fn untrack(book: &mut Book, t: &Tables, route: u32) {
+    let ptr = t.routes[route as usize].0.load(Ordering::Relaxed);
+    let f = fns();
+    // SAFETY: a live record being retired, main thread, barrier held: no
+    // worker runs, and no pod index points at it any more.
+    unsafe {
+        f.fib_entry_untrack((*ptr).fib_entry, (*ptr).sibling);
+        f.dpo_reset(&mut (*ptr).from_vip);
+        f.dpo_reset(&mut (*ptr).from_nodeport);
+        t.routes[route as usize].0.store(core::ptr::null_mut(), Ordering::Relaxed);
+        book.by_addr.retain(|_, r| *r != route);
+        drop(Box::from_raw(ptr));
+    }
+    book.free.push(route);
+}
