@@ -232,7 +232,11 @@ impl Controller {
     /// Every pod index in use (configured or still draining) and its
     /// address.
     pub fn live_pods(&self) -> impl Iterator<Item = (u32, IpAddr)> + '_ {
-        self.pods.iter().enumerate().filter(|(_, p)| p.state != PodState::Free).map(|(i, p)| (i as u32, p.addr))
+        self.pods
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.state != PodState::Free)
+            .map(|(i, p)| (i as u32, p.addr))
     }
 
     /// Pods still held by flows after their deletion.
@@ -763,7 +767,8 @@ impl Worker {
             // inserted this very flow.
             let cands = flows.candidates(hash, id, now);
             let hit = flows.resolve(key, hash, id, cands, now);
-            verdicts[i] = general(batch, i, &scratch.parsed[i], v, key, hash, hit, flows, &dp, thread, refs, now);
+            verdicts[i] =
+                general(batch, i, &scratch.parsed[i], v, key, hash, hit, flows, &dp, thread, refs, now);
         }
 
         let dp_ref = &*dp;
@@ -781,14 +786,18 @@ impl Worker {
     /// data path sweeps a little per batch; this is for when no packets
     /// come (from the main thread, with this worker parked).
     pub fn sweep_idle(&mut self, buckets: u32, now: u32) {
-        let (thread, refs) = (self.thread, &self.refs);
-        let dp = self.reader.cached();
-        self.sweep_at = self.flows.sweep(
-            self.sweep_at,
+        let Worker { thread, flows, reader, cell, refs, sweep_at, .. } = self;
+        let thread = *thread;
+        // The latest snapshot, as the worker's next batch would see it (an
+        // empty batch, as far as the reader's bookkeeping goes).
+        let dp = reader.enter(cell);
+        let dp_ref = &*dp;
+        *sweep_at = flows.sweep(
+            *sweep_at,
             buckets,
             now,
-            |p| !dp.pod_serves(p),
-            |p, k| forget(Some((p, *k)), thread, refs, dp),
+            |p| !dp_ref.pod_serves(p),
+            |p, k| forget(Some((p, *k)), thread, refs, dp_ref),
         );
     }
 

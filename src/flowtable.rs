@@ -418,7 +418,8 @@ impl FlowTable {
     /// slot with the same whole key) is the hit.
     #[inline(always)]
     pub fn whole_key_hit(&mut self, hash: u64, candidates: u8, now: u32) -> Option<Hit> {
-        (candidates != 0).then(|| self.refresh(self.bucket_of(hash), candidates.trailing_zeros() as usize, now))
+        (candidates != 0)
+            .then(|| self.refresh(self.bucket_of(hash), candidates.trailing_zeros() as usize, now))
     }
 
     #[inline(always)]

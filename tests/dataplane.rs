@@ -242,6 +242,25 @@ fn vip_delete_stops_traffic_and_frees_state() {
     assert_eq!(c.add_vip(&vip("10.96.0.11/32", Protocol::Any, 80, 80, 0)).unwrap(), 0);
 }
 
+/// With no traffic at all, `sweep_idle` (run by kp's periodic upkeep) is
+/// what releases a deleted VIP's flows, so its pods can be freed.
+#[test]
+fn idle_sweep_releases_flows_without_traffic() {
+    let (mut c, mut w, cap) = setup();
+    for sport in 0..20 {
+        run(&mut w, v4(proto::TCP, [9, 9, 9, 9], sport, [10, 96, 0, 10], 80), cap, 1);
+    }
+    let key = VipKey { prefix: "10.96.0.10/32".parse().unwrap(), protocol: Protocol::Any, port: 80 };
+    c.del_vip(&key).unwrap();
+    assert_eq!(c.collect_garbage(), 0, "the flows still hold their pods");
+    let buckets = w.flows().n_buckets();
+    // Half the table, then the rest: the sweep goes on where it stopped.
+    w.sweep_idle(buckets / 2, 2);
+    w.sweep_idle(buckets - buckets / 2, 2);
+    assert_eq!(c.collect_garbage(), 3);
+    assert_eq!(w.flows().live_entries(2), 0);
+}
+
 #[test]
 fn ipv6_nat66() {
     let mut c = Controller::new(1);

@@ -308,6 +308,37 @@ fn datapath_drained_pod_is_freed_without_commands() {
     assert!(show.contains("1 pods, 0 draining"), "{show}");
 }
 
+/// kp forwards along the pod's tracked route (no second lookup, see the
+/// trace check above); when that route changes, packets follow at once.
+#[test]
+fn datapath_pod_route_change_is_followed() {
+    let Some(mut lab) = Lab::start("datapath_pod_route_change_is_followed", 0) else { return };
+    lab.ctl_ok("kp vip 10.96.0.20/32 port 80 target_port 8080");
+    lab.ctl_ok("kp pod 10.96.0.20/32 10.1.0.1");
+    let flows: Vec<Pkt> = (0..5).map(|i| Pkt::new("udp", "10.0.0.2", 4000 + i, "10.96.0.20", 80)).collect();
+    let got = lab.send_on(0, 1, &flows);
+    assert_translated(&flows, &got, &["10.1.0.1"], 8080);
+    // A more specific route sends the pod's traffic out of pg0 instead.
+    lab.ctl_ok("ip route add 10.1.0.1/32 via 10.0.0.3 pg0");
+    let got = lab.send_on(0, 0, &flows);
+    assert_translated(&flows, &got, &["10.1.0.1"], 8080);
+    // And back when it goes.
+    lab.ctl_ok("ip route del 10.1.0.1/32 via 10.0.0.3 pg0");
+    let got = lab.send_on(0, 1, &flows);
+    assert_translated(&flows, &got, &["10.1.0.1"], 8080);
+    // Tracking shows as the recursive-resolution source on the pod's /32.
+    assert!(lab.vpp.ctl("show ip fib 10.1.0.1/32").contains("recursive-resolution"));
+    // Deleting the VIP frees the pod (once upkeep has swept its flows) and
+    // with it the tracking.
+    lab.ctl_ok("kp vip 10.96.0.20/32 port 80 del");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while lab.vpp.ctl("show ip fib 10.1.0.1/32").contains("recursive-resolution") {
+        assert!(Instant::now() < deadline, "{}", lab.vpp.ctl("show ip fib 10.1.0.1/32"));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(lab.vpp.ctl("show kp").contains("0 pods, 0 draining"));
+}
+
 #[test]
 fn datapath_prefix_vips_and_spread() {
     let Some(mut lab) = Lab::start("datapath_prefix_vips_and_spread", 0) else { return };

@@ -351,7 +351,9 @@ impl Batch for FrameBatch {
     fn prefetch_meta(&self, i: usize) {
         if i < self.n {
             // SAFETY: a buffer of this frame; a prefetch never faults.
-            unsafe { core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(self.bufs[i].cast()) };
+            unsafe {
+                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(self.bufs[i].cast())
+            };
         }
     }
 
@@ -430,7 +432,10 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
                     // is one; else a fresh lookup.
                     nexts[i] = match super::route::next_hop(pod, NODEPORT, V6) {
                         Some((next, adj)) => {
-                            b.cast::<u8>().add(sys::KP_VNET_IP_ADJ_INDEX_TX_OFFSET as usize).cast::<u32>().write(adj);
+                            b.cast::<u8>()
+                                .add(sys::KP_VNET_IP_ADJ_INDEX_TX_OFFSET as usize)
+                                .cast::<u32>()
+                                .write(adj);
                             next
                         }
                         None => NEXT_LOOKUP,

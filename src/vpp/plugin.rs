@@ -116,7 +116,8 @@ fn register_maintenance() {
     // SAFETY: exported stats functions, called from an init function; the
     // registration record is copied by VPP.
     unsafe {
-        let gauge = (super::fns().vlib_stats_add_gauge)(c"%s".as_ptr() as *mut c_char, c"/kp/draining-pods".as_ptr());
+        let gauge =
+            (super::fns().vlib_stats_add_gauge)(c"%s".as_ptr() as *mut c_char, c"/kp/draining-pods".as_ptr());
         DRAINING_GAUGE.store(gauge, std::sync::atomic::Ordering::Relaxed);
         let mut reg = sys::vlib_stats_collector_reg_t {
             collect_fn: Some(kp_maintenance),

@@ -108,12 +108,13 @@ unsafe extern "C" fn fib_node_back_walk(
     sys::KP_FIB_NODE_BACK_WALK_CONTINUE as core::ffi::c_int
 }
 
-static VFT: super::reg::Registration<sys::fib_node_vft_t> = super::reg::Registration::new(sys::fib_node_vft_t {
-    fnv_get: Some(fib_node_get),
-    fnv_last_lock: Some(fib_node_last_lock),
-    fnv_back_walk: Some(fib_node_back_walk),
-    fnv_mem_show: None,
-});
+static VFT: super::reg::Registration<sys::fib_node_vft_t> =
+    super::reg::Registration::new(sys::fib_node_vft_t {
+        fnv_get: Some(fib_node_get),
+        fnv_last_lock: Some(fib_node_last_lock),
+        fnv_back_walk: Some(fib_node_back_walk),
+        fnv_mem_show: None,
+    });
 
 /// Registers kp's FIB node type and maps the tables (init function).
 pub fn register() -> Result<(), String> {
@@ -223,7 +224,13 @@ fn track(book: &mut Book, t: &Tables, addr: IpAddr) -> Option<u32> {
         f.fib_node_init(&mut (*r).node, FIB_NODE_TYPE.load(Ordering::Relaxed) as u8);
         let fib_index = f.fib_table_find(proto, 0);
         let mut sibling = u32::MAX;
-        let fei = f.fib_entry_track(fib_index, &pfx, FIB_NODE_TYPE.load(Ordering::Relaxed) as u8, route, &mut sibling);
+        let fei = f.fib_entry_track(
+            fib_index,
+            &pfx,
+            FIB_NODE_TYPE.load(Ordering::Relaxed) as u8,
+            route,
+            &mut sibling,
+        );
         (*r).fib_entry = fei;
         (*r).sibling = sibling;
     }
