@@ -823,10 +823,6 @@ pub fn set_reply_feature(v6: bool, sw_if_index: u32, enable: bool) -> Result<(),
     }
 }
 
-/// Links the nodes into VPP's registration list (constructor time).
-///
-/// # Safety
-/// Called once, from kp's constructor, with VPP's global main.
 /// Graph node indices of the VIP node and the NodePort node of a family
 /// (VPP writes them into the registrations when it registers the nodes).
 pub fn node_indices(v6: bool) -> (u32, u32) {
@@ -841,6 +837,10 @@ pub fn node_indices(v6: bool) -> (u32, u32) {
     }
 }
 
+/// Links the nodes into VPP's registration list (constructor time).
+///
+/// # Safety
+/// Called once, from kp's constructor, with VPP's global main.
 pub unsafe fn register_nodes(vgm: *mut sys::vlib_global_main_t) {
     for n in [&KP4_NAT4, &KP6_NAT6, &KP4_NODEPORT, &KP6_NODEPORT, &KP_NAT4_IN2OUT, &KP_NAT6_IN2OUT] {
         // SAFETY: per the contract; the records are static and writable.
