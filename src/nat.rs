@@ -323,27 +323,63 @@ fn update_l4_checksum(field: &mut [u8; 2], protocol: u8, addr_delta: u64, port_d
 /// DNAT for the data path's IPv4 fast lane: a packet
 /// [`crate::packet::parse_v4_fast`] accepted (20-byte header, TCP or UDP
 /// header checked) gets destination `addr`:`port`, with both checksums
-/// updated as [`rewrite_dst`] would.
+/// updated as [`rewrite_dst`] would (a property test holds them equal).
 #[inline(always)]
-pub fn dnat_v4(
-    pkt: &mut [u8],
-    protocol: u8,
+pub fn dnat_v4(pkt: &mut [u8], protocol: u8, addr: [u8; 4], port: u16, l4: L4Checksum) -> Result<(), NatError> {
+    if protocol == proto::TCP {
+        let h: &mut [u8; 38] = pkt.get_mut(..38).and_then(|h| h.try_into().ok()).ok_or(NatError::Truncated)?;
+        dnat_v4_header::<38, 36>(h, false, addr, port, l4);
+    } else {
+        let h: &mut [u8; 28] = pkt.get_mut(..28).and_then(|h| h.try_into().ok()).ok_or(NatError::Truncated)?;
+        dnat_v4_header::<28, 26>(h, true, addr, port, l4);
+    }
+    Ok(())
+}
+
+/// [`dnat_v4`] on the fixed-size front of the packet (so no index is
+/// checked at run time). The sums run on words read in native byte order:
+/// the one's-complement sum does not care about byte order as long as
+/// every word, and the result, use the same one (RFC 1071 §2(B)).
+#[inline(always)]
+fn dnat_v4_header<const N: usize, const CSUM: usize>(
+    h: &mut [u8; N],
+    udp: bool,
     addr: [u8; 4],
     port: u16,
     l4: L4Checksum,
-) -> Result<(), NatError> {
-    let csum_at = if protocol == proto::TCP { 36 } else { 26 };
-    let h = pkt.get_mut(..csum_at + 2).ok_or(NatError::Truncated)?;
-    let old_addr = [h[16], h[17], h[18], h[19]];
-    let addr_delta = checksum::delta_v4(&old_addr, &addr);
-    let port_delta = checksum::delta16(u16::from_be_bytes([h[22], h[23]]), port);
+) {
+    let ne16 = |h: &[u8; N], at: usize| u64::from(u16::from_ne_bytes([h[at], h[at + 1]]));
+    let old_addr = u32::from_ne_bytes([h[16], h[17], h[18], h[19]]);
+    let new_port = port.to_be_bytes();
+    // ~m + m' for the address (two 16-bit words as one 32-bit word) ...
+    let addr_delta = u64::from(!old_addr) + u64::from(u32::from_ne_bytes(addr));
+    // ... and for the port.
+    let port_delta = (0xffff ^ ne16(h, 22)) + u64::from(u16::from_ne_bytes(new_port));
+    let fold = |a: u64| {
+        let a = (a & 0xffff_ffff) + (a >> 32);
+        let a = (a & 0xffff) + (a >> 16);
+        let a = (a & 0xffff) + (a >> 16);
+        ((a & 0xffff) + (a >> 16)) as u16
+    };
+    let ip = !fold((0xffff ^ ne16(h, 10)) + addr_delta);
+    h[10..12].copy_from_slice(&ip.to_ne_bytes());
     h[16..20].copy_from_slice(&addr);
-    h[22..24].copy_from_slice(&port.to_be_bytes());
-    let ip = u16::from_be_bytes([h[10], h[11]]);
-    h[10..12].copy_from_slice(&checksum::update(ip, addr_delta).to_be_bytes());
-    let field: &mut [u8; 2] = (&mut h[csum_at..csum_at + 2]).try_into().unwrap();
-    update_l4_checksum(field, protocol, addr_delta, port_delta, l4);
-    Ok(())
+    h[22..24].copy_from_slice(&new_port);
+    let stored = ne16(h, CSUM);
+    let updated = match l4 {
+        // A partial sum covers only the pseudo-header: addresses, not ports.
+        L4Checksum::Partial => fold(stored + addr_delta),
+        L4Checksum::Full => {
+            if udp && stored == 0 {
+                return; // IPv4 UDP without a checksum stays without one
+            }
+            match !fold((0xffff ^ stored) + addr_delta + port_delta) {
+                0 if udp => 0xffff, // RFC 768: a computed 0 is sent as all ones
+                c => c,
+            }
+        }
+    };
+    h[CSUM..CSUM + 2].copy_from_slice(&updated.to_ne_bytes());
 }
 
 #[cfg(test)]

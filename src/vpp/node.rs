@@ -422,6 +422,7 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
         // Per-buffer trace flags matter only while the node traces.
         let tracing = (*node).flags & sys::KP_VLIB_NODE_FLAG_TRACE as u16 != 0;
         let existing = VIP_EXISTING.row(thread);
+        let hops = super::route::NextHops::get();
         let pod_packets = POD_PACKETS.row(thread);
         for i in 0..n {
             let b = batch.buffer(i);
@@ -430,7 +431,7 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
                 Verdict::Forward { vip, pod, outcome } => {
                     // Straight to the pod's tracked forwarding where there
                     // is one; else a fresh lookup.
-                    nexts[i] = match super::route::next_hop(pod, NODEPORT, V6) {
+                    nexts[i] = match hops.of(pod, NODEPORT, V6) {
                         Some((next, adj)) => {
                             b.cast::<u8>()
                                 .add(sys::KP_VNET_IP_ADJ_INDEX_TX_OFFSET as usize)

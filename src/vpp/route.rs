@@ -73,16 +73,24 @@ struct Book {
 
 static BOOK: parking_lot::Mutex<Option<Book>> = parking_lot::Mutex::new(None);
 
-/// The packed next hop of `pod` as seen from a VIP node (`nodeport` false)
-/// or a NodePort node: `Some((next_index, adj_index))` when tracked and of
-/// the node's family.
-#[inline(always)]
-pub fn next_hop(pod: u32, nodeport: bool, v6: bool) -> Option<(u16, u32)> {
-    let t = TABLES.get()?;
-    let slot = t.pods.get(pod as usize)?;
-    let w = if nodeport { &slot.nodeport } else { &slot.vip }.load(Ordering::Relaxed);
-    let family_bit = u64::from(v6) << 62;
-    (w & (VALID | 1 << 62) == VALID | family_bit).then_some(((w >> 32) as u16, w as u32))
+/// The pods' stacked next hops, as a node reads them (fetch once per frame).
+pub struct NextHops(&'static [PodNextHops]);
+
+impl NextHops {
+    pub fn get() -> NextHops {
+        NextHops(TABLES.get().map_or(&[], |t| &t.pods[..]))
+    }
+
+    /// `pod`'s next hop from a VIP node (`nodeport` false) or a NodePort
+    /// node: `Some((next_index, adj_index))` when tracked and of the
+    /// node's family.
+    #[inline(always)]
+    pub fn of(&self, pod: u32, nodeport: bool, v6: bool) -> Option<(u16, u32)> {
+        let slot = self.0.get(pod as usize)?;
+        let w = if nodeport { &slot.nodeport } else { &slot.vip }.load(Ordering::Relaxed);
+        let family_bit = u64::from(v6) << 62;
+        (w & (VALID | 1 << 62) == VALID | family_bit).then_some(((w >> 32) as u16, w as u32))
+    }
 }
 
 fn pack(d: &sys::dpo_id_t, v6: bool) -> u64 {
