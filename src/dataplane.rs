@@ -7,7 +7,7 @@
 //! nodes and counters. Benchmarks and tests drive the same code directly.
 
 use crate::config::{Config, ConfigError, FlowConf, PodTarget, Protocol, VipKey, VipSpec};
-use crate::flowtable::{FlowKey, FlowTable, Hit, OutOfMemory, COMPACT_VIPS};
+use crate::flowtable::{FlowKey, FlowTable, Hit, OutOfMemory};
 use crate::maglev::{self, Table};
 use crate::nat::{self, Endpoint, L4Checksum, NatError, NatType, Rewrite};
 use crate::packet::{self, IpFamily, Parsed};
@@ -621,7 +621,7 @@ impl Worker {
     pub fn batch_original_dst(&self, i: usize) -> Option<(u8, [u8; 16], u16)> {
         self.batch_vip(i)?;
         let k = match self.scratch.lane[i] {
-            // Fast-lane keys were never built; the id is the whole key.
+            // Fast-lane keys were never built; the id is the 5-tuple.
             Lane::FastV4 | Lane::Done => FlowKey::from_compact(self.scratch.ids[i]),
             Lane::General => self.scratch.keys[i],
         };
@@ -679,22 +679,9 @@ impl Worker {
                         verdicts[i] = Verdict::Drop(DropReason::NoVip);
                         continue;
                     };
-                    if v < COMPACT_VIPS {
-                        scratch.lane[i] = Lane::FastV4;
-                        let (id, hash) = FlowKey::v4_id_hash(v, f.protocol, f.src, f.dst, f.ports);
-                        (v, id, hash)
-                    } else {
-                        let key = FlowKey::v4(v, f.protocol, f.src, f.dst, f.ports);
-                        let p = &mut scratch.parsed[i];
-                        if let Err(e) = packet::parse_into(pkt, p) {
-                            verdicts[i] = Verdict::Drop(DropReason::Packet(e));
-                            continue;
-                        }
-                        scratch.lane[i] = Lane::General;
-                        scratch.keys[i] = key;
-                        let hash = key.hash();
-                        (v, key.compact(hash), hash)
-                    }
+                    scratch.lane[i] = Lane::FastV4;
+                    let (id, hash) = FlowKey::v4_id_hash(f.protocol, f.src, f.dst, f.ports);
+                    (v, id, hash)
                 }
                 None => {
                     let p = &mut scratch.parsed[i];
@@ -734,7 +721,8 @@ impl Worker {
                 };
                 let Some(p) = dp.pods.get(pod as usize) else { continue };
                 let to = &p.endpoint;
-                if p.state.serves_flows() && to.family == IpFamily::V4 {
+                // The entry keeps no VIP index: its pod must be this VIP's.
+                if p.state.serves_flows() && p.vip == v && to.family == IpFamily::V4 {
                     let l4 = batch.l4_checksum(i);
                     let addr = [to.addr[0], to.addr[1], to.addr[2], to.addr[3]];
                     let protocol = scratch.ids[i] as u8;
@@ -861,7 +849,9 @@ fn general<B: Batch>(
 ) -> Verdict {
     let reverse = &dp.reverse;
     let (pod, outcome) = match hit {
-        Some(Hit { pod, .. }) if dp.pod_serves(pod) => (pod, FlowOutcome::Hit),
+        // IPv4 entries keep no VIP index: a pod of another VIP (the address
+        // now belongs to a different Service) makes the entry stale.
+        Some(Hit { pod, .. }) if dp.pod_serves(pod) && dp.pods[pod as usize].vip == v => (pod, FlowOutcome::Hit),
         stale_or_miss => {
             let vip = dp.vips[v as usize].as_ref().expect("classified VIPs exist");
             // The Maglev choice must not depend on node-local indices, so
@@ -932,7 +922,7 @@ fn forget(entry: Option<(u32, FlowKey)>, thread: usize, refs: &RefCounts, dp: &D
 }
 
 fn release_all(t: &FlowTable, thread: usize, refs: &RefCounts) {
-    t.for_each_live(0, |_, pod| refs.add(thread, pod, -1));
+    t.for_each_live(0, |pod| refs.add(thread, pod, -1));
 }
 
 /// Hash of the 5-tuple alone (no node-local index), for Maglev.

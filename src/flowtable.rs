@@ -29,8 +29,8 @@
 use crate::packet::{IpFamily, Parsed};
 use crate::sys::{Zeroable, ZeroedArray};
 
-/// Slots per bucket: four 32-byte slots fill two cache lines.
-pub const ENTRIES_PER_BUCKET: usize = 4;
+/// Slots per bucket: three 20-byte entries fill one cache line.
+pub const ENTRIES_PER_BUCKET: usize = 3;
 
 /// Limits on `kp conf buckets` (a power of two): 2^22 buckets is 16M flows,
 /// 512 MiB of buckets per worker thread (plus up to 1 GiB of IPv6 keys,
@@ -171,7 +171,7 @@ impl FlowKey {
     pub fn hash(&self) -> u64 {
         let w = &self.words;
         if self.family() == 4 {
-            return hash_v4(low4(w[0]), low4(w[2]), w[4], low4(w[5]));
+            return hash_v4(low4(w[0]), low4(w[2]), w[4]);
         }
         let h = mum(w[0] ^ 0xa076_1d64_78bd_642f, w[1] ^ 0xe703_7ed1_a0b4_28db)
             ^ mum(w[2] ^ 0x8ebc_6af0_9c88_c6e3, w[3] ^ 0x5899_65cc_7537_4cc3)
@@ -182,16 +182,11 @@ impl FlowKey {
     /// The compact id and hash of an IPv4 flow straight from header bytes
     /// (the data path's fast lane): equal to `FlowKey::v4(..)`'s
     /// [`compact`](FlowKey::compact) and [`hash`](FlowKey::hash), without
-    /// building the key. `vip` must be below [`COMPACT_VIPS`].
+    /// building the key.
     #[inline(always)]
-    pub fn v4_id_hash(vip: u32, protocol: u8, src: [u8; 4], dst: [u8; 4], ports: [u8; 4]) -> (u128, u64) {
-        debug_assert!(vip < COMPACT_VIPS);
+    pub fn v4_id_hash(protocol: u8, src: [u8; 4], dst: [u8; 4], ports: [u8; 4]) -> (u128, u64) {
         let (s, d, p) = (u32::from_ne_bytes(src), u32::from_ne_bytes(dst), u32::from_ne_bytes(ports));
-        let id = u128::from((vip << 9) | u32::from(protocol))
-            | (u128::from(s) << 32)
-            | (u128::from(d) << 64)
-            | (u128::from(p) << 96);
-        (id, hash_v4(s, d, tail_word(ports, protocol, 4), vip))
+        (pack_id(s, d, p, protocol), hash_v4(s, d, tail_word(ports, protocol, 4)))
     }
 }
 
@@ -201,94 +196,93 @@ fn mum(a: u64, b: u64) -> u64 {
     (r as u64) ^ ((r >> 64) as u64)
 }
 
-/// [`FlowKey::hash`] of an IPv4 key: addresses, the ports-protocol-family
-/// word and the VIP index, in two multiplies.
+/// [`FlowKey::hash`] of an IPv4 key: addresses and the ports-protocol-family
+/// word, in two multiplies. Not the VIP index: an IPv4 entry is keyed on
+/// the 5-tuple alone (see [`FlowKey::compact`]), so one flow has one entry
+/// whichever Service its address belongs to.
 #[inline(always)]
-fn hash_v4(src: u32, dst: u32, tail: u64, vip: u32) -> u64 {
+fn hash_v4(src: u32, dst: u32, tail: u64) -> u64 {
     let addrs = u64::from(src) | (u64::from(dst) << 32);
     let h = mum(addrs ^ 0xa076_1d64_78bd_642f, tail ^ 0xe703_7ed1_a0b4_28db);
-    mum(h ^ u64::from(vip) ^ 0x8ebc_6af0_9c88_c6e3, 0x5899_65cc_7537_4cc3)
+    mum(h ^ 0x8ebc_6af0_9c88_c6e3, 0x5899_65cc_7537_4cc3)
 }
 
-/// Bit 8 of a compact id's tag: set when the id holds a signature rather
-/// than the whole key.
-const SIGNATURE_ID: u32 = 1 << 8;
-/// VIP indices below this fit a compact id's tag (23 bits).
-pub const COMPACT_VIPS: u32 = 1 << 23;
+/// Set in a compact id's tag byte when the id holds a signature (hash and
+/// VIP index) rather than the whole key.
+const SIGNATURE_TAG: u8 = 0x80;
 
 impl FlowKey {
-    /// The 16-byte identity a bucket slot stores and a lookup compares.
+    /// The 13-byte identity a bucket slot stores and a lookup compares,
+    /// packed in a `u128`: words `a`, `b`, `c` (bits 0..96) and a tag byte
+    /// (bits 96..104).
     ///
-    /// For an IPv4 flow (VIP index below 2^23) it is the **whole key**:
-    /// tag (VIP index, protocol), source, destination and ports, so a lookup
-    /// is confirmed inside the bucket's own cache lines. Anything else
-    /// (IPv6) stores its tag and the 64-bit hash; the full key then lives in
-    /// the parallel key array and confirms the hit.
+    /// For an IPv4 flow it is the **whole 5-tuple**: source, destination,
+    /// both ports (as on the wire) and the protocol as the tag, so a lookup
+    /// is confirmed inside the bucket's own cache line. The VIP index is not
+    /// stored: the address and port the flow was sent to decide its VIP, and
+    /// the data path checks the entry's pod belongs to it. Anything else
+    /// (IPv6) stores the 64-bit hash and the VIP index, tagged; the full key
+    /// then lives in the parallel key array and confirms the hit.
     #[inline(always)]
     pub fn compact(&self, hash: u64) -> u128 {
         let w = &self.words;
-        let tail = w[4];
-        let proto = u32::from(tail.to_ne_bytes()[4]);
-        let family = tail.to_ne_bytes()[5];
-        let vip = low4(w[5]);
-        if family == 4 && vip < COMPACT_VIPS {
-            let tag = (vip << 9) | proto;
-            u128::from(tag)
-                | (u128::from(low4(w[0])) << 32)
-                | (u128::from(low4(w[2])) << 64)
-                | (u128::from(low4(tail)) << 96)
+        let tail = w[4].to_ne_bytes();
+        let (proto, family) = (tail[4], tail[5]);
+        if family == 4 {
+            pack_id(low4(w[0]), low4(w[2]), low4(w[4]), proto)
         } else {
-            let tag = ((vip & (COMPACT_VIPS - 1)) << 9) | SIGNATURE_ID | proto;
-            u128::from(tag) | (u128::from(hash) << 32)
+            pack_id(hash as u32, (hash >> 32) as u32, low4(w[5]), proto | SIGNATURE_TAG)
         }
     }
 
-    /// The key a whole-key compact id stands for (inverse of [`compact`]).
+    /// The key a whole-key compact id stands for (inverse of [`compact`]),
+    /// with VIP index 0: IPv4 entries do not keep it.
     ///
     /// [`compact`]: FlowKey::compact
     pub fn from_compact(id: u128) -> FlowKey {
-        let tag = id as u32;
-        let ports = ((id >> 96) as u32).to_ne_bytes();
-        FlowKey {
-            words: [
-                word4((id >> 32) as u32),
-                0,
-                word4((id >> 64) as u32),
-                0,
-                tail_word(ports, tag as u8, 4),
-                vip_word(tag >> 9),
-            ],
-        }
+        let (a, b, c, tag) = unpack_id(id);
+        FlowKey { words: [word4(a), 0, word4(b), 0, tail_word(c.to_ne_bytes(), tag, 4), 0] }
     }
+}
+
+#[inline(always)]
+fn pack_id(a: u32, b: u32, c: u32, tag: u8) -> u128 {
+    u128::from(a) | (u128::from(b) << 32) | (u128::from(c) << 64) | (u128::from(tag) << 96)
+}
+
+#[inline(always)]
+fn unpack_id(id: u128) -> (u32, u32, u32, u8) {
+    (id as u32, (id >> 32) as u32, (id >> 64) as u32, (id >> 96) as u8)
 }
 
 #[inline(always)]
 fn is_whole_key(id: u128) -> bool {
-    id as u32 & SIGNATURE_ID == 0
+    (id >> 96) as u8 & SIGNATURE_TAG == 0
 }
 
-/// One entry: 32 bytes, two to a cache line.
+/// One cache line holding three entries as parallel arrays: the compact id
+/// split in words `a`, `b`, `c` and `tag`, then expiry tick and pod.
 #[derive(Debug, Clone, Copy, Default)]
-#[repr(C)]
-struct Slot {
-    /// [`FlowKey::compact`] of the flow.
-    id: u128,
-    /// Tick after which the slot is dead; 0 for a never-used slot.
-    expiry: u32,
-    pod: u32,
-    vip: u32,
-    _spare: u32,
-}
-
-/// Four entries in two adjacent cache lines of one page: a lookup costs
-/// one TLB translation and two lines fetched together.
-#[derive(Debug, Clone, Copy, Default)]
-#[repr(C, align(128))]
+#[repr(C, align(64))]
 struct Bucket {
-    slots: [Slot; ENTRIES_PER_BUCKET],
+    a: [u32; ENTRIES_PER_BUCKET],
+    b: [u32; ENTRIES_PER_BUCKET],
+    c: [u32; ENTRIES_PER_BUCKET],
+    /// Tick after which the slot is dead; 0 for a never-used slot.
+    expiry: [u32; ENTRIES_PER_BUCKET],
+    pod: [u32; ENTRIES_PER_BUCKET],
+    tag: [u8; ENTRIES_PER_BUCKET],
+    _spare: u8,
 }
 
-/// Where an entry lives: `bucket * 4 + slot`.
+impl Bucket {
+    #[inline(always)]
+    fn id(&self, i: usize) -> u128 {
+        pack_id(self.a[i], self.b[i], self.c[i], self.tag[i])
+    }
+}
+
+/// Where an entry lives: `bucket * ENTRIES_PER_BUCKET + slot`.
 pub type SlotId = u32;
 
 /// A confirmed hit.
@@ -337,7 +331,7 @@ impl FlowTable {
     pub fn new(n_buckets: u32, timeout: u32) -> Result<FlowTable, OutOfMemory> {
         assert!(n_buckets.is_power_of_two());
         let n = n_buckets as usize;
-        let bytes = n * (128 + ENTRIES_PER_BUCKET * 64);
+        let bytes = n * (64 + ENTRIES_PER_BUCKET * 64);
         let buckets = ZeroedArray::new(n).ok_or(OutOfMemory { bytes })?;
         let keys = ZeroedArray::new(n * ENTRIES_PER_BUCKET).ok_or(OutOfMemory { bytes })?;
         Ok(FlowTable { buckets, keys, mask: n_buckets - 1, timeout })
@@ -367,9 +361,7 @@ impl FlowTable {
     /// Step 1: start loading the bucket this hash maps to.
     #[inline(always)]
     pub fn prefetch_bucket(&self, hash: u64) {
-        let b = &self.buckets[self.bucket_of(hash)];
-        prefetch(&b.slots[0]);
-        prefetch(&b.slots[2]);
+        prefetch(&self.buckets[self.bucket_of(hash)]);
     }
 
     /// Step 2: reads the bucket and returns a bitmask of live slots whose
@@ -378,10 +370,13 @@ impl FlowTable {
     #[inline(always)]
     pub fn candidates(&self, hash: u64, id: u128, now: u32) -> u8 {
         let bi = self.bucket_of(hash);
-        let b = &self.buckets[bi];
+        let bk = &self.buckets[bi];
+        let (a, b, c, tag) = unpack_id(id);
         let mut mask = 0u8;
-        for (i, s) in b.slots.iter().enumerate() {
-            mask |= u8::from(s.id == id && s.expiry > now) << i;
+        for i in 0..ENTRIES_PER_BUCKET {
+            // Non-short-circuit `&`: no branch per field.
+            let same = (bk.a[i] == a) & (bk.b[i] == b) & (bk.c[i] == c) & (bk.tag[i] == tag);
+            mask |= u8::from(same & (bk.expiry[i] > now)) << i;
         }
         if !is_whole_key(id) {
             let mut m = mask;
@@ -418,20 +413,19 @@ impl FlowTable {
     /// slot with the same whole key) is the hit.
     #[inline(always)]
     pub fn whole_key_hit(&mut self, hash: u64, candidates: u8, now: u32) -> Option<Hit> {
-        (candidates != 0)
-            .then(|| self.refresh(self.bucket_of(hash), candidates.trailing_zeros() as usize, now))
+        (candidates != 0).then(|| self.refresh(self.bucket_of(hash), candidates.trailing_zeros() as usize, now))
     }
 
     #[inline(always)]
     fn refresh(&mut self, bi: usize, i: usize, now: u32) -> Hit {
-        let s = &mut self.buckets[bi].slots[i];
         let expiry = now.saturating_add(self.timeout);
+        let b = &mut self.buckets[bi];
         // Write only when the tick moved on: a line left clean needs no
         // write-back to memory when it is evicted.
-        if s.expiry != expiry {
-            s.expiry = expiry;
+        if b.expiry[i] != expiry {
+            b.expiry[i] = expiry;
         }
-        Hit { slot: (bi * ENTRIES_PER_BUCKET + i) as SlotId, pod: s.pod }
+        Hit { slot: (bi * ENTRIES_PER_BUCKET + i) as SlotId, pod: b.pod[i] }
     }
 
     /// A whole lookup, unbatched (tests and one-off use).
@@ -466,9 +460,10 @@ impl FlowTable {
         }
     }
 
-    /// The key of the entry in `slot` (which must have been inserted).
+    /// The key of the entry in slot `i` of bucket `bi` (which must have
+    /// been inserted); IPv4 keys come back with VIP index 0.
     fn key_at(&self, bi: usize, i: usize) -> FlowKey {
-        let id = self.buckets[bi].slots[i].id;
+        let id = self.buckets[bi].id(i);
         if is_whole_key(id) {
             FlowKey::from_compact(id)
         } else {
@@ -488,15 +483,16 @@ impl FlowTable {
         now: u32,
     ) -> Result<(SlotId, Option<(u32, FlowKey)>), BucketFull> {
         let bi = self.bucket_of(hash);
-        let Some(i) = self.buckets[bi].slots.iter().position(|s| s.expiry <= now) else {
+        let Some(i) = self.buckets[bi].expiry.iter().position(|&e| e <= now) else {
             return Err(BucketFull);
         };
         let slot = bi * ENTRIES_PER_BUCKET + i;
-        let evicted = (self.buckets[bi].slots[i].expiry != 0)
-            .then(|| (self.buckets[bi].slots[i].pod, self.key_at(bi, i)));
+        let evicted = (self.buckets[bi].expiry[i] != 0).then(|| (self.buckets[bi].pod[i], self.key_at(bi, i)));
         let id = key.compact(hash);
-        self.buckets[bi].slots[i] =
-            Slot { id, expiry: now.saturating_add(self.timeout), pod, vip: key.vip(), _spare: 0 };
+        let (a, b, c, tag) = unpack_id(id);
+        let expiry = now.saturating_add(self.timeout);
+        let bk = &mut self.buckets[bi];
+        (bk.a[i], bk.b[i], bk.c[i], bk.tag[i], bk.expiry[i], bk.pod[i]) = (a, b, c, tag, expiry, pod);
         if !is_whole_key(id) {
             self.keys[slot].0 = *key;
         }
@@ -508,31 +504,31 @@ impl FlowTable {
     #[inline]
     pub fn repoint(&mut self, slot: SlotId, pod: u32, now: u32) -> u32 {
         let (bi, i) = (slot as usize / ENTRIES_PER_BUCKET, slot as usize % ENTRIES_PER_BUCKET);
-        let s = &mut self.buckets[bi].slots[i];
-        s.expiry = now.saturating_add(self.timeout);
-        core::mem::replace(&mut s.pod, pod)
+        let expiry = now.saturating_add(self.timeout);
+        let b = &mut self.buckets[bi];
+        b.expiry[i] = expiry;
+        core::mem::replace(&mut b.pod[i], pod)
     }
 
     /// Ends the flow in `slot` at once. Returns its pod and key if it was
     /// in use.
     pub fn remove(&mut self, slot: SlotId) -> Option<(u32, FlowKey)> {
         let (bi, i) = (slot as usize / ENTRIES_PER_BUCKET, slot as usize % ENTRIES_PER_BUCKET);
-        let s = self.buckets[bi].slots[i];
-        let was = (s.expiry != 0).then(|| (s.pod, self.key_at(bi, i)));
-        self.buckets[bi].slots[i].expiry = 0;
+        let was = (self.buckets[bi].expiry[i] != 0).then(|| (self.buckets[bi].pod[i], self.key_at(bi, i)));
+        self.buckets[bi].expiry[i] = 0;
         was
     }
 
-    /// The key of the flow in `slot`.
+    /// The key of the flow in `slot` (IPv4 keys with VIP index 0).
     pub fn key(&self, slot: SlotId) -> FlowKey {
         self.key_at(slot as usize / ENTRIES_PER_BUCKET, slot as usize % ENTRIES_PER_BUCKET)
     }
 
     /// Clears dead entries (expired, or whose pod `is_gone`) in the
     /// buckets `from..from+count` (wrapping), calling `release` with each
-    /// cleared entry's pod. Returns where the next sweep should start. Run a
-    /// little at a time so entries of removed pods release their references
-    /// even when no new flow lands in their bucket.
+    /// cleared entry's pod and key. Returns where the next sweep should
+    /// start. Run a little at a time so entries of removed pods release
+    /// their references even when no new flow lands in their bucket.
     pub fn sweep(
         &mut self,
         from: u32,
@@ -544,10 +540,10 @@ impl FlowTable {
         let mut bi = from & self.mask;
         for _ in 0..count.min(self.n_buckets()) {
             for i in 0..ENTRIES_PER_BUCKET {
-                let s = self.buckets[bi as usize].slots[i];
-                if s.expiry != 0 && (s.expiry <= now || is_gone(s.pod)) {
-                    self.buckets[bi as usize].slots[i].expiry = 0;
-                    release(s.pod, &self.key_at(bi as usize, i));
+                let (expiry, pod) = (self.buckets[bi as usize].expiry[i], self.buckets[bi as usize].pod[i]);
+                if expiry != 0 && (expiry <= now || is_gone(pod)) {
+                    self.buckets[bi as usize].expiry[i] = 0;
+                    release(pod, &self.key_at(bi as usize, i));
                 }
             }
             bi = (bi + 1) & self.mask;
@@ -557,14 +553,16 @@ impl FlowTable {
 
     /// Live entries (a full scan: for `show kp`, not the data path).
     pub fn live_entries(&self, now: u32) -> usize {
-        self.buckets.iter().map(|b| b.slots.iter().filter(|s| s.expiry > now).count()).sum()
+        self.buckets.iter().map(|b| b.expiry.iter().filter(|&&e| e > now).count()).sum()
     }
 
-    /// Calls `f(vip, pod)` for every live entry (for `show` commands).
-    pub fn for_each_live(&self, now: u32, mut f: impl FnMut(u32, u32)) {
-        for s in self.buckets.iter().flat_map(|b| b.slots.iter()) {
-            if s.expiry > now {
-                f(s.vip, s.pod);
+    /// Calls `f(pod)` for every live entry (for `show` commands).
+    pub fn for_each_live(&self, now: u32, mut f: impl FnMut(u32)) {
+        for b in self.buckets.iter() {
+            for i in 0..ENTRIES_PER_BUCKET {
+                if b.expiry[i] > now {
+                    f(b.pod[i]);
+                }
             }
         }
     }
@@ -609,10 +607,9 @@ mod tests {
     }
 
     #[test]
-    fn bucket_is_two_aligned_cache_lines_and_key_is_48_bytes() {
-        assert_eq!(core::mem::size_of::<Slot>(), 32);
-        assert_eq!(core::mem::size_of::<Bucket>(), 128);
-        assert_eq!(core::mem::align_of::<Bucket>(), 128);
+    fn bucket_is_one_cache_line_and_key_is_48_bytes() {
+        assert_eq!(core::mem::size_of::<Bucket>(), 64);
+        assert_eq!(core::mem::align_of::<Bucket>(), 64);
         assert_eq!(core::mem::size_of::<FlowKey>(), 48);
     }
 
@@ -631,7 +628,8 @@ mod tests {
         assert_eq!(t.live_entries(33), 0);
         // The expired slot is reused and reports its old pod.
         let (slot2, evicted) = t.insert(&k, k.hash(), 8, 34).unwrap();
-        assert_eq!((slot2, evicted), (slot, Some((7, k))));
+        // IPv4 entries give their key back without the VIP index.
+        assert_eq!((slot2, evicted), (slot, Some((7, FlowKey::new(0, &parsed(1, IpFamily::V4))))));
     }
 
     /// Keys that collide on bucket and signature must not share an entry:
@@ -656,26 +654,27 @@ mod tests {
             assert_eq!(t.resolve(&a, h, ia, ca, 1).unwrap().pod, 100);
             assert_eq!(t.resolve(&b, h, ib, cb, 1).unwrap().pod, 200);
             // Keys come back whole from either kind of id.
-            let slots: Vec<FlowKey> = (0..4).map(|i| t.key((h as u32 & 15) * 4 + i)).collect();
+            let first = (h as u32 & 15) * ENTRIES_PER_BUCKET as u32;
+            let slots: Vec<FlowKey> = (0..2).map(|i| t.key(first + i)).collect();
             assert_eq!(&slots[..2], &[a, b]);
         }
     }
 
-    /// The whole-key id of every IPv4 key gives the key back; VIP indices
-    /// too large for it fall back to a signature id.
+    /// The whole-key id of every IPv4 key gives its 5-tuple back (the VIP
+    /// index is not kept); IPv6 keys use a signature id and the key array.
     #[test]
     fn compact_ids_round_trip() {
         for i in [0u32, 1, 77, 0xffff_ffff] {
-            for vip in [0u32, 5, COMPACT_VIPS - 1] {
+            for vip in [0u32, 5, u32::MAX] {
                 let mut p = parsed(i, IpFamily::V4);
                 p.protocol = if i % 2 == 0 { proto::UDP } else { proto::TCP };
                 let k = FlowKey::new(vip, &p);
                 let id = k.compact(k.hash());
                 assert!(is_whole_key(id));
-                assert_eq!(FlowKey::from_compact(id), k);
+                assert_eq!(FlowKey::from_compact(id), FlowKey::new(0, &p));
             }
         }
-        let k = FlowKey::new(COMPACT_VIPS, &parsed(1, IpFamily::V4));
+        let k = FlowKey::new(7, &parsed(1, IpFamily::V6));
         assert!(!is_whole_key(k.compact(k.hash())));
         let mut t = FlowTable::new(16, 10).unwrap();
         let (slot, _) = t.insert(&k, k.hash(), 3, 1).unwrap();
@@ -691,7 +690,7 @@ mod tests {
         let k = FlowKey::v4(9, p.protocol, four(&p.src), four(&p.dst), ports);
         assert_eq!(k, FlowKey::new(9, &p));
         let h = k.hash();
-        assert_eq!(FlowKey::v4_id_hash(9, p.protocol, four(&p.src), four(&p.dst), ports), (k.compact(h), h));
+        assert_eq!(FlowKey::v4_id_hash(p.protocol, four(&p.src), four(&p.dst), ports), (k.compact(h), h));
     }
 
     #[test]
@@ -720,20 +719,21 @@ mod tests {
 
     #[test]
     fn full_bucket_fails_insert_until_an_entry_expires() {
+        const N: usize = ENTRIES_PER_BUCKET;
         let mut t = FlowTable::new(16, 10).unwrap();
-        let keys: Vec<FlowKey> = (0..5).map(|i| FlowKey::new(0, &parsed(i, IpFamily::V6))).collect();
+        let keys: Vec<FlowKey> = (0..=N as u32).map(|i| FlowKey::new(0, &parsed(i, IpFamily::V6))).collect();
         let h = keys[0].hash(); // same bucket for all: pass the hash explicitly
-        for (i, k) in keys[..4].iter().enumerate() {
+        for (i, k) in keys[..N].iter().enumerate() {
             t.insert(k, h, i as u32, 1).unwrap();
         }
-        assert_eq!(t.insert(&keys[4], h, 9, 2), Err(BucketFull));
+        assert_eq!(t.insert(&keys[N], h, 9, 2), Err(BucketFull));
         // Everything inserted is still found.
-        for (i, k) in keys[..4].iter().enumerate() {
+        for (i, k) in keys[..N].iter().enumerate() {
             let id = k.compact(h);
             let c = t.candidates(h, id, 2);
             assert_eq!(t.resolve(k, h, id, c, 2).unwrap().pod, i as u32);
         }
-        assert!(t.insert(&keys[4], h, 9, 20).is_ok());
+        assert!(t.insert(&keys[N], h, 9, 20).is_ok());
     }
 
     #[test]
