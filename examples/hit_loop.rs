@@ -32,7 +32,8 @@ fn main() {
     let flows: u32 = args.next().map_or(1024, |a| a.parse().unwrap());
     let seconds: f64 = args.next().map_or(5.0, |a| a.parse().unwrap());
     let mut ctl = Controller::new(1);
-    ctl.set_flow(Some(flows.next_power_of_two().max(32) / 2), Some(3600)).unwrap();
+    // Twice as many buckets as flows, as the table would be sized.
+    ctl.set_flow(Some(flows.next_power_of_two().max(16) * 2), Some(3600)).unwrap();
     let key = VipKey { prefix: "10.96.0.10/32".parse().unwrap(), protocol: Protocol::Any, port: 80 };
     ctl.add_vip(&VipSpec { key, target_port: 8080, node_port: 0, nat: None, new_len: Some(1024) }).unwrap();
     let pods: Vec<_> = (1..=16u8).map(|i| (std::net::IpAddr::from([10, 1, 0, i]), 1)).collect();

@@ -280,6 +280,54 @@ impl Bucket {
     fn id(&self, i: usize) -> u128 {
         pack_id(self.a[i], self.b[i], self.c[i], self.tag[i])
     }
+
+    /// Bitmask of the live slots (expiry after `now`) holding `id`: the
+    /// same as [`Bucket::matches_scalar`], in a handful of SSE2 operations
+    /// (the parallel arrays are what make this possible).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn matches(&self, id: u128, now: u32) -> u8 {
+        use core::arch::x86_64::*;
+        let (a, b, c, tag) = unpack_id(id);
+        // Tags: a zero byte in `t` is a slot whose tag equals `tag`. Bit 7
+        // of each byte of `zero` says so, exactly (no carry between bytes).
+        let t = u32::from_ne_bytes([self.tag[0], self.tag[1], self.tag[2], !tag]) ^ (u32::from(tag) * 0x0101_0101);
+        let zero = !(((t & 0x7f7f_7f7f) + 0x7f7f_7f7f) | t) & 0x8080_8080;
+        let tags = ((zero >> 7) & 1) | ((zero >> 14) & 2) | ((zero >> 21) & 4);
+        // SAFETY: each 16-byte load starts at a field of this 64-byte
+        // bucket and ends inside it (a at 0, b at 12, c at 24, expiry at
+        // 36); the lane past the field's three is masked off below.
+        // SSE2 is part of x86_64.
+        let words = unsafe {
+            let at = |off: usize| _mm_loadu_si128((self as *const Bucket).cast::<u8>().add(off).cast());
+            let eq = |off: usize, v: u32| _mm_cmpeq_epi32(at(off), _mm_set1_epi32(v as i32));
+            // Expiry ticks stay below 2^31, so a signed compare is right.
+            let live = _mm_cmpgt_epi32(at(36), _mm_set1_epi32(now as i32));
+            let all = _mm_and_si128(_mm_and_si128(eq(0, a), eq(12, b)), _mm_and_si128(eq(24, c), live));
+            _mm_movemask_ps(_mm_castsi128_ps(all)) as u32
+        };
+        (words & tags & 0b111) as u8
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    #[inline(always)]
+    fn matches(&self, id: u128, now: u32) -> u8 {
+        self.matches_scalar(id, now)
+    }
+
+    /// [`Bucket::matches`], one slot at a time.
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+    #[inline(always)]
+    fn matches_scalar(&self, id: u128, now: u32) -> u8 {
+        let (a, b, c, tag) = unpack_id(id);
+        let mut mask = 0u8;
+        for i in 0..ENTRIES_PER_BUCKET {
+            // Non-short-circuit `&`: no branch per field.
+            let same = (self.a[i] == a) & (self.b[i] == b) & (self.c[i] == c) & (self.tag[i] == tag);
+            mask |= u8::from(same & (self.expiry[i] > now)) << i;
+        }
+        mask
+    }
 }
 
 /// Where an entry lives: `bucket * ENTRIES_PER_BUCKET + slot`.
@@ -370,14 +418,7 @@ impl FlowTable {
     #[inline(always)]
     pub fn candidates(&self, hash: u64, id: u128, now: u32) -> u8 {
         let bi = self.bucket_of(hash);
-        let bk = &self.buckets[bi];
-        let (a, b, c, tag) = unpack_id(id);
-        let mut mask = 0u8;
-        for i in 0..ENTRIES_PER_BUCKET {
-            // Non-short-circuit `&`: no branch per field.
-            let same = (bk.a[i] == a) & (bk.b[i] == b) & (bk.c[i] == c) & (bk.tag[i] == tag);
-            mask |= u8::from(same & (bk.expiry[i] > now)) << i;
-        }
+        let mask = self.buckets[bi].matches(id, now);
         if !is_whole_key(id) {
             let mut m = mask;
             while m != 0 {
@@ -680,6 +721,27 @@ mod tests {
         let (slot, _) = t.insert(&k, k.hash(), 3, 1).unwrap();
         assert_eq!(t.lookup(&k, 2).map(|h| h.pod), Some(3));
         assert_eq!(t.key(slot), k);
+    }
+
+    proptest::proptest! {
+        /// The SSE2 slot match agrees with the one-slot-at-a-time one, for
+        /// buckets whose fields share values with the probe or not.
+        #[test]
+        fn simd_match_equals_scalar(
+            fields in proptest::collection::vec(0u32..3, 15),
+            tags in proptest::collection::vec(proptest::prop_oneof![0u8..3, 0x80u8..0x83], 3),
+            probe in proptest::collection::vec(0u32..3, 3),
+            probe_tag in proptest::prop_oneof![0u8..3, 0x80u8..0x83],
+            now in 0u32..4,
+        ) {
+            let f = |k: usize| [fields[k], fields[k + 1], fields[k + 2]];
+            let b = Bucket {
+                a: f(0), b: f(3), c: f(6), expiry: f(9), pod: f(12),
+                tag: [tags[0], tags[1], tags[2]], _spare: 0,
+            };
+            let id = pack_id(probe[0], probe[1], probe[2], probe_tag);
+            proptest::prop_assert_eq!(b.matches(id, now), b.matches_scalar(id, now));
+        }
     }
 
     #[test]
