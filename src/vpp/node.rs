@@ -422,6 +422,7 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
         // Per-buffer trace flags matter only while the node traces.
         let tracing = (*node).flags & sys::KP_VLIB_NODE_FLAG_TRACE as u16 != 0;
         let existing = VIP_EXISTING.row(thread);
+        let (mut run_vip, mut run_len) = (u32::MAX, 0u64);
         let hops = super::route::NextHops::get();
         let pod_packets = POD_PACKETS.row(thread);
         for i in 0..n {
@@ -443,7 +444,15 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
                     };
                     translated += 1;
                     match outcome {
-                        FlowOutcome::Hit => *existing.add(vip as usize) += 1,
+                        // Runs of one VIP add up in a register: no chain of
+                        // read-modify-writes on one counter per packet.
+                        FlowOutcome::Hit if vip == run_vip => run_len += 1,
+                        FlowOutcome::Hit => {
+                            if run_len > 0 {
+                                *existing.add(run_vip as usize) += run_len;
+                            }
+                            (run_vip, run_len) = (vip, 1);
+                        }
                         FlowOutcome::New => VIP_FIRST.add(thread, vip, 1),
                         FlowOutcome::Untracked => {
                             untracked += 1;
@@ -473,6 +482,9 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
                     }
                 }
             }
+        }
+        if run_len > 0 {
+            *existing.add(run_vip as usize) += run_len;
         }
         // Non-drop outcomes are counted here; drops by the drop node.
         let counters = (*vm).error_counters;
