@@ -45,8 +45,8 @@ fn lookup_hit(c: &mut Criterion) {
     let mut g = c.benchmark_group("lookup_hit");
     g.throughput(Throughput::Elements(BATCH as u64));
     for (label, n) in [("1K", 1usize << 10), ("1M", 1 << 20)] {
-        // Half-full buckets on average, as a sized deployment would run.
-        let buckets = (n as u32).next_power_of_two() / 2;
+        // Twice as many buckets as flows, as a sized deployment would run.
+        let buckets = (n as u32).next_power_of_two() * 2;
         let mut t = FlowTable::new(buckets, 1_000_000).unwrap();
         let keys: Vec<FlowKey> =
             (0..n as u32).map(key).filter(|k| t.insert(k, k.hash(), 1, 1).is_ok()).collect();

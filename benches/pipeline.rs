@@ -29,7 +29,8 @@ fn nat44_hit(c: &mut Criterion) {
     g.throughput(Throughput::Elements(MAX_BATCH as u64));
     for (label, n_flows) in [("1K", 1u32 << 10), ("1M", 1 << 20)] {
         let mut ctl = Controller::new(1);
-        ctl.set_flow(Some(n_flows.next_power_of_two() / 2), Some(3600)).unwrap();
+        // Twice as many buckets as flows, as a sized deployment would run.
+        ctl.set_flow(Some(n_flows.next_power_of_two() * 2), Some(3600)).unwrap();
         let key = VipKey { prefix: "10.96.0.10/32".parse().unwrap(), protocol: Protocol::Any, port: 80 };
         ctl.add_vip(&VipSpec { key, target_port: 8080, node_port: 0, nat: None, new_len: Some(1024) })
             .unwrap();

@@ -851,7 +851,9 @@ fn general<B: Batch>(
     let (pod, outcome) = match hit {
         // IPv4 entries keep no VIP index: a pod of another VIP (the address
         // now belongs to a different Service) makes the entry stale.
-        Some(Hit { pod, .. }) if dp.pod_serves(pod) && dp.pods[pod as usize].vip == v => (pod, FlowOutcome::Hit),
+        Some(Hit { pod, .. }) if dp.pod_serves(pod) && dp.pods[pod as usize].vip == v => {
+            (pod, FlowOutcome::Hit)
+        }
         stale_or_miss => {
             let vip = dp.vips[v as usize].as_ref().expect("classified VIPs exist");
             // The Maglev choice must not depend on node-local indices, so

@@ -291,7 +291,8 @@ impl Bucket {
         let (a, b, c, tag) = unpack_id(id);
         // Tags: a zero byte in `t` is a slot whose tag equals `tag`. Bit 7
         // of each byte of `zero` says so, exactly (no carry between bytes).
-        let t = u32::from_ne_bytes([self.tag[0], self.tag[1], self.tag[2], !tag]) ^ (u32::from(tag) * 0x0101_0101);
+        let t = u32::from_ne_bytes([self.tag[0], self.tag[1], self.tag[2], !tag])
+            ^ (u32::from(tag) * 0x0101_0101);
         let zero = !(((t & 0x7f7f_7f7f) + 0x7f7f_7f7f) | t) & 0x8080_8080;
         let tags = ((zero >> 7) & 1) | ((zero >> 14) & 2) | ((zero >> 21) & 4);
         // SAFETY: each 16-byte load starts at a field of this 64-byte
@@ -454,7 +455,8 @@ impl FlowTable {
     /// slot with the same whole key) is the hit.
     #[inline(always)]
     pub fn whole_key_hit(&mut self, hash: u64, candidates: u8, now: u32) -> Option<Hit> {
-        (candidates != 0).then(|| self.refresh(self.bucket_of(hash), candidates.trailing_zeros() as usize, now))
+        (candidates != 0)
+            .then(|| self.refresh(self.bucket_of(hash), candidates.trailing_zeros() as usize, now))
     }
 
     #[inline(always)]
@@ -528,7 +530,8 @@ impl FlowTable {
             return Err(BucketFull);
         };
         let slot = bi * ENTRIES_PER_BUCKET + i;
-        let evicted = (self.buckets[bi].expiry[i] != 0).then(|| (self.buckets[bi].pod[i], self.key_at(bi, i)));
+        let evicted =
+            (self.buckets[bi].expiry[i] != 0).then(|| (self.buckets[bi].pod[i], self.key_at(bi, i)));
         let id = key.compact(hash);
         let (a, b, c, tag) = unpack_id(id);
         let expiry = now.saturating_add(self.timeout);

@@ -325,12 +325,20 @@ fn update_l4_checksum(field: &mut [u8; 2], protocol: u8, addr_delta: u64, port_d
 /// header checked) gets destination `addr`:`port`, with both checksums
 /// updated as [`rewrite_dst`] would (a property test holds them equal).
 #[inline(always)]
-pub fn dnat_v4(pkt: &mut [u8], protocol: u8, addr: [u8; 4], port: u16, l4: L4Checksum) -> Result<(), NatError> {
+pub fn dnat_v4(
+    pkt: &mut [u8],
+    protocol: u8,
+    addr: [u8; 4],
+    port: u16,
+    l4: L4Checksum,
+) -> Result<(), NatError> {
     if protocol == proto::TCP {
-        let h: &mut [u8; 38] = pkt.get_mut(..38).and_then(|h| h.try_into().ok()).ok_or(NatError::Truncated)?;
+        let h: &mut [u8; 38] =
+            pkt.get_mut(..38).and_then(|h| h.try_into().ok()).ok_or(NatError::Truncated)?;
         dnat_v4_header::<38, 36>(h, false, addr, port, l4);
     } else {
-        let h: &mut [u8; 28] = pkt.get_mut(..28).and_then(|h| h.try_into().ok()).ok_or(NatError::Truncated)?;
+        let h: &mut [u8; 28] =
+            pkt.get_mut(..28).and_then(|h| h.try_into().ok()).ok_or(NatError::Truncated)?;
         dnat_v4_header::<28, 26>(h, true, addr, port, l4);
     }
     Ok(())

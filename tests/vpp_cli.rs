@@ -52,7 +52,7 @@ fn loads_and_configures_the_readme_example() {
         ),
         "{show}"
     );
-    assert!(show.contains("thread 0: 65536 buckets, 0 of 262144 entries in use"), "{show}");
+    assert!(show.contains("thread 0: 65536 buckets, 0 of 196608 entries in use"), "{show}");
 }
 
 /// Hundreds of malformed lines: one clear error each, VPP keeps running,
@@ -166,7 +166,7 @@ fn startup_conf_section_sets_the_flow_table() {
     let Some(vpp) = start("startup_conf_section_sets_the_flow_table", o) else { return };
     let show = vpp.ctl("show kp");
     assert!(show.contains("flow table: 1024 buckets per thread, timeout 30 s"), "{show}");
-    assert!(show.contains("thread 0: 1024 buckets, 0 of 4096 entries"), "{show}");
+    assert!(show.contains("thread 0: 1024 buckets, 0 of 3072 entries"), "{show}");
 }
 
 #[test]
