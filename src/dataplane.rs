@@ -725,7 +725,7 @@ impl Worker {
                 if p.state.serves_flows() && p.vip == v && to.family == IpFamily::V4 {
                     let l4 = batch.l4_checksum(i);
                     let addr = [to.addr[0], to.addr[1], to.addr[2], to.addr[3]];
-                    let protocol = scratch.ids[i] as u8;
+                    let protocol = FlowKey::id_protocol(scratch.ids[i]);
                     verdicts[i] = match nat::dnat_v4(batch.packet(i), protocol, addr, to.port, l4) {
                         Ok(()) => Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit },
                         Err(e) => Verdict::Drop(DropReason::Nat(e)),

@@ -235,6 +235,12 @@ impl FlowKey {
         }
     }
 
+    /// The transport protocol of a whole-key compact id.
+    #[inline(always)]
+    pub fn id_protocol(id: u128) -> u8 {
+        unpack_id(id).3
+    }
+
     /// The key a whole-key compact id stands for (inverse of [`compact`]),
     /// with VIP index 0: IPv4 entries do not keep it.
     ///
@@ -715,6 +721,7 @@ mod tests {
                 let k = FlowKey::new(vip, &p);
                 let id = k.compact(k.hash());
                 assert!(is_whole_key(id));
+                assert_eq!(FlowKey::id_protocol(id), p.protocol);
                 assert_eq!(FlowKey::from_compact(id), FlowKey::new(0, &p));
             }
         }

@@ -73,6 +73,11 @@ fn dnat_tcp_and_udp_with_valid_checksums() {
         assert_eq!(p.dst_port, 8080);
         assert_eq!((p.src[..4].to_vec(), p.src_port), (vec![192, 168, 0, 5], 40000));
         assert_eq!(verify(&out), Ok(()));
+        // The same flow again is a hit, rewritten by the IPv4 fast lane:
+        // the same bytes out.
+        let (v, again) = run(&mut w, v4(protocol, [192, 168, 0, 5], 40000, [10, 96, 0, 10], 80), cap, 2);
+        assert!(matches!(v, Verdict::Forward { outcome: FlowOutcome::Hit, .. }), "{v:?}");
+        assert_eq!(again, out);
     }
 }
 
