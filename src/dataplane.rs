@@ -649,6 +649,8 @@ impl Worker {
     #[allow(clippy::needless_range_loop)]
     pub fn process<B: Batch>(&mut self, batch: &mut B, now: u32, verdicts: &mut [Verdict]) {
         let n = batch.len().min(MAX_BATCH);
+        // One length check here spares one per packet below.
+        let verdicts = &mut verdicts[..n];
         let Worker { thread, flows, reader, cell, refs, scratch, sweep_at } = self;
         let thread = *thread;
         let dp = reader.enter(cell);

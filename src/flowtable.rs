@@ -295,25 +295,26 @@ impl Bucket {
     fn matches(&self, id: u128, now: u32) -> u8 {
         use core::arch::x86_64::*;
         let (a, b, c, tag) = unpack_id(id);
-        // Tags: a zero byte in `t` is a slot whose tag equals `tag`. Bit 7
-        // of each byte of `zero` says so, exactly (no carry between bytes).
-        let t = u32::from_ne_bytes([self.tag[0], self.tag[1], self.tag[2], !tag])
-            ^ (u32::from(tag) * 0x0101_0101);
-        let zero = !(((t & 0x7f7f_7f7f) + 0x7f7f_7f7f) | t) & 0x8080_8080;
-        let tags = ((zero >> 7) & 1) | ((zero >> 14) & 2) | ((zero >> 21) & 4);
         // SAFETY: each 16-byte load starts at a field of this 64-byte
         // bucket and ends inside it (a at 0, b at 12, c at 24, expiry at
-        // 36); the lane past the field's three is masked off below.
+        // 36); the lane past the field's three is masked off below. The
+        // tag bytes are read as one u32 (3 tags and the spare byte).
         // SSE2 is part of x86_64.
         let words = unsafe {
-            let at = |off: usize| _mm_loadu_si128((self as *const Bucket).cast::<u8>().add(off).cast());
+            let base = (self as *const Bucket).cast::<u8>();
+            let at = |off: usize| _mm_loadu_si128(base.add(off).cast());
             let eq = |off: usize, v: u32| _mm_cmpeq_epi32(at(off), _mm_set1_epi32(v as i32));
             // Expiry ticks stay below 2^31, so a signed compare is right.
             let live = _mm_cmpgt_epi32(at(36), _mm_set1_epi32(now as i32));
+            // Tag bytes compared, then each byte's result widened to the
+            // 32-bit lane of its slot.
+            let tags = _mm_cvtsi32_si128(base.add(60).cast::<i32>().read_unaligned());
+            let tags = _mm_cmpeq_epi8(tags, _mm_set1_epi8(tag as i8));
+            let tags = _mm_unpacklo_epi16(_mm_unpacklo_epi8(tags, tags), _mm_unpacklo_epi8(tags, tags));
             let all = _mm_and_si128(_mm_and_si128(eq(0, a), eq(12, b)), _mm_and_si128(eq(24, c), live));
-            _mm_movemask_ps(_mm_castsi128_ps(all)) as u32
+            _mm_movemask_ps(_mm_castsi128_ps(_mm_and_si128(all, tags))) as u32
         };
-        (words & tags & 0b111) as u8
+        (words & 0b111) as u8
     }
 
     #[cfg(not(target_arch = "x86_64"))]

@@ -363,9 +363,10 @@ fn dnat_v4_header<const N: usize, const CSUM: usize>(
     let addr_delta = u64::from(!old_addr) + u64::from(u32::from_ne_bytes(addr));
     // ... and for the port.
     let port_delta = (0xffff ^ ne16(h, 22)) + u64::from(u16::from_ne_bytes(new_port));
+    // Every sum here is below 2^35: three 16-bit pieces and the rest add
+    // up to below 2^18, and two more end-around carries leave 16 bits.
     let fold = |a: u64| {
-        let a = (a & 0xffff_ffff) + (a >> 32);
-        let a = (a & 0xffff) + (a >> 16);
+        let a = (a & 0xffff) + ((a >> 16) & 0xffff) + (a >> 32);
         let a = (a & 0xffff) + (a >> 16);
         ((a & 0xffff) + (a >> 16)) as u16
     };
