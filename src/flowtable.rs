@@ -4,13 +4,16 @@
 //! `FlowTable` is `Send` (built on the main thread, handed to its worker)
 //! but used by one thread at a time.
 //!
-//! **Layout.** A bucket is two adjacent cache lines (128 bytes, aligned,
-//! so always in one page) holding four 32-byte slots: a 16-byte compact id,
-//! expiry tick, pod and VIP index. For an IPv4 flow the compact id *is* the
-//! whole key (addresses, ports, protocol, VIP index), so a lookup is
-//! decided inside the bucket: one TLB translation, two lines fetched
-//! together, no second memory access. Keys that do not fit 16 bytes (IPv6)
-//! store a tag and the 64-bit hash there instead, with the full 48-byte key
+//! **Layout.** A bucket is one 64-byte cache line holding three entries as
+//! parallel arrays (compact id words `a`, `b`, `c`, tag byte, expiry tick,
+//! pod), so one lookup reads one line and compares all three slots with a
+//! few SSE2 operations. For an IPv4 flow the compact id *is* the whole
+//! 5-tuple (addresses, ports, protocol): a hit is decided inside the
+//! bucket, with no second memory access. The VIP index is not stored: the
+//! address and port a flow was sent to decide its VIP, and the data path
+//! checks that the entry's pod belongs to that VIP (an address that moved
+//! to another Service takes its flows along). Keys that do not fit (IPv6)
+//! store their 64-bit hash and VIP index, tagged, with the full 48-byte key
 //! in a parallel array (one cache line per slot) that confirms the hit.
 //! Either way a hit is confirmed on the **whole key**, so two flows whose
 //! hashes collide never share a pod.
@@ -23,8 +26,8 @@
 //!
 //! **Expiry** is lazy: a slot is live while `expiry > now`; a hit moves the
 //! expiry to `now + timeout`; a miss inserts into the first dead slot of its
-//! bucket. When all four are live, the insert fails and the caller forwards
-//! the packet untracked.
+//! bucket. When all three are live, the insert fails and the caller
+//! forwards the packet untracked.
 
 use crate::packet::{IpFamily, Parsed};
 use crate::sys::{Zeroable, ZeroedArray};
@@ -32,8 +35,8 @@ use crate::sys::{Zeroable, ZeroedArray};
 /// Slots per bucket: three 20-byte entries fill one cache line.
 pub const ENTRIES_PER_BUCKET: usize = 3;
 
-/// Limits on `kp conf buckets` (a power of two): 2^22 buckets is 16M flows,
-/// 512 MiB of buckets per worker thread (plus up to 1 GiB of IPv6 keys,
+/// Limits on `kp conf buckets` (a power of two): 2^22 buckets hold 12M
+/// flows in 256 MiB per worker thread (plus up to 768 MiB of IPv6 keys,
 /// mapped but only backed where used).
 pub const MIN_BUCKETS: u32 = 16;
 pub const MAX_BUCKETS: u32 = 1 << 22;
