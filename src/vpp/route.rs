@@ -6,7 +6,7 @@
 //! second full FIB lookup. When the pod's route changes, VPP walks back to
 //! kp's FIB node and the DPOs are stacked again.
 //!
-//! Workers read one packed word per pod index ([`next_hop`]); everything
+//! Workers read one packed word per pod index ([`NextHops`]); everything
 //! else is main-thread state, changed with the worker barrier held.
 
 use super::{fns, sys};
