@@ -66,7 +66,8 @@ struct TrackedRoute {
 #[derive(Default)]
 struct Book {
     by_addr: HashMap<IpAddr, u32>,
-    route_of_pod: HashMap<u32, u32>,
+    /// Pod index -> (route, the pod's address when it was tracked).
+    route_of_pod: HashMap<u32, (u32, IpAddr)>,
     free: Vec<u32>,
     next: u32,
 }
@@ -168,9 +169,15 @@ pub fn sync(live: impl Iterator<Item = (u32, IpAddr)>) {
     let mut guard = BOOK.lock();
     let Some(book) = guard.as_mut() else { return };
     let live: HashMap<u32, IpAddr> = live.collect();
-    let gone: Vec<u32> = book.route_of_pod.keys().filter(|p| !live.contains_key(p)).copied().collect();
+    // Gone: freed, or freed and reused for another address since.
+    let gone: Vec<u32> = book
+        .route_of_pod
+        .iter()
+        .filter(|(p, (_, addr))| live.get(p) != Some(addr))
+        .map(|(&p, _)| p)
+        .collect();
     for pod in gone {
-        let route = book.route_of_pod.remove(&pod).expect("listed");
+        let (route, _) = book.route_of_pod.remove(&pod).expect("listed");
         if let Some(slot) = t.pods.get(pod as usize) {
             slot.vip.store(0, Ordering::Relaxed);
             slot.nodeport.store(0, Ordering::Relaxed);
@@ -194,7 +201,7 @@ pub fn sync(live: impl Iterator<Item = (u32, IpAddr)>) {
                 None => continue,
             },
         };
-        book.route_of_pod.insert(pod, route);
+        book.route_of_pod.insert(pod, (route, addr));
         let ptr = t.routes[route as usize].0.load(Ordering::Relaxed);
         // SAFETY: a live record, main thread, barrier held.
         unsafe {
