@@ -669,6 +669,7 @@ impl Worker {
         // options takes the fast lane: its id and hash come straight from
         // the header bytes, and `scratch.parsed` and `scratch.keys` are
         // filled only if it needs the general path later.
+        let (mut last_class, mut last_vip) = (u64::MAX, NO_VIP);
         for i in 0..n {
             batch.prefetch_meta(i + PREFETCH_META_AHEAD);
             batch.prefetch_data(i + PREFETCH_DATA_AHEAD);
@@ -677,10 +678,20 @@ impl Worker {
             let pkt = batch.packet(i);
             let (v, id, hash) = match packet::parse_v4_fast(pkt) {
                 Some(f) => {
-                    let Some(v) = dp.classify(capture, f.protocol, f.dst_port()) else {
+                    // Packets of a frame mostly go to one Service: the last
+                    // answer is reused when capture, protocol and port match.
+                    let class = class_key(capture, f.protocol, f.dst_port());
+                    let v = if class == last_class {
+                        last_vip
+                    } else {
+                        last_class = class;
+                        last_vip = dp.classify(capture, f.protocol, f.dst_port()).unwrap_or(NO_VIP);
+                        last_vip
+                    };
+                    if v == NO_VIP {
                         verdicts[i] = Verdict::Drop(DropReason::NoVip);
                         continue;
-                    };
+                    }
                     scratch.lane[i] = Lane::FastV4;
                     let (id, hash) = FlowKey::v4_id_hash(f.protocol, f.src, f.dst, f.ports);
                     (v, id, hash)
@@ -927,6 +938,16 @@ fn forget(entry: Option<(u32, FlowKey)>, thread: usize, refs: &RefCounts, dp: &D
 
 fn release_all(t: &FlowTable, thread: usize, refs: &RefCounts) {
     t.for_each_live(0, |pod| refs.add(thread, pod, -1));
+}
+
+/// What [`Dataplane::classify`] depends on, packed (never `u64::MAX`).
+#[inline(always)]
+fn class_key(capture: Capture, protocol: u8, dst_port: u16) -> u64 {
+    let capture = match capture {
+        Capture::Prefix(i) => u64::from(i),
+        Capture::NodePort => 1 << 32,
+    };
+    capture | (u64::from(protocol) << 40) | (u64::from(dst_port) << 48)
 }
 
 /// Hash of the 5-tuple alone (no node-local index), for Maglev.
