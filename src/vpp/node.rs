@@ -546,41 +546,22 @@ type NodeFn = unsafe extern "C" fn(
 /// Node functions for VPP: the same code for IPv4 and IPv6 (the family is
 /// in the packet; the node's own family picks the pod next hops stacked on
 /// it); NodePort nodes differ only in how packets are captured.
-unsafe extern "C" fn kp4_vip_node(
-    vm: *mut sys::vlib_main_t,
-    node: *mut sys::vlib_node_runtime_t,
-    frame: *mut sys::vlib_frame_t,
-) -> sys::uword {
-    // SAFETY: VPP's node-function contract.
-    unsafe { node_fn::<false, false>(vm, node, frame) }
+macro_rules! node_variant {
+    ($name:ident, nodeport: $nodeport:expr, v6: $v6:expr) => {
+        unsafe extern "C" fn $name(
+            vm: *mut sys::vlib_main_t,
+            node: *mut sys::vlib_node_runtime_t,
+            frame: *mut sys::vlib_frame_t,
+        ) -> sys::uword {
+            // SAFETY: VPP's node-function contract.
+            unsafe { node_fn::<$nodeport, $v6>(vm, node, frame) }
+        }
+    };
 }
-
-unsafe extern "C" fn kp6_vip_node(
-    vm: *mut sys::vlib_main_t,
-    node: *mut sys::vlib_node_runtime_t,
-    frame: *mut sys::vlib_frame_t,
-) -> sys::uword {
-    // SAFETY: VPP's node-function contract.
-    unsafe { node_fn::<false, true>(vm, node, frame) }
-}
-
-unsafe extern "C" fn kp4_nodeport_node(
-    vm: *mut sys::vlib_main_t,
-    node: *mut sys::vlib_node_runtime_t,
-    frame: *mut sys::vlib_frame_t,
-) -> sys::uword {
-    // SAFETY: VPP's node-function contract.
-    unsafe { node_fn::<true, false>(vm, node, frame) }
-}
-
-unsafe extern "C" fn kp6_nodeport_node(
-    vm: *mut sys::vlib_main_t,
-    node: *mut sys::vlib_node_runtime_t,
-    frame: *mut sys::vlib_frame_t,
-) -> sys::uword {
-    // SAFETY: VPP's node-function contract.
-    unsafe { node_fn::<true, true>(vm, node, frame) }
-}
+node_variant!(kp4_vip_node, nodeport: false, v6: false);
+node_variant!(kp6_vip_node, nodeport: false, v6: true);
+node_variant!(kp4_nodeport_node, nodeport: true, v6: false);
+node_variant!(kp6_nodeport_node, nodeport: true, v6: true);
 
 const KP4_NAT4_FN: NodeFn = kp4_vip_node;
 const KP6_NAT6_FN: NodeFn = kp6_vip_node;
