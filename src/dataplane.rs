@@ -530,6 +530,11 @@ pub trait Batch {
     fn prefetch_data(&self, _i: usize) {}
 }
 
+/// Packets between the start (pass 1) and the end (pass 2) of a packet's
+/// fast path in [`Worker::process`]: enough for its bucket to arrive from
+/// memory meanwhile.
+const PIPELINE: usize = 32;
+
 /// How far ahead pass 1 hints packet metadata and packet bytes (VPP's
 /// usual distances: metadata twice as far as the data it locates).
 const PREFETCH_META_AHEAD: usize = 8;
@@ -669,81 +674,98 @@ impl Worker {
         // options takes the fast lane: its id and hash come straight from
         // the header bytes, and `scratch.parsed` and `scratch.keys` are
         // filled only if it needs the general path later.
-        let (mut last_class, mut last_vip) = (u64::MAX, NO_VIP);
-        for i in 0..n {
-            batch.prefetch_meta(i + PREFETCH_META_AHEAD);
-            batch.prefetch_data(i + PREFETCH_DATA_AHEAD);
-            scratch.vip[i] = NO_VIP;
-            let capture = batch.capture(i);
-            let pkt = batch.packet(i);
-            let (v, id, hash) = match packet::parse_v4_fast(pkt) {
-                Some(f) => {
-                    // Packets of a frame mostly go to one Service: the last
-                    // answer is reused when capture, protocol and port match.
-                    let class = class_key(capture, f.protocol, f.dst_port());
-                    let v = if class == last_class {
-                        last_vip
-                    } else {
-                        last_class = class;
-                        last_vip = dp.classify(capture, f.protocol, f.dst_port()).unwrap_or(NO_VIP);
-                        last_vip
-                    };
-                    if v == NO_VIP {
-                        verdicts[i] = Verdict::Drop(DropReason::NoVip);
-                        continue;
-                    }
-                    scratch.lane[i] = Lane::FastV4;
-                    let (id, hash) = FlowKey::v4_id_hash(f.protocol, f.src, f.dst, f.ports);
-                    (v, id, hash)
-                }
-                None => {
-                    let p = &mut scratch.parsed[i];
-                    if let Err(e) = packet::parse_into(pkt, p) {
-                        verdicts[i] = Verdict::Drop(DropReason::Packet(e));
-                        continue;
-                    }
-                    let Some(v) = dp.classify(capture, p.protocol, p.dst_port) else {
-                        verdicts[i] = Verdict::Drop(DropReason::NoVip);
-                        continue;
-                    };
-                    scratch.lane[i] = Lane::General;
-                    let key = FlowKey::new(v, p);
-                    scratch.keys[i] = key;
-                    let hash = key.hash();
-                    (v, key.compact(hash), hash)
-                }
-            };
-            scratch.vip[i] = v;
-            scratch.hashes[i] = hash;
-            scratch.ids[i] = id;
-            flows.prefetch_bucket(hash);
-        }
+        //
         // Pass 2: read buckets, prefetch the keys of candidates that need
         // confirming. A fast-lane hit on a live IPv4 pod is finished here:
         // its id is the whole key, so the candidate is the flow.
-        for i in 0..n {
-            let v = scratch.vip[i];
-            if v == NO_VIP {
-                continue;
-            }
-            let cands = flows.candidates(scratch.hashes[i], scratch.ids[i], now);
-            scratch.cands[i] = cands;
-            if scratch.lane[i] == Lane::FastV4 && cands != 0 {
-                let Some(Hit { pod, .. }) = flows.whole_key_hit(scratch.hashes[i], cands, now) else {
-                    continue;
+        //
+        // The two run as a software pipeline: packet `j` starts (pass 1)
+        // while packet `j - PIPELINE` finishes (pass 2). A bucket has the
+        // time of PIPELINE packets to arrive from memory, and waiting for
+        // memory overlaps with work on other packets instead of stalling a
+        // pass that does nothing else.
+        let (mut last_class, mut last_vip) = (u64::MAX, NO_VIP);
+        for j in 0..n + PIPELINE {
+            'pass1: {
+                if j >= n {
+                    break 'pass1;
+                }
+                let i = j;
+                batch.prefetch_meta(i + PREFETCH_META_AHEAD);
+                batch.prefetch_data(i + PREFETCH_DATA_AHEAD);
+                scratch.vip[i] = NO_VIP;
+                let capture = batch.capture(i);
+                let pkt = batch.packet(i);
+                let (v, id, hash) = match packet::parse_v4_fast(pkt) {
+                    Some(f) => {
+                        // Packets of a frame mostly go to one Service: the last
+                        // answer is reused when capture, protocol and port match.
+                        let class = class_key(capture, f.protocol, f.dst_port());
+                        let v = if class == last_class {
+                            last_vip
+                        } else {
+                            last_class = class;
+                            last_vip = dp.classify(capture, f.protocol, f.dst_port()).unwrap_or(NO_VIP);
+                            last_vip
+                        };
+                        if v == NO_VIP {
+                            verdicts[i] = Verdict::Drop(DropReason::NoVip);
+                            break 'pass1;
+                        }
+                        scratch.lane[i] = Lane::FastV4;
+                        let (id, hash) = FlowKey::v4_id_hash(f.protocol, f.src, f.dst, f.ports);
+                        (v, id, hash)
+                    }
+                    None => {
+                        let p = &mut scratch.parsed[i];
+                        if let Err(e) = packet::parse_into(pkt, p) {
+                            verdicts[i] = Verdict::Drop(DropReason::Packet(e));
+                            break 'pass1;
+                        }
+                        let Some(v) = dp.classify(capture, p.protocol, p.dst_port) else {
+                            verdicts[i] = Verdict::Drop(DropReason::NoVip);
+                            break 'pass1;
+                        };
+                        scratch.lane[i] = Lane::General;
+                        let key = FlowKey::new(v, p);
+                        scratch.keys[i] = key;
+                        let hash = key.hash();
+                        (v, key.compact(hash), hash)
+                    }
                 };
-                let Some(p) = dp.pods.get(pod as usize) else { continue };
-                let to = &p.endpoint;
-                // The entry keeps no VIP index: its pod must be this VIP's.
-                if p.state.serves_flows() && p.vip == v && to.family == IpFamily::V4 {
-                    let l4 = batch.l4_checksum(i);
-                    let addr = [to.addr[0], to.addr[1], to.addr[2], to.addr[3]];
-                    let protocol = FlowKey::id_protocol(scratch.ids[i]);
-                    verdicts[i] = match nat::dnat_v4(batch.packet(i), protocol, addr, to.port, l4) {
-                        Ok(()) => Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit },
-                        Err(e) => Verdict::Drop(DropReason::Nat(e)),
+                scratch.vip[i] = v;
+                scratch.hashes[i] = hash;
+                scratch.ids[i] = id;
+                flows.prefetch_bucket(hash);
+            }
+            'pass2: {
+                if j < PIPELINE {
+                    break 'pass2;
+                }
+                let i = j - PIPELINE;
+                let v = scratch.vip[i];
+                if v == NO_VIP {
+                    break 'pass2;
+                }
+                let cands = flows.candidates(scratch.hashes[i], scratch.ids[i], now);
+                scratch.cands[i] = cands;
+                if scratch.lane[i] == Lane::FastV4 && cands != 0 {
+                    let Some(Hit { pod, .. }) = flows.whole_key_hit(scratch.hashes[i], cands, now) else {
+                        break 'pass2;
                     };
-                    scratch.lane[i] = Lane::Done;
+                    let Some(p) = dp.pods.get(pod as usize) else { break 'pass2 };
+                    let to = &p.endpoint;
+                    // The entry keeps no VIP index: its pod must be this VIP's.
+                    if p.state.serves_flows() && p.vip == v && to.family == IpFamily::V4 {
+                        let l4 = batch.l4_checksum(i);
+                        let addr = [to.addr[0], to.addr[1], to.addr[2], to.addr[3]];
+                        let protocol = FlowKey::id_protocol(scratch.ids[i]);
+                        verdicts[i] = match nat::dnat_v4(batch.packet(i), protocol, addr, to.port, l4) {
+                            Ok(()) => Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit },
+                            Err(e) => Verdict::Drop(DropReason::Nat(e)),
+                        };
+                        scratch.lane[i] = Lane::Done;
+                    }
                 }
             }
         }
