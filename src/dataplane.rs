@@ -25,7 +25,7 @@ pub const MAX_BATCH: usize = 256;
 /// are released even in buckets no new flow visits. Kept small (it costs
 /// 2-3 clocks a packet at 32): while deleted pods drain, kp's periodic
 /// upkeep sweeps a larger slice of every table as well.
-const SWEEP_PER_BATCH: u32 = 8;
+pub const SWEEP_PER_BATCH: u32 = 8;
 
 /// The lifecycle of a pod index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -225,7 +225,8 @@ fn pod_removal_keeps_flows_flush_ends_them_and_gc_frees() {
     let (v, _) = run(&mut w, pkt.clone(), cap, 3);
     assert_ne!(pod_of(&c, v), ip("10.1.0.1"));
     // Sweeps run each batch; the flushed pod's references drain to 0.
-    for now in 4..4100 {
+    let sweeps = w.flows().n_buckets() / kp_plugin::dataplane::SWEEP_PER_BATCH + 1;
+    for now in 4..(4 + sweeps) {
         run(&mut w, v4(proto::UDP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 1), cap, now);
         if c.refs().sum(idx) == 0 {
             break;
@@ -248,7 +249,8 @@ fn idle_flows_expire_and_release_their_pods() {
     assert_eq!(total(&c), 50);
     assert_eq!(w.flows().live_entries(1), 50);
     // Past the timeout, sweeping releases every reference.
-    for now in 10..(10 + 65536 / 32 + 1) {
+    let sweeps = w.flows().n_buckets() / kp_plugin::dataplane::SWEEP_PER_BATCH + 1;
+    for now in 10..(10 + sweeps) {
         run(&mut w, v4(proto::UDP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 1), cap, now);
     }
     assert_eq!(total(&c), 0);
@@ -264,7 +266,9 @@ fn vip_delete_stops_traffic_and_frees_state() {
     c.del_vip(&key).unwrap();
     let (v, _) = run(&mut w, v4(proto::TCP, [9, 9, 9, 9], 7, [10, 96, 0, 10], 80), cap, 2);
     assert_eq!(v, Verdict::Drop(DropReason::NoVip));
-    for now in 3..3000 {
+    // One whole sweep of the table.
+    let sweeps = w.flows().n_buckets() / kp_plugin::dataplane::SWEEP_PER_BATCH + 1;
+    for now in 3..(3 + sweeps) {
         run(&mut w, v4(proto::UDP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 1), cap, now);
     }
     assert_eq!(c.collect_garbage(), 3);
@@ -446,7 +450,8 @@ fn reply_state_ends_with_the_flow() {
     let pod = pod_of(&c, v);
     c.del_pods(&all_ports("10.96.0.10/32"), &[pod], true).unwrap();
     // Sweeping drops the flushed flow and its reply state.
-    for now in 2..2100 {
+    let sweeps = w.flows().n_buckets() / kp_plugin::dataplane::SWEEP_PER_BATCH + 1;
+    for now in 2..(2 + sweeps) {
         run(&mut w, v4(proto::UDP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 1), cap, now);
     }
     let (v, _) = run_replies(&mut w, vec![reply_to(&fwd)]);
