@@ -101,7 +101,7 @@ unsafe extern "C" fn kp_init(_vm: *mut sys::vlib_main_t) -> *mut sys::clib_error
 // ---------------------------------------------------------------- maintenance
 
 /// Buckets of each flow table a maintenance run sweeps while pods drain:
-/// 4 MiB of buckets, about a millisecond with workers parked.
+/// 2 MiB of buckets, about a millisecond with workers parked.
 const IDLE_SWEEP_BUCKETS: u32 = 1 << 15;
 
 /// Stats-segment index of the `/kp/draining-pods` gauge.
