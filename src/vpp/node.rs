@@ -267,6 +267,37 @@ impl FrameBatch {
     fn buffer(&self, i: usize) -> *mut sys::vlib_buffer_t {
         self.bufs[i]
     }
+
+    /// Each buffer's next feature on its arc (and the buffer moved on in
+    /// it), for nodes that are features.
+    ///
+    /// # Safety
+    /// The frame's buffers are on a feature arc; main or worker thread in
+    /// a node function (the feature-config heap is re-read per frame: it
+    /// can move under the barrier).
+    #[inline(always)]
+    unsafe fn feature_nexts(&self) -> [u16; MAX_BATCH] {
+        let mut nexts = [NEXT_DROP; MAX_BATCH];
+        // SAFETY: per the contract.
+        unsafe {
+            let heap = (*fns().feature_main()).shared_feature_config_heap;
+            for (next, &b) in nexts.iter_mut().zip(&self.bufs[..self.n]) {
+                *next = feature_next(heap, b);
+            }
+        }
+        nexts
+    }
+
+    /// Whether packet `i` is to be traced: only while the node traces
+    /// (checked once per frame, in `tracing`) and the buffer says so.
+    ///
+    /// # Safety
+    /// `i` is a packet of this frame.
+    #[inline(always)]
+    unsafe fn traced(&self, i: usize, tracing: bool) -> bool {
+        // SAFETY: flags of a live buffer of this frame.
+        tracing && unsafe { (*self.bufs[i]).flags } & sys::KP_VLIB_BUFFER_IS_TRACED != 0
+    }
 }
 
 /// VPP's `vnet_feature_next` (inline in VPP) for a feature without config
@@ -400,13 +431,7 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
         let n = batch.n;
         // On the ip4/6-local arc, what is not NodePort traffic goes on to
         // the next feature.
-        let mut pass = [NEXT_DROP; MAX_BATCH];
-        if NODEPORT {
-            let heap = (*fns().feature_main()).shared_feature_config_heap;
-            for i in 0..n {
-                pass[i] = feature_next(heap, batch.bufs[i]);
-            }
-        }
+        let mut pass = if NODEPORT { batch.feature_nexts() } else { [NEXT_DROP; MAX_BATCH] };
         let thread = usize::from((*vm).thread_index);
         let Some(worker) = this_worker(thread) else {
             enqueue(vm, node, from, &mut pass, n);
@@ -419,15 +444,14 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
         let mut nexts = [NEXT_DROP; MAX_BATCH];
         let errors = (*node).errors;
         let (mut translated, mut untracked) = (0u64, 0u64);
-        // Per-buffer trace flags matter only while the node traces.
-        let tracing = (*node).flags & sys::KP_VLIB_NODE_FLAG_TRACE as u16 != 0;
+        let tracing = node_traces(node);
         let existing = VIP_EXISTING.row(thread);
         let (mut run_vip, mut run_len) = (u32::MAX, 0u64);
         let hops = super::route::NextHops::get();
         let pod_packets = POD_PACKETS.row(thread);
         for i in 0..n {
             let b = batch.buffer(i);
-            let traced = tracing && (*b).flags & sys::KP_VLIB_BUFFER_IS_TRACED != 0;
+            let traced = batch.traced(i, tracing);
             match verdicts[i] {
                 Verdict::Forward { vip, pod, outcome } => {
                     // Straight to the pod's tracked forwarding where there
@@ -530,11 +554,36 @@ unsafe fn trace(
         t.orig_addr = dst;
         t.orig_port = port;
     }
+    // SAFETY: the node function's own arguments and buffer.
+    unsafe { add_trace(vm, node, b, t) }
+}
+
+/// Records `t` as buffer `b`'s trace at this node.
+///
+/// # Safety
+/// The node function's own `vm`, `node` and one of its buffers.
+unsafe fn add_trace(
+    vm: *mut sys::vlib_main_t,
+    node: *mut sys::vlib_node_runtime_t,
+    b: *mut sys::vlib_buffer_t,
+    t: Trace,
+) {
     // SAFETY: exported; returns room for the record in the trace buffer.
     unsafe {
         let p = fns().vlib_add_trace(vm, node, b, core::mem::size_of::<Trace>() as u32);
         p.cast::<Trace>().write_unaligned(t);
     }
+}
+
+/// Whether the node traces this frame: per-buffer trace flags matter only
+/// then.
+///
+/// # Safety
+/// The node function's own `node`.
+#[inline(always)]
+unsafe fn node_traces(node: *mut sys::vlib_node_runtime_t) -> bool {
+    // SAFETY: per the contract.
+    unsafe { (*node).flags & sys::KP_VLIB_NODE_FLAG_TRACE as u16 != 0 }
 }
 
 type NodeFn = unsafe extern "C" fn(
@@ -570,23 +619,17 @@ const KP6_NAT6_FN: NodeFn = kp6_vip_node;
 /// interface feature on ip4-unicast / ip6-unicast. Replies of kp flows get
 /// their source translated back; every packet continues to the next
 /// feature (VPP's `vnet_feature_next`, inline in VPP, done here).
-#[inline(always)]
 #[allow(clippy::needless_range_loop)] // parallel per-packet arrays
-unsafe fn in2out_fn(
+unsafe extern "C" fn kp_in2out_node(
     vm: *mut sys::vlib_main_t,
     node: *mut sys::vlib_node_runtime_t,
     frame: *mut sys::vlib_frame_t,
 ) -> sys::uword {
-    // SAFETY: as in `node_fn`; the feature-config heap is re-read per frame
-    // (it can move under the barrier).
+    // SAFETY: as in `node_fn`.
     unsafe {
         let (mut batch, from) = FrameBatch::from_frame(vm, frame, false);
         let n = batch.n;
-        let heap = (*fns().feature_main()).shared_feature_config_heap;
-        let mut nexts = [NEXT_DROP; MAX_BATCH];
-        for i in 0..n {
-            nexts[i] = feature_next(heap, batch.bufs[i]);
-        }
+        let mut nexts = batch.feature_nexts();
         let thread = usize::from((*vm).thread_index);
         let Some(worker) = this_worker(thread) else {
             enqueue(vm, node, from, &mut nexts, n);
@@ -596,7 +639,7 @@ unsafe fn in2out_fn(
         worker.process_replies(&mut batch, &mut verdicts);
         let errors = (*node).errors;
         let mut translated = 0u64;
-        let tracing = (*node).flags & sys::KP_VLIB_NODE_FLAG_TRACE as u16 != 0;
+        let tracing = node_traces(node);
         for i in 0..n {
             let b = batch.buffer(i);
             let vip = match verdicts[i] {
@@ -606,7 +649,7 @@ unsafe fn in2out_fn(
                 }
                 ReplyVerdict::NotKp => u32::MAX,
             };
-            if tracing && (*b).flags & sys::KP_VLIB_BUFFER_IS_TRACED != 0 {
+            if batch.traced(i, tracing) {
                 let t = Trace {
                     vip,
                     pod: u32::MAX,
@@ -619,8 +662,7 @@ unsafe fn in2out_fn(
                     pod_addr: [0; 16],
                     orig_addr: [0; 16],
                 };
-                let p = fns().vlib_add_trace(vm, node, b, core::mem::size_of::<Trace>() as u32);
-                p.cast::<Trace>().write_unaligned(t);
+                add_trace(vm, node, b, t);
             }
         }
         let counters = (*vm).error_counters;
@@ -640,24 +682,6 @@ static REPLY_ERRORS: ErrorDescs2 = ErrorDescs2([
 struct ErrorDescs2([sys::vlib_error_desc_t; 2]);
 // SAFETY: immutable records pointing at static strings.
 unsafe impl Sync for ErrorDescs2 {}
-
-unsafe extern "C" fn kp_nat4_in2out(
-    vm: *mut sys::vlib_main_t,
-    node: *mut sys::vlib_node_runtime_t,
-    frame: *mut sys::vlib_frame_t,
-) -> sys::uword {
-    // SAFETY: VPP's node-function contract.
-    unsafe { in2out_fn(vm, node, frame) }
-}
-
-unsafe extern "C" fn kp_nat6_in2out(
-    vm: *mut sys::vlib_main_t,
-    node: *mut sys::vlib_node_runtime_t,
-    frame: *mut sys::vlib_frame_t,
-) -> sys::uword {
-    // SAFETY: VPP's node-function contract.
-    unsafe { in2out_fn(vm, node, frame) }
-}
 
 /// A node registration followed by its next-node names.
 #[repr(C)]
@@ -734,9 +758,9 @@ pub static KP6_NODEPORT: Registration<NodeReg<2>> =
     Registration::new(node_reg(c"kp6-nodeport", kp6_nodeport_node, c"ip6-lookup"));
 
 pub static KP_NAT4_IN2OUT: Registration<NodeReg<2>> =
-    Registration::new(in2out_reg(c"kp-nat4-in2out", kp_nat4_in2out));
+    Registration::new(in2out_reg(c"kp-nat4-in2out", kp_in2out_node));
 pub static KP_NAT6_IN2OUT: Registration<NodeReg<2>> =
-    Registration::new(in2out_reg(c"kp-nat6-in2out", kp_nat6_in2out));
+    Registration::new(in2out_reg(c"kp-nat6-in2out", kp_in2out_node));
 
 struct Names([*const c_char; 2]);
 // SAFETY: pointers to static strings.
