@@ -3,7 +3,7 @@
 //! in a loop (nothing else), for `perf record` or callgrind.
 
 use kp_plugin::config::{PodTarget, Protocol, VipKey, VipSpec};
-use kp_plugin::dataplane::{Batch, Capture, Controller, DropReason, Verdict, MAX_BATCH};
+use kp_plugin::dataplane::{Capture, Controller, DropReason, VecBatch, Verdict, MAX_BATCH};
 use kp_plugin::packet::build::{emit, Spec};
 use kp_plugin::packet::{proto, IpFamily};
 use std::time::Instant;
@@ -12,19 +12,7 @@ use std::time::Instant;
 /// in place).
 struct Frame {
     pristine: Vec<Vec<u8>>,
-    live: Vec<Vec<u8>>,
-}
-
-impl Batch for Frame {
-    fn len(&self) -> usize {
-        self.live.len()
-    }
-    fn packet(&mut self, i: usize) -> &mut [u8] {
-        &mut self.live[i]
-    }
-    fn capture(&self, _: usize) -> Capture {
-        Capture::Prefix(0)
-    }
+    live: VecBatch,
 }
 
 fn main() {
@@ -49,23 +37,24 @@ fn main() {
         .chunks(MAX_BATCH)
         .map(|c| {
             let pristine: Vec<Vec<u8>> = c.iter().map(|&f| packet(f)).collect();
-            Frame { live: pristine.clone(), pristine }
+            let captures = vec![Capture::Prefix(0); pristine.len()];
+            Frame { live: VecBatch { packets: pristine.clone(), captures }, pristine }
         })
         .collect();
     let mut frames = frames;
     let mut v = [Verdict::Drop(DropReason::NoVip); MAX_BATCH];
     for f in frames.iter_mut() {
-        w.process(f, 1, &mut v);
+        w.process(&mut f.live, 1, &mut v);
     }
     let start = Instant::now();
     let mut packets = 0u64;
     while start.elapsed().as_secs_f64() < seconds {
         for f in frames.iter_mut() {
-            for (l, p) in f.live.iter_mut().zip(&f.pristine) {
+            for (l, p) in f.live.packets.iter_mut().zip(&f.pristine) {
                 l.copy_from_slice(p);
             }
-            w.process(f, 2, &mut v);
-            packets += f.live.len() as u64;
+            w.process(&mut f.live, 2, &mut v);
+            packets += f.pristine.len() as u64;
         }
     }
     let ns = start.elapsed().as_nanos() as f64 / packets as f64;

@@ -553,7 +553,6 @@ struct Scratch {
     keys: [FlowKey; MAX_BATCH],
     hashes: [u64; MAX_BATCH],
     ids: [u128; MAX_BATCH],
-    cands: [u8; MAX_BATCH],
 }
 
 /// How pass 1 parsed a packet.
@@ -602,7 +601,6 @@ impl Worker {
                 keys: [FlowKey::default(); MAX_BATCH],
                 hashes: [0; MAX_BATCH],
                 ids: [0; MAX_BATCH],
-                cands: [0; MAX_BATCH],
             }),
             sweep_at: 0,
         })
@@ -751,8 +749,9 @@ impl Worker {
                 if v == NO_VIP {
                     break 'pass2;
                 }
+                // (For IPv6 this also prefetches the candidates' keys for
+                // pass 3.)
                 let cands = flows.candidates(scratch.hashes[i], scratch.ids[i], now);
-                scratch.cands[i] = cands;
                 if scratch.lane[i] == Lane::FastV4 && cands != 0 {
                     let Some(Hit { pod, .. }) = flows.whole_key_hit(scratch.hashes[i], cands, now) else {
                         break 'pass2;
@@ -798,14 +797,7 @@ impl Worker {
                 general(batch, i, &scratch.parsed[i], v, key, hash, hit, flows, &dp, thread, refs, now);
         }
 
-        let dp_ref = &*dp;
-        *sweep_at = flows.sweep(
-            *sweep_at,
-            SWEEP_PER_BATCH,
-            now,
-            |p| !dp_ref.pod_serves(p),
-            |p, k| forget(Some((p, *k)), thread, refs, dp_ref),
-        );
+        *sweep_at = sweep(flows, *sweep_at, SWEEP_PER_BATCH, now, &dp, thread, refs);
     }
 
     /// Sweeps up to `buckets` buckets of the flow table, going on from
@@ -818,14 +810,7 @@ impl Worker {
         // The latest snapshot, as the worker's next batch would see it (an
         // empty batch, as far as the reader's bookkeeping goes).
         let dp = reader.enter(cell);
-        let dp_ref = &*dp;
-        *sweep_at = flows.sweep(
-            *sweep_at,
-            buckets,
-            now,
-            |p| !dp_ref.pod_serves(p),
-            |p, k| forget(Some((p, *k)), thread, refs, dp_ref),
-        );
+        *sweep_at = sweep(flows, *sweep_at, buckets, now, &dp, thread, refs);
     }
 
     /// The reply path: for each packet of `batch` that is a reply of a kp
@@ -960,6 +945,21 @@ fn forget(entry: Option<(u32, FlowKey)>, thread: usize, refs: &RefCounts, dp: &D
             dp.reverse.remove(&key.reply_key(&p.endpoint.addr, p.endpoint.port));
         }
     }
+}
+
+/// Sweeps `count` buckets from `from`: entries expired or of pods that no
+/// longer serve flows go, with their references and reply state. Returns
+/// where the next sweep starts.
+fn sweep(
+    flows: &mut FlowTable,
+    from: u32,
+    count: u32,
+    now: u32,
+    dp: &Dataplane,
+    thread: usize,
+    refs: &RefCounts,
+) -> u32 {
+    flows.sweep(from, count, now, |p| !dp.pod_serves(p), |p, k| forget(Some((p, *k)), thread, refs, dp))
 }
 
 fn release_all(t: &FlowTable, thread: usize, refs: &RefCounts) {

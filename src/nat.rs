@@ -212,17 +212,25 @@ pub fn rewrite_in_place(
 /// rewrite, without the generality of [`Rewrite`].
 #[inline(always)]
 pub fn rewrite_dst(pkt: &mut [u8], parsed: &Parsed, to: &Endpoint, l4: L4Checksum) -> Result<(), NatError> {
-    let csum_at = check_ports(pkt, parsed)?;
-    let (a, p) = rewrite_endpoint::<true>(pkt, parsed, to)?;
-    finish_checksums(pkt, parsed, csum_at, a, p, l4);
-    Ok(())
+    rewrite_one::<true>(pkt, parsed, to, l4)
 }
 
 /// Source NAT of a same-family packet: the reply path's rewrite.
 #[inline(always)]
 pub fn rewrite_src(pkt: &mut [u8], parsed: &Parsed, from: &Endpoint, l4: L4Checksum) -> Result<(), NatError> {
+    rewrite_one::<false>(pkt, parsed, from, l4)
+}
+
+/// One endpoint (destination if `DST`, else source) and the checksums.
+#[inline(always)]
+fn rewrite_one<const DST: bool>(
+    pkt: &mut [u8],
+    parsed: &Parsed,
+    ep: &Endpoint,
+    l4: L4Checksum,
+) -> Result<(), NatError> {
     let csum_at = check_ports(pkt, parsed)?;
-    let (a, p) = rewrite_endpoint::<false>(pkt, parsed, from)?;
+    let (a, p) = rewrite_endpoint::<DST>(pkt, parsed, ep)?;
     finish_checksums(pkt, parsed, csum_at, a, p, l4);
     Ok(())
 }

@@ -148,24 +148,20 @@ pub fn parse_into(packet: &[u8], out: &mut Parsed) -> Result<()> {
 
 #[inline(always)]
 fn parse_ipv4_into(packet: &[u8], out: &mut Parsed) -> Result<()> {
-    // The common case first: no options, not a fragment. `total` is checked
-    // against the bytes present before anything past byte 10 is read.
-    if let [0x45, _, t0, t1, _, _, f0, f1, _, protocol, ..] = *packet {
-        let total = usize::from(u16::from_be_bytes([t0, t1]));
-        if (20..=packet.len()).contains(&total) && u16::from_be_bytes([f0, f1]) & 0x3fff == 0 {
-            let (src_port, dst_port) = ports(protocol, &packet[20..total], IpFamily::V4)?;
-            out.family = IpFamily::V4;
-            out.protocol = protocol;
-            out.src = [0; 16];
-            out.dst = [0; 16];
-            out.src[..4].copy_from_slice(&packet[12..16]);
-            out.dst[..4].copy_from_slice(&packet[16..20]);
-            out.src_port = src_port;
-            out.dst_port = dst_port;
-            out.l4_offset = 20;
-            out.l4_len = (total - 20) as u16;
-            return Ok(());
-        }
+    // The common case first (no options, not a fragment, a good TCP/UDP
+    // header): the data path's fast lane parser.
+    if let Some(f) = parse_v4_fast(packet) {
+        out.family = IpFamily::V4;
+        out.protocol = f.protocol;
+        out.src = [0; 16];
+        out.dst = [0; 16];
+        out.src[..4].copy_from_slice(&f.src);
+        out.dst[..4].copy_from_slice(&f.dst);
+        out.src_port = u16::from_be_bytes([f.ports[0], f.ports[1]]);
+        out.dst_port = f.dst_port();
+        out.l4_offset = 20;
+        out.l4_len = f.l4_len;
+        return Ok(());
     }
     let ip = Ipv4Packet::new_checked(packet)?;
     if ip.is_fragment() {
@@ -196,6 +192,8 @@ pub struct V4Fast {
     pub dst: [u8; 4],
     /// The transport header's first four bytes: source and destination port.
     pub ports: [u8; 4],
+    /// Bytes from the transport header to the end of the IP payload.
+    pub l4_len: u16,
 }
 
 impl V4Fast {
@@ -230,6 +228,7 @@ pub fn parse_v4_fast(packet: &[u8]) -> Option<V4Fast> {
         src: [h[12], h[13], h[14], h[15]],
         dst: [h[16], h[17], h[18], h[19]],
         ports: [h[20], h[21], h[22], h[23]],
+        l4_len: l4_len as u16,
     })
 }
 
