@@ -53,6 +53,7 @@ static FIB_NODE_TYPE: AtomicU32 = AtomicU32::new(u32::MAX);
 #[repr(C)]
 struct TrackedRoute {
     node: sys::fib_node_t,
+    addr: IpAddr,
     v6: bool,
     fib_entry: u32,
     sibling: u32,
@@ -223,6 +224,7 @@ fn track(book: &mut Book, t: &Tables, addr: IpAddr) -> Option<u32> {
     let empty = sys::dpo_id_t { dpoi_type: 0, dpoi_proto: 0, dpoi_next_node: 0, dpoi_index: 0 };
     let r = Box::into_raw(Box::new(TrackedRoute {
         node: sys::fib_node_t { fn_type: 0, _pad0: 0, fn_pad: 0, fn_children: 0, fn_locks: 0 },
+        addr,
         v6: addr.is_ipv6(),
         fib_entry: u32::MAX,
         sibling: u32::MAX,
@@ -263,7 +265,7 @@ fn untrack(book: &mut Book, t: &Tables, route: u32) {
         f.dpo_reset(&mut (*ptr).from_vip);
         f.dpo_reset(&mut (*ptr).from_nodeport);
         t.routes[route as usize].0.store(core::ptr::null_mut(), Ordering::Relaxed);
-        book.by_addr.retain(|_, r| *r != route);
+        book.by_addr.remove(&(*ptr).addr);
         drop(Box::from_raw(ptr));
     }
     book.free.push(route);
