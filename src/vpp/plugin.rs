@@ -129,18 +129,42 @@ fn register_maintenance() {
     }
 }
 
+/// The worker barrier, held until dropped (also when unwinding, so a bug
+/// cannot leave the workers parked for good).
+struct Barrier(*mut sys::vlib_main_t);
+
+impl Barrier {
+    /// # Safety
+    /// Main thread, `vm` its vlib_main_t.
+    unsafe fn sync(vm: *mut sys::vlib_main_t) -> Barrier {
+        // SAFETY: per the contract; exported.
+        unsafe { super::fns().vlib_worker_thread_barrier_sync_int(vm, c"kp-maintenance".as_ptr()) };
+        Barrier(vm)
+    }
+}
+
+impl Drop for Barrier {
+    fn drop(&mut self) {
+        // SAFETY: the barrier this guard took, on the same thread.
+        unsafe { super::fns().vlib_worker_thread_barrier_release(self.0) };
+    }
+}
+
 unsafe extern "C" fn kp_maintenance(_data: *mut sys::vlib_stats_collector_data_t) {
     // Nothing may unwind into VPP; a failure here only delays upkeep.
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let Some(g) = global() else { return };
-        let pending = g.kp.lock().controller.draining_pods().count();
+        let (pending, nodeport) = {
+            let kp = g.kp.lock();
+            (kp.controller.draining_pods().count(), nodeport_missing(&kp))
+        };
         let gauge = DRAINING_GAUGE.load(std::sync::atomic::Ordering::Relaxed);
         // SAFETY: main thread (the collector process); exported functions.
         unsafe {
             let vm = super::fns().vlib_get_main_not_inline();
-            let changed = if pending > 0 || g.kp.lock().wants_nodeport() {
+            let draining = if pending > 0 || nodeport {
                 // Counters and features change only with workers parked.
-                super::fns().vlib_worker_thread_barrier_sync_int(vm, c"kp-maintenance".as_ptr());
+                let _barrier = Barrier::sync(vm);
                 if pending > 0 {
                     // Without traffic nothing sweeps the flow tables: go
                     // through a slice of each (bounded, as workers wait).
@@ -152,14 +176,11 @@ unsafe extern "C" fn kp_maintenance(_data: *mut sys::vlib_stats_collector_data_t
                 let mut kp = g.kp.lock();
                 kp.controller.collect_garbage();
                 sync_vpp(&mut kp, &Default::default());
-                let left = kp.controller.draining_pods().count();
-                drop(kp);
-                super::fns().vlib_worker_thread_barrier_release(vm);
-                left
+                kp.controller.draining_pods().count()
             } else {
                 0
             };
-            super::fns().vlib_stats_set_gauge(gauge, changed as u64);
+            super::fns().vlib_stats_set_gauge(gauge, draining as u64);
         }
     }));
 }
@@ -405,20 +426,34 @@ fn sync_nodeport(kp: &mut Kp) {
         }
         return;
     }
+    for sw in existing_interfaces() {
+        if !enabled.contains(&sw) && super::node::set_nodeport_feature(sw, true).is_ok() {
+            enabled.insert(sw);
+        }
+    }
+}
+
+/// Whether NodePort capture is wanted on an interface that lacks it (one
+/// created since the last change). Main thread; needs no barrier.
+fn nodeport_missing(kp: &Kp) -> bool {
+    kp.wants_nodeport() && existing_interfaces().iter().any(|sw| !kp.interfaces.nodeport.contains(sw))
+}
+
+/// The interfaces that exist. Main thread.
+fn existing_interfaces() -> Vec<u32> {
     // Interfaces are numbered densely from 0 (with holes for deleted
     // ones); stop after a long run of unknown indices.
-    let (mut sw, mut misses) = (0u32, 0);
+    let (mut found, mut sw, mut misses) = (Vec::new(), 0u32, 0);
     while misses < 64 {
         if super::text::sw_if_index_name(sw).is_some() {
             misses = 0;
-            if !enabled.contains(&sw) && super::node::set_nodeport_feature(sw, true).is_ok() {
-                enabled.insert(sw);
-            }
+            found.push(sw);
         } else {
             misses += 1;
         }
         sw += 1;
     }
+    found
 }
 
 /// `show` data from the workers (read under the barrier).
