@@ -539,6 +539,13 @@ pub trait Batch {
 /// 12 -> 105, 16 -> 107, 32 -> 109.
 const PIPELINE: usize = 12;
 
+/// Bucket prefetches are issued this many at a time. At 1M flows nearly
+/// every bucket misses the TLB, and a prefetch holds retirement until its
+/// page walk ends: one per packet, each walk stalls the core alone; issued
+/// back to back, the walks overlap. Measured in VPP at 1M flows
+/// (clocks/packet, PIPELINE 12): 1 -> 102, 4 -> 92, 6 -> 93, 8 -> 94.
+const PREFETCH_GROUP: usize = 4;
+
 /// How far ahead pass 1 hints packet metadata and packet bytes (VPP's
 /// usual distances: metadata twice as far as the data it locates).
 const PREFETCH_META_AHEAD: usize = 8;
@@ -738,7 +745,14 @@ impl Worker {
                 scratch.vip[i] = v;
                 scratch.hashes[i] = hash;
                 scratch.ids[i] = id;
-                flows.prefetch_bucket(hash);
+            }
+            // Bucket prefetches go out in groups (see PREFETCH_GROUP).
+            if j < n && (j % PREFETCH_GROUP == PREFETCH_GROUP - 1 || j == n - 1) {
+                for i in j + 1 - (j % PREFETCH_GROUP + 1)..=j {
+                    if scratch.vip[i] != NO_VIP {
+                        flows.prefetch_bucket(scratch.hashes[i]);
+                    }
+                }
             }
             'pass2: {
                 if j < PIPELINE {
