@@ -709,7 +709,7 @@ impl Worker {
                     Some(f) => {
                         // Packets of a frame mostly go to one Service: the last
                         // answer is reused when capture, protocol and port match.
-                        let class = class_key(capture, f.protocol, f.dst_port());
+                        let class = class_key(capture, &f);
                         let v = if class == last_class {
                             last_vip
                         } else {
@@ -722,7 +722,7 @@ impl Worker {
                             break 'pass1;
                         }
                         scratch.lane[i] = Lane::FastV4;
-                        let (id, hash) = FlowKey::v4_id_hash(f.protocol, f.src, f.dst, f.ports);
+                        let (id, hash) = FlowKey::v4_id_hash(&f);
                         (v, id, hash)
                     }
                     None => {
@@ -980,14 +980,16 @@ fn release_all(t: &FlowTable, thread: usize, refs: &RefCounts) {
     t.for_each_live(0, |pod| refs.add(thread, pod, -1));
 }
 
-/// What [`Dataplane::classify`] depends on, packed (never `u64::MAX`).
+/// What [`Dataplane::classify`] depends on for a fast-lane packet, packed
+/// (never `u64::MAX`; the port in wire order: it is only compared).
 #[inline(always)]
-fn class_key(capture: Capture, protocol: u8, dst_port: u16) -> u64 {
+fn class_key(capture: Capture, f: &packet::V4Fast) -> u64 {
     let capture = match capture {
         Capture::Prefix(i) => u64::from(i),
         Capture::NodePort => 1 << 32,
     };
-    capture | (u64::from(protocol) << 40) | (u64::from(dst_port) << 48)
+    let p = f.ports.to_ne_bytes();
+    capture | (u64::from(f.protocol) << 40) | (u64::from(u16::from_ne_bytes([p[2], p[3]])) << 48)
 }
 
 /// Hash of the 5-tuple alone (no node-local index), for Maglev.

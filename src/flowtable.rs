@@ -29,7 +29,7 @@
 //! bucket. When all three are live, the insert fails and the caller
 //! forwards the packet untracked.
 
-use crate::packet::{IpFamily, Parsed};
+use crate::packet::{IpFamily, Parsed, V4Fast};
 use crate::sys::{Zeroable, ZeroedArray};
 
 /// Slots per bucket: three 20-byte entries fill one cache line.
@@ -174,7 +174,7 @@ impl FlowKey {
     pub fn hash(&self) -> u64 {
         let w = &self.words;
         if self.family() == 4 {
-            return hash_v4(low4(w[0]), low4(w[2]), w[4]);
+            return hash_v4(u64::from(low4(w[0])) | (u64::from(low4(w[2])) << 32), w[4]);
         }
         let h = mum(w[0] ^ 0xa076_1d64_78bd_642f, w[1] ^ 0xe703_7ed1_a0b4_28db)
             ^ mum(w[2] ^ 0x8ebc_6af0_9c88_c6e3, w[3] ^ 0x5899_65cc_7537_4cc3)
@@ -182,14 +182,15 @@ impl FlowKey {
         mum(h, 0xe703_7ed1_a0b4_28db ^ 48)
     }
 
-    /// The compact id and hash of an IPv4 flow straight from header bytes
+    /// The compact id and hash of an IPv4 flow straight from header words
     /// (the data path's fast lane): equal to `FlowKey::v4(..)`'s
     /// [`compact`](FlowKey::compact) and [`hash`](FlowKey::hash), without
     /// building the key.
     #[inline(always)]
-    pub fn v4_id_hash(protocol: u8, src: [u8; 4], dst: [u8; 4], ports: [u8; 4]) -> (u128, u64) {
-        let (s, d, p) = (u32::from_ne_bytes(src), u32::from_ne_bytes(dst), u32::from_ne_bytes(ports));
-        (pack_id(s, d, p, protocol), hash_v4(s, d, tail_word(ports, protocol, 4)))
+    pub fn v4_id_hash(f: &V4Fast) -> (u128, u64) {
+        let id = u128::from(f.addrs) | (u128::from(f.ports) << 64) | (u128::from(f.protocol) << 96);
+        let tail = u64::from(f.ports) | (u64::from(f.protocol) << 32) | (4 << 40);
+        (id, hash_v4(f.addrs, tail))
     }
 }
 
@@ -199,13 +200,12 @@ fn mum(a: u64, b: u64) -> u64 {
     (r as u64) ^ ((r >> 64) as u64)
 }
 
-/// [`FlowKey::hash`] of an IPv4 key: addresses and the ports-protocol-family
-/// word, in two multiplies. Not the VIP index: an IPv4 entry is keyed on
+/// [`FlowKey::hash`] of an IPv4 key: the addresses (source in the low
+/// half) and the ports-protocol-family word, in two multiplies. Not the VIP index: an IPv4 entry is keyed on
 /// the 5-tuple alone (see [`FlowKey::compact`]), so one flow has one entry
 /// whichever Service its address belongs to.
 #[inline(always)]
-fn hash_v4(src: u32, dst: u32, tail: u64) -> u64 {
-    let addrs = u64::from(src) | (u64::from(dst) << 32);
+fn hash_v4(addrs: u64, tail: u64) -> u64 {
     let h = mum(addrs ^ 0xa076_1d64_78bd_642f, tail ^ 0xe703_7ed1_a0b4_28db);
     mum(h ^ 0x8ebc_6af0_9c88_c6e3, 0x5899_65cc_7537_4cc3)
 }
@@ -412,9 +412,11 @@ impl FlowTable {
         self.timeout = timeout;
     }
 
+    /// The bucket a hash maps to. Masked with the array's own length (a
+    /// power of two) so the compiler sees it in bounds: no check per access.
     #[inline(always)]
     fn bucket_of(&self, hash: u64) -> usize {
-        (hash as u32 & self.mask) as usize
+        hash as u32 as usize & (self.buckets.len() - 1)
     }
 
     /// Step 1: start loading the bucket this hash maps to.
@@ -766,7 +768,14 @@ mod tests {
         let k = FlowKey::v4(9, p.protocol, four(&p.src), four(&p.dst), ports);
         assert_eq!(k, FlowKey::new(9, &p));
         let h = k.hash();
-        assert_eq!(FlowKey::v4_id_hash(p.protocol, four(&p.src), four(&p.dst), ports), (k.compact(h), h));
+        let word = |b: [u8; 4]| u32::from_ne_bytes(b);
+        let fast = V4Fast {
+            protocol: p.protocol,
+            addrs: u64::from(word(four(&p.src))) | (u64::from(word(four(&p.dst))) << 32),
+            ports: word(ports),
+            l4_len: 0,
+        };
+        assert_eq!(FlowKey::v4_id_hash(&fast), (k.compact(h), h));
     }
 
     #[test]

@@ -364,39 +364,48 @@ fn dnat_v4_header<const N: usize, const CSUM: usize>(
     port: u16,
     l4: L4Checksum,
 ) {
-    let ne16 = |h: &[u8; N], at: usize| u64::from(u16::from_ne_bytes([h[at], h[at + 1]]));
+    let ne16 = |h: &[u8; N], at: usize| u32::from(u16::from_ne_bytes([h[at], h[at + 1]]));
     let old_addr = u32::from_ne_bytes([h[16], h[17], h[18], h[19]]);
     let new_port = port.to_be_bytes();
     // ~m + m' for the address (two 16-bit words as one 32-bit word) ...
-    let addr_delta = u64::from(!old_addr) + u64::from(u32::from_ne_bytes(addr));
-    // ... and for the port.
-    let port_delta = (0xffff ^ ne16(h, 22)) + u64::from(u16::from_ne_bytes(new_port));
-    // Every sum here is below 2^35: three 16-bit pieces and the rest add
-    // up to below 2^18, and two more end-around carries leave 16 bits.
-    let fold = |a: u64| {
-        let a = (a & 0xffff) + ((a >> 16) & 0xffff) + (a >> 32);
-        let a = (a & 0xffff) + (a >> 16);
-        ((a & 0xffff) + (a >> 16)) as u16
-    };
-    let ip = !fold((0xffff ^ ne16(h, 10)) + addr_delta);
+    let addr_delta = add_1c(!old_addr, u32::from_ne_bytes(addr));
+    // ... and for the port (below 2^17: no carry to fold yet).
+    let port_delta = (0xffff ^ ne16(h, 22)) + u32::from(u16::from_ne_bytes(new_port));
+    let ip = !fold_1c(add_1c(0xffff ^ ne16(h, 10), addr_delta));
     h[10..12].copy_from_slice(&ip.to_ne_bytes());
     h[16..20].copy_from_slice(&addr);
     h[22..24].copy_from_slice(&new_port);
     let stored = ne16(h, CSUM);
     let updated = match l4 {
         // A partial sum covers only the pseudo-header: addresses, not ports.
-        L4Checksum::Partial => fold(stored + addr_delta),
+        L4Checksum::Partial => fold_1c(add_1c(stored, addr_delta)),
         L4Checksum::Full => {
             if udp && stored == 0 {
                 return; // IPv4 UDP without a checksum stays without one
             }
-            match !fold((0xffff ^ stored) + addr_delta + port_delta) {
+            match !fold_1c(add_1c(add_1c(0xffff ^ stored, addr_delta), port_delta)) {
                 0 if udp => 0xffff, // RFC 768: a computed 0 is sent as all ones
                 c => c,
             }
         }
     };
     h[CSUM..CSUM + 2].copy_from_slice(&updated.to_ne_bytes());
+}
+
+/// One's-complement addition of 32-bit words (the carry out wraps
+/// around; it cannot carry again). Zero only when both are zero.
+#[inline(always)]
+fn add_1c(a: u32, b: u32) -> u32 {
+    let (sum, carry) = a.overflowing_add(b);
+    sum + u32::from(carry)
+}
+
+/// A 32-bit one's-complement sum folded to 16 bits: adding the word to
+/// itself rotated by 16 puts hi + lo + (the carry of lo + hi) in the top
+/// half, which is the end-around-carry sum. Zero only for zero.
+#[inline(always)]
+fn fold_1c(s: u32) -> u16 {
+    (s.wrapping_add(s.rotate_left(16)) >> 16) as u16
 }
 
 #[cfg(test)]
@@ -450,6 +459,19 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The word-wise one's-complement sum and fold equal the textbook
+        /// one (RFC 1071: add 16-bit pieces, fold carries until none),
+        /// zero included.
+        #[test]
+        fn one_complement_helpers_equal_rfc1071(a in any::<u32>(), b in any::<u32>(), zero in 0u8..4) {
+            let (a, b) = match zero { 0 => (0, 0), 1 => (a, 0), _ => (a, b) };
+            let mut sum = u64::from(a >> 16) + u64::from(a & 0xffff) + u64::from(b >> 16) + u64::from(b & 0xffff);
+            while sum > 0xffff {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            prop_assert_eq!(u64::from(fold_1c(add_1c(a, b))), sum);
+        }
 
         /// The data path's IPv4 fast lane writes exactly what the general
         /// rewrite writes.

@@ -155,9 +155,9 @@ fn parse_ipv4_into(packet: &[u8], out: &mut Parsed) -> Result<()> {
         out.protocol = f.protocol;
         out.src = [0; 16];
         out.dst = [0; 16];
-        out.src[..4].copy_from_slice(&f.src);
-        out.dst[..4].copy_from_slice(&f.dst);
-        out.src_port = u16::from_be_bytes([f.ports[0], f.ports[1]]);
+        out.src[..4].copy_from_slice(&f.src());
+        out.dst[..4].copy_from_slice(&f.dst());
+        out.src_port = f.src_port();
         out.dst_port = f.dst_port();
         out.l4_offset = 20;
         out.l4_len = f.l4_len;
@@ -184,21 +184,39 @@ fn parse_ipv4_into(packet: &[u8], out: &mut Parsed) -> Result<()> {
     Ok(())
 }
 
-/// What the data path's IPv4 fast lane needs of a packet, as wire bytes.
+/// What the data path's IPv4 fast lane needs of a packet: header fields
+/// as words read straight from the wire (native byte order, one load
+/// each), which is how the flow table keys and hashes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct V4Fast {
     pub protocol: u8,
-    pub src: [u8; 4],
-    pub dst: [u8; 4],
+    /// Header bytes 12..20: source then destination address.
+    pub addrs: u64,
     /// The transport header's first four bytes: source and destination port.
-    pub ports: [u8; 4],
+    pub ports: u32,
     /// Bytes from the transport header to the end of the IP payload.
     pub l4_len: u16,
 }
 
 impl V4Fast {
+    pub fn src(&self) -> [u8; 4] {
+        let a = self.addrs.to_ne_bytes();
+        [a[0], a[1], a[2], a[3]]
+    }
+
+    pub fn dst(&self) -> [u8; 4] {
+        let a = self.addrs.to_ne_bytes();
+        [a[4], a[5], a[6], a[7]]
+    }
+
+    pub fn src_port(&self) -> u16 {
+        let p = self.ports.to_ne_bytes();
+        u16::from_be_bytes([p[0], p[1]])
+    }
+
     pub fn dst_port(&self) -> u16 {
-        u16::from_be_bytes([self.ports[2], self.ports[3]])
+        let p = self.ports.to_ne_bytes();
+        u16::from_be_bytes([p[2], p[3]])
     }
 }
 
@@ -223,11 +241,11 @@ pub fn parse_v4_fast(packet: &[u8]) -> Option<V4Fast> {
         }
         _ => false,
     };
+    let word = |at: usize| u32::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
     ok.then(|| V4Fast {
         protocol: h[9],
-        src: [h[12], h[13], h[14], h[15]],
-        dst: [h[16], h[17], h[18], h[19]],
-        ports: [h[20], h[21], h[22], h[23]],
+        addrs: u64::from(word(12)) | (u64::from(word(16)) << 32),
+        ports: word(20),
         l4_len: l4_len as u16,
     })
 }
@@ -336,8 +354,8 @@ mod tests {
             if let Some(f) = parse_v4_fast(&bytes) {
                 let p = parse(&bytes).expect("the fast lane only takes what parse accepts");
                 prop_assert_eq!(p.l4_offset, 20);
-                prop_assert_eq!((p.protocol, &p.src[..4], &p.dst[..4]), (f.protocol, &f.src[..], &f.dst[..]));
-                prop_assert_eq!((p.src_port, p.dst_port), (u16::from_be_bytes([f.ports[0], f.ports[1]]), f.dst_port()));
+                prop_assert_eq!((p.protocol, &p.src[..4], &p.dst[..4]), (f.protocol, &f.src()[..], &f.dst()[..]));
+                prop_assert_eq!((p.src_port, p.dst_port), (f.src_port(), f.dst_port()));
             }
         }
     }
