@@ -694,6 +694,8 @@ impl Worker {
         // memory overlaps with work on other packets instead of stalling a
         // pass that does nothing else.
         let (mut last_class, mut last_vip) = (u64::MAX, NO_VIP);
+        // Packets left for pass 3.
+        let mut pending = 0usize;
         for j in 0..n + PIPELINE {
             'pass1: {
                 if j >= n {
@@ -767,24 +769,30 @@ impl Worker {
                 // pass 3.)
                 let cands = flows.candidates(scratch.hashes[i], scratch.ids[i], now);
                 if scratch.lane[i] == Lane::FastV4 && cands != 0 {
-                    let Some(Hit { pod, .. }) = flows.whole_key_hit(scratch.hashes[i], cands, now) else {
-                        break 'pass2;
-                    };
-                    let Some(p) = dp.pods.get(pod as usize) else { break 'pass2 };
-                    let to = &p.endpoint;
-                    // The entry keeps no VIP index: its pod must be this VIP's.
-                    if p.state.serves_flows() && p.vip == v && to.family == IpFamily::V4 {
-                        let l4 = batch.l4_checksum(i);
-                        let addr = [to.addr[0], to.addr[1], to.addr[2], to.addr[3]];
-                        let protocol = FlowKey::id_protocol(scratch.ids[i]);
-                        verdicts[i] = match nat::dnat_v4(batch.packet(i), protocol, addr, to.port, l4) {
-                            Ok(()) => Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit },
-                            Err(e) => Verdict::Drop(DropReason::Nat(e)),
-                        };
-                        scratch.lane[i] = Lane::Done;
+                    let hit = flows.whole_key_hit(scratch.hashes[i], cands, now);
+                    if let Some((pod, p)) = hit.and_then(|h| Some((h.pod, dp.pods.get(h.pod as usize)?))) {
+                        let to = &p.endpoint;
+                        // The entry keeps no VIP index: its pod must be this VIP's.
+                        if p.state.serves_flows() && p.vip == v && to.family == IpFamily::V4 {
+                            let l4 = batch.l4_checksum(i);
+                            let addr = [to.addr[0], to.addr[1], to.addr[2], to.addr[3]];
+                            let protocol = FlowKey::id_protocol(scratch.ids[i]);
+                            verdicts[i] = match nat::dnat_v4(batch.packet(i), protocol, addr, to.port, l4) {
+                                Ok(()) => Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit },
+                                Err(e) => Verdict::Drop(DropReason::Nat(e)),
+                            };
+                            scratch.lane[i] = Lane::Done;
+                            break 'pass2;
+                        }
                     }
                 }
+                pending += 1;
             }
+        }
+        if pending == 0 {
+            // Every packet was finished (or dropped) above.
+            *sweep_at = sweep(flows, *sweep_at, SWEEP_PER_BATCH, now, &dp, thread, refs);
+            return;
         }
         // Pass 3: everything else goes the general way: confirm, Maglev
         // for new flows and flushed pods, insert, rewrite.
