@@ -119,6 +119,7 @@ pub mod retval {
     pub const ENTRY_ALREADY_EXISTS: i32 = -116;
     pub const INVALID_PROTOCOL: i32 = -153;
     pub const FEATURE_ALREADY_DISABLED: i32 = -169;
+    pub const LIMIT_EXCEEDED: i32 = -162;
     pub const FEATURE_ALREADY_ENABLED: i32 = -170;
 }
 
@@ -142,6 +143,7 @@ pub fn retval_of(e: &ConfigError) -> i32 {
         ConfigError::NodePortClash { .. } => ADDRESS_IN_USE,
         ConfigError::UnknownVip(_) | ConfigError::UnknownPod { .. } => NO_SUCH_ENTRY,
         ConfigError::OutOfMemory { .. } => INVALID_MEMORY_SIZE,
+        ConfigError::TooManyPods { .. } => LIMIT_EXCEEDED,
     }
 }
 

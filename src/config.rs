@@ -237,6 +237,10 @@ pub enum ConfigError {
         vip: VipKey,
     },
     NoPods,
+    /// The flow table can name only so many pod indices at once.
+    TooManyPods {
+        max: u32,
+    },
     OutOfMemory {
         bytes: u64,
     },
@@ -278,6 +282,9 @@ impl fmt::Display for ConfigError {
                 write!(f, "pod {pod} is not a pod of VIP {vip}")
             }
             ConfigError::NoPods => write!(f, "no pod address given"),
+            ConfigError::TooManyPods { max } => {
+                write!(f, "too many pods: at most {max} (pods of all VIPs, draining ones included)")
+            }
             ConfigError::OutOfMemory { bytes } => write!(f, "cannot allocate {bytes} bytes for flow state"),
         }
     }

@@ -7,7 +7,7 @@
 //! nodes and counters. Benchmarks and tests drive the same code directly.
 
 use crate::config::{Config, ConfigError, FlowConf, PodTarget, Protocol, VipKey, VipSpec};
-use crate::flowtable::{FlowKey, FlowTable, Hit, OutOfMemory};
+use crate::flowtable::{FlowKey, FlowTable, Hit, OutOfMemory, MAX_PODS};
 use crate::maglev::{self, Table};
 use crate::nat::{self, Endpoint, L4Checksum, NatError, NatType, Rewrite};
 use crate::packet::{self, IpFamily, Parsed};
@@ -146,6 +146,9 @@ pub struct Controller {
     pods: Vec<PodSlot>,
     pod_index: HashMap<(u32, IpAddr), u32>,
     free_pods: Vec<u32>,
+    /// Pod indices that may be in use at once ([`MAX_PODS`]; lower in
+    /// tests).
+    pod_limit: usize,
     tables: HashMap<u32, Arc<Table>>,
     /// Deleted VIP indices and the generation that deleted them, waiting
     /// for their pods to be freed before reuse.
@@ -190,6 +193,7 @@ impl Controller {
             pods: Vec::new(),
             pod_index: HashMap::new(),
             free_pods: Vec::new(),
+            pod_limit: MAX_PODS as usize,
             tables: HashMap::new(),
             retired_vips: Vec::new(),
             freed_pods: Vec::new(),
@@ -317,6 +321,13 @@ impl Controller {
 
     /// Adds pods (or updates weights) on every VIP the target selects.
     pub fn add_pods(&mut self, t: &PodTarget, pods: &[(IpAddr, u32)]) -> Result<(), ConfigError> {
+        // Refused before anything changes if the new pod indices might not
+        // fit (counting every address as new on every VIP it lands on).
+        let in_use = self.pods.len() - self.free_pods.len();
+        let most_new = self.config.targets(t)?.len().saturating_mul(pods.len());
+        if in_use.saturating_add(most_new) > self.pod_limit {
+            return Err(ConfigError::TooManyPods { max: self.pod_limit as u32 });
+        }
         let keys = self.config.add_pods(t, pods)?;
         for k in &keys {
             let vip = self.vip_index[k];
@@ -1029,5 +1040,29 @@ impl Batch for VecBatch {
     }
     fn capture(&self, i: usize) -> Capture {
         self.captures[i]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Protocol;
+
+    #[test]
+    fn pods_beyond_the_index_limit_are_refused_and_nothing_changes() {
+        let mut ctl = Controller::new(1);
+        ctl.pod_limit = 3;
+        let key = VipKey { prefix: "10.96.0.10/32".parse().unwrap(), protocol: Protocol::Any, port: 80 };
+        ctl.add_vip(&VipSpec { key, target_port: 8080, node_port: 0, nat: None, new_len: None }).unwrap();
+        let target = PodTarget { prefix: key.prefix, protocol: None, port: None };
+        let pod = |i: u8| (IpAddr::from([10, 1, 0, i]), 1);
+        ctl.add_pods(&target, &[pod(1), pod(2)]).unwrap();
+        let before = ctl.config().clone();
+        assert_eq!(ctl.add_pods(&target, &[pod(3), pod(4)]), Err(ConfigError::TooManyPods { max: 3 }));
+        assert_eq!(ctl.config(), &before);
+        assert_eq!(ctl.live_pods().count(), 2);
+        // One more fits.
+        ctl.add_pods(&target, &[pod(3)]).unwrap();
+        assert_eq!(ctl.live_pods().count(), 3);
     }
 }

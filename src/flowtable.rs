@@ -269,8 +269,14 @@ fn is_whole_key(id: u128) -> bool {
     (id >> 96) as u8 & SIGNATURE_TAG == 0
 }
 
+/// Pod indices a flow entry can hold: the top byte of its pod word is the
+/// id's tag.
+pub const MAX_PODS: u32 = 1 << 24;
+const POD_MASK: u32 = MAX_PODS - 1;
+
 /// One cache line holding three entries as parallel arrays: the compact id
-/// split in words `a`, `b`, `c` and `tag`, then expiry tick and pod.
+/// split in words `a`, `b`, `c`, the expiry tick, and the pod index with
+/// the id's tag byte on top (so every field compares as a 32-bit lane).
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(C, align(64))]
 struct Bucket {
@@ -279,15 +285,31 @@ struct Bucket {
     c: [u32; ENTRIES_PER_BUCKET],
     /// Tick after which the slot is dead; 0 for a never-used slot.
     expiry: [u32; ENTRIES_PER_BUCKET],
-    pod: [u32; ENTRIES_PER_BUCKET],
-    tag: [u8; ENTRIES_PER_BUCKET],
-    _spare: u8,
+    /// `pod | tag << 24`.
+    pod_tag: [u32; ENTRIES_PER_BUCKET],
+    _spare: u32,
 }
 
 impl Bucket {
     #[inline(always)]
     fn id(&self, i: usize) -> u128 {
-        pack_id(self.a[i], self.b[i], self.c[i], self.tag[i])
+        pack_id(self.a[i], self.b[i], self.c[i], self.tag(i))
+    }
+
+    #[inline(always)]
+    fn pod(&self, i: usize) -> u32 {
+        self.pod_tag[i] & POD_MASK
+    }
+
+    #[inline(always)]
+    fn tag(&self, i: usize) -> u8 {
+        (self.pod_tag[i] >> 24) as u8
+    }
+
+    #[inline(always)]
+    fn set_pod(&mut self, i: usize, pod: u32) {
+        debug_assert!(pod < MAX_PODS);
+        self.pod_tag[i] = (self.pod_tag[i] & !POD_MASK) | (pod & POD_MASK);
     }
 
     /// Bitmask of the live slots (expiry after `now`) holding `id`: the
@@ -297,25 +319,25 @@ impl Bucket {
     #[inline(always)]
     fn matches(&self, id: u128, now: u32) -> u8 {
         use core::arch::x86_64::*;
-        let (a, b, c, tag) = unpack_id(id);
         // SAFETY: each 16-byte load starts at a field of this 64-byte
         // bucket and ends inside it (a at 0, b at 12, c at 24, expiry at
-        // 36); the lane past the field's three is masked off below. The
-        // tag bytes are read as one u32 (3 tags and the spare byte).
-        // SSE2 is part of x86_64.
+        // 36, pod_tag at 48); the lane past the field's three is masked
+        // off below. SSE2 is part of x86_64.
         let words = unsafe {
             let base = (self as *const Bucket).cast::<u8>();
             let at = |off: usize| _mm_loadu_si128(base.add(off).cast());
-            let eq = |off: usize, v: u32| _mm_cmpeq_epi32(at(off), _mm_set1_epi32(v as i32));
+            // The id's 32-bit lanes are a, b, c and tag: each is broadcast
+            // with one shuffle.
+            let probe = _mm_set_epi64x((id >> 64) as i64, id as i64);
+            let same_a = _mm_cmpeq_epi32(at(0), _mm_shuffle_epi32::<0x00>(probe));
+            let same_b = _mm_cmpeq_epi32(at(12), _mm_shuffle_epi32::<0x55>(probe));
+            let same_c = _mm_cmpeq_epi32(at(24), _mm_shuffle_epi32::<0xaa>(probe));
             // Expiry ticks stay below 2^31, so a signed compare is right.
             let live = _mm_cmpgt_epi32(at(36), _mm_set1_epi32(now as i32));
-            // Tag bytes compared, then each byte's result widened to the
-            // 32-bit lane of its slot.
-            let tags = _mm_cvtsi32_si128(base.add(60).cast::<i32>().read_unaligned());
-            let tags = _mm_cmpeq_epi8(tags, _mm_set1_epi8(tag as i8));
-            let tags = _mm_unpacklo_epi16(_mm_unpacklo_epi8(tags, tags), _mm_unpacklo_epi8(tags, tags));
-            let all = _mm_and_si128(_mm_and_si128(eq(0, a), eq(12, b)), _mm_and_si128(eq(24, c), live));
-            _mm_movemask_ps(_mm_castsi128_ps(_mm_and_si128(all, tags))) as u32
+            let tag = _mm_slli_epi32::<24>(_mm_shuffle_epi32::<0xff>(probe));
+            let same_tag = _mm_cmpeq_epi32(_mm_and_si128(at(48), _mm_set1_epi32(!POD_MASK as i32)), tag);
+            let all = _mm_and_si128(_mm_and_si128(same_a, same_b), _mm_and_si128(same_c, live));
+            _mm_movemask_ps(_mm_castsi128_ps(_mm_and_si128(all, same_tag))) as u32
         };
         (words & 0b111) as u8
     }
@@ -334,7 +356,7 @@ impl Bucket {
         let mut mask = 0u8;
         for i in 0..ENTRIES_PER_BUCKET {
             // Non-short-circuit `&`: no branch per field.
-            let same = (self.a[i] == a) & (self.b[i] == b) & (self.c[i] == c) & (self.tag[i] == tag);
+            let same = (self.a[i] == a) & (self.b[i] == b) & (self.c[i] == c) & (self.tag(i) == tag);
             mask |= u8::from(same & (self.expiry[i] > now)) << i;
         }
         mask
@@ -480,7 +502,7 @@ impl FlowTable {
         if b.expiry[i] != expiry {
             b.expiry[i] = expiry;
         }
-        Hit { slot: (bi * ENTRIES_PER_BUCKET + i) as SlotId, pod: b.pod[i] }
+        Hit { slot: (bi * ENTRIES_PER_BUCKET + i) as SlotId, pod: b.pod(i) }
     }
 
     /// A whole lookup, unbatched (tests and one-off use).
@@ -543,12 +565,14 @@ impl FlowTable {
         };
         let slot = bi * ENTRIES_PER_BUCKET + i;
         let evicted =
-            (self.buckets[bi].expiry[i] != 0).then(|| (self.buckets[bi].pod[i], self.key_at(bi, i)));
+            (self.buckets[bi].expiry[i] != 0).then(|| (self.buckets[bi].pod(i), self.key_at(bi, i)));
         let id = key.compact(hash);
         let (a, b, c, tag) = unpack_id(id);
         let expiry = now.saturating_add(self.timeout);
         let bk = &mut self.buckets[bi];
-        (bk.a[i], bk.b[i], bk.c[i], bk.tag[i], bk.expiry[i], bk.pod[i]) = (a, b, c, tag, expiry, pod);
+        debug_assert!(pod < MAX_PODS);
+        (bk.a[i], bk.b[i], bk.c[i], bk.expiry[i]) = (a, b, c, expiry);
+        bk.pod_tag[i] = (pod & POD_MASK) | (u32::from(tag) << 24);
         if !is_whole_key(id) {
             self.keys[slot].0 = *key;
         }
@@ -563,14 +587,16 @@ impl FlowTable {
         let expiry = now.saturating_add(self.timeout);
         let b = &mut self.buckets[bi];
         b.expiry[i] = expiry;
-        core::mem::replace(&mut b.pod[i], pod)
+        let old = b.pod(i);
+        b.set_pod(i, pod);
+        old
     }
 
     /// Ends the flow in `slot` at once. Returns its pod and key if it was
     /// in use.
     pub fn remove(&mut self, slot: SlotId) -> Option<(u32, FlowKey)> {
         let (bi, i) = (slot as usize / ENTRIES_PER_BUCKET, slot as usize % ENTRIES_PER_BUCKET);
-        let was = (self.buckets[bi].expiry[i] != 0).then(|| (self.buckets[bi].pod[i], self.key_at(bi, i)));
+        let was = (self.buckets[bi].expiry[i] != 0).then(|| (self.buckets[bi].pod(i), self.key_at(bi, i)));
         self.buckets[bi].expiry[i] = 0;
         was
     }
@@ -596,7 +622,7 @@ impl FlowTable {
         let mut bi = from & self.mask;
         for _ in 0..count.min(self.n_buckets()) {
             for i in 0..ENTRIES_PER_BUCKET {
-                let (expiry, pod) = (self.buckets[bi as usize].expiry[i], self.buckets[bi as usize].pod[i]);
+                let (expiry, pod) = (self.buckets[bi as usize].expiry[i], self.buckets[bi as usize].pod(i));
                 if expiry != 0 && (expiry <= now || is_gone(pod)) {
                     self.buckets[bi as usize].expiry[i] = 0;
                     release(pod, &self.key_at(bi as usize, i));
@@ -617,7 +643,7 @@ impl FlowTable {
         for b in self.buckets.iter() {
             for i in 0..ENTRIES_PER_BUCKET {
                 if b.expiry[i] > now {
-                    f(b.pod[i]);
+                    f(b.pod(i));
                 }
             }
         }
@@ -751,9 +777,11 @@ mod tests {
             now in 0u32..4,
         ) {
             let f = |k: usize| [fields[k], fields[k + 1], fields[k + 2]];
+            // Pods share the word with the tag: any pod bits, any tag.
+            let pod_tag = |i: usize| fields[12 + i].wrapping_mul(0x0055_5555) | (u32::from(tags[i]) << 24);
             let b = Bucket {
-                a: f(0), b: f(3), c: f(6), expiry: f(9), pod: f(12),
-                tag: [tags[0], tags[1], tags[2]], _spare: 0,
+                a: f(0), b: f(3), c: f(6), expiry: f(9),
+                pod_tag: [pod_tag(0), pod_tag(1), pod_tag(2)], _spare: u32::MAX,
             };
             let id = pack_id(probe[0], probe[1], probe[2], probe_tag);
             proptest::prop_assert_eq!(b.matches(id, now), b.matches_scalar(id, now));
