@@ -670,6 +670,8 @@ impl Worker {
     /// Runs the per-packet path over `batch` (at most [`MAX_BATCH`]
     /// packets): parse, classify, flow lookup (batched, prefetched), Maglev
     /// on a miss, insert, DNAT. `now` is the current tick (seconds, >= 1).
+    /// Writes `verdicts[i]` for every packet `i` of the batch (callers may
+    /// reuse the array without clearing it).
     // Several parallel per-packet arrays are indexed by packet number.
     #[allow(clippy::needless_range_loop)]
     pub fn process<B: Batch>(&mut self, batch: &mut B, now: u32, verdicts: &mut [Verdict]) {

@@ -476,3 +476,47 @@ fn ipv6_replies() {
     assert_eq!((p.src, p.src_port), (dst, 80), "the exact prefix address the client used");
     assert_eq!(verify(&out[0]), Ok(()));
 }
+
+/// Every packet of a batch gets its own verdict, whatever its path (fast
+/// hit, new flow, IPv6, no VIP, bad packet), so a reused verdict array
+/// never leaks an earlier frame's answer.
+#[test]
+fn every_packet_gets_a_fresh_verdict() {
+    let (mut c, mut w, cap) = setup();
+    c.add_vip(&vip("fd00::10/128", Protocol::Any, 80, 8080, 0)).unwrap();
+    c.add_pods(&all_ports("fd00::10/128"), &[(ip("fd01::1"), 1)]).unwrap();
+    let cap6 = Capture::Prefix(c.prefix_index(&"fd00::10/128".parse().unwrap()).unwrap());
+    let v6 = |sport: u16| {
+        emit(&Spec::new(IpFamily::V6, proto::TCP, &ip6(1), &ip6(0x10), (sport, 80)).payload(b"x"))
+    };
+    let batch = |round: u16| {
+        let mut b = VecBatch::default();
+        for i in 0..40u16 {
+            let sport = 1000 + i + round * 7 % 3;
+            match i % 5 {
+                0 => b.push(v6(sport), cap6),
+                1 => b.push(v4(proto::UDP, [1, 1, 1, 1], sport, [10, 96, 0, 10], 81), cap),
+                2 => b.push(vec![0x45; 10], cap),
+                _ => b.push(v4(proto::TCP, [1, 1, 1, 1], sport, [10, 96, 0, 10], 80), cap),
+            }
+        }
+        b
+    };
+    // A verdict no real packet gets here.
+    let sentinel = Verdict::Forward { vip: 999, pod: 999, outcome: FlowOutcome::Untracked };
+    for round in 0..3 {
+        let mut b = batch(round);
+        let mut v = [sentinel; 40];
+        w.process(&mut b, 1 + u32::from(round), &mut v);
+        assert!(v.iter().all(|&x| x != sentinel), "round {round}: {v:?}");
+        assert!(v.iter().step_by(5).all(|x| matches!(x, Verdict::Forward { .. })), "IPv6 forwarded");
+        assert!(v.iter().skip(3).step_by(5).all(|x| matches!(x, Verdict::Forward { .. })), "IPv4 forwarded");
+    }
+}
+
+fn ip6(last: u8) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[0] = 0xfd;
+    a[15] = last;
+    a
+}

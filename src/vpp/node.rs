@@ -228,18 +228,44 @@ unsafe extern "C" fn format_kp_trace(s: *mut u8, args: *mut sys::va_list) -> *mu
 
 // ---------------------------------------------------------------- node
 
-/// A frame's buffers as the worker sees them.
-struct FrameBatch {
+/// Per-thread arrays a kp node fills for each frame, kept between frames
+/// (in [`super::plugin::WorkerCell`]): filled for the frame's packets only,
+/// never initialised or copied as a whole.
+pub struct FrameScratch {
     bufs: [*mut sys::vlib_buffer_t; MAX_BATCH],
+    verdicts: [Verdict; MAX_BATCH],
+    replies: [ReplyVerdict; MAX_BATCH],
+    /// Next node per packet; VPP's enqueue reads whole 64-entry blocks.
+    nexts: [u16; MAX_BATCH],
+}
+
+// SAFETY: the buffer pointers are scratch, written and read by one thread
+// inside one node call; nothing points into them between calls.
+unsafe impl Send for FrameScratch {}
+
+impl FrameScratch {
+    pub fn new() -> Box<FrameScratch> {
+        Box::new(FrameScratch {
+            bufs: [core::ptr::null_mut(); MAX_BATCH],
+            verdicts: [Verdict::Drop(DropReason::NoVip); MAX_BATCH],
+            replies: [ReplyVerdict::NotKp; MAX_BATCH],
+            nexts: [NEXT_DROP; MAX_BATCH],
+        })
+    }
+}
+
+/// A frame's buffers as the worker sees them.
+struct FrameBatch<'a> {
+    bufs: &'a [*mut sys::vlib_buffer_t],
     n: usize,
     /// Packets to the node's own addresses (the NodePort nodes), rather
     /// than captured by a VIP prefix's FIB entry.
     nodeport: bool,
 }
 
-impl FrameBatch {
-    /// The buffers of a frame, and the frame's vector of buffer indices
-    /// (which the enqueue takes back).
+impl<'a> FrameBatch<'a> {
+    /// The buffers of a frame (their pointers written into `bufs`), and
+    /// the frame's vector of buffer indices (which the enqueue takes back).
     ///
     /// # Safety
     /// `vm` and `frame` are the node function's own arguments.
@@ -247,19 +273,19 @@ impl FrameBatch {
     unsafe fn from_frame(
         vm: *mut sys::vlib_main_t,
         frame: *mut sys::vlib_frame_t,
+        bufs: &'a mut [*mut sys::vlib_buffer_t; MAX_BATCH],
         nodeport: bool,
-    ) -> (FrameBatch, *mut u32) {
+    ) -> (FrameBatch<'a>, *mut u32) {
         // SAFETY: VPP's frame layout: `n_vectors` u32 buffer indices at
         // `vector_offset`; buffers at buffer_mem_start + (index << 6).
         unsafe {
             let n = usize::from((*frame).n_vectors).min(MAX_BATCH);
             let from = frame.cast::<u8>().add(usize::from((*frame).vector_offset)).cast::<u32>();
             let mem = (*(*vm).buffer_main.cast::<sys::vlib_buffer_main_t>()).buffer_mem_start as *mut u8;
-            let mut batch = FrameBatch { bufs: [core::ptr::null_mut(); MAX_BATCH], n, nodeport };
-            for i in 0..n {
-                batch.bufs[i] = mem.add((*from.add(i) as usize) << 6).cast();
+            for (i, b) in bufs[..n].iter_mut().enumerate() {
+                *b = mem.add((*from.add(i) as usize) << 6).cast();
             }
-            (batch, from)
+            (FrameBatch { bufs: &bufs[..n], n, nodeport }, from)
         }
     }
 
@@ -276,16 +302,14 @@ impl FrameBatch {
     /// a node function (the feature-config heap is re-read per frame: it
     /// can move under the barrier).
     #[inline(always)]
-    unsafe fn feature_nexts(&self) -> [u16; MAX_BATCH] {
-        let mut nexts = [NEXT_DROP; MAX_BATCH];
+    unsafe fn feature_nexts(&self, nexts: &mut [u16; MAX_BATCH]) {
         // SAFETY: per the contract.
         unsafe {
             let heap = (*fns().feature_main()).shared_feature_config_heap;
-            for (next, &b) in nexts.iter_mut().zip(&self.bufs[..self.n]) {
+            for (next, &b) in nexts.iter_mut().zip(self.bufs) {
                 *next = feature_next(heap, b);
             }
         }
-        nexts
     }
 
     /// Whether packet `i` is to be traced: only while the node traces
@@ -316,15 +340,41 @@ unsafe fn feature_next(heap: *const u32, b: *mut sys::vlib_buffer_t) -> u16 {
     }
 }
 
-/// The calling thread's worker. kp has one per thread once initialised;
-/// should it not, callers pass the frame on (or drop it), never leak it.
+/// The calling thread's worker and frame arrays. kp has them per thread
+/// once initialised; should it not, callers pass the frame on (or drop
+/// it), never leak it.
 ///
 /// # Safety
 /// Called from a kp node function on thread `thread`.
 #[inline(always)]
-unsafe fn this_worker<'a>(thread: usize) -> Option<&'a mut crate::dataplane::Worker> {
+unsafe fn this_thread<'a>(thread: usize) -> Option<(&'a mut crate::dataplane::Worker, &'a mut FrameScratch)> {
     // SAFETY: this thread's own worker, used only inside its node.
-    global().and_then(|g| g.workers.get(thread)).map(|cell| unsafe { cell.get() })
+    global().and_then(|g| g.workers.get(thread)).map(|cell| unsafe { cell.with_frame() })
+}
+
+/// A frame that reached a kp node before kp had its per-thread state
+/// (never, once initialised): feature nodes pass it on, others drop it.
+///
+/// # Safety
+/// The node function's own arguments.
+#[cold]
+unsafe fn without_worker(
+    vm: *mut sys::vlib_main_t,
+    node: *mut sys::vlib_node_runtime_t,
+    frame: *mut sys::vlib_frame_t,
+    feature: bool,
+) -> sys::uword {
+    let mut bufs = [core::ptr::null_mut(); MAX_BATCH];
+    let mut nexts = [NEXT_DROP; MAX_BATCH];
+    // SAFETY: per the contract.
+    unsafe {
+        let (batch, from) = FrameBatch::from_frame(vm, frame, &mut bufs, false);
+        if feature {
+            batch.feature_nexts(&mut nexts);
+        }
+        enqueue(vm, node, from, &mut nexts, batch.n);
+        batch.n as sys::uword
+    }
 }
 
 /// Hands the frame's buffers on to their next nodes (VPP's vectorised
@@ -349,7 +399,7 @@ unsafe fn enqueue(
     }
 }
 
-impl Batch for FrameBatch {
+impl Batch for FrameBatch<'_> {
     fn len(&self) -> usize {
         self.n
     }
@@ -427,21 +477,21 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
     // SAFETY: the node function's own arguments, VPP's buffers and this
     // thread's worker (see the helpers' contracts).
     unsafe {
-        let (mut batch, from) = FrameBatch::from_frame(vm, frame, NODEPORT);
+        let thread = usize::from((*vm).thread_index);
+        let Some((worker, scratch)) = this_thread(thread) else {
+            return without_worker(vm, node, frame, NODEPORT);
+        };
+        let FrameScratch { bufs, verdicts, nexts, .. } = scratch;
+        let (mut batch, from) = FrameBatch::from_frame(vm, frame, bufs, NODEPORT);
         let n = batch.n;
         // On the ip4/6-local arc, what is not NodePort traffic goes on to
-        // the next feature.
-        let mut pass = if NODEPORT { batch.feature_nexts() } else { [NEXT_DROP; MAX_BATCH] };
-        let thread = usize::from((*vm).thread_index);
-        let Some(worker) = this_worker(thread) else {
-            enqueue(vm, node, from, &mut pass, n);
-            return n as sys::uword;
-        };
+        // the next feature: each packet's next starts as its next feature.
+        if NODEPORT {
+            batch.feature_nexts(nexts);
+        }
         let now = super::time::ticks(vm);
-        let mut verdicts = [Verdict::Drop(DropReason::NoVip); MAX_BATCH];
-        worker.process(&mut batch, now, &mut verdicts);
+        worker.process(&mut batch, now, verdicts);
 
-        let mut nexts = [NEXT_DROP; MAX_BATCH];
         let errors = (*node).errors;
         let (mut translated, mut untracked) = (0u64, 0u64);
         let tracing = node_traces(node);
@@ -490,10 +540,11 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
                 }
                 Verdict::Drop(DropReason::NoVip | DropReason::Packet(_)) if NODEPORT => {
                     // Not NodePort traffic: ping, other ports, control
-                    // protocols carry on untouched.
-                    nexts[i] = pass[i];
+                    // protocols carry on untouched (to the next feature,
+                    // already in `nexts`).
                 }
                 Verdict::Drop(reason) => {
+                    nexts[i] = NEXT_DROP;
                     let e = error_of(reason);
                     (*b).error = *errors.add(e as usize);
                     if reason == DropReason::NoPod {
@@ -514,7 +565,7 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
         let counters = (*vm).error_counters;
         *counters.add(usize::from(*errors.add(Error::Translated as usize))) += translated;
         *counters.add(usize::from(*errors.add(Error::Untracked as usize))) += untracked;
-        enqueue(vm, node, from, &mut nexts, n);
+        enqueue(vm, node, from, nexts, n);
         n as sys::uword
     }
 }
@@ -627,16 +678,15 @@ unsafe extern "C" fn kp_in2out_node(
 ) -> sys::uword {
     // SAFETY: as in `node_fn`.
     unsafe {
-        let (mut batch, from) = FrameBatch::from_frame(vm, frame, false);
-        let n = batch.n;
-        let mut nexts = batch.feature_nexts();
         let thread = usize::from((*vm).thread_index);
-        let Some(worker) = this_worker(thread) else {
-            enqueue(vm, node, from, &mut nexts, n);
-            return n as sys::uword;
+        let Some((worker, scratch)) = this_thread(thread) else {
+            return without_worker(vm, node, frame, true);
         };
-        let mut verdicts = [ReplyVerdict::NotKp; MAX_BATCH];
-        worker.process_replies(&mut batch, &mut verdicts);
+        let FrameScratch { bufs, replies: verdicts, nexts, .. } = scratch;
+        let (mut batch, from) = FrameBatch::from_frame(vm, frame, bufs, false);
+        let n = batch.n;
+        batch.feature_nexts(nexts);
+        worker.process_replies(&mut batch, verdicts);
         let errors = (*node).errors;
         let mut translated = 0u64;
         let tracing = node_traces(node);
@@ -668,7 +718,7 @@ unsafe extern "C" fn kp_in2out_node(
         let counters = (*vm).error_counters;
         *counters.add(usize::from(*errors.add(REPLY_TRANSLATED))) += translated;
         *counters.add(usize::from(*errors.add(REPLY_OTHER))) += n as u64 - translated;
-        enqueue(vm, node, from, &mut nexts, n);
+        enqueue(vm, node, from, nexts, n);
         n as sys::uword
     }
 }

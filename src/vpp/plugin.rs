@@ -7,6 +7,7 @@
 //! parked while kp changes state. Every callback catches panics and turns
 //! them into VPP errors, so nothing unwinds into C.
 
+use super::node::FrameScratch;
 use super::reg::{c_array, Registration};
 use super::sys;
 use super::text::{cli_output, error, take_line};
@@ -47,20 +48,39 @@ pub struct Global {
     pub workers: Box<[WorkerCell]>,
 }
 
-/// A worker's state. Its own thread uses it inside the node; the main
-/// thread reads it only under the worker barrier.
-pub struct WorkerCell(UnsafeCell<Worker>);
+/// A worker's state, and the per-frame arrays its nodes fill (kept here
+/// so a frame starts without initialising or copying kilobytes). Its own
+/// thread uses it inside the node; the main thread reads the worker only
+/// under the worker barrier.
+pub struct WorkerCell {
+    worker: UnsafeCell<Worker>,
+    frame: UnsafeCell<Box<FrameScratch>>,
+}
 // SAFETY: see the type's comment: never accessed by two threads at once.
 unsafe impl Sync for WorkerCell {}
 
 impl WorkerCell {
+    fn new(worker: Worker) -> WorkerCell {
+        WorkerCell { worker: UnsafeCell::new(worker), frame: UnsafeCell::new(FrameScratch::new()) }
+    }
+
     /// # Safety
     /// The caller is the owning thread inside its node, or the main thread
     /// with the worker barrier held.
     #[allow(clippy::mut_from_ref)] // exclusivity is the caller's contract
     pub unsafe fn get(&self) -> &mut Worker {
         // SAFETY: exclusive by the contract above.
-        unsafe { &mut *self.0.get() }
+        unsafe { &mut *self.worker.get() }
+    }
+
+    /// The worker and its frame arrays.
+    ///
+    /// # Safety
+    /// The caller is the owning thread inside one of its kp nodes.
+    #[allow(clippy::mut_from_ref)] // exclusivity is the caller's contract
+    pub unsafe fn with_frame(&self) -> (&mut Worker, &mut FrameScratch) {
+        // SAFETY: exclusive by the contract above; two distinct cells.
+        unsafe { (&mut *self.worker.get(), &mut *self.frame.get()) }
     }
 }
 
@@ -87,7 +107,7 @@ unsafe extern "C" fn kp_init(_vm: *mut sys::vlib_main_t) -> *mut sys::clib_error
         let n_threads = unsafe { (*super::fns().vlib_thread_main()).n_vlib_mains }.max(1) as usize;
         let kp = Kp::new(n_threads);
         let workers = (0..n_threads)
-            .map(|t| kp.controller.worker(t).map(|w| WorkerCell(UnsafeCell::new(w))))
+            .map(|t| kp.controller.worker(t).map(WorkerCell::new))
             .collect::<Result<Box<[_]>, _>>()
             .map_err(|e| format!("cannot allocate flow tables ({} bytes per thread)", e.bytes))?;
         GLOBAL.set(Global { kp: Mutex::new(kp), workers }).map_err(|_| "kp initialised twice".to_string())?;
