@@ -430,18 +430,15 @@ impl Batch for FrameBatch<'_> {
 
     #[inline(always)]
     fn prefetch_meta(&self, i: usize) {
-        if i < self.n {
+        if let Some(&b) = self.bufs.get(i) {
             // SAFETY: a buffer of this frame; a prefetch never faults.
-            unsafe {
-                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(self.bufs[i].cast())
-            };
+            unsafe { core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(b.cast()) };
         }
     }
 
     #[inline(always)]
     fn prefetch_data(&self, i: usize) {
-        if i < self.n {
-            let b = self.bufs[i];
+        if let Some(&b) = self.bufs.get(i) {
             // SAFETY: a buffer of this frame whose header was prefetched
             // earlier; a prefetch never faults.
             unsafe {
