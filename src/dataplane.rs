@@ -535,6 +535,9 @@ pub trait Batch {
     fn l4_checksum(&self, _i: usize) -> L4Checksum {
         L4Checksum::Full
     }
+    /// Packet `i` was translated towards `pod` (and will be forwarded): a
+    /// chance to act on it while it is in cache.
+    fn translated(&mut self, _i: usize, _pod: u32) {}
     /// Hints that packet `i`'s metadata will be read soon (out of range:
     /// nothing).
     fn prefetch_meta(&self, _i: usize) {}
@@ -791,7 +794,10 @@ impl Worker {
                             let addr = [to.addr[0], to.addr[1], to.addr[2], to.addr[3]];
                             let protocol = FlowKey::id_protocol(scratch.ids[i]);
                             verdicts[i] = match nat::dnat_v4(batch.packet(i), protocol, addr, to.port, l4) {
-                                Ok(()) => Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit },
+                                Ok(()) => {
+                                    batch.translated(i, pod);
+                                    Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit }
+                                }
                                 Err(e) => Verdict::Drop(DropReason::Nat(e)),
                             };
                             scratch.lane[i] = Lane::Done;
@@ -957,7 +963,10 @@ fn general<B: Batch>(
         nat::apply(batch.packet(i), parsed, &Rewrite::dnat(to), l4)
     };
     match done {
-        Ok(()) => Verdict::Forward { vip: v, pod, outcome },
+        Ok(()) => {
+            batch.translated(i, pod);
+            Verdict::Forward { vip: v, pod, outcome }
+        }
         Err(e) => Verdict::Drop(DropReason::Nat(e)),
     }
 }

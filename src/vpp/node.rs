@@ -254,9 +254,14 @@ impl FrameScratch {
     }
 }
 
-/// A frame's buffers as the worker sees them.
+/// A frame's buffers as the worker sees them, and their next nodes.
 struct FrameBatch<'a> {
     bufs: &'a [*mut sys::vlib_buffer_t],
+    nexts: &'a mut [u16; MAX_BATCH],
+    /// The pods' tracked next hops, and which of them this node uses (its
+    /// family; VIP or NodePort).
+    hops: super::route::NextHops,
+    v6: bool,
     n: usize,
     /// Packets to the node's own addresses (the NodePort nodes), rather
     /// than captured by a VIP prefix's FIB entry.
@@ -274,7 +279,9 @@ impl<'a> FrameBatch<'a> {
         vm: *mut sys::vlib_main_t,
         frame: *mut sys::vlib_frame_t,
         bufs: &'a mut [*mut sys::vlib_buffer_t; MAX_BATCH],
+        nexts: &'a mut [u16; MAX_BATCH],
         nodeport: bool,
+        v6: bool,
     ) -> (FrameBatch<'a>, *mut u32) {
         // SAFETY: VPP's frame layout: `n_vectors` u32 buffer indices at
         // `vector_offset`; buffers at buffer_mem_start + (index << 6).
@@ -285,7 +292,8 @@ impl<'a> FrameBatch<'a> {
             for (i, b) in bufs[..n].iter_mut().enumerate() {
                 *b = mem.add((*from.add(i) as usize) << 6).cast();
             }
-            (FrameBatch { bufs: &bufs[..n], n, nodeport }, from)
+            let hops = super::route::NextHops::get();
+            (FrameBatch { bufs: &bufs[..n], nexts, hops, v6, n, nodeport }, from)
         }
     }
 
@@ -302,11 +310,11 @@ impl<'a> FrameBatch<'a> {
     /// a node function (the feature-config heap is re-read per frame: it
     /// can move under the barrier).
     #[inline(always)]
-    unsafe fn feature_nexts(&self, nexts: &mut [u16; MAX_BATCH]) {
+    unsafe fn feature_nexts(&mut self) {
         // SAFETY: per the contract.
         unsafe {
             let heap = (*fns().feature_main()).shared_feature_config_heap;
-            for (next, &b) in nexts.iter_mut().zip(self.bufs) {
+            for (next, &b) in self.nexts.iter_mut().zip(self.bufs) {
                 *next = feature_next(heap, b);
             }
         }
@@ -368,12 +376,13 @@ unsafe fn without_worker(
     let mut nexts = [NEXT_DROP; MAX_BATCH];
     // SAFETY: per the contract.
     unsafe {
-        let (batch, from) = FrameBatch::from_frame(vm, frame, &mut bufs, false);
+        let (mut batch, from) = FrameBatch::from_frame(vm, frame, &mut bufs, &mut nexts, false, false);
         if feature {
-            batch.feature_nexts(&mut nexts);
+            batch.feature_nexts();
         }
-        enqueue(vm, node, from, &mut nexts, batch.n);
-        batch.n as sys::uword
+        let n = batch.n;
+        enqueue(vm, node, from, &mut nexts, n);
+        n as sys::uword
     }
 }
 
@@ -400,6 +409,23 @@ unsafe fn enqueue(
 }
 
 impl Batch for FrameBatch<'_> {
+    /// Straight to the pod's tracked forwarding where there is one (its
+    /// adjacency in the buffer, the stacked next node); else a fresh
+    /// lookup. Done here, while the buffer's metadata is in cache.
+    #[inline(always)]
+    fn translated(&mut self, i: usize, pod: u32) {
+        let (Some(&b), Some(next)) = (self.bufs.get(i), self.nexts.get_mut(i)) else { return };
+        *next = match self.hops.of(pod, self.nodeport, self.v6) {
+            Some((to, adj)) => {
+                // SAFETY: vnet_buffer(b)->ip.adj_index[VLIB_TX] of a live
+                // buffer of this frame.
+                unsafe { b.cast::<u8>().add(sys::KP_VNET_IP_ADJ_INDEX_TX_OFFSET as usize).cast::<u32>().write(adj) };
+                to
+            }
+            None => NEXT_LOOKUP,
+        };
+    }
+
     fn len(&self) -> usize {
         self.n
     }
@@ -479,12 +505,12 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
             return without_worker(vm, node, frame, NODEPORT);
         };
         let FrameScratch { bufs, verdicts, nexts, .. } = scratch;
-        let (mut batch, from) = FrameBatch::from_frame(vm, frame, bufs, NODEPORT);
+        let (mut batch, from) = FrameBatch::from_frame(vm, frame, bufs, nexts, NODEPORT, V6);
         let n = batch.n;
         // On the ip4/6-local arc, what is not NodePort traffic goes on to
         // the next feature: each packet's next starts as its next feature.
         if NODEPORT {
-            batch.feature_nexts(nexts);
+            batch.feature_nexts();
         }
         let now = super::time::ticks(vm);
         worker.process(&mut batch, now, verdicts);
@@ -494,25 +520,13 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
         let tracing = node_traces(node);
         let existing = VIP_EXISTING.row(thread);
         let (mut run_vip, mut run_len) = (u32::MAX, 0u64);
-        let hops = super::route::NextHops::get();
         let pod_packets = POD_PACKETS.row(thread);
         for i in 0..n {
             let b = batch.buffer(i);
             let traced = batch.traced(i, tracing);
             match verdicts[i] {
                 Verdict::Forward { vip, pod, outcome } => {
-                    // Straight to the pod's tracked forwarding where there
-                    // is one; else a fresh lookup.
-                    nexts[i] = match hops.of(pod, NODEPORT, V6) {
-                        Some((next, adj)) => {
-                            b.cast::<u8>()
-                                .add(sys::KP_VNET_IP_ADJ_INDEX_TX_OFFSET as usize)
-                                .cast::<u32>()
-                                .write(adj);
-                            next
-                        }
-                        None => NEXT_LOOKUP,
-                    };
+                    // (Its next node was set as it was translated.)
                     translated += 1;
                     match outcome {
                         // Runs of one VIP add up in a register: no chain of
@@ -541,7 +555,7 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
                     // already in `nexts`).
                 }
                 Verdict::Drop(reason) => {
-                    nexts[i] = NEXT_DROP;
+                    batch.nexts[i] = NEXT_DROP;
                     let e = error_of(reason);
                     (*b).error = *errors.add(e as usize);
                     if reason == DropReason::NoPod {
@@ -562,7 +576,7 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
         let counters = (*vm).error_counters;
         *counters.add(usize::from(*errors.add(Error::Translated as usize))) += translated;
         *counters.add(usize::from(*errors.add(Error::Untracked as usize))) += untracked;
-        enqueue(vm, node, from, nexts, n);
+        enqueue(vm, node, from, batch.nexts, n);
         n as sys::uword
     }
 }
@@ -680,9 +694,9 @@ unsafe extern "C" fn kp_in2out_node(
             return without_worker(vm, node, frame, true);
         };
         let FrameScratch { bufs, replies: verdicts, nexts, .. } = scratch;
-        let (mut batch, from) = FrameBatch::from_frame(vm, frame, bufs, false);
+        let (mut batch, from) = FrameBatch::from_frame(vm, frame, bufs, nexts, false, false);
         let n = batch.n;
-        batch.feature_nexts(nexts);
+        batch.feature_nexts();
         worker.process_replies(&mut batch, verdicts);
         let errors = (*node).errors;
         let mut translated = 0u64;
@@ -715,7 +729,7 @@ unsafe extern "C" fn kp_in2out_node(
         let counters = (*vm).error_counters;
         *counters.add(usize::from(*errors.add(REPLY_TRANSLATED))) += translated;
         *counters.add(usize::from(*errors.add(REPLY_OTHER))) += n as u64 - translated;
-        enqueue(vm, node, from, nexts, n);
+        enqueue(vm, node, from, batch.nexts, n);
         n as sys::uword
     }
 }
