@@ -201,13 +201,15 @@ fn mum(a: u64, b: u64) -> u64 {
 }
 
 /// [`FlowKey::hash`] of an IPv4 key: the addresses (source in the low
-/// half) and the ports-protocol-family word, in two multiplies. Not the VIP index: an IPv4 entry is keyed on
-/// the 5-tuple alone (see [`FlowKey::compact`]), so one flow has one entry
-/// whichever Service its address belongs to.
+/// half) and the ports-protocol-family word, in one 64x64->128-bit
+/// multiply folded (wyhash's mixing step; typical flow sets spread at
+/// least as evenly as random: `typical_flow_sets_spread_over_buckets`).
+/// Not the VIP index: an IPv4 entry is keyed on the 5-tuple alone (see
+/// [`FlowKey::compact`]), so one flow has one entry whichever Service its
+/// address belongs to.
 #[inline(always)]
 fn hash_v4(addrs: u64, tail: u64) -> u64 {
-    let h = mum(addrs ^ 0xa076_1d64_78bd_642f, tail ^ 0xe703_7ed1_a0b4_28db);
-    mum(h ^ 0x8ebc_6af0_9c88_c6e3, 0x5899_65cc_7537_4cc3)
+    mum(addrs ^ 0xa076_1d64_78bd_642f, tail ^ 0xe703_7ed1_a0b4_28db)
 }
 
 /// Set in a compact id's tag byte when the id holds a signature (hash and
@@ -685,6 +687,38 @@ mod tests {
             dst_port: 80,
             l4_offset: 20,
             l4_len: 20,
+        }
+    }
+
+    /// At the recommended size (twice as many buckets as flows) a good
+    /// hash loses about 0.4% of inserts to full buckets (Poisson, mean
+    /// 1/2, three slots). Typical traffic shapes must not do worse: many
+    /// clients to one VIP port, one client on many ports, both families.
+    #[test]
+    fn typical_flow_sets_spread_over_buckets() {
+        const FLOWS: u32 = 1 << 15;
+        let shapes: [(&str, fn(u32) -> (IpFamily, [u8; 4], u16, u16)); 4] = [
+            ("clients in a /16", |i| (IpFamily::V4, [10, 0, (i >> 8) as u8, i as u8], 40000, 80)),
+            ("one client, many ports", |i| (IpFamily::V4, [192, 0, 2, 1], 1024 + i as u16, 443)),
+            ("clients x ports", |i| {
+                (IpFamily::V4, [10, 0, 0, (i >> 8) as u8], 30000 + (i & 0xff) as u16, 53)
+            }),
+            ("IPv6 clients", |i| (IpFamily::V6, [0x20, 0x01, (i >> 8) as u8, i as u8], 40000, 80)),
+        ];
+        for (name, shape) in shapes {
+            let mut t = FlowTable::new(2 * FLOWS, 100).unwrap();
+            let mut full = 0;
+            for i in 0..FLOWS {
+                let (family, src4, sport, dport) = shape(i);
+                let mut p = parsed(0, family);
+                p.src[..4].copy_from_slice(&src4);
+                (p.src_port, p.dst_port) = (sport, dport);
+                let k = FlowKey::new(1, &p);
+                if t.insert(&k, k.hash(), 0, 1).is_err() {
+                    full += 1;
+                }
+            }
+            assert!(full * 100 < FLOWS, "{name}: {full} of {FLOWS} inserts found a full bucket");
         }
     }
 

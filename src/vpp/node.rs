@@ -419,7 +419,9 @@ impl Batch for FrameBatch<'_> {
             Some((to, adj)) => {
                 // SAFETY: vnet_buffer(b)->ip.adj_index[VLIB_TX] of a live
                 // buffer of this frame.
-                unsafe { b.cast::<u8>().add(sys::KP_VNET_IP_ADJ_INDEX_TX_OFFSET as usize).cast::<u32>().write(adj) };
+                unsafe {
+                    b.cast::<u8>().add(sys::KP_VNET_IP_ADJ_INDEX_TX_OFFSET as usize).cast::<u32>().write(adj)
+                };
                 to
             }
             None => NEXT_LOOKUP,
