@@ -697,7 +697,9 @@ mod tests {
     #[test]
     fn typical_flow_sets_spread_over_buckets() {
         const FLOWS: u32 = 1 << 15;
-        let shapes: [(&str, fn(u32) -> (IpFamily, [u8; 4], u16, u16)); 4] = [
+        // Flow i's family, first four source address bytes and ports.
+        type Shape = fn(u32) -> (IpFamily, [u8; 4], u16, u16);
+        let shapes: [(&str, Shape); 4] = [
             ("clients in a /16", |i| (IpFamily::V4, [10, 0, (i >> 8) as u8, i as u8], 40000, 80)),
             ("one client, many ports", |i| (IpFamily::V4, [192, 0, 2, 1], 1024 + i as u16, 443)),
             ("clients x ports", |i| {
