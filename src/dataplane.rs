@@ -57,6 +57,29 @@ pub struct PodRuntime {
     pub state: PodState,
 }
 
+/// What the IPv4 fast lane needs of a pod, in one 16-byte record: the
+/// VIP whose flows it serves (`NO_VIP` unless it serves flows and is
+/// IPv4), and where to send them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, align(16))]
+pub struct FastPodV4 {
+    pub vip: u32,
+    pub addr: [u8; 4],
+    pub port: u16,
+}
+
+impl FastPodV4 {
+    fn of(p: &PodRuntime) -> FastPodV4 {
+        let e = &p.endpoint;
+        let serving = p.state.serves_flows() && e.family == IpFamily::V4;
+        FastPodV4 {
+            vip: if serving { p.vip } else { NO_VIP },
+            addr: [e.addr[0], e.addr[1], e.addr[2], e.addr[3]],
+            port: e.port,
+        }
+    }
+}
+
 /// A VIP as workers see it.
 #[derive(Debug, Clone)]
 pub struct VipRuntime {
@@ -86,6 +109,8 @@ pub struct Dataplane {
     pub vips: Vec<Option<VipRuntime>>,
     /// By pod index.
     pub pods: Vec<PodRuntime>,
+    /// By pod index: `pods` as the IPv4 fast lane reads them.
+    pub fast_v4: Vec<FastPodV4>,
     /// By capture prefix index: the VIPs (protocol, port, VIP index) that
     /// share the prefix. Few per prefix, so a scan is fastest.
     pub prefixes: Vec<Vec<(Protocol, u16, u32)>>,
@@ -180,6 +205,7 @@ impl Controller {
             reverse: Arc::clone(&reverse),
             vips: Vec::new(),
             pods: Vec::new(),
+            fast_v4: Vec::new(),
             prefixes: Vec::new(),
             node_ports: Vec::new(),
         };
@@ -467,13 +493,22 @@ impl Controller {
             }
         }
         node_ports.sort_unstable();
-        let pods = self
+        let pods: Vec<PodRuntime> = self
             .pods
             .iter()
             .map(|p| PodRuntime { vip: p.vip, endpoint: endpoint(&p.addr, p.target_port), state: p.state })
             .collect();
+        let fast_v4 = pods.iter().map(FastPodV4::of).collect();
         let reverse = Arc::clone(&self.reverse);
-        self.cell.publish(Dataplane { flow: self.config.flow, reverse, vips, pods, prefixes, node_ports })
+        self.cell.publish(Dataplane {
+            flow: self.config.flow,
+            reverse,
+            vips,
+            pods,
+            fast_v4,
+            prefixes,
+            node_ports,
+        })
     }
 }
 
@@ -786,14 +821,15 @@ impl Worker {
                 let cands = flows.candidates(scratch.hashes[i], scratch.ids[i], now);
                 if scratch.lane[i] == Lane::FastV4 && cands != 0 {
                     let hit = flows.whole_key_hit(scratch.hashes[i], cands, now);
-                    if let Some((pod, p)) = hit.and_then(|h| Some((h.pod, dp.pods.get(h.pod as usize)?))) {
-                        let to = &p.endpoint;
-                        // The entry keeps no VIP index: its pod must be this VIP's.
-                        if p.state.serves_flows() && p.vip == v && to.family == IpFamily::V4 {
+                    if let Some((pod, to)) = hit.and_then(|h| Some((h.pod, dp.fast_v4.get(h.pod as usize)?)))
+                    {
+                        // The entry keeps no VIP index: its pod must serve
+                        // this VIP (and be IPv4, and not flushed).
+                        if to.vip == v {
                             let l4 = batch.l4_checksum(i);
-                            let addr = [to.addr[0], to.addr[1], to.addr[2], to.addr[3]];
                             let protocol = FlowKey::id_protocol(scratch.ids[i]);
-                            verdicts[i] = match nat::dnat_v4(batch.packet(i), protocol, addr, to.port, l4) {
+                            verdicts[i] = match nat::dnat_v4(batch.packet(i), protocol, to.addr, to.port, l4)
+                            {
                                 Ok(()) => {
                                     batch.translated(i, pod);
                                     Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit }

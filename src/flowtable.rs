@@ -436,17 +436,26 @@ impl FlowTable {
         self.timeout = timeout;
     }
 
-    /// The bucket a hash maps to. Masked with the array's own length (a
-    /// power of two) so the compiler sees it in bounds: no check per access.
+    /// The bucket a hash maps to.
     #[inline(always)]
     fn bucket_of(&self, hash: u64) -> usize {
-        hash as u32 as usize & (self.buckets.len() - 1)
+        (hash as u32 & self.mask) as usize
+    }
+
+    /// The bucket a hash maps to, without a bounds check per packet.
+    #[inline(always)]
+    fn bucket_at(&self, hash: u64) -> &Bucket {
+        let bi = self.bucket_of(hash);
+        debug_assert!(bi < self.buckets.len());
+        // SAFETY: `mask` is `buckets.len() - 1`, set together with the
+        // array in `new` (a power of two, at least 1), so `bi` is in bounds.
+        unsafe { self.buckets.get_unchecked(bi) }
     }
 
     /// Step 1: start loading the bucket this hash maps to.
     #[inline(always)]
     pub fn prefetch_bucket(&self, hash: u64) {
-        prefetch(&self.buckets[self.bucket_of(hash)]);
+        prefetch(self.bucket_at(hash));
     }
 
     /// Step 2: reads the bucket and returns a bitmask of live slots whose
@@ -454,9 +463,9 @@ impl FlowTable {
     /// id a candidate is already a hit; otherwise its key is prefetched.
     #[inline(always)]
     pub fn candidates(&self, hash: u64, id: u128, now: u32) -> u8 {
-        let bi = self.bucket_of(hash);
-        let mask = self.buckets[bi].matches(id, now);
+        let mask = self.bucket_at(hash).matches(id, now);
         if !is_whole_key(id) {
+            let bi = self.bucket_of(hash);
             let mut m = mask;
             while m != 0 {
                 let i = m.trailing_zeros() as usize;
@@ -491,14 +500,18 @@ impl FlowTable {
     /// slot with the same whole key) is the hit.
     #[inline(always)]
     pub fn whole_key_hit(&mut self, hash: u64, candidates: u8, now: u32) -> Option<Hit> {
-        (candidates != 0)
-            .then(|| self.refresh(self.bucket_of(hash), candidates.trailing_zeros() as usize, now))
+        // Slots are bits 0..3 of a candidate mask.
+        let slots = candidates & ((1 << ENTRIES_PER_BUCKET) - 1);
+        (slots != 0).then(|| self.refresh(self.bucket_of(hash), slots.trailing_zeros() as usize, now))
     }
 
     #[inline(always)]
     fn refresh(&mut self, bi: usize, i: usize, now: u32) -> Hit {
         let expiry = now.saturating_add(self.timeout);
-        let b = &mut self.buckets[bi];
+        debug_assert!(bi < self.buckets.len());
+        // SAFETY: every caller passes a `bi` from `bucket_of`, in bounds as
+        // in `bucket_at`.
+        let b = unsafe { self.buckets.get_unchecked_mut(bi) };
         // Write only when the tick moved on: a line left clean needs no
         // write-back to memory when it is evicted.
         if b.expiry[i] != expiry {

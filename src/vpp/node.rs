@@ -254,21 +254,20 @@ impl FrameScratch {
     }
 }
 
-/// A frame's buffers as the worker sees them, and their next nodes.
-struct FrameBatch<'a> {
+/// A frame's buffers as the worker sees them, and their next nodes. The
+/// node's kind is part of the type, so what depends on it is settled at
+/// compile time: `NODEPORT` for packets to the node's own addresses (the
+/// NodePort nodes) rather than captured by a VIP prefix's FIB entry; `V6`
+/// for the node's family (which of a pod's tracked next hops it uses).
+struct FrameBatch<'a, const NODEPORT: bool, const V6: bool> {
     bufs: &'a [*mut sys::vlib_buffer_t],
     nexts: &'a mut [u16; MAX_BATCH],
-    /// The pods' tracked next hops, and which of them this node uses (its
-    /// family; VIP or NodePort).
+    /// The pods' tracked next hops.
     hops: super::route::NextHops,
-    v6: bool,
     n: usize,
-    /// Packets to the node's own addresses (the NodePort nodes), rather
-    /// than captured by a VIP prefix's FIB entry.
-    nodeport: bool,
 }
 
-impl<'a> FrameBatch<'a> {
+impl<'a, const NODEPORT: bool, const V6: bool> FrameBatch<'a, NODEPORT, V6> {
     /// The buffers of a frame (their pointers written into `bufs`), and
     /// the frame's vector of buffer indices (which the enqueue takes back).
     ///
@@ -280,9 +279,7 @@ impl<'a> FrameBatch<'a> {
         frame: *mut sys::vlib_frame_t,
         bufs: &'a mut [*mut sys::vlib_buffer_t; MAX_BATCH],
         nexts: &'a mut [u16; MAX_BATCH],
-        nodeport: bool,
-        v6: bool,
-    ) -> (FrameBatch<'a>, *mut u32) {
+    ) -> (Self, *mut u32) {
         // SAFETY: VPP's frame layout: `n_vectors` u32 buffer indices at
         // `vector_offset`; buffers at buffer_mem_start + (index << 6).
         unsafe {
@@ -293,7 +290,7 @@ impl<'a> FrameBatch<'a> {
                 *b = mem.add((*from.add(i) as usize) << 6).cast();
             }
             let hops = super::route::NextHops::get();
-            (FrameBatch { bufs: &bufs[..n], nexts, hops, v6, n, nodeport }, from)
+            (FrameBatch { bufs: &bufs[..n], nexts, hops, n }, from)
         }
     }
 
@@ -376,7 +373,7 @@ unsafe fn without_worker(
     let mut nexts = [NEXT_DROP; MAX_BATCH];
     // SAFETY: per the contract.
     unsafe {
-        let (mut batch, from) = FrameBatch::from_frame(vm, frame, &mut bufs, &mut nexts, false, false);
+        let (mut batch, from) = FrameBatch::<false, false>::from_frame(vm, frame, &mut bufs, &mut nexts);
         if feature {
             batch.feature_nexts();
         }
@@ -408,14 +405,14 @@ unsafe fn enqueue(
     }
 }
 
-impl Batch for FrameBatch<'_> {
+impl<const NODEPORT: bool, const V6: bool> Batch for FrameBatch<'_, NODEPORT, V6> {
     /// Straight to the pod's tracked forwarding where there is one (its
     /// adjacency in the buffer, the stacked next node); else a fresh
     /// lookup. Done here, while the buffer's metadata is in cache.
     #[inline(always)]
     fn translated(&mut self, i: usize, pod: u32) {
         let (Some(&b), Some(next)) = (self.bufs.get(i), self.nexts.get_mut(i)) else { return };
-        *next = match self.hops.of(pod, self.nodeport, self.v6) {
+        *next = match self.hops.of(pod, NODEPORT, V6) {
             Some((to, adj)) => {
                 // SAFETY: vnet_buffer(b)->ip.adj_index[VLIB_TX] of a live
                 // buffer of this frame.
@@ -446,7 +443,7 @@ impl Batch for FrameBatch<'_> {
 
     #[inline(always)]
     fn capture(&self, i: usize) -> Capture {
-        if self.nodeport {
+        if NODEPORT {
             return Capture::NodePort;
         }
         // SAFETY: reading vnet_buffer(b)->ip.adj_index[VLIB_TX], which
@@ -507,7 +504,7 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
             return without_worker(vm, node, frame, NODEPORT);
         };
         let FrameScratch { bufs, verdicts, nexts, .. } = scratch;
-        let (mut batch, from) = FrameBatch::from_frame(vm, frame, bufs, nexts, NODEPORT, V6);
+        let (mut batch, from) = FrameBatch::<NODEPORT, V6>::from_frame(vm, frame, bufs, nexts);
         let n = batch.n;
         // On the ip4/6-local arc, what is not NodePort traffic goes on to
         // the next feature: each packet's next starts as its next feature.
@@ -696,7 +693,7 @@ unsafe extern "C" fn kp_in2out_node(
             return without_worker(vm, node, frame, true);
         };
         let FrameScratch { bufs, replies: verdicts, nexts, .. } = scratch;
-        let (mut batch, from) = FrameBatch::from_frame(vm, frame, bufs, nexts, false, false);
+        let (mut batch, from) = FrameBatch::<false, false>::from_frame(vm, frame, bufs, nexts);
         let n = batch.n;
         batch.feature_nexts();
         worker.process_replies(&mut batch, verdicts);
