@@ -747,6 +747,8 @@ impl Worker {
         let (mut last_class, mut last_vip) = (u64::MAX, NO_VIP);
         // Packets left for pass 3.
         let mut pending = 0usize;
+        // Hashes of the packets whose buckets are prefetched next.
+        let mut group = [0u64; PREFETCH_GROUP];
         for j in 0..n + PIPELINE {
             'pass1: {
                 if j >= n {
@@ -798,13 +800,14 @@ impl Worker {
                 scratch.vip[i] = v;
                 scratch.hashes[i] = hash;
                 scratch.ids[i] = id;
+                group[i % PREFETCH_GROUP] = hash;
             }
-            // Bucket prefetches go out in groups (see PREFETCH_GROUP).
+            // Bucket prefetches go out in groups (see PREFETCH_GROUP). A
+            // slot left over from an earlier group (a dropped packet, or
+            // the frame's last, partial group) only repeats a prefetch.
             if j < n && (j % PREFETCH_GROUP == PREFETCH_GROUP - 1 || j == n - 1) {
-                for i in j + 1 - (j % PREFETCH_GROUP + 1)..=j {
-                    if scratch.vip[i] != NO_VIP {
-                        flows.prefetch_bucket(scratch.hashes[i]);
-                    }
+                for &hash in &group {
+                    flows.prefetch_bucket(hash);
                 }
             }
             'pass2: {
