@@ -750,57 +750,62 @@ impl Worker {
         // Hashes of the packets whose buckets are prefetched next.
         let mut group = [0u64; PREFETCH_GROUP];
         for j in 0..n + PIPELINE {
-            'pass1: {
-                if j >= n {
-                    break 'pass1;
-                }
+            if j < n {
                 let i = j;
                 batch.prefetch_meta(i + PREFETCH_META_AHEAD);
                 batch.prefetch_data(i + PREFETCH_DATA_AHEAD);
-                scratch.vip[i] = NO_VIP;
                 let capture = batch.capture(i);
                 let pkt = batch.packet(i);
-                let (v, id, hash) = match packet::parse_v4_fast(pkt) {
-                    Some(f) => {
-                        // Packets of a frame mostly go to one Service: the last
-                        // answer is reused when capture, protocol and port match.
-                        let class = class_key(capture, &f);
-                        let v = if class == last_class {
-                            last_vip
-                        } else {
-                            last_class = class;
-                            last_vip = dp.classify(capture, f.protocol, f.dst_port()).unwrap_or(NO_VIP);
-                            last_vip
-                        };
-                        if v == NO_VIP {
-                            verdicts[i] = Verdict::Drop(DropReason::NoVip);
-                            break 'pass1;
+                let started = 'pass1: {
+                    let (v, id, hash) = match packet::parse_v4_fast(pkt) {
+                        Some(f) => {
+                            // Packets of a frame mostly go to one Service: the last
+                            // answer is reused when capture, protocol and port match.
+                            let class = class_key(capture, &f);
+                            let v = if class == last_class {
+                                last_vip
+                            } else {
+                                last_class = class;
+                                last_vip = dp.classify(capture, f.protocol, f.dst_port()).unwrap_or(NO_VIP);
+                                last_vip
+                            };
+                            if v == NO_VIP {
+                                verdicts[i] = Verdict::Drop(DropReason::NoVip);
+                                break 'pass1 None;
+                            }
+                            scratch.lane[i] = Lane::FastV4;
+                            let (id, hash) = FlowKey::v4_id_hash(&f);
+                            (v, id, hash)
                         }
-                        scratch.lane[i] = Lane::FastV4;
-                        let (id, hash) = FlowKey::v4_id_hash(&f);
-                        (v, id, hash)
-                    }
-                    None => {
-                        let p = &mut scratch.parsed[i];
-                        if let Err(e) = packet::parse_into(pkt, p) {
-                            verdicts[i] = Verdict::Drop(DropReason::Packet(e));
-                            break 'pass1;
+                        None => {
+                            let p = &mut scratch.parsed[i];
+                            if let Err(e) = packet::parse_into(pkt, p) {
+                                verdicts[i] = Verdict::Drop(DropReason::Packet(e));
+                                break 'pass1 None;
+                            }
+                            let Some(v) = dp.classify(capture, p.protocol, p.dst_port) else {
+                                verdicts[i] = Verdict::Drop(DropReason::NoVip);
+                                break 'pass1 None;
+                            };
+                            scratch.lane[i] = Lane::General;
+                            let key = FlowKey::new(v, p);
+                            scratch.keys[i] = key;
+                            let hash = key.hash();
+                            (v, key.compact(hash), hash)
                         }
-                        let Some(v) = dp.classify(capture, p.protocol, p.dst_port) else {
-                            verdicts[i] = Verdict::Drop(DropReason::NoVip);
-                            break 'pass1;
-                        };
-                        scratch.lane[i] = Lane::General;
-                        let key = FlowKey::new(v, p);
-                        scratch.keys[i] = key;
-                        let hash = key.hash();
-                        (v, key.compact(hash), hash)
-                    }
+                    };
+                    Some((v, id, hash))
                 };
-                scratch.vip[i] = v;
-                scratch.hashes[i] = hash;
-                scratch.ids[i] = id;
-                group[i % PREFETCH_GROUP] = hash;
+                match started {
+                    Some((v, id, hash)) => {
+                        scratch.vip[i] = v;
+                        scratch.hashes[i] = hash;
+                        scratch.ids[i] = id;
+                        group[i % PREFETCH_GROUP] = hash;
+                    }
+                    // Dropped in pass 1; its verdict is written.
+                    None => scratch.vip[i] = NO_VIP,
+                }
             }
             // Bucket prefetches go out in groups (see PREFETCH_GROUP). A
             // slot left over from an earlier group (a dropped packet, or
