@@ -515,18 +515,14 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
         worker.process(&mut batch, now, verdicts);
 
         let errors = (*node).errors;
-        let (mut translated, mut untracked) = (0u64, 0u64);
-        let tracing = node_traces(node);
+        let (mut not_translated, mut untracked) = (0u64, 0u64);
         let existing = VIP_EXISTING.row(thread);
         let (mut run_vip, mut run_len) = (u32::MAX, 0u64);
         let pod_packets = POD_PACKETS.row(thread);
         for i in 0..n {
-            let b = batch.buffer(i);
-            let traced = batch.traced(i, tracing);
             match verdicts[i] {
                 Verdict::Forward { vip, pod, outcome } => {
                     // (Its next node was set as it was translated.)
-                    translated += 1;
                     match outcome {
                         // Runs of one VIP add up in a register: no chain of
                         // read-modify-writes on one counter per packet.
@@ -544,26 +540,21 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
                         }
                     }
                     *pod_packets.add(pod as usize) += 1;
-                    if traced {
-                        trace(vm, node, b, worker, i, vip, pod, outcome as u8, 0);
-                    }
                 }
                 Verdict::Drop(DropReason::NoVip | DropReason::Packet(_)) if NODEPORT => {
                     // Not NodePort traffic: ping, other ports, control
                     // protocols carry on untouched (to the next feature,
                     // already in `nexts`).
+                    not_translated += 1;
                 }
                 Verdict::Drop(reason) => {
+                    not_translated += 1;
                     batch.nexts[i] = NEXT_DROP;
-                    let e = error_of(reason);
-                    (*b).error = *errors.add(e as usize);
+                    (*batch.buffer(i)).error = *errors.add(error_of(reason) as usize);
                     if reason == DropReason::NoPod {
                         if let Some(v) = worker.batch_vip(i) {
                             VIP_NO_POD.add(thread, v, 1);
                         }
-                    }
-                    if traced {
-                        trace(vm, node, b, worker, i, u32::MAX, u32::MAX, 3, e as u8);
                     }
                 }
             }
@@ -571,12 +562,49 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
         if run_len > 0 {
             *existing.add(run_vip as usize) += run_len;
         }
+        if node_traces(node) {
+            trace_frame(vm, node, &batch, worker, verdicts);
+        }
         // Non-drop outcomes are counted here; drops by the drop node.
         let counters = (*vm).error_counters;
-        *counters.add(usize::from(*errors.add(Error::Translated as usize))) += translated;
+        *counters.add(usize::from(*errors.add(Error::Translated as usize))) += n as u64 - not_translated;
         *counters.add(usize::from(*errors.add(Error::Untracked as usize))) += untracked;
         enqueue(vm, node, from, batch.nexts, n);
         n as sys::uword
+    }
+}
+
+/// Adds a kp record to each traced packet of the frame: VIP, pod and
+/// outcome, or the drop reason. (Packets the NodePort node passes on are
+/// not kp's and get none.)
+///
+/// # Safety
+/// The node function's own `vm`, `node` and batch.
+#[cold]
+unsafe fn trace_frame<const NODEPORT: bool, const V6: bool>(
+    vm: *mut sys::vlib_main_t,
+    node: *mut sys::vlib_node_runtime_t,
+    batch: &FrameBatch<'_, NODEPORT, V6>,
+    worker: &crate::dataplane::Worker,
+    verdicts: &[Verdict],
+) {
+    for (i, v) in verdicts.iter().enumerate().take(batch.n) {
+        // SAFETY: packets of this frame; the node's own arguments.
+        unsafe {
+            if !batch.traced(i, true) {
+                continue;
+            }
+            let b = batch.buffer(i);
+            match *v {
+                Verdict::Forward { vip, pod, outcome } => {
+                    trace(vm, node, b, worker, i, vip, pod, outcome as u8, 0)
+                }
+                Verdict::Drop(DropReason::NoVip | DropReason::Packet(_)) if NODEPORT => {}
+                Verdict::Drop(reason) => {
+                    trace(vm, node, b, worker, i, u32::MAX, u32::MAX, 3, error_of(reason) as u8)
+                }
+            }
+        }
     }
 }
 
