@@ -852,34 +852,32 @@ impl Worker {
                 pending += 1;
             }
         }
-        if pending == 0 {
-            // Every packet was finished (or dropped) above.
-            *sweep_at = sweep(flows, *sweep_at, SWEEP_PER_BATCH, now, &dp, thread, refs);
-            return;
-        }
-        // Pass 3: everything else goes the general way: confirm, Maglev
-        // for new flows and flushed pods, insert, rewrite.
-        for i in 0..n {
-            let v = scratch.vip[i];
-            if v == NO_VIP || scratch.lane[i] == Lane::Done {
-                continue;
-            }
-            if scratch.lane[i] == Lane::FastV4 {
-                // The fast lane skipped the full parse; do it now (it
-                // succeeds: `parse_v4_fast` only takes what it accepts).
-                if let Err(e) = packet::parse_into(batch.packet(i), &mut scratch.parsed[i]) {
-                    verdicts[i] = Verdict::Drop(DropReason::Packet(e));
+        // Pass 3 (only when the pipeline left packets): everything else goes
+        // the general way: confirm, Maglev for new flows and flushed pods,
+        // insert, rewrite.
+        if pending > 0 {
+            for i in 0..n {
+                let v = scratch.vip[i];
+                if v == NO_VIP || scratch.lane[i] == Lane::Done {
                     continue;
                 }
-                scratch.keys[i] = FlowKey::new(v, &scratch.parsed[i]);
+                if scratch.lane[i] == Lane::FastV4 {
+                    // The fast lane skipped the full parse; do it now (it
+                    // succeeds: `parse_v4_fast` only takes what it accepts).
+                    if let Err(e) = packet::parse_into(batch.packet(i), &mut scratch.parsed[i]) {
+                        verdicts[i] = Verdict::Drop(DropReason::Packet(e));
+                        continue;
+                    }
+                    scratch.keys[i] = FlowKey::new(v, &scratch.parsed[i]);
+                }
+                let (key, hash, id) = (&scratch.keys[i], scratch.hashes[i], scratch.ids[i]);
+                // Probe again: an earlier packet of this batch may have just
+                // inserted this very flow.
+                let cands = flows.candidates(hash, id, now);
+                let hit = flows.resolve(key, hash, id, cands, now);
+                verdicts[i] =
+                    general(batch, i, &scratch.parsed[i], v, key, hash, hit, flows, &dp, thread, refs, now);
             }
-            let (key, hash, id) = (&scratch.keys[i], scratch.hashes[i], scratch.ids[i]);
-            // Probe again: an earlier packet of this batch may have just
-            // inserted this very flow.
-            let cands = flows.candidates(hash, id, now);
-            let hit = flows.resolve(key, hash, id, cands, now);
-            verdicts[i] =
-                general(batch, i, &scratch.parsed[i], v, key, hash, hit, flows, &dp, thread, refs, now);
         }
 
         *sweep_at = sweep(flows, *sweep_at, SWEEP_PER_BATCH, now, &dp, thread, refs);
@@ -975,25 +973,21 @@ fn general<B: Batch>(
             };
             let original = Original { addr: parsed.dst, port: parsed.dst_port, vip: v };
             let to = &dp.pods[pod as usize].endpoint;
-            match stale_or_miss {
-                Some(h) => {
-                    // Its pod was flushed: the flow moves on.
-                    let old = flows.repoint(h.slot, pod, now);
-                    forget(Some((old, *key)), thread, refs, dp);
+            // The entry the flow had (its pod was flushed: it moves on) or
+            // the one it displaces; no entry at all if its bucket is full.
+            let replaced = match stale_or_miss {
+                Some(h) => Some(Some((flows.repoint(h.slot, pod, now), *key))),
+                None => flows.insert(key, hash, pod, now).ok().map(|(_, evicted)| evicted),
+            };
+            match replaced {
+                Some(old) => {
+                    forget(old, thread, refs, dp);
                     refs.add(thread, pod, 1);
                     reverse.insert(&key.reply_key(&to.addr, to.port), original);
                     (pod, FlowOutcome::New)
                 }
-                None => match flows.insert(key, hash, pod, now) {
-                    Ok((_, evicted)) => {
-                        forget(evicted, thread, refs, dp);
-                        refs.add(thread, pod, 1);
-                        reverse.insert(&key.reply_key(&to.addr, to.port), original);
-                        (pod, FlowOutcome::New)
-                    }
-                    // Untracked: replies of this flow pass as they are.
-                    Err(_) => (pod, FlowOutcome::Untracked),
-                },
+                // Untracked: replies of this flow pass as they are.
+                None => (pod, FlowOutcome::Untracked),
             }
         }
     };
