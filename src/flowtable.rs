@@ -106,15 +106,6 @@ impl FlowKey {
         }
     }
 
-    /// [`FlowKey::new`] for an IPv4 packet, straight from header bytes:
-    /// addresses and the transport header's first four bytes (the ports) as
-    /// they are on the wire.
-    #[inline(always)]
-    pub fn v4(vip: u32, protocol: u8, src: [u8; 4], dst: [u8; 4], ports: [u8; 4]) -> FlowKey {
-        let addr = |a: [u8; 4]| word4(u32::from_ne_bytes(a));
-        FlowKey { words: [addr(src), 0, addr(dst), 0, tail_word(ports, protocol, 4), vip_word(vip)] }
-    }
-
     /// Whole-key equality as word operations (no `memcmp` call).
     #[inline(always)]
     pub fn same(&self, other: &FlowKey) -> bool {
@@ -128,9 +119,9 @@ impl FlowKey {
         let w = &self.words;
         let tail = w[4].to_ne_bytes();
         let pp = pod_port.to_be_bytes();
-        let t = [pp[0], pp[1], tail[0], tail[1], tail[4], tail[5], 0, 0];
+        let t = tail_word([pp[0], pp[1], tail[0], tail[1]], tail[4], tail[5]);
         let pw = |at: usize| u64::from_ne_bytes(pod_addr[at..at + 8].try_into().unwrap());
-        FlowKey { words: [pw(0), pw(8), w[0], w[1], u64::from_ne_bytes(t), 0] }
+        FlowKey { words: [pw(0), pw(8), w[0], w[1], t, 0] }
     }
 
     /// The original destination (address, port) of a forward key.
@@ -140,12 +131,6 @@ impl FlowKey {
         a[8..].copy_from_slice(&self.words[3].to_ne_bytes());
         let tail = self.words[4].to_ne_bytes();
         (a, u16::from_be_bytes([tail[2], tail[3]]))
-    }
-
-    /// The transport protocol.
-    #[inline(always)]
-    pub fn protocol(&self) -> u8 {
-        self.words[4].to_ne_bytes()[4]
     }
 
     /// The address family (4 or 6).
@@ -183,12 +168,13 @@ impl FlowKey {
     }
 
     /// The compact id and hash of an IPv4 flow straight from header words
-    /// (the data path's fast lane): equal to `FlowKey::v4(..)`'s
-    /// [`compact`](FlowKey::compact) and [`hash`](FlowKey::hash), without
-    /// building the key.
+    /// (the data path's fast lane): equal to the [`compact`](FlowKey::compact)
+    /// id and [`hash`](FlowKey::hash) of the packet's [`FlowKey::new`],
+    /// without building the key.
     #[inline(always)]
     pub fn v4_id_hash(f: &V4Fast) -> (u128, u64) {
-        let id = u128::from(f.addrs) | (u128::from(f.ports) << 64) | (u128::from(f.protocol) << 96);
+        let (src, dst) = (f.addrs as u32, (f.addrs >> 32) as u32);
+        let id = pack_id(src, dst, f.ports, f.protocol);
         let tail = u64::from(f.ports) | (u64::from(f.protocol) << 32) | (4 << 40);
         (id, hash_v4(f.addrs, tail))
     }
@@ -585,9 +571,9 @@ impl FlowTable {
         let (a, b, c, tag) = unpack_id(id);
         let expiry = now.saturating_add(self.timeout);
         let bk = &mut self.buckets[bi];
-        debug_assert!(pod < MAX_PODS);
         (bk.a[i], bk.b[i], bk.c[i], bk.expiry[i]) = (a, b, c, expiry);
-        bk.pod_tag[i] = (pod & POD_MASK) | (u32::from(tag) << 24);
+        bk.pod_tag[i] = u32::from(tag) << 24;
+        bk.set_pod(i, pod);
         if !is_whole_key(id) {
             self.keys[slot].0 = *key;
         }
@@ -842,8 +828,7 @@ mod tests {
         let p = parsed(0x0a01_0203, IpFamily::V4);
         let ports = [(p.src_port >> 8) as u8, p.src_port as u8, (p.dst_port >> 8) as u8, p.dst_port as u8];
         let four = |a: &[u8; 16]| [a[0], a[1], a[2], a[3]];
-        let k = FlowKey::v4(9, p.protocol, four(&p.src), four(&p.dst), ports);
-        assert_eq!(k, FlowKey::new(9, &p));
+        let k = FlowKey::new(9, &p);
         let h = k.hash();
         let word = |b: [u8; 4]| u32::from_ne_bytes(b);
         let fast = V4Fast {
