@@ -30,7 +30,7 @@
 //! forwards the packet untracked.
 
 use crate::packet::{IpFamily, Parsed, V4Fast};
-use crate::sys::{Zeroable, ZeroedArray};
+use crate::mem::{prefetch, Zeroable, ZeroedArray};
 
 /// Slots per bucket: three 20-byte entries fill one cache line.
 pub const ENTRIES_PER_BUCKET: usize = 3;
@@ -395,7 +395,7 @@ pub struct FlowTable {
 impl FlowTable {
     /// Allocates a table of `n_buckets` (a power of two, already validated)
     /// with an idle timeout of `timeout` ticks, in huge-page-backed mappings
-    /// of its own (see [`crate::sys`]). Allocation failure is an error, not
+    /// of its own (see [`crate::mem`]). Allocation failure is an error, not
     /// an abort.
     pub fn new(n_buckets: u32, timeout: u32) -> Result<FlowTable, OutOfMemory> {
         assert!(n_buckets.is_power_of_two());
@@ -649,19 +649,6 @@ impl FlowTable {
             }
         }
     }
-}
-
-/// Hints the CPU to load the cache line holding `r`.
-#[inline(always)]
-pub(crate) fn prefetch<T>(r: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetch is a hint that never faults; the pointer comes from a
-    // live reference in any case.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(r as *const T as *const i8);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = r;
 }
 
 #[cfg(test)]

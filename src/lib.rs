@@ -23,5 +23,5 @@ pub mod packet;
 pub mod refcount;
 pub mod reverse;
 pub mod snapshot;
-pub mod sys;
+pub mod mem;
 pub mod vpp;

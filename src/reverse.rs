@@ -25,7 +25,7 @@
 //! lookup touches two cache lines.
 
 use crate::flowtable::FlowKey;
-use crate::sys::{Zeroable, ZeroedArray};
+use crate::mem::{Zeroable, ZeroedArray};
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 pub const SLOTS: usize = 4;
@@ -170,7 +170,7 @@ impl ReverseTable {
     #[inline(always)]
     pub fn prefetch(&self, hash: u64) {
         let (b, _) = self.place(hash);
-        crate::flowtable::prefetch(&self.heads[b]);
+        crate::mem::prefetch(&self.heads[b]);
     }
 
     fn key_at(&self, b: usize, i: usize) -> [u64; 5] {

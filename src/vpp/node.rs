@@ -456,8 +456,7 @@ impl<const NODEPORT: bool, const V6: bool> Batch for FrameBatch<'_, NODEPORT, V6
     #[inline(always)]
     fn prefetch_meta(&self, i: usize) {
         if let Some(&b) = self.bufs.get(i) {
-            // SAFETY: a buffer of this frame; a prefetch never faults.
-            unsafe { core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(b.cast()) };
+            crate::mem::prefetch_ptr(b);
         }
     }
 
@@ -465,11 +464,9 @@ impl<const NODEPORT: bool, const V6: bool> Batch for FrameBatch<'_, NODEPORT, V6
     fn prefetch_data(&self, i: usize) {
         if let Some(&b) = self.bufs.get(i) {
             // SAFETY: a buffer of this frame whose header was prefetched
-            // earlier; a prefetch never faults.
-            unsafe {
-                let p = (*b).data.as_ptr().offset(isize::from((*b).current_data));
-                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-            }
+            // earlier: its current data lies inside the buffer.
+            let p = unsafe { (*b).data.as_ptr().offset(isize::from((*b).current_data)) };
+            crate::mem::prefetch_ptr(p);
         }
     }
 

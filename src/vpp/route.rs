@@ -10,7 +10,7 @@
 //! else is main-thread state, changed with the worker barrier held.
 
 use super::{fns, sys};
-use crate::sys::{Zeroable, ZeroedArray};
+use crate::mem::{Zeroable, ZeroedArray};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
