@@ -14,6 +14,12 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 /// Longest idle timeout accepted, seconds (one day).
+/// Pod indices kp can have in use at once (VIP-pod pairs, draining ones
+/// included): the one limit the flow table's pod word, the per-thread
+/// reference counts and pod route tracking are all sized from. The
+/// controller refuses a change that could go beyond it, before anything
+/// changes.
+pub const MAX_POD_INDICES: u32 = 1 << 20;
 pub const MAX_TIMEOUT: u32 = 86_400;
 
 fn family_of(a: &IpAddr) -> IpFamily {

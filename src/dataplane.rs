@@ -6,8 +6,9 @@
 //! frame's packets as a [`Batch`] and turns the [`Verdict`]s into next
 //! nodes and counters. Benchmarks and tests drive the same code directly.
 
+use crate::config::MAX_POD_INDICES;
 use crate::config::{Config, ConfigError, FlowConf, PodTarget, Protocol, VipKey, VipSpec};
-use crate::flowtable::{FlowKey, FlowTable, Hit, OutOfMemory, MAX_PODS};
+use crate::flowtable::{FlowKey, FlowTable, Hit, OutOfMemory};
 use crate::maglev::{self, Table};
 use crate::nat::{self, Endpoint, L4Checksum, NatError, NatType, Rewrite};
 use crate::packet::{self, IpFamily, Parsed};
@@ -171,7 +172,7 @@ pub struct Controller {
     pods: Vec<PodSlot>,
     pod_index: HashMap<(u32, IpAddr), u32>,
     free_pods: Vec<u32>,
-    /// Pod indices that may be in use at once ([`MAX_PODS`]; lower in
+    /// Pod indices that may be in use at once ([`MAX_POD_INDICES`]; lower in
     /// tests).
     pod_limit: usize,
     tables: HashMap<u32, Arc<Table>>,
@@ -219,7 +220,7 @@ impl Controller {
             pods: Vec::new(),
             pod_index: HashMap::new(),
             free_pods: Vec::new(),
-            pod_limit: MAX_PODS as usize,
+            pod_limit: MAX_POD_INDICES as usize,
             tables: HashMap::new(),
             retired_vips: Vec::new(),
             freed_pods: Vec::new(),

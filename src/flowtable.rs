@@ -29,8 +29,8 @@
 //! bucket. When all three are live, the insert fails and the caller
 //! forwards the packet untracked.
 
-use crate::packet::{IpFamily, Parsed, V4Fast};
 use crate::mem::{prefetch, Zeroable, ZeroedArray};
+use crate::packet::{IpFamily, Parsed, V4Fast};
 
 /// Slots per bucket: three 20-byte entries fill one cache line.
 pub const ENTRIES_PER_BUCKET: usize = 3;
@@ -257,10 +257,11 @@ fn is_whole_key(id: u128) -> bool {
     (id >> 96) as u8 & SIGNATURE_TAG == 0
 }
 
-/// Pod indices a flow entry can hold: the top byte of its pod word is the
-/// id's tag.
-pub const MAX_PODS: u32 = 1 << 24;
-const POD_MASK: u32 = MAX_PODS - 1;
+/// Pod indices a flow entry's pod word can hold: its top byte is the id's
+/// tag. Every pod index kp hands out fits.
+const POD_WORD_CAPACITY: u32 = 1 << 24;
+const POD_MASK: u32 = POD_WORD_CAPACITY - 1;
+const _: () = assert!(crate::config::MAX_POD_INDICES <= POD_WORD_CAPACITY);
 
 /// One cache line holding three entries as parallel arrays: the compact id
 /// split in words `a`, `b`, `c`, the expiry tick, and the pod index with
@@ -296,7 +297,7 @@ impl Bucket {
 
     #[inline(always)]
     fn set_pod(&mut self, i: usize, pod: u32) {
-        debug_assert!(pod < MAX_PODS);
+        debug_assert!(pod < POD_WORD_CAPACITY);
         self.pod_tag[i] = (self.pod_tag[i] & !POD_MASK) | (pod & POD_MASK);
     }
 

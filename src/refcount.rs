@@ -38,10 +38,10 @@ use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
 
 /// Counters per chunk.
 const CHUNK: usize = 1024;
+/// Indices this structure can count: every pod index.
+pub const MAX_INDEX: u32 = crate::config::MAX_POD_INDICES;
 /// Chunks per thread: enough for [`MAX_INDEX`] indices.
-const MAX_CHUNKS: usize = 1024;
-/// Indices this structure can count (pod indices are below it).
-pub const MAX_INDEX: u32 = (CHUNK * MAX_CHUNKS) as u32;
+const MAX_CHUNKS: usize = (MAX_INDEX as usize).div_ceil(CHUNK);
 
 type Chunk = [AtomicI32; CHUNK];
 

@@ -520,3 +520,49 @@ fn ip6(last: u8) -> [u8; 16] {
     a[15] = last;
     a
 }
+
+/// The pod-index limit is one constant: a pod at the highest index is
+/// accepted and its flows are translated (reference counts, flow entries
+/// and reply state all hold it); one more pod is refused with the limit
+/// named, and nothing changes.
+#[test]
+fn pod_at_the_highest_index_carries_traffic_and_one_more_is_refused() {
+    use kp_plugin::config::{ConfigError, MAX_POD_INDICES};
+    let mut c = Controller::new(1);
+    let mut big = vip("10.96.0.0/32", Protocol::Udp, 53, 5353, 0);
+    big.new_len = Some(1 << 22);
+    c.add_vip(&big).unwrap();
+    // Every index but the last, on one VIP (addresses 10.0.0.0 up).
+    let fill: Vec<(IpAddr, u32)> =
+        (0..MAX_POD_INDICES - 1).map(|i| (IpAddr::from((0x0a00_0000u32 + i).to_be_bytes()), 1)).collect();
+    c.add_pods(&all_ports("10.96.0.0/32"), &fill).unwrap();
+    drop(fill);
+    c.add_vip(&vip("10.96.0.10/32", Protocol::Any, 80, 8080, 0)).unwrap();
+    c.add_pods(&all_ports("10.96.0.10/32"), &[(ip("192.0.2.7"), 1)]).unwrap();
+    let vip_index =
+        c.vip_index(&VipKey { prefix: "10.96.0.10/32".parse().unwrap(), protocol: Protocol::Any, port: 80 });
+    let last = c.pod_index(vip_index.unwrap(), &ip("192.0.2.7")).unwrap();
+    assert_eq!(last, MAX_POD_INDICES - 1);
+
+    let mut w = c.worker(0).unwrap();
+    let cap = Capture::Prefix(c.prefix_index(&"10.96.0.10/32".parse().unwrap()).unwrap());
+    for now in [1, 2] {
+        let (v, out) = run(&mut w, v4(proto::TCP, [198, 51, 100, 1], 40000, [10, 96, 0, 10], 80), cap, now);
+        let want = if now == 1 { FlowOutcome::New } else { FlowOutcome::Hit };
+        assert!(
+            matches!(v, Verdict::Forward { pod, outcome, .. } if pod == last && outcome == want),
+            "{v:?}"
+        );
+        let p = parse(&out).unwrap();
+        assert_eq!((&p.dst[..4], p.dst_port), (&[192, 0, 2, 7][..], 8080));
+        verify(&out).unwrap();
+    }
+    assert_eq!(c.refs().sum(last), 1);
+
+    let before = c.config().clone();
+    assert_eq!(
+        c.add_pods(&all_ports("10.96.0.10/32"), &[(ip("192.0.2.8"), 1)]),
+        Err(ConfigError::TooManyPods { max: MAX_POD_INDICES })
+    );
+    assert_eq!(c.config(), &before);
+}

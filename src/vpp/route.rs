@@ -16,9 +16,9 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-/// Pod indices (and distinct pod addresses) whose forwarding is tracked;
-/// beyond this, packets take `ip4-lookup`/`ip6-lookup` as before.
-const MAX_TRACKED: usize = 1 << 20;
+/// Pod indices (and so distinct pod addresses) whose forwarding can be
+/// tracked: every pod index.
+const MAX_TRACKED: usize = crate::config::MAX_POD_INDICES as usize;
 
 /// Set in a packed next hop that is valid.
 const VALID: u64 = 1 << 63;
