@@ -6,9 +6,8 @@
 //! ([`MESSAGES`]); the VPP glue (`crate::vpp::api`) only registers them,
 //! hands bytes in and sends bytes out.
 
-use crate::cli::Command;
 use crate::config::{ConfigError, IpPrefix, PodTarget, Protocol, VipKey, VipSpec};
-use crate::control::{DataPathView, Kp};
+use crate::control::{Change, DataPathView, Kp};
 use crate::nat::NatType;
 use crate::packet::IpFamily;
 use std::net::IpAddr;
@@ -258,7 +257,7 @@ fn nat_code(n: NatType) -> u8 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// A configuration change, validated like the CLI's.
-    Change(Command),
+    Change(Change),
     ConfGet,
     SetInterfaceNat {
         sw_if_index: u32,
@@ -284,7 +283,7 @@ pub fn decode(msg: Msg, bytes: &[u8]) -> Result<Request, i32> {
     Ok(match msg {
         Msg::Conf => {
             let (b, t) = (r.u32()?, r.u32()?);
-            Request::Change(Command::Conf { buckets: keep(b), timeout: keep(t) })
+            Request::Change(Change::Conf { buckets: keep(b), timeout: keep(t) })
         }
         Msg::ConfGet => Request::ConfGet,
         Msg::AddDelVip => {
@@ -302,9 +301,9 @@ pub fn decode(msg: Msg, bytes: &[u8]) -> Result<Request, i32> {
             let new_len = r.u32()?;
             let key = VipKey { prefix, protocol, port };
             if r.bool()? {
-                Request::Change(Command::DelVip(key))
+                Request::Change(Change::DelVip(key))
             } else {
-                Request::Change(Command::AddVip(VipSpec {
+                Request::Change(Change::AddVip(VipSpec {
                     key,
                     target_port,
                     node_port,
@@ -327,8 +326,8 @@ pub fn decode(msg: Msg, bytes: &[u8]) -> Result<Request, i32> {
             };
             match (is_del, is_flush) {
                 (false, true) => return Err(retval::INVALID_ARGUMENT),
-                (true, flush) => Request::Change(Command::DelPods { target, pods: vec![pod], flush }),
-                (false, false) => Request::Change(Command::AddPods { target, pods: vec![(pod, weight)] }),
+                (true, flush) => Request::Change(Change::DelPods { target, pods: vec![pod], flush }),
+                (false, false) => Request::Change(Change::AddPods { target, pods: vec![(pod, weight)] }),
             }
         }
         Msg::SetInterfaceNat => {
@@ -411,8 +410,8 @@ pub fn handle(kp: &mut Kp, msg: Msg, bytes: &[u8], view: &dyn DataPathView, ifs:
     match req {
         Request::Change(cmd) => {
             let done = match cmd {
-                Command::Conf { .. } => kp
-                    .apply_conf(&cmd, |flow| ifs.resize_flow_tables(flow))
+                Change::Conf { buckets, timeout } => kp
+                    .apply_conf(buckets, timeout, |flow| ifs.resize_flow_tables(flow))
                     .map(|()| ifs.applied(kp, &Default::default())),
                 _ => kp.apply_typed(&cmd).map(|a| ifs.applied(kp, &a)),
             };

@@ -1,6 +1,7 @@
-//! The `kp` CLI: parsing command lines into [`Command`]s and printing
-//! `show` output, independent of VPP. The VPP glue (`crate::plugin`) only
-//! hands over the text after the command path and prints what comes back.
+//! The `kp` CLI: parsing command lines into control-plane [`Change`]s
+//! (and the interface and `show` requests), independent of VPP. The VPP
+//! glue (`crate::vpp::cli`) only hands over the text after the command
+//! path and prints what comes back.
 //!
 //! Grammar (keywords in any order after the prefix, as VPP commands do):
 //!
@@ -16,6 +17,7 @@
 //! ```
 
 use crate::config::{IpPrefix, PodTarget, Protocol, VipKey, VipSpec};
+use crate::control::Change;
 use crate::nat::NatType;
 use crate::packet::IpFamily;
 use std::net::IpAddr;
@@ -36,16 +38,20 @@ pub enum NatChoice {
     PodFamily(IpFamily),
 }
 
+/// `kp set interface nat4|nat6 in <interface> [del]`: resolved by the
+/// VPP glue (it names an interface), so not a control-plane [`Change`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    Conf { buckets: Option<u32>, timeout: Option<u32> },
-    AddVip(VipSpec),
-    DelVip(VipKey),
-    AddPods { target: PodTarget, pods: Vec<(IpAddr, u32)> },
-    DelPods { target: PodTarget, pods: Vec<IpAddr>, flush: bool },
-    SetInterface { family: IpFamily, interface: String, enable: bool },
-    Show,
-    ShowVip { prefix: Option<IpPrefix>, verbose: bool },
+pub struct SetInterface {
+    pub family: IpFamily,
+    pub interface: String,
+    pub enable: bool,
+}
+
+/// What a `show kp` line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Show {
+    Kp,
+    Vips { prefix: Option<IpPrefix>, verbose: bool },
 }
 
 /// Token stream over one command line.
@@ -108,8 +114,9 @@ fn protocol(s: &str) -> Result<Protocol, String> {
     }
 }
 
-/// `kp conf ...` (also the body of the startup.conf `kp { }` section).
-pub fn parse_conf(args: &str) -> Result<Command, String> {
+/// `kp conf ...` (also the body of the startup.conf `kp { }` section):
+/// the buckets and timeout to set (at least one of them).
+pub fn parse_conf(args: &str) -> Result<(Option<u32>, Option<u32>), String> {
     let mut t = Tokens::new(args);
     let (mut buckets, mut timeout) = (None, None);
     while let Some(tok) = t.next() {
@@ -122,11 +129,11 @@ pub fn parse_conf(args: &str) -> Result<Command, String> {
     if buckets.is_none() && timeout.is_none() {
         return Err("nothing to set: give buckets <n> and/or timeout <s>".into());
     }
-    Ok(Command::Conf { buckets, timeout })
+    Ok((buckets, timeout))
 }
 
 /// `kp vip ...`
-pub fn parse_vip(args: &str) -> Result<Command, String> {
+pub fn parse_vip(args: &str) -> Result<Change, String> {
     let mut t = Tokens::new(args);
     let prefix = prefix(t.next(), "VIP prefix")?;
     let (mut proto, mut vport, mut target, mut node_port, mut nat, mut new_len) =
@@ -153,18 +160,18 @@ pub fn parse_vip(args: &str) -> Result<Command, String> {
     let port = vport.ok_or("missing port <n>")?;
     let key = VipKey { prefix, protocol: proto.unwrap_or(Protocol::Any), port };
     if del {
-        return Ok(Command::DelVip(key));
+        return Ok(Change::DelVip(key));
     }
     let target_port = target.ok_or("missing target_port <n>")?;
     let nat = nat.map(|c| match c {
         NatChoice::Exact(n) => n,
         NatChoice::PodFamily(pods) => NatType::between(prefix.family(), pods),
     });
-    Ok(Command::AddVip(VipSpec { key, target_port, node_port: node_port.unwrap_or(0), nat, new_len }))
+    Ok(Change::AddVip(VipSpec { key, target_port, node_port: node_port.unwrap_or(0), nat, new_len }))
 }
 
 /// `kp pod ...`
-pub fn parse_pod(args: &str) -> Result<Command, String> {
+pub fn parse_pod(args: &str) -> Result<Change, String> {
     let mut t = Tokens::new(args);
     let prefix = prefix(t.next(), "VIP prefix")?;
     let (mut proto, mut vport) = (None, None);
@@ -207,14 +214,14 @@ pub fn parse_pod(args: &str) -> Result<Command, String> {
         if pods.iter().any(|&(_, w)| w != u32::MAX) {
             return Err("weight is not valid with del".into());
         }
-        return Ok(Command::DelPods { target, pods: pods.into_iter().map(|(a, _)| a).collect(), flush });
+        return Ok(Change::DelPods { target, pods: pods.into_iter().map(|(a, _)| a).collect(), flush });
     }
     let pods = pods.into_iter().map(|(a, w)| (a, if w == u32::MAX { 1 } else { w })).collect();
-    Ok(Command::AddPods { target, pods })
+    Ok(Change::AddPods { target, pods })
 }
 
 /// `kp set interface ...` (the text after `kp set interface`).
-pub fn parse_set_interface(args: &str) -> Result<Command, String> {
+pub fn parse_set_interface(args: &str) -> Result<SetInterface, String> {
     let mut t = Tokens::new(args);
     let family = match t.next() {
         Some("nat4") => IpFamily::V4,
@@ -233,11 +240,11 @@ pub fn parse_set_interface(args: &str) -> Result<Command, String> {
         Some("del") if t.peek().is_none() => false,
         Some(other) => return Err(format!("unknown input '{other}'")),
     };
-    Ok(Command::SetInterface { family, interface, enable })
+    Ok(SetInterface { family, interface, enable })
 }
 
 /// `show kp vip ...`
-pub fn parse_show_vip(args: &str) -> Result<Command, String> {
+pub fn parse_show_vip(args: &str) -> Result<Show, String> {
     let mut t = Tokens::new(args);
     let (mut prefix, mut verbose) = (None, false);
     while let Some(tok) = t.next() {
@@ -249,16 +256,16 @@ pub fn parse_show_vip(args: &str) -> Result<Command, String> {
             other => return Err(format!("unknown input '{other}'")),
         }
     }
-    Ok(Command::ShowVip { prefix, verbose })
+    Ok(Show::Vips { prefix, verbose })
 }
 
 /// `show kp [vip ...]`. One VPP command serves both: VPP runs a parent
 /// command's handler when a sub-command's handler fails, which would hide
 /// `show kp vip` errors behind `show kp` output.
-pub fn parse_show(args: &str) -> Result<Command, String> {
+pub fn parse_show(args: &str) -> Result<Show, String> {
     let mut t = Tokens::new(args);
     match t.next() {
-        None => Ok(Command::Show),
+        None => Ok(Show::Kp),
         Some("vip") => parse_show_vip(args.trim_start().strip_prefix("vip").unwrap_or("")),
         Some(other) => Err(format!("unknown input '{other}'")),
     }
@@ -274,12 +281,12 @@ mod tests {
 
     #[test]
     fn vip_forms() {
-        let Command::AddVip(s) = parse_vip("10.96.0.10/32 port 80 target_port 8080").unwrap() else {
+        let Change::AddVip(s) = parse_vip("10.96.0.10/32 port 80 target_port 8080").unwrap() else {
             panic!()
         };
         assert_eq!(s.key.protocol, Protocol::Any);
         assert_eq!((s.key.port, s.target_port, s.node_port, s.nat, s.new_len), (80, 8080, 0, None, None));
-        let Command::AddVip(s) = parse_vip(
+        let Change::AddVip(s) = parse_vip(
             "2001:db8::/120 protocol udp new_len 4099 port 53 target_port 5353 node_port 30053 nat4",
         )
         .unwrap() else {
@@ -289,13 +296,11 @@ mod tests {
             (s.key.protocol, s.nat, s.new_len, s.node_port),
             (Protocol::Udp, Some(NatType::Nat64), Some(4099), 30053)
         );
-        let Command::AddVip(s) = parse_vip("10.0.0.1/32 port 1 target_port 2 nat4").unwrap() else {
-            panic!()
-        };
+        let Change::AddVip(s) = parse_vip("10.0.0.1/32 port 1 target_port 2 nat4").unwrap() else { panic!() };
         assert_eq!(s.nat, Some(NatType::Nat44));
         assert_eq!(
             parse_vip("10.0.0.1/32 protocol tcp port 80 del").unwrap(),
-            Command::DelVip(VipKey {
+            Change::DelVip(VipKey {
                 prefix: "10.0.0.1/32".parse().unwrap(),
                 protocol: Protocol::Tcp,
                 port: 80
@@ -305,7 +310,7 @@ mod tests {
 
     #[test]
     fn pod_forms() {
-        let Command::AddPods { target, pods } =
+        let Change::AddPods { target, pods } =
             parse_pod("10.96.0.10/32 port 80 10.1.0.1 weight 3 10.1.0.2 10.1.0.3 weight 0").unwrap()
         else {
             panic!()
@@ -314,7 +319,7 @@ mod tests {
         assert_eq!(pods, vec![(ip("10.1.0.1"), 3), (ip("10.1.0.2"), 1), (ip("10.1.0.3"), 0)]);
         assert_eq!(
             parse_pod("10.96.0.10/32 10.1.0.1 10.1.0.2 del flush").unwrap(),
-            Command::DelPods {
+            Change::DelPods {
                 target: PodTarget { prefix: "10.96.0.10/32".parse().unwrap(), protocol: None, port: None },
                 pods: vec![ip("10.1.0.1"), ip("10.1.0.2")],
                 flush: true
@@ -324,73 +329,90 @@ mod tests {
 
     #[test]
     fn other_commands() {
-        assert_eq!(
-            parse_conf("buckets 1024 timeout 30").unwrap(),
-            Command::Conf { buckets: Some(1024), timeout: Some(30) }
-        );
+        assert_eq!(parse_conf("buckets 1024 timeout 30").unwrap(), (Some(1024), Some(30)));
         assert_eq!(
             parse_set_interface("nat6 in pg1 del").unwrap(),
-            Command::SetInterface { family: IpFamily::V6, interface: "pg1".into(), enable: false }
+            SetInterface { family: IpFamily::V6, interface: "pg1".into(), enable: false }
         );
-        assert_eq!(parse_show("").unwrap(), Command::Show);
-        assert_eq!(parse_show(" vip verbose").unwrap(), Command::ShowVip { prefix: None, verbose: true });
+        assert_eq!(parse_show("").unwrap(), Show::Kp);
+        assert_eq!(parse_show(" vip verbose").unwrap(), Show::Vips { prefix: None, verbose: true });
         assert_eq!(
             parse_show_vip("verbose 10.0.0.0/8").unwrap(),
-            Command::ShowVip { prefix: Some("10.0.0.0/8".parse().unwrap()), verbose: true }
+            Show::Vips { prefix: Some("10.0.0.0/8".parse().unwrap()), verbose: true }
         );
     }
 
     /// Each malformed line gets one clear error naming the problem.
     #[test]
     fn malformed_lines_name_their_problem() {
-        type Parser = fn(&str) -> Result<Command, String>;
+        type Parser = fn(&str) -> Result<(), String>;
         let cases: &[(Parser, &str, &str)] = &[
-            (parse_vip, "", "missing VIP prefix"),
-            (parse_vip, "10.0.0.1/33 port 1 target_port 1", "prefix length 33 is out of range (0 to 32)"),
+            (|l| parse_vip(l).map(drop), "", "missing VIP prefix"),
             (
-                parse_vip,
+                |l| parse_vip(l).map(drop),
+                "10.0.0.1/33 port 1 target_port 1",
+                "prefix length 33 is out of range (0 to 32)",
+            ),
+            (
+                |l| parse_vip(l).map(drop),
                 "10.0.0.300/32 port 1 target_port 1",
                 "'10.0.0.300/32' is not an IPv4 or IPv6 prefix",
             ),
-            (parse_vip, "10.0.0.1/32 port 0 target_port 1", "port must be from 1 to 65535"),
-            (parse_vip, "10.0.0.1/32 port 65536 target_port 1", "port 65536 is out of range (at most 65535)"),
-            (parse_vip, "10.0.0.1/32 port x target_port 1", "port 'x' is not a number"),
-            (parse_vip, "10.0.0.1/32 port 1", "missing target_port <n>"),
-            (parse_vip, "10.0.0.1/32 target_port 1", "missing port <n>"),
-            (parse_vip, "10.0.0.1/32 port 1 target_port 1 port 2", "port given twice"),
-            (parse_vip, "10.0.0.1/32 port 1 target_port 1 nat44 nat66", "NAT type given twice"),
+            (|l| parse_vip(l).map(drop), "10.0.0.1/32 port 0 target_port 1", "port must be from 1 to 65535"),
             (
-                parse_vip,
+                |l| parse_vip(l).map(drop),
+                "10.0.0.1/32 port 65536 target_port 1",
+                "port 65536 is out of range (at most 65535)",
+            ),
+            (|l| parse_vip(l).map(drop), "10.0.0.1/32 port x target_port 1", "port 'x' is not a number"),
+            (|l| parse_vip(l).map(drop), "10.0.0.1/32 port 1", "missing target_port <n>"),
+            (|l| parse_vip(l).map(drop), "10.0.0.1/32 target_port 1", "missing port <n>"),
+            (|l| parse_vip(l).map(drop), "10.0.0.1/32 port 1 target_port 1 port 2", "port given twice"),
+            (
+                |l| parse_vip(l).map(drop),
+                "10.0.0.1/32 port 1 target_port 1 nat44 nat66",
+                "NAT type given twice",
+            ),
+            (
+                |l| parse_vip(l).map(drop),
                 "10.0.0.1/32 port 1 target_port 1 protocol sctp",
                 "protocol 'sctp' is not tcp or udp",
             ),
-            (parse_vip, "10.0.0.1/32 port 1 target_port 1 bogus", "unknown input 'bogus'"),
-            (parse_vip, "10.0.0.1/32 port 1 target_port", "target_port needs a value"),
-            (parse_pod, "10.0.0.1/32", "no pod address given"),
-            (parse_pod, "10.0.0.1/32 weight 2 10.1.0.1", "weight must follow a pod address"),
-            (parse_pod, "10.0.0.1/32 10.1.0.1 weight 2 weight 3", "weight given twice for one pod"),
+            (|l| parse_vip(l).map(drop), "10.0.0.1/32 port 1 target_port 1 bogus", "unknown input 'bogus'"),
+            (|l| parse_vip(l).map(drop), "10.0.0.1/32 port 1 target_port", "target_port needs a value"),
+            (|l| parse_pod(l).map(drop), "10.0.0.1/32", "no pod address given"),
+            (|l| parse_pod(l).map(drop), "10.0.0.1/32 weight 2 10.1.0.1", "weight must follow a pod address"),
             (
-                parse_pod,
+                |l| parse_pod(l).map(drop),
+                "10.0.0.1/32 10.1.0.1 weight 2 weight 3",
+                "weight given twice for one pod",
+            ),
+            (
+                |l| parse_pod(l).map(drop),
                 "10.0.0.1/32 10.1.0.1 weight 1000001",
                 "weight 1000001 is out of range (at most 1000000)",
             ),
-            (parse_pod, "10.0.0.1/32 10.1.0.1 10.1.0.1", "pod 10.1.0.1 given twice"),
-            (parse_pod, "10.0.0.1/32 10.1.0.1 flush", "flush is only valid after del"),
-            (parse_pod, "10.0.0.1/32 10.1.0.1 del 10.1.0.2", "pod addresses must come before del"),
-            (parse_pod, "10.0.0.1/32 10.1.0.1 weight 2 del", "weight is not valid with del"),
-            (parse_pod, "10.0.0.1/32 10.1.0.x", "unknown input '10.1.0.x'"),
-            (parse_conf, "", "nothing to set: give buckets <n> and/or timeout <s>"),
-            (parse_conf, "buckets", "buckets needs a value"),
-            (parse_conf, "buckets -1", "buckets '-1' is not a number"),
-            (parse_conf, "timeout 5 extra", "unknown input 'extra'"),
-            (parse_set_interface, "nat5 in pg0", "'nat5' is not nat4 or nat6"),
-            (parse_set_interface, "nat4 pg0", "expected 'in', got 'pg0'"),
-            (parse_set_interface, "nat4 in", "missing interface name"),
-            (parse_set_interface, "nat4 in pg0 del x", "unknown input 'del'"),
-            (parse_show, "extra", "unknown input 'extra'"),
-            (parse_show_vip, "verbose verbose", "unknown input 'verbose'"),
-            (parse_show, "vip verbose verbose", "unknown input 'verbose'"),
-            (parse_show, "vipverbose", "unknown input 'vipverbose'"),
+            (|l| parse_pod(l).map(drop), "10.0.0.1/32 10.1.0.1 10.1.0.1", "pod 10.1.0.1 given twice"),
+            (|l| parse_pod(l).map(drop), "10.0.0.1/32 10.1.0.1 flush", "flush is only valid after del"),
+            (
+                |l| parse_pod(l).map(drop),
+                "10.0.0.1/32 10.1.0.1 del 10.1.0.2",
+                "pod addresses must come before del",
+            ),
+            (|l| parse_pod(l).map(drop), "10.0.0.1/32 10.1.0.1 weight 2 del", "weight is not valid with del"),
+            (|l| parse_pod(l).map(drop), "10.0.0.1/32 10.1.0.x", "unknown input '10.1.0.x'"),
+            (|l| parse_conf(l).map(drop), "", "nothing to set: give buckets <n> and/or timeout <s>"),
+            (|l| parse_conf(l).map(drop), "buckets", "buckets needs a value"),
+            (|l| parse_conf(l).map(drop), "buckets -1", "buckets '-1' is not a number"),
+            (|l| parse_conf(l).map(drop), "timeout 5 extra", "unknown input 'extra'"),
+            (|l| parse_set_interface(l).map(drop), "nat5 in pg0", "'nat5' is not nat4 or nat6"),
+            (|l| parse_set_interface(l).map(drop), "nat4 pg0", "expected 'in', got 'pg0'"),
+            (|l| parse_set_interface(l).map(drop), "nat4 in", "missing interface name"),
+            (|l| parse_set_interface(l).map(drop), "nat4 in pg0 del x", "unknown input 'del'"),
+            (|l| parse_show(l).map(drop), "extra", "unknown input 'extra'"),
+            (|l| parse_show_vip(l).map(drop), "verbose verbose", "unknown input 'verbose'"),
+            (|l| parse_show(l).map(drop), "vip verbose verbose", "unknown input 'verbose'"),
+            (|l| parse_show(l).map(drop), "vipverbose", "unknown input 'vipverbose'"),
         ];
         for (parse, line, want) in cases {
             assert_eq!(parse(line).unwrap_err(), *want, "line: {line:?}");

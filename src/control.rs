@@ -1,16 +1,26 @@
 //! The control plane shared by the CLI and the binary API: applies
-//! [`Command`]s to the [`Controller`] and renders `show` output.
+//! [`Change`]s to the [`Controller`] and renders `show` output.
 //!
 //! Runs on VPP's main thread with the workers parked at the barrier; every
 //! change is validated completely before anything is modified, so a
 //! rejected command leaves the configuration exactly as it was.
 
-use crate::cli::Command;
-use crate::config::{ConfigError, IpPrefix, VipKey};
+use crate::config::{ConfigError, IpPrefix, PodTarget, VipKey, VipSpec};
 use crate::dataplane::Controller;
 use crate::packet::IpFamily;
 use std::collections::BTreeSet;
 use std::fmt::Write;
+use std::net::IpAddr;
+
+/// A configuration change, as the CLI and the binary API both ask for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Conf { buckets: Option<u32>, timeout: Option<u32> },
+    AddVip(VipSpec),
+    DelVip(VipKey),
+    AddPods { target: PodTarget, pods: Vec<(IpAddr, u32)> },
+    DelPods { target: PodTarget, pods: Vec<IpAddr>, flush: bool },
+}
 
 /// Per-VIP data-path counters (summed over threads).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -77,20 +87,19 @@ impl Kp {
         Kp { controller: Controller::new(n_threads), interfaces: Interfaces::default() }
     }
 
-    /// Applies a configuration command (not `show`, not interface ones,
-    /// which need VPP to resolve names). Errors are one line of text.
-    pub fn apply(&mut self, cmd: &Command) -> Result<Applied, String> {
+    /// Applies a configuration change. Errors are one line of text.
+    pub fn apply(&mut self, cmd: &Change) -> Result<Applied, String> {
         self.apply_typed(cmd).map_err(|e| e.to_string())
     }
 
     /// [`Kp::apply`] with the error as a value (the API maps it to retvals).
-    pub fn apply_typed(&mut self, cmd: &Command) -> Result<Applied, ConfigError> {
+    pub fn apply_typed(&mut self, cmd: &Change) -> Result<Applied, ConfigError> {
         let c = &mut self.controller;
         let mut applied = Applied::default();
         let e = |e: ConfigError| e;
         match cmd {
-            Command::Conf { buckets, timeout } => c.set_flow(*buckets, *timeout).map_err(e)?,
-            Command::AddVip(spec) => {
+            Change::Conf { buckets, timeout } => c.set_flow(*buckets, *timeout).map_err(e)?,
+            Change::AddVip(spec) => {
                 let had = c.prefix_index(&spec.key.prefix).is_some();
                 c.add_vip(spec).map_err(e)?;
                 if !had {
@@ -98,18 +107,15 @@ impl Kp {
                     applied.prefixes_added.push((spec.key.prefix, idx));
                 }
             }
-            Command::DelVip(key) => {
+            Change::DelVip(key) => {
                 let idx = c.prefix_index(&key.prefix);
                 c.del_vip(key).map_err(e)?;
                 if let (Some(idx), None) = (idx, c.prefix_index(&key.prefix)) {
                     applied.prefixes_removed.push((key.prefix, idx));
                 }
             }
-            Command::AddPods { target, pods } => c.add_pods(target, pods).map_err(e)?,
-            Command::DelPods { target, pods, flush } => c.del_pods(target, pods, *flush).map_err(e)?,
-            Command::SetInterface { .. } | Command::Show | Command::ShowVip { .. } => {
-                unreachable!("callers only apply configuration commands")
-            }
+            Change::AddPods { target, pods } => c.add_pods(target, pods).map_err(e)?,
+            Change::DelPods { target, pods, flush } => c.del_pods(target, pods, *flush).map_err(e)?,
         }
         // A good moment to free pods nothing references any more.
         self.controller.collect_garbage();
@@ -121,13 +127,14 @@ impl Kp {
     /// back (tables included) and the change is refused: nothing changed.
     pub fn apply_conf(
         &mut self,
-        cmd: &Command,
+        buckets: Option<u32>,
+        timeout: Option<u32>,
         resize: impl Fn(crate::config::FlowConf) -> Result<(), ConfigError>,
     ) -> Result<(), ConfigError> {
         let old = self.controller.config().flow;
-        self.apply_typed(cmd)?;
+        self.apply_typed(&Change::Conf { buckets, timeout })?;
         if let Err(e) = resize(self.controller.config().flow) {
-            self.apply_typed(&Command::Conf { buckets: Some(old.buckets), timeout: Some(old.timeout) })?;
+            self.apply_typed(&Change::Conf { buckets: Some(old.buckets), timeout: Some(old.timeout) })?;
             let _ = resize(old);
             return Err(e);
         }
@@ -277,10 +284,10 @@ mod tests {
     fn conf_that_cannot_be_sized_changes_nothing() {
         let mut kp = Kp::new(1);
         let before = kp.controller.config().flow;
-        let cmd = crate::cli::parse_conf("buckets 1024 timeout 7").unwrap();
+        let (b, t) = crate::cli::parse_conf("buckets 1024 timeout 7").unwrap();
         let sized = std::cell::RefCell::new(Vec::new());
         let err = kp
-            .apply_conf(&cmd, |f| {
+            .apply_conf(b, t, |f: crate::config::FlowConf| {
                 sized.borrow_mut().push(f.buckets);
                 if f.buckets == 1024 {
                     Err(ConfigError::OutOfMemory { bytes: 1 })
@@ -292,7 +299,7 @@ mod tests {
         assert_eq!(err, ConfigError::OutOfMemory { bytes: 1 });
         assert_eq!(kp.controller.config().flow, before);
         assert_eq!(*sized.borrow(), vec![1024, before.buckets], "tables put back too");
-        kp.apply_conf(&cmd, |_| Ok(())).unwrap();
+        kp.apply_conf(b, t, |_| Ok(())).unwrap();
         assert_eq!(kp.controller.config().flow.timeout, 7);
     }
 

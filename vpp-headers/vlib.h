@@ -73,6 +73,11 @@ typedef struct __attribute__ ((aligned (64))) vlib_buffer_main_t
 } vlib_buffer_main_t;
 
 #define KP_VLIB_BUFFER_IS_TRACED 0x1
+#define KP_VLIB_BUFFER_NEXT_PRESENT 0x2
+#define KP_VLIB_BUFFER_TOTAL_LENGTH_VALID 0x4
+/* vnet_buffer(b)->oflags: the L4 checksum field holds a partial sum. */
+#define KP_VNET_BUFFER_OFFLOAD_F_TCP_CKSUM 0x2
+#define KP_VNET_BUFFER_OFFLOAD_F_UDP_CKSUM 0x4
 #define KP_VLIB_NODE_FLAG_TRACE	 0x20 /* vlib_node_runtime_t.flags */
 #define KP_VNET_BUFFER_F_OFFLOAD (1u << 22)
 

@@ -31,6 +31,9 @@ typedef struct vl_api_registration_t
   u8 _pad1[120 - 48];
 } vl_api_registration_t; /* 120 bytes */
 
+/* registration_type values: above SHMEM, the client is on a socket. */
+#define KP_REGISTRATION_TYPE_SHMEM 1
+
 typedef struct api_main_t
 {
   u8 _pad0[232];

@@ -4,7 +4,8 @@
 //! its context. Handlers are not marked mp-safe, so VPP holds the worker
 //! barrier around them, as for CLI commands.
 
-use super::plugin::{adopt_flow, global, WorkersView};
+use super::barrier::BarrierHeld;
+use super::state::{adopt_flow, global, sync_vpp, WorkersView};
 use super::{fns, sys};
 use crate::api::{self, Host, Msg, MESSAGES};
 use crate::control::Kp;
@@ -102,24 +103,29 @@ unsafe extern "C" fn kp_api_calc_size(msg: *mut c_void) -> sys::uword {
     id.checked_sub(base).and_then(Msg::from_offset).map_or(usize::MAX, Msg::size) as sys::uword
 }
 
-struct VppHost;
+/// The VPP side of an API request: what `crate::api` needs of VPP, with
+/// the workers parked for as long as it lives.
+struct VppHost<'a> {
+    held: core::cell::RefCell<BarrierHeld<'a>>,
+}
 
-impl Host for VppHost {
+impl Host for VppHost<'_> {
     fn interface_name(&self, sw_if_index: u32) -> Option<String> {
         super::text::sw_if_index_name(sw_if_index)
     }
 
     fn resize_flow_tables(&self, flow: crate::config::FlowConf) -> Result<(), crate::config::ConfigError> {
         let g = global().ok_or(crate::config::ConfigError::OutOfMemory { bytes: 0 })?;
-        adopt_flow(g, flow)
+        adopt_flow(g, flow, &mut self.held.borrow_mut())
     }
 
     fn applied(&self, kp: &mut Kp, applied: &crate::control::Applied) {
-        super::plugin::sync_vpp(kp, applied);
+        sync_vpp(kp, applied, &self.held.borrow());
     }
 
     fn set_reply_feature(&self, family: crate::packet::IpFamily, sw_if_index: u32, enable: bool) -> bool {
-        super::node::set_reply_feature(family == crate::packet::IpFamily::V6, sw_if_index, enable).is_ok()
+        let v6 = family == crate::packet::IpFamily::V6;
+        super::feature::set_reply_feature(v6, sw_if_index, enable, &self.held.borrow()).is_ok()
     }
 }
 
@@ -136,8 +142,12 @@ unsafe extern "C" fn kp_api_handler(msg: *mut c_void) {
     let replies = std::panic::catch_unwind(|| {
         let g = global()?;
         let mut kp = g.kp.lock();
-        let view = WorkersView::main_thread(g);
-        Some(api::handle(&mut kp, m, bytes, &view, &VppHost))
+        // SAFETY: kp's handlers are not mp-safe: VPP runs them on the main
+        // thread with the worker barrier held.
+        let (view_held, host_held) = unsafe { (BarrierHeld::assume(), BarrierHeld::assume()) };
+        let view = WorkersView::new(g, &view_held);
+        let host = VppHost { held: core::cell::RefCell::new(host_held) };
+        Some(api::handle(&mut kp, m, bytes, &view, &host))
     });
     let Ok(Some(replies)) = replies else { return };
     let f = fns();
@@ -162,7 +172,7 @@ unsafe extern "C" fn kp_api_handler(msg: *mut c_void) {
             }
             out.cast::<u16>().write_unaligned((base + r.msg.offset()).to_be());
             core::ptr::copy_nonoverlapping(r.body.as_ptr(), out.add(2), r.body.len());
-            if (*rp).registration_type > 1 {
+            if (*rp).registration_type > sys::KP_REGISTRATION_TYPE_SHMEM {
                 f.vl_socket_api_send(rp, out);
             } else {
                 let mut elem = out;

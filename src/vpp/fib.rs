@@ -4,6 +4,7 @@
 //! The DPO index is the prefix's capture index in the data-plane snapshot;
 //! the node finds it in `vnet_buffer(b)->ip.adj_index[VLIB_TX]`.
 
+use super::barrier::BarrierHeld;
 use super::reg::Registration;
 use super::text::{format_append, va_arg_u64, VaList};
 use super::{fns, sys};
@@ -97,7 +98,7 @@ pub(super) fn fib_prefix(p: &IpPrefix) -> (sys::fib_prefix_t, u8) {
 
 /// Installs the capture entry for a VIP prefix in the default table.
 /// Main thread, worker barrier held.
-pub fn add(prefix: &IpPrefix, capture: u32) {
+pub fn add(prefix: &IpPrefix, capture: u32, _: &BarrierHeld) {
     let f = fns();
     let (pfx, proto) = fib_prefix(prefix);
     // SAFETY: exported FIB functions with valid records, under the barrier.
@@ -116,8 +117,8 @@ pub fn add(prefix: &IpPrefix, capture: u32) {
     }
 }
 
-/// Removes a VIP prefix's capture entry. Main thread, barrier held.
-pub fn remove(prefix: &IpPrefix) {
+/// Removes a VIP prefix's capture entry.
+pub fn remove(prefix: &IpPrefix, _: &BarrierHeld) {
     let f = fns();
     let (pfx, proto) = fib_prefix(prefix);
     // SAFETY: as in `add`.

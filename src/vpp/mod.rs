@@ -10,14 +10,23 @@ pub mod sys {
     include!(concat!(env!("OUT_DIR"), "/vpp_bindings.rs"));
 }
 
+// From the bottom up: each module uses only those above it in this list
+// (plus `sys`), so imports inside `vpp` go one way.
 pub mod api;
+pub mod barrier;
+pub mod buffer;
+pub mod cli;
+pub mod counters;
+pub mod feature;
 pub mod fib;
 pub mod node;
 pub mod plugin;
 pub mod reg;
 pub mod route;
+pub mod state;
 pub mod text;
 pub mod time;
+pub mod upkeep;
 
 pub use reg::Registration;
 

@@ -4,11 +4,13 @@
 //! error codes, counters and traces, and hand the frame on with VPP's
 //! vectorised enqueue. Nothing is allocated per packet.
 
-use super::plugin::global;
+use super::buffer::BufferRef;
+use super::counters::{POD_PACKETS, VIP_EXISTING, VIP_FIRST, VIP_NO_POD, VIP_UNTRACKED};
 use super::reg::Registration;
+use super::route::NodeIndices;
+use super::state::{global, FrameScratch};
 use super::text::{format_append, va_arg_u64, VaList};
 use super::{fns, sys};
-use crate::control::VipCounters;
 use crate::dataplane::{Batch, Capture, DropReason, FlowOutcome, ReplyVerdict, Verdict, MAX_BATCH};
 use crate::nat::{L4Checksum, NatError};
 use crate::packet;
@@ -77,98 +79,6 @@ fn error_of(reason: DropReason) -> Error {
     }
 }
 
-// ---------------------------------------------------------------- counters
-
-/// A VPP simple counter (per thread, in the stats segment).
-pub struct Counter(Registration<sys::vlib_simple_counter_main_t>);
-
-impl Counter {
-    const fn new(name: &'static core::ffi::CStr, stat: &'static core::ffi::CStr) -> Counter {
-        Counter(Registration::new(sys::vlib_simple_counter_main_t {
-            counters: core::ptr::null_mut(),
-            name: name.as_ptr() as *mut c_char,
-            stat_segment_name: stat.as_ptr() as *mut c_char,
-            stats_entry_index: 0,
-        }))
-    }
-
-    /// Makes every index up to `index` valid (new ones start at zero).
-    /// Main thread, barrier held.
-    pub fn validate(&self, index: u32) {
-        // SAFETY: VPP's own validation grows every thread's vector.
-        unsafe { fns().vlib_validate_simple_counter(self.0.get(), index) };
-    }
-
-    /// Sets `index` back to zero on every thread. Main thread, barrier held.
-    pub fn zero(&self, index: u32) {
-        self.validate(index);
-        // SAFETY: the rows were just validated to hold `index`; workers are
-        // parked.
-        unsafe {
-            let rows = (*self.0.get()).counters;
-            for t in 0..super::text::vec_len(rows) {
-                *(*rows.add(t)).add(index as usize) = 0;
-            }
-        }
-    }
-
-    /// The sum over threads (0 for an index never validated).
-    pub fn sum(&self, index: u32) -> u64 {
-        // SAFETY: rows are VPP vectors; out-of-range indices are skipped.
-        unsafe {
-            let rows = (*self.0.get()).counters;
-            (0..super::text::vec_len(rows))
-                .map(|t| {
-                    let row = *rows.add(t);
-                    if (index as usize) < super::text::vec_len(row) {
-                        *row.add(index as usize)
-                    } else {
-                        0
-                    }
-                })
-                .sum()
-        }
-    }
-
-    /// The calling thread's row, for adding to indices that were validated.
-    ///
-    /// # Safety
-    /// `thread` is the caller's thread index.
-    #[inline(always)]
-    unsafe fn row(&self, thread: usize) -> *mut u64 {
-        // SAFETY: per the contract; VPP validates a row per thread.
-        unsafe { *(*self.0.get()).counters.add(thread) }
-    }
-
-    /// Adds on the calling thread's row.
-    ///
-    /// # Safety
-    /// `thread` is the caller's thread index and `index` was validated.
-    #[inline(always)]
-    unsafe fn add(&self, thread: usize, index: u32, n: u64) {
-        // SAFETY: per the contract: each thread writes only its own row.
-        unsafe {
-            let row = *(*self.0.get()).counters.add(thread);
-            *row.add(index as usize) += n;
-        }
-    }
-}
-
-pub static VIP_EXISTING: Counter = Counter::new(c"kp-vip-existing", c"/kp/vip/existing-flow-packets");
-pub static VIP_FIRST: Counter = Counter::new(c"kp-vip-first", c"/kp/vip/first-packets");
-pub static VIP_UNTRACKED: Counter = Counter::new(c"kp-vip-untracked", c"/kp/vip/untracked-packets");
-pub static VIP_NO_POD: Counter = Counter::new(c"kp-vip-no-pod", c"/kp/vip/no-pod-packets");
-pub static POD_PACKETS: Counter = Counter::new(c"kp-pod-packets", c"/kp/pod/packets");
-
-pub fn vip_counters(vip: u32) -> VipCounters {
-    VipCounters {
-        existing: VIP_EXISTING.sum(vip),
-        first: VIP_FIRST.sum(vip),
-        untracked: VIP_UNTRACKED.sum(vip),
-        no_pod: VIP_NO_POD.sum(vip),
-    }
-}
-
 // ---------------------------------------------------------------- trace
 
 /// What a trace records: copies, so it stays meaningful after the VIP or
@@ -228,32 +138,6 @@ unsafe extern "C" fn format_kp_trace(s: *mut u8, args: *mut sys::va_list) -> *mu
 
 // ---------------------------------------------------------------- node
 
-/// Per-thread arrays a kp node fills for each frame, kept between frames
-/// (in [`super::plugin::WorkerCell`]): filled for the frame's packets only,
-/// never initialised or copied as a whole.
-pub struct FrameScratch {
-    bufs: [*mut sys::vlib_buffer_t; MAX_BATCH],
-    verdicts: [Verdict; MAX_BATCH],
-    replies: [ReplyVerdict; MAX_BATCH],
-    /// Next node per packet; VPP's enqueue reads whole 64-entry blocks.
-    nexts: [u16; MAX_BATCH],
-}
-
-// SAFETY: the buffer pointers are scratch, written and read by one thread
-// inside one node call; nothing points into them between calls.
-unsafe impl Send for FrameScratch {}
-
-impl FrameScratch {
-    pub fn new() -> Box<FrameScratch> {
-        Box::new(FrameScratch {
-            bufs: [core::ptr::null_mut(); MAX_BATCH],
-            verdicts: [Verdict::Drop(DropReason::NoVip); MAX_BATCH],
-            replies: [ReplyVerdict::NotKp; MAX_BATCH],
-            nexts: [NEXT_DROP; MAX_BATCH],
-        })
-    }
-}
-
 /// A frame's buffers as the worker sees them, and their next nodes. The
 /// node's kind is part of the type, so what depends on it is settled at
 /// compile time: `NODEPORT` for packets to the node's own addresses (the
@@ -281,22 +165,24 @@ impl<'a, const NODEPORT: bool, const V6: bool> FrameBatch<'a, NODEPORT, V6> {
         nexts: &'a mut [u16; MAX_BATCH],
     ) -> (Self, *mut u32) {
         // SAFETY: VPP's frame layout: `n_vectors` u32 buffer indices at
-        // `vector_offset`; buffers at buffer_mem_start + (index << 6).
+        // `vector_offset`, each a buffer handed to this node.
         unsafe {
             let n = usize::from((*frame).n_vectors).min(MAX_BATCH);
             let from = frame.cast::<u8>().add(usize::from((*frame).vector_offset)).cast::<u32>();
-            let mem = (*(*vm).buffer_main.cast::<sys::vlib_buffer_main_t>()).buffer_mem_start as *mut u8;
             for (i, b) in bufs[..n].iter_mut().enumerate() {
-                *b = mem.add((*from.add(i) as usize) << 6).cast();
+                *b = BufferRef::pointer(vm, *from.add(i));
             }
             let hops = super::route::NextHops::get();
             (FrameBatch { bufs: &bufs[..n], nexts, hops, n }, from)
         }
     }
 
+    /// Packet `i`'s buffer.
     #[inline(always)]
-    fn buffer(&self, i: usize) -> *mut sys::vlib_buffer_t {
-        self.bufs[i]
+    fn buffer(&self, i: usize) -> BufferRef<'_> {
+        // SAFETY: every pointer in `bufs` is a buffer of this node call's
+        // frame (`from_frame`), and a view is made of one at a time.
+        unsafe { BufferRef::from_raw(self.bufs[i]) }
     }
 
     /// Each buffer's next feature on its arc (and the buffer moved on in
@@ -312,49 +198,31 @@ impl<'a, const NODEPORT: bool, const V6: bool> FrameBatch<'a, NODEPORT, V6> {
         unsafe {
             let heap = (*fns().feature_main()).shared_feature_config_heap;
             for (next, &b) in self.nexts.iter_mut().zip(self.bufs) {
-                *next = feature_next(heap, b);
+                *next = BufferRef::from_raw(b).take_feature_next(heap);
             }
         }
     }
 
     /// Whether packet `i` is to be traced: only while the node traces
     /// (checked once per frame, in `tracing`) and the buffer says so.
-    ///
-    /// # Safety
-    /// `i` is a packet of this frame.
     #[inline(always)]
-    unsafe fn traced(&self, i: usize, tracing: bool) -> bool {
-        // SAFETY: flags of a live buffer of this frame.
-        tracing && unsafe { (*self.bufs[i]).flags } & sys::KP_VLIB_BUFFER_IS_TRACED != 0
+    fn traced(&self, i: usize, tracing: bool) -> bool {
+        tracing && self.buffer(i).is_traced()
     }
 }
 
-/// VPP's `vnet_feature_next` (inline in VPP) for a feature without config
-/// data: the next node index, and the buffer moved on in its arc.
+/// The calling thread's worker and frame arrays, for as long as the node
+/// call borrows its `vm`. kp has them per thread once initialised; should
+/// it not, callers pass the frame on (or drop it), never leak it.
 ///
 /// # Safety
-/// `heap` is the current shared feature-config heap and `b` a live buffer
-/// on a feature arc.
+/// Called from a kp node function with its own `vm`.
 #[inline(always)]
-unsafe fn feature_next(heap: *const u32, b: *mut sys::vlib_buffer_t) -> u16 {
-    // SAFETY: per the contract.
-    unsafe {
-        let next = *heap.add((*b).current_config_index as usize) as u16;
-        (*b).current_config_index += 1;
-        next
-    }
-}
-
-/// The calling thread's worker and frame arrays. kp has them per thread
-/// once initialised; should it not, callers pass the frame on (or drop
-/// it), never leak it.
-///
-/// # Safety
-/// Called from a kp node function on thread `thread`.
-#[inline(always)]
-unsafe fn this_thread<'a>(thread: usize) -> Option<(&'a mut crate::dataplane::Worker, &'a mut FrameScratch)> {
-    // SAFETY: this thread's own worker, used only inside its node.
-    global().and_then(|g| g.workers.get(thread)).map(|cell| unsafe { cell.with_frame() })
+unsafe fn this_thread(vm: &sys::vlib_main_t) -> Option<(&mut crate::dataplane::Worker, &mut FrameScratch)> {
+    let thread = usize::from(vm.thread_index);
+    // SAFETY: this thread's own worker, used only inside this node call
+    // (the result lives no longer than the borrow of `vm`).
+    global().and_then(|g| g.workers.get(thread)).map(|cell| unsafe { cell.own_thread() })
 }
 
 /// A frame that reached a kp node before kp had its per-thread state
@@ -411,14 +279,12 @@ impl<const NODEPORT: bool, const V6: bool> Batch for FrameBatch<'_, NODEPORT, V6
     /// lookup. Done here, while the buffer's metadata is in cache.
     #[inline(always)]
     fn translated(&mut self, i: usize, pod: u32) {
-        let (Some(&b), Some(next)) = (self.bufs.get(i), self.nexts.get_mut(i)) else { return };
-        *next = match self.hops.of(pod, NODEPORT, V6) {
+        if i >= self.n {
+            return;
+        }
+        self.nexts[i] = match self.hops.of(pod, NODEPORT, V6) {
             Some((to, adj)) => {
-                // SAFETY: vnet_buffer(b)->ip.adj_index[VLIB_TX] of a live
-                // buffer of this frame.
-                unsafe {
-                    b.cast::<u8>().add(sys::KP_VNET_IP_ADJ_INDEX_TX_OFFSET as usize).cast::<u32>().write(adj)
-                };
+                self.buffer(i).set_adj_index_tx(adj);
                 to
             }
             None => NEXT_LOOKUP,
@@ -431,14 +297,10 @@ impl<const NODEPORT: bool, const V6: bool> Batch for FrameBatch<'_, NODEPORT, V6
 
     #[inline(always)]
     fn packet(&mut self, i: usize) -> &mut [u8] {
-        let b = self.bufs[i];
-        // SAFETY: VPP owns the buffer for the duration of the node call and
-        // the current data lies inside it (current_data >= -128, within
-        // pre_data); no other reference to these bytes exists meanwhile.
-        unsafe {
-            let start = (*b).data.as_mut_ptr().offset(isize::from((*b).current_data));
-            core::slice::from_raw_parts_mut(start, usize::from((*b).current_length))
-        }
+        // SAFETY: a buffer of this frame (`from_frame`); the slice borrows
+        // the batch mutably, so no other view of the buffer exists while
+        // it lives.
+        unsafe { BufferRef::from_raw(self.bufs[i]) }.into_data()
     }
 
     #[inline(always)]
@@ -446,11 +308,8 @@ impl<const NODEPORT: bool, const V6: bool> Batch for FrameBatch<'_, NODEPORT, V6
         if NODEPORT {
             return Capture::NodePort;
         }
-        // SAFETY: reading vnet_buffer(b)->ip.adj_index[VLIB_TX], which
-        // ip4/6-lookup set to our DPO's index.
-        Capture::Prefix(unsafe {
-            self.bufs[i].cast::<u8>().add(sys::KP_VNET_IP_ADJ_INDEX_TX_OFFSET as usize).cast::<u32>().read()
-        })
+        // ip4/6-lookup set the TX adjacency to our DPO's index.
+        Capture::Prefix(self.buffer(i).adj_index_tx())
     }
 
     #[inline(always)]
@@ -462,23 +321,14 @@ impl<const NODEPORT: bool, const V6: bool> Batch for FrameBatch<'_, NODEPORT, V6
 
     #[inline(always)]
     fn prefetch_data(&self, i: usize) {
-        if let Some(&b) = self.bufs.get(i) {
-            // SAFETY: a buffer of this frame whose header was prefetched
-            // earlier: its current data lies inside the buffer.
-            let p = unsafe { (*b).data.as_ptr().offset(isize::from((*b).current_data)) };
-            crate::mem::prefetch_ptr(p);
+        if i < self.n {
+            crate::mem::prefetch_ptr(self.buffer(i).data_start());
         }
     }
 
     #[inline(always)]
     fn l4_checksum(&self, i: usize) -> L4Checksum {
-        // SAFETY: flags and oflags of a live buffer.
-        let (flags, oflags) = unsafe {
-            let b = self.bufs[i];
-            ((*b).flags, *b.cast::<u8>().add(sys::KP_VNET_OFLAGS_OFFSET as usize))
-        };
-        // TCP_CKSUM (2) / UDP_CKSUM (4) offload: the field holds a partial sum.
-        if flags & sys::KP_VNET_BUFFER_F_OFFLOAD != 0 && oflags & 0x6 != 0 {
+        if self.buffer(i).l4_checksum_offloaded() {
             L4Checksum::Partial
         } else {
             L4Checksum::Full
@@ -497,7 +347,7 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
     // thread's worker (see the helpers' contracts).
     unsafe {
         let thread = usize::from((*vm).thread_index);
-        let Some((worker, scratch)) = this_thread(thread) else {
+        let Some((worker, scratch)) = this_thread(&*vm) else {
             return without_worker(vm, node, frame, NODEPORT);
         };
         let FrameScratch { bufs, verdicts, nexts, .. } = scratch;
@@ -547,7 +397,7 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
                 Verdict::Drop(reason) => {
                     not_translated += 1;
                     batch.nexts[i] = NEXT_DROP;
-                    (*batch.buffer(i)).error = *errors.add(error_of(reason) as usize);
+                    batch.buffer(i).set_error(*errors.add(error_of(reason) as usize));
                     if reason == DropReason::NoPod {
                         if let Some(v) = worker.batch_vip(i) {
                             VIP_NO_POD.add(thread, v, 1);
@@ -591,7 +441,7 @@ unsafe fn trace_frame<const NODEPORT: bool, const V6: bool>(
             if !batch.traced(i, true) {
                 continue;
             }
-            let b = batch.buffer(i);
+            let b = batch.bufs[i];
             match *v {
                 Verdict::Forward { vip, pod, outcome } => {
                     trace(vm, node, b, worker, i, vip, pod, outcome as u8, 0)
@@ -713,8 +563,7 @@ unsafe extern "C" fn kp_in2out_node(
 ) -> sys::uword {
     // SAFETY: as in `node_fn`.
     unsafe {
-        let thread = usize::from((*vm).thread_index);
-        let Some((worker, scratch)) = this_thread(thread) else {
+        let Some((worker, scratch)) = this_thread(&*vm) else {
             return without_worker(vm, node, frame, true);
         };
         let FrameScratch { bufs, replies: verdicts, nexts, .. } = scratch;
@@ -726,7 +575,7 @@ unsafe extern "C" fn kp_in2out_node(
         let mut translated = 0u64;
         let tracing = node_traces(node);
         for i in 0..n {
-            let b = batch.buffer(i);
+            let b = batch.bufs[i];
             let vip = match verdicts[i] {
                 ReplyVerdict::Translated { vip } => {
                     translated += 1;
@@ -881,63 +730,14 @@ static NODEPORT4: Registration<sys::vnet_feature_registration_t> =
 static NODEPORT6: Registration<sys::vnet_feature_registration_t> =
     Registration::new(feature(c"ip6-local", c"kp6-nodeport", &NO_ORDER));
 
-/// Turns NodePort capture on or off for the local addresses of an
-/// interface (both families). Main thread, barrier held.
-pub fn set_nodeport_feature(sw_if_index: u32, enable: bool) -> Result<(), i32> {
-    for (arc, node) in [(c"ip4-local", c"kp4-nodeport"), (c"ip6-local", c"kp6-nodeport")] {
-        // SAFETY: exported; static names; no feature config.
-        let rv = unsafe {
-            fns().vnet_feature_enable_disable(
-                arc.as_ptr(),
-                node.as_ptr(),
-                sw_if_index,
-                i32::from(enable),
-                core::ptr::null_mut(),
-                0,
-            )
-        };
-        if rv != 0 {
-            return Err(rv);
-        }
-    }
-    Ok(())
-}
-
-/// Turns reply translation on or off on an interface. Main thread,
-/// barrier held. Returns VPP's error code on failure.
-pub fn set_reply_feature(v6: bool, sw_if_index: u32, enable: bool) -> Result<(), i32> {
-    let (arc, node) =
-        if v6 { (c"ip6-unicast", c"kp-nat6-in2out") } else { (c"ip4-unicast", c"kp-nat4-in2out") };
-    // SAFETY: exported; names are static C strings; no feature config.
-    let rv = unsafe {
-        fns().vnet_feature_enable_disable(
-            arc.as_ptr(),
-            node.as_ptr(),
-            sw_if_index,
-            i32::from(enable),
-            core::ptr::null_mut(),
-            0,
-        )
-    };
-    if rv == 0 {
-        Ok(())
-    } else {
-        Err(rv)
-    }
-}
-
-/// Graph node indices of the VIP node and the NodePort node of a family
-/// (VPP writes them into the registrations when it registers the nodes).
-pub fn node_indices(v6: bool) -> (u32, u32) {
+/// Graph node indices of the VIP and NodePort nodes of each family (VPP
+/// writes them into the registrations when it registers the nodes).
+pub fn node_indices() -> NodeIndices {
     let index = |r: &Registration<NodeReg<2>>| {
         // SAFETY: reading a field VPP wrote at registration, main thread.
         unsafe { (*r.get()).reg.index }
     };
-    if v6 {
-        (index(&KP6_NAT6), index(&KP6_NODEPORT))
-    } else {
-        (index(&KP4_NAT4), index(&KP4_NODEPORT))
-    }
+    NodeIndices { v4: (index(&KP4_NAT4), index(&KP4_NODEPORT)), v6: (index(&KP6_NAT6), index(&KP6_NODEPORT)) }
 }
 
 /// Links the nodes into VPP's registration list (constructor time).

@@ -9,6 +9,7 @@
 //! Workers read one packed word per pod index ([`NextHops`]); everything
 //! else is main-thread state, changed with the worker barrier held.
 
+use super::barrier::BarrierHeld;
 use super::{fns, sys};
 use crate::mem::{Zeroable, ZeroedArray};
 use std::collections::HashMap;
@@ -47,6 +48,16 @@ struct Tables {
 
 static TABLES: OnceLock<Tables> = OnceLock::new();
 static FIB_NODE_TYPE: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// The graph nodes pod routes are stacked on: (VIP node, NodePort node)
+/// of each family.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeIndices {
+    pub v4: (u32, u32),
+    pub v6: (u32, u32),
+}
+
+static NODES: OnceLock<NodeIndices> = OnceLock::new();
 
 /// A tracked pod address: kp's FIB node (first, so VPP's pointer to it is a
 /// pointer to the record) and the DPOs stacked on the address's forwarding.
@@ -126,8 +137,10 @@ static VFT: super::reg::Registration<sys::fib_node_vft_t> =
         fnv_mem_show: None,
     });
 
-/// Registers kp's FIB node type and maps the tables (init function).
-pub fn register() -> Result<(), String> {
+/// Registers kp's FIB node type and maps the tables (init function, once
+/// VPP has numbered kp's nodes).
+pub fn register(nodes: NodeIndices) -> Result<(), String> {
+    let _ = NODES.set(nodes);
     let pods = ZeroedArray::new(MAX_TRACKED).ok_or("cannot map the pod next-hop table")?;
     let routes = ZeroedArray::new(MAX_TRACKED).ok_or("cannot map the pod route table")?;
     let _ = TABLES.set(Tables { pods, routes });
@@ -145,7 +158,8 @@ pub fn register() -> Result<(), String> {
 /// Main thread, barrier held; `r` is a live record.
 unsafe fn restack(r: &mut TrackedRoute) {
     let f = fns();
-    let (vip_node, nodeport_node) = super::node::node_indices(r.v6);
+    let Some(nodes) = NODES.get() else { return };
+    let (vip_node, nodeport_node) = if r.v6 { nodes.v6 } else { nodes.v4 };
     // SAFETY: per the contract; the FIB entry is tracked by this record.
     unsafe {
         let fwd = f.fib_entry_contribute_ip_forwarding(r.fib_entry);
@@ -165,7 +179,7 @@ unsafe fn restack(r: &mut TrackedRoute) {
 /// their address tracked (shared per address), freed ones are forgotten
 /// and an address nobody uses any more is untracked. Main thread, worker
 /// barrier held.
-pub fn sync(live: impl Iterator<Item = (u32, IpAddr)>) {
+pub fn sync(live: impl Iterator<Item = (u32, IpAddr)>, _: &BarrierHeld) {
     let Some(t) = TABLES.get() else { return };
     let mut guard = BOOK.lock();
     let Some(book) = guard.as_mut() else { return };

@@ -163,3 +163,12 @@ pub unsafe fn format_append(s: *mut u8, text: &str) -> *mut u8 {
     // SAFETY: fixed format, NUL-terminated argument.
     unsafe { (super::fns().format)(s, c"%s".as_ptr(), c.as_ptr()) }
 }
+
+/// Runs a callback body, turning a panic into a VPP error.
+pub fn guarded(f: impl FnOnce() -> Result<(), String>) -> *mut sys::clib_error_t {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(())) => core::ptr::null_mut(),
+        Ok(Err(msg)) => error(&msg),
+        Err(_) => error("internal error (a bug in kp; the configuration is unchanged)"),
+    }
+}

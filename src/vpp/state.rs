@@ -1,0 +1,242 @@
+//! kp's per-process state on the VPP side, in one place: the control
+//! plane behind its lock, each thread's [`WorkerCell`], and the functions
+//! that bring VPP in line with the control plane (FIB capture, counters,
+//! pod routes, NodePort features). Below the node, API and CLI modules,
+//! which all reach the state through here.
+
+use super::barrier::BarrierHeld;
+use super::counters::{POD_PACKETS, VIP_EXISTING, VIP_FIRST, VIP_NO_POD, VIP_UNTRACKED};
+use super::feature::set_nodeport_feature;
+use super::sys;
+use crate::config::{ConfigError, FlowConf};
+use crate::control::{Applied, DataPathView, FlowTableStats, Kp, VipCounters};
+use crate::dataplane::{DropReason, ReplyVerdict, Verdict, Worker, MAX_BATCH};
+use core::cell::UnsafeCell;
+use parking_lot::Mutex;
+use std::sync::OnceLock;
+
+/// State shared by the callbacks.
+pub struct Global {
+    pub kp: Mutex<Kp>,
+    pub workers: Box<[WorkerCell]>,
+}
+
+/// A worker's state, and the per-frame arrays its nodes fill (kept here
+/// so a frame starts without initialising or copying kilobytes). Its own
+/// thread uses it inside its nodes; the main thread only while the
+/// workers are parked ([`BarrierHeld`]).
+pub struct WorkerCell {
+    worker: UnsafeCell<Worker>,
+    frame: UnsafeCell<Box<FrameScratch>>,
+}
+// SAFETY: see the type's comment: never accessed by two threads at once.
+unsafe impl Sync for WorkerCell {}
+
+impl WorkerCell {
+    fn new(worker: Worker) -> WorkerCell {
+        WorkerCell { worker: UnsafeCell::new(worker), frame: UnsafeCell::new(FrameScratch::new()) }
+    }
+
+    /// The worker, changed by the main thread while workers are parked
+    /// (the `&mut` token keeps two such borrows apart).
+    pub fn parked_mut<'b>(&'b self, _: &'b mut BarrierHeld) -> &'b mut Worker {
+        // SAFETY: no worker runs while the token lives, and the token is
+        // borrowed mutably for as long as the result: nothing else
+        // touches this worker meanwhile.
+        unsafe { &mut *self.worker.get() }
+    }
+
+    /// The worker, read by the main thread while workers are parked.
+    pub fn parked<'b>(&'b self, _: &'b BarrierHeld) -> &'b Worker {
+        // SAFETY: no worker runs while the token lives; main-thread
+        // writers need the token mutably, which this borrow excludes.
+        unsafe { &*self.worker.get() }
+    }
+
+    /// The worker and its frame arrays, for its own thread's node.
+    ///
+    /// # Safety
+    /// The caller is the owning thread inside one of its kp nodes, and
+    /// keeps the result no longer than the node call.
+    #[allow(clippy::mut_from_ref)] // exclusivity is the caller's contract
+    pub unsafe fn own_thread(&self) -> (&mut Worker, &mut FrameScratch) {
+        // SAFETY: exclusive by the contract above; two distinct cells.
+        unsafe { (&mut *self.worker.get(), &mut *self.frame.get()) }
+    }
+}
+
+static GLOBAL: OnceLock<Global> = OnceLock::new();
+
+pub fn global() -> Option<&'static Global> {
+    GLOBAL.get()
+}
+
+/// Creates the state for `n_threads` threads (kp's init function).
+pub fn init(n_threads: usize) -> Result<&'static Global, String> {
+    let kp = Kp::new(n_threads);
+    let workers = (0..n_threads)
+        .map(|t| kp.controller.worker(t).map(WorkerCell::new))
+        .collect::<Result<Box<[_]>, _>>()
+        .map_err(|e| format!("cannot allocate flow tables ({} bytes per thread)", e.bytes))?;
+    GLOBAL.set(Global { kp: Mutex::new(kp), workers }).map_err(|_| "kp initialised twice".to_string())?;
+    Ok(GLOBAL.get().expect("just set"))
+}
+
+/// Resizes every worker's flow table to `flow` now.
+pub fn adopt_flow(g: &Global, flow: FlowConf, held: &mut BarrierHeld) -> Result<(), ConfigError> {
+    for cell in g.workers.iter() {
+        cell.parked_mut(held)
+            .adopt_flow_conf(flow)
+            .map_err(|e| ConfigError::OutOfMemory { bytes: e.bytes as u64 })?;
+    }
+    Ok(())
+}
+
+/// Applies `kp conf` and sizes the flow tables; on failure nothing changes.
+pub fn apply_conf(
+    g: &Global,
+    buckets: Option<u32>,
+    timeout: Option<u32>,
+    held: &mut BarrierHeld,
+) -> Result<(), String> {
+    let held = core::cell::RefCell::new(held);
+    g.kp.lock()
+        .apply_conf(buckets, timeout, |flow| adopt_flow(g, flow, &mut held.borrow_mut()))
+        .map_err(|e| e.to_string())
+}
+
+/// Per-thread arrays a kp node fills for each frame, kept between frames
+/// (in a [`WorkerCell`]): filled for the frame's packets only,
+/// never initialised or copied as a whole.
+pub struct FrameScratch {
+    pub bufs: [*mut sys::vlib_buffer_t; MAX_BATCH],
+    pub verdicts: [Verdict; MAX_BATCH],
+    pub replies: [ReplyVerdict; MAX_BATCH],
+    /// Next node per packet; VPP's enqueue reads whole 64-entry blocks.
+    pub nexts: [u16; MAX_BATCH],
+}
+
+// SAFETY: the buffer pointers are scratch, written and read by one thread
+// inside one node call; nothing points into them between calls.
+unsafe impl Send for FrameScratch {}
+
+impl FrameScratch {
+    pub fn new() -> Box<FrameScratch> {
+        Box::new(FrameScratch {
+            bufs: [core::ptr::null_mut(); MAX_BATCH],
+            verdicts: [Verdict::Drop(DropReason::NoVip); MAX_BATCH],
+            replies: [ReplyVerdict::NotKp; MAX_BATCH],
+            nexts: [0; MAX_BATCH],
+        })
+    }
+}
+
+/// Brings VPP in line with a change: FIB capture entries for VIP prefixes
+/// that appeared or went, and per-index counters sized, and zeroed for
+/// indices that were freed (so a reused index starts from 0).
+pub fn sync_vpp(kp: &mut Kp, applied: &Applied, held: &BarrierHeld) {
+    for (prefix, capture) in &applied.prefixes_added {
+        super::fib::add(prefix, *capture, held);
+    }
+    for (prefix, _) in &applied.prefixes_removed {
+        super::fib::remove(prefix, held);
+    }
+    let vips = [&VIP_EXISTING, &VIP_FIRST, &VIP_UNTRACKED, &VIP_NO_POD];
+    let (freed_pods, freed_vips) = kp.controller.take_freed();
+    let (n_vips, n_pods) = kp.controller.index_bounds();
+    for c in vips {
+        freed_vips.iter().for_each(|&v| c.zero(v, held));
+        n_vips.checked_sub(1).into_iter().for_each(|v| c.validate(v, held));
+    }
+    freed_pods.iter().for_each(|&p| POD_PACKETS.zero(p, held));
+    n_pods.checked_sub(1).into_iter().for_each(|p| POD_PACKETS.validate(p, held));
+    super::route::sync(kp.controller.live_pods(), held);
+    sync_nodeport(kp, held);
+}
+
+/// NodePort capture follows the configuration: on every interface while
+/// any VIP has a NodePort (interfaces created since are picked up at the
+/// next change), off everywhere otherwise.
+fn sync_nodeport(kp: &mut Kp, held: &BarrierHeld) {
+    let want = kp.wants_nodeport();
+    let enabled = &mut kp.interfaces.nodeport;
+    if !want {
+        for sw in core::mem::take(enabled) {
+            let _ = set_nodeport_feature(sw, false, held);
+        }
+        return;
+    }
+    for sw in existing_interfaces() {
+        if !enabled.contains(&sw) && set_nodeport_feature(sw, true, held).is_ok() {
+            enabled.insert(sw);
+        }
+    }
+}
+
+/// Whether NodePort capture is wanted on an interface that lacks it (one
+/// created since the last change). Main thread; needs no barrier.
+pub fn nodeport_missing(kp: &Kp) -> bool {
+    kp.wants_nodeport() && existing_interfaces().iter().any(|sw| !kp.interfaces.nodeport.contains(sw))
+}
+
+/// The interfaces that exist. Main thread.
+fn existing_interfaces() -> Vec<u32> {
+    // Interfaces are numbered densely from 0 (with holes for deleted
+    // ones); stop after a long run of unknown indices.
+    let (mut found, mut sw, mut misses) = (Vec::new(), 0u32, 0);
+    while misses < 64 {
+        if super::text::sw_if_index_name(sw).is_some() {
+            misses = 0;
+            found.push(sw);
+        } else {
+            misses += 1;
+        }
+        sw += 1;
+    }
+    found
+}
+
+/// `show` data from the workers, read while they are parked.
+pub struct WorkersView<'a> {
+    g: &'a Global,
+    vm: *mut sys::vlib_main_t,
+    held: &'a BarrierHeld<'a>,
+}
+
+impl<'a> WorkersView<'a> {
+    pub fn new(g: &'a Global, held: &'a BarrierHeld<'a>) -> Self {
+        // SAFETY: exported; the main thread's vlib_main_t (the token says
+        // this is the main thread).
+        WorkersView { g, vm: unsafe { super::fns().vlib_get_main_not_inline() }, held }
+    }
+}
+
+impl DataPathView for WorkersView<'_> {
+    fn flow_tables(&self) -> Vec<FlowTableStats> {
+        self.g
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(thread, cell)| {
+                let w = cell.parked(self.held);
+                // SAFETY: the main thread's vlib_main_t.
+                let now = unsafe { crate::vpp::time::ticks(self.vm) };
+                let t = w.flows();
+                FlowTableStats {
+                    thread,
+                    buckets: t.n_buckets(),
+                    capacity: t.capacity(),
+                    live: t.live_entries(now),
+                }
+            })
+            .collect()
+    }
+
+    fn vip_counters(&self, vip: u32) -> VipCounters {
+        super::counters::vip_counters(vip)
+    }
+
+    fn pod_packets(&self, pod: u32) -> u64 {
+        POD_PACKETS.sum(pod)
+    }
+}
