@@ -218,6 +218,7 @@ impl<'a, const NODEPORT: bool, const V6: bool> FrameBatch<'a, NODEPORT, V6> {
 /// # Safety
 /// Called from a kp node function with its own `vm`.
 #[inline(always)]
+#[allow(clippy::mut_from_ref)] // `vm` bounds the lifetime; exclusivity is the contract's
 unsafe fn this_thread(vm: &sys::vlib_main_t) -> Option<(&mut crate::dataplane::Worker, &mut FrameScratch)> {
     let thread = usize::from(vm.thread_index);
     // SAFETY: this thread's own worker, used only inside this node call
