@@ -91,25 +91,6 @@ impl<T: Zeroable> core::fmt::Debug for ZeroedArray<T> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    // SAFETY: u64 is valid when zero.
-    unsafe impl Zeroable for u64 {}
-
-    #[test]
-    fn zeroed_writable_and_sized() {
-        let mut a = ZeroedArray::<u64>::new(1 << 20).unwrap();
-        assert_eq!(a.len(), 1 << 20);
-        assert!(a.iter().step_by(4096).all(|&x| x == 0));
-        a[12345] = 7;
-        assert_eq!(a[12345], 7);
-        assert_eq!(ZeroedArray::<u64>::new(0).unwrap().len(), 0);
-        assert!(ZeroedArray::<u64>::new(usize::MAX / 4).is_none());
-    }
-}
-
 /// Hints the CPU to load the cache line at `p` (any address: a prefetch
 /// is only a hint and never faults, so this is safe for every pointer).
 #[inline(always)]
@@ -128,4 +109,23 @@ pub fn prefetch_ptr<T>(p: *const T) {
 #[inline(always)]
 pub fn prefetch<T>(r: &T) {
     prefetch_ptr(r as *const T);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // SAFETY: u64 is valid when zero.
+    unsafe impl Zeroable for u64 {}
+
+    #[test]
+    fn zeroed_writable_and_sized() {
+        let mut a = ZeroedArray::<u64>::new(1 << 20).unwrap();
+        assert_eq!(a.len(), 1 << 20);
+        assert!(a.iter().step_by(4096).all(|&x| x == 0));
+        a[12345] = 7;
+        assert_eq!(a[12345], 7);
+        assert_eq!(ZeroedArray::<u64>::new(0).unwrap().len(), 0);
+        assert!(ZeroedArray::<u64>::new(usize::MAX / 4).is_none());
+    }
 }
