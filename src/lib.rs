@@ -10,6 +10,8 @@
 //! - later a thin `vpp` FFI layer and the `node`, `cli` and `api` modules
 //!   that glue the core into VPP.
 
+#![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+
 pub mod api;
 pub mod apigen;
 pub mod cli;

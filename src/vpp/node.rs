@@ -337,6 +337,12 @@ impl<const NODEPORT: bool, const V6: bool> Batch for FrameBatch<'_, NODEPORT, V6
     }
 }
 
+/// The VIP and NodePort nodes: the frame through the worker's pipeline,
+/// then next nodes, drop reasons, counters and traces, and one enqueue.
+///
+/// # Safety
+/// VPP's node-function contract: `vm`, `node` and `frame` are the calling
+/// thread's, as VPP passes them to a node function.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // parallel per-packet arrays
 unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
@@ -456,6 +462,12 @@ unsafe fn trace_frame<const NODEPORT: bool, const V6: bool>(
     }
 }
 
+/// Records packet `i`'s trace: VIP, pod (address and port, copied so the
+/// trace outlives them), outcome or drop reason, original destination.
+///
+/// # Safety
+/// The node function's own `vm` and `node`, and `b` one of its buffers,
+/// packet `i` of the batch `worker` just processed.
 #[allow(clippy::too_many_arguments)]
 #[cold]
 unsafe fn trace(
