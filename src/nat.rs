@@ -9,6 +9,11 @@
 //! the entry point takes a [`PacketBuf`] that can move the packet's start
 //! into headroom; the same `Rewrite` then carries both translated endpoints.
 
+use crate::packet::ipv4::{field as ip4, MIN_HEADER_LEN as IP4_LEN};
+use crate::packet::ipv6::field as ip6;
+use crate::packet::l4::{
+    tcp_field as tcp, udp_field as udp, TCP_MIN_HEADER_LEN as TCP_LEN, UDP_HEADER_LEN as UDP_LEN,
+};
 use crate::packet::{checksum, proto, set_be16, IpFamily, Parsed};
 use core::fmt;
 
@@ -241,8 +246,8 @@ fn rewrite_one<const DST: bool>(
 fn check_ports(pkt: &[u8], parsed: &Parsed) -> Result<usize, NatError> {
     let l4_off = usize::from(parsed.l4_offset);
     let (ports_min, csum_at) = match parsed.protocol {
-        proto::TCP => (20, l4_off + 16),
-        proto::UDP => (8, l4_off + 6),
+        proto::TCP => (TCP_LEN, l4_off + tcp::CHECKSUM),
+        proto::UDP => (UDP_LEN, l4_off + udp::CHECKSUM),
         _ => return Err(NatError::Truncated),
     };
     if pkt.len() < l4_off + ports_min {
@@ -263,19 +268,24 @@ fn rewrite_endpoint<const DST: bool>(
         return Err(NatError::FamilyMismatch);
     }
     let l4_off = usize::from(parsed.l4_offset);
-    let (port_at, old_port) = if DST { (l4_off + 2, parsed.dst_port) } else { (l4_off, parsed.src_port) };
+    // TCP and UDP keep their ports at the same offsets.
+    let (port_at, old_port) = if DST {
+        (l4_off + udp::DST_PORT, parsed.dst_port)
+    } else {
+        (l4_off + udp::SRC_PORT, parsed.src_port)
+    };
     let addr_delta = match parsed.family {
         IpFamily::V4 => {
-            let at = if DST { 16 } else { 12 };
-            let field: &mut [u8; 4] = (&mut pkt[at..at + 4]).try_into().unwrap();
+            let at = if DST { ip4::DST } else { ip4::SRC };
+            let field: &mut [u8; 4] = (&mut pkt[at]).try_into().unwrap();
             let new: &[u8; 4] = ep.addr[..4].try_into().unwrap();
             let d = checksum::delta_v4(field, new);
             *field = *new;
             d
         }
         IpFamily::V6 => {
-            let at = if DST { 24 } else { 8 };
-            let field: &mut [u8; 16] = (&mut pkt[at..at + 16]).try_into().unwrap();
+            let at = if DST { ip6::DST } else { ip6::SRC };
+            let field: &mut [u8; 16] = (&mut pkt[at]).try_into().unwrap();
             let d = checksum::delta_v6(field, &ep.addr);
             *field = ep.addr;
             d
@@ -297,8 +307,8 @@ fn finish_checksums(
     l4: L4Checksum,
 ) {
     if parsed.family == IpFamily::V4 {
-        let c = u16::from_be_bytes([pkt[10], pkt[11]]);
-        set_be16(pkt, 10, checksum::update(c, addr_delta));
+        let c = u16::from_be_bytes([pkt[ip4::CHECKSUM], pkt[ip4::CHECKSUM + 1]]);
+        set_be16(pkt, ip4::CHECKSUM, checksum::update(c, addr_delta));
     }
     let field: &mut [u8; 2] = (&mut pkt[csum_at..csum_at + 2]).try_into().unwrap();
     update_l4_checksum(field, parsed.protocol, addr_delta, port_delta, l4);
@@ -340,14 +350,17 @@ pub fn dnat_v4(
     port: u16,
     l4: L4Checksum,
 ) -> Result<(), NatError> {
+    // The header array runs to the end of the L4 checksum field.
+    const TCP_END: usize = IP4_LEN + tcp::CHECKSUM + 2;
+    const UDP_END: usize = IP4_LEN + udp::CHECKSUM + 2;
     if protocol == proto::TCP {
-        let h: &mut [u8; 38] =
-            pkt.get_mut(..38).and_then(|h| h.try_into().ok()).ok_or(NatError::Truncated)?;
-        dnat_v4_header::<38, 36>(h, false, addr, port, l4);
+        let h: &mut [u8; TCP_END] =
+            pkt.get_mut(..TCP_END).and_then(|h| h.try_into().ok()).ok_or(NatError::Truncated)?;
+        dnat_v4_header::<TCP_END, { IP4_LEN + tcp::CHECKSUM }>(h, false, addr, port, l4);
     } else {
-        let h: &mut [u8; 28] =
-            pkt.get_mut(..28).and_then(|h| h.try_into().ok()).ok_or(NatError::Truncated)?;
-        dnat_v4_header::<28, 26>(h, true, addr, port, l4);
+        let h: &mut [u8; UDP_END] =
+            pkt.get_mut(..UDP_END).and_then(|h| h.try_into().ok()).ok_or(NatError::Truncated)?;
+        dnat_v4_header::<UDP_END, { IP4_LEN + udp::CHECKSUM }>(h, true, addr, port, l4);
     }
     Ok(())
 }
@@ -365,47 +378,35 @@ fn dnat_v4_header<const N: usize, const CSUM: usize>(
     l4: L4Checksum,
 ) {
     let ne16 = |h: &[u8; N], at: usize| u32::from(u16::from_ne_bytes([h[at], h[at + 1]]));
-    let old_addr = u32::from_ne_bytes([h[16], h[17], h[18], h[19]]);
+    const DST: usize = ip4::DST.start;
+    const DST_PORT: usize = IP4_LEN + udp::DST_PORT; // the same for TCP
+    const IP_CSUM: usize = ip4::CHECKSUM;
+    let old_addr = u32::from_ne_bytes([h[DST], h[DST + 1], h[DST + 2], h[DST + 3]]);
     let new_port = port.to_be_bytes();
     // ~m + m' for the address (two 16-bit words as one 32-bit word) ...
-    let addr_delta = add_1c(!old_addr, u32::from_ne_bytes(addr));
+    let addr_delta = checksum::add32(!old_addr, u32::from_ne_bytes(addr));
     // ... and for the port (below 2^17: no carry to fold yet).
-    let port_delta = (0xffff ^ ne16(h, 22)) + u32::from(u16::from_ne_bytes(new_port));
-    let ip = !fold_1c(add_1c(0xffff ^ ne16(h, 10), addr_delta));
-    h[10..12].copy_from_slice(&ip.to_ne_bytes());
-    h[16..20].copy_from_slice(&addr);
-    h[22..24].copy_from_slice(&new_port);
+    let port_delta = (0xffff ^ ne16(h, DST_PORT)) + u32::from(u16::from_ne_bytes(new_port));
+    let ip = !checksum::fold32(checksum::add32(0xffff ^ ne16(h, IP_CSUM), addr_delta));
+    h[IP_CSUM..IP_CSUM + 2].copy_from_slice(&ip.to_ne_bytes());
+    h[DST..DST + 4].copy_from_slice(&addr);
+    h[DST_PORT..DST_PORT + 2].copy_from_slice(&new_port);
     let stored = ne16(h, CSUM);
     let updated = match l4 {
         // A partial sum covers only the pseudo-header: addresses, not ports.
-        L4Checksum::Partial => fold_1c(add_1c(stored, addr_delta)),
+        L4Checksum::Partial => checksum::fold32(checksum::add32(stored, addr_delta)),
         L4Checksum::Full => {
             if udp && stored == 0 {
                 return; // IPv4 UDP without a checksum stays without one
             }
-            match !fold_1c(add_1c(add_1c(0xffff ^ stored, addr_delta), port_delta)) {
+            match !checksum::fold32(checksum::add32(checksum::add32(0xffff ^ stored, addr_delta), port_delta))
+            {
                 0 if udp => 0xffff, // RFC 768: a computed 0 is sent as all ones
                 c => c,
             }
         }
     };
     h[CSUM..CSUM + 2].copy_from_slice(&updated.to_ne_bytes());
-}
-
-/// One's-complement addition of 32-bit words (the carry out wraps
-/// around; it cannot carry again). Zero only when both are zero.
-#[inline(always)]
-fn add_1c(a: u32, b: u32) -> u32 {
-    let (sum, carry) = a.overflowing_add(b);
-    sum + u32::from(carry)
-}
-
-/// A 32-bit one's-complement sum folded to 16 bits: adding the word to
-/// itself rotated by 16 puts hi + lo + (the carry of lo + hi) in the top
-/// half, which is the end-around-carry sum. Zero only for zero.
-#[inline(always)]
-fn fold_1c(s: u32) -> u16 {
-    (s.wrapping_add(s.rotate_left(16)) >> 16) as u16
 }
 
 #[cfg(test)]
@@ -470,7 +471,7 @@ mod tests {
             while sum > 0xffff {
                 sum = (sum & 0xffff) + (sum >> 16);
             }
-            prop_assert_eq!(u64::from(fold_1c(add_1c(a, b))), sum);
+            prop_assert_eq!(u64::from(checksum::fold32(checksum::add32(a, b))), sum);
         }
 
         /// The data path's IPv4 fast lane writes exactly what the general

@@ -2,7 +2,7 @@
 
 use super::{be16, checksum, set_be16, Error, Result};
 
-mod field {
+pub(crate) mod field {
     pub const VER_IHL: usize = 0;
     pub const TOTAL_LEN: usize = 2;
     pub const FLAGS_FRAG: usize = 6;

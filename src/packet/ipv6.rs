@@ -2,7 +2,7 @@
 
 use super::{be16, proto, Error, Result};
 
-mod field {
+pub(crate) mod field {
     pub const PAYLOAD_LEN: usize = 4;
     pub const NEXT_HEADER: usize = 6;
     pub const HOP_LIMIT: usize = 7;

@@ -2,7 +2,7 @@
 
 use super::{be16, set_be16, Error, Result};
 
-mod tcp_field {
+pub(crate) mod tcp_field {
     pub const SRC_PORT: usize = 0;
     pub const DST_PORT: usize = 2;
     pub const DATA_OFFSET: usize = 12;
@@ -70,7 +70,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     }
 }
 
-mod udp_field {
+pub(crate) mod udp_field {
     pub const SRC_PORT: usize = 0;
     pub const DST_PORT: usize = 2;
     pub const LENGTH: usize = 4;

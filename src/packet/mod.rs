@@ -227,29 +227,34 @@ impl V4Fast {
 /// succeeds with the same fields and `l4_offset` 20.
 #[inline(always)]
 pub fn parse_v4_fast(packet: &[u8]) -> Option<V4Fast> {
-    let h: &[u8; 28] = packet.get(..28)?.try_into().ok()?;
+    use ipv4::{field as ip, MIN_HEADER_LEN as IP_LEN};
+    use l4::{tcp_field as tcp, udp_field as udp};
+    // The IPv4 header and a UDP header (TCP's first 8 bytes): one array.
+    const FRONT: usize = IP_LEN + l4::UDP_HEADER_LEN;
+    let h: &[u8; FRONT] = packet.get(..FRONT)?.try_into().ok()?;
     // Version 4 with a 20-byte header (byte 0) and not a fragment (no MF
     // flag, offset 0: bytes 6-7 under 0x3fff), in one compare.
     let first = u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]);
-    const IHL_AND_FRAGMENT: u64 = 0xff | 0x3f << 48 | 0xff << 56;
-    let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    const IHL_AND_FRAGMENT: u64 = 0xff | 0x3f << (8 * ip::FLAGS_FRAG) | 0xff << (8 * ip::FLAGS_FRAG + 8);
+    let total = usize::from(be16(h, ip::TOTAL_LEN));
     if first & IHL_AND_FRAGMENT != 0x45 || total > packet.len() {
         return None;
     }
-    let l4_len = total.checked_sub(20)?;
-    let ok = match h[9] {
-        proto::UDP => (8..=l4_len).contains(&usize::from(u16::from_be_bytes([h[24], h[25]]))),
+    let l4_len = total.checked_sub(IP_LEN)?;
+    let ok = match h[ip::PROTOCOL] {
+        proto::UDP => (l4::UDP_HEADER_LEN..=l4_len).contains(&usize::from(be16(h, IP_LEN + udp::LENGTH))),
         proto::TCP => {
-            let data_offset = usize::from(*packet.get(32)? >> 4) * 4;
-            (20..=l4_len).contains(&data_offset)
+            let data_offset = usize::from(*packet.get(IP_LEN + tcp::DATA_OFFSET)? >> 4) * 4;
+            (l4::TCP_MIN_HEADER_LEN..=l4_len).contains(&data_offset)
         }
         _ => false,
     };
     let word = |at: usize| u32::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
     ok.then(|| V4Fast {
-        protocol: h[9],
-        addrs: u64::from(word(12)) | (u64::from(word(16)) << 32),
-        ports: word(20),
+        protocol: h[ip::PROTOCOL],
+        addrs: u64::from(word(ip::SRC.start)) | (u64::from(word(ip::DST.start)) << 32),
+        // Source and destination port, as on the wire (TCP's are there too).
+        ports: word(IP_LEN + udp::SRC_PORT),
         l4_len: l4_len as u16,
     })
 }
