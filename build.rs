@@ -24,7 +24,39 @@ fn generate_api(out: &std::path::Path) {
     for m in api.messages() {
         writeln!(rs, "    (\"{}\", 0x{:08x}),", m.name, m.crc).unwrap();
     }
-    rs += "];\n";
+    rs += "];\n\n";
+    // The `Msg` enum and its tables, from the same definitions: a message
+    // added to kp.api is known to the handlers without a hand-kept list.
+    let camel = |name: &str| -> String {
+        let base = name.strip_prefix("kp_").unwrap_or(name);
+        base.split('_').map(|w| w[..1].to_uppercase() + &w[1..]).collect()
+    };
+    let messages = api.messages();
+    let sizes = api.wire_sizes();
+    let services = api.services();
+    rs += "/// kp.api's messages, in definition order (their offset from kp's base ID).\n";
+    rs += "#[derive(Debug, Clone, Copy, PartialEq, Eq)]\n#[repr(u16)]\npub enum Msg {\n";
+    for m in &messages {
+        writeln!(rs, "    {},", camel(&m.name)).unwrap();
+    }
+    rs += "}\n\n";
+    writeln!(rs, "const ALL: [Msg; {}] = [", messages.len()).unwrap();
+    for m in &messages {
+        writeln!(rs, "    Msg::{},", camel(&m.name)).unwrap();
+    }
+    rs += "];\n\nimpl Msg {\n";
+    rs += "    /// Wire size in bytes, `_vl_msg_id` included (kp's messages are fixed-size).\n";
+    rs += "    pub fn size(self) -> usize {\n        match self {\n";
+    for (name, size) in &sizes {
+        writeln!(rs, "            Msg::{} => {size},", camel(name)).unwrap();
+    }
+    rs += "        }\n    }\n\n";
+    rs += "    /// The reply (or details) message of a request.\n";
+    rs += "    pub fn reply(self) -> Option<Msg> {\n        match self {\n";
+    for (req, reply, _) in &services {
+        writeln!(rs, "            Msg::{} => Some(Msg::{}),", camel(req), camel(reply)).unwrap();
+    }
+    rs += "            _ => None,\n        }\n    }\n}\n";
     std::fs::write(out.join("kp_api_messages.rs"), rs).unwrap();
 }
 

@@ -17,47 +17,6 @@ include!(concat!(env!("OUT_DIR"), "/kp_api_messages.rs"));
 /// The full kp.api.json, for `bootstrapapi` clients.
 pub const JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/kp.api.json"));
 
-/// The messages, in `MESSAGES` order (their offset from kp's base ID).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u16)]
-pub enum Msg {
-    Conf,
-    ConfReply,
-    ConfGet,
-    ConfGetReply,
-    AddDelVip,
-    AddDelVipReply,
-    AddDelPod,
-    AddDelPodReply,
-    SetInterfaceNat,
-    SetInterfaceNatReply,
-    InterfaceNatDump,
-    InterfaceNatDetails,
-    VipDump,
-    VipDetails,
-    PodDump,
-    PodDetails,
-}
-
-const ALL: [Msg; 16] = [
-    Msg::Conf,
-    Msg::ConfReply,
-    Msg::ConfGet,
-    Msg::ConfGetReply,
-    Msg::AddDelVip,
-    Msg::AddDelVipReply,
-    Msg::AddDelPod,
-    Msg::AddDelPodReply,
-    Msg::SetInterfaceNat,
-    Msg::SetInterfaceNatReply,
-    Msg::InterfaceNatDump,
-    Msg::InterfaceNatDetails,
-    Msg::VipDump,
-    Msg::VipDetails,
-    Msg::PodDump,
-    Msg::PodDetails,
-];
-
 impl Msg {
     pub fn from_offset(i: u16) -> Option<Msg> {
         ALL.get(usize::from(i)).copied()
@@ -69,39 +28,6 @@ impl Msg {
 
     pub fn name(self) -> &'static str {
         MESSAGES[self as usize].0
-    }
-
-    /// Wire size in bytes (all kp messages are fixed-size).
-    pub fn size(self) -> usize {
-        match self {
-            Msg::Conf => 18,
-            Msg::ConfGet | Msg::InterfaceNatDump => 10,
-            Msg::AddDelVip => 41,
-            Msg::AddDelPod => 54,
-            Msg::SetInterfaceNat => 16,
-            Msg::VipDump => 29,
-            Msg::PodDump => 31,
-            Msg::ConfReply | Msg::AddDelVipReply | Msg::AddDelPodReply | Msg::SetInterfaceNatReply => 10,
-            Msg::ConfGetReply => 22,
-            Msg::InterfaceNatDetails => 11,
-            Msg::VipDetails => 76,
-            Msg::PodDetails => 65,
-        }
-    }
-
-    /// The reply (or details) message of a request.
-    pub fn reply(self) -> Option<Msg> {
-        match self {
-            Msg::Conf => Some(Msg::ConfReply),
-            Msg::ConfGet => Some(Msg::ConfGetReply),
-            Msg::AddDelVip => Some(Msg::AddDelVipReply),
-            Msg::AddDelPod => Some(Msg::AddDelPodReply),
-            Msg::SetInterfaceNat => Some(Msg::SetInterfaceNatReply),
-            Msg::InterfaceNatDump => Some(Msg::InterfaceNatDetails),
-            Msg::VipDump => Some(Msg::VipDetails),
-            Msg::PodDump => Some(Msg::PodDetails),
-            _ => None,
-        }
     }
 }
 
