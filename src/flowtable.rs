@@ -21,8 +21,8 @@
 //! **Batches.** DRAM latency is hidden by splitting a lookup in three steps
 //! that a caller runs over a whole batch at a time: [`FlowTable::prefetch_bucket`]
 //! (from the hash), [`FlowTable::candidates`] (reads the bucket, prefetches
-//! candidate keys where needed) and [`FlowTable::resolve`] (confirms).
-//! [`FlowTable::lookup_batch`] runs the three passes.
+//! candidate keys where needed) and [`FlowTable::resolve`] (confirms);
+//! the worker's pipeline runs them packets apart.
 //!
 //! **Expiry** is lazy: a slot is live while `expiry > now`; a hit moves the
 //! expiry to `now + timeout`; a miss inserts into the first dead slot of its
@@ -515,30 +515,6 @@ impl FlowTable {
         self.resolve(key, h, id, c, now)
     }
 
-    /// Looks up a batch in three passes so each memory access was
-    /// prefetched a whole pass earlier. `out[i]` receives the result for
-    /// `keys[i]`.
-    pub fn lookup_batch(
-        &mut self,
-        keys: &[FlowKey],
-        hashes: &mut [u64],
-        cands: &mut [u8],
-        now: u32,
-        out: &mut [Option<Hit>],
-    ) {
-        let n = keys.len();
-        for (h, k) in hashes[..n].iter_mut().zip(keys) {
-            *h = k.hash();
-            self.prefetch_bucket(*h);
-        }
-        for ((c, &h), k) in cands[..n].iter_mut().zip(&hashes[..n]).zip(keys) {
-            *c = self.candidates(h, k.compact(h), now);
-        }
-        for i in 0..n {
-            out[i] = self.resolve(&keys[i], hashes[i], keys[i].compact(hashes[i]), cands[i], now);
-        }
-    }
-
     /// The key of the entry in slot `i` of bucket `bi` (which must have
     /// been inserted); IPv4 keys come back with VIP index 0.
     fn key_at(&self, bi: usize, i: usize) -> FlowKey {
@@ -871,20 +847,55 @@ mod tests {
         assert!(t.insert(&keys[N], h, 9, 20).is_ok());
     }
 
-    #[test]
-    fn batch_equals_single_lookups() {
-        let mut t = FlowTable::new(1024, 100).unwrap();
-        let keys: Vec<FlowKey> = (0..256).map(|i| FlowKey::new(i % 3, &parsed(i, IpFamily::V4))).collect();
-        for (i, k) in keys.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
-            t.insert(k, k.hash(), i as u32, 1).unwrap();
-        }
-        let mut hashes = [0u64; 256];
-        let mut cands = [0u8; 256];
-        let mut out = [None; 256];
-        t.lookup_batch(&keys, &mut hashes, &mut cands, 2, &mut out);
-        for (i, k) in keys.iter().enumerate() {
-            assert_eq!(out[i].map(|h| h.pod), (i % 2 == 0).then_some(i as u32));
-            assert_eq!(out[i], t.lookup(k, 2));
+    proptest::proptest! {
+        /// The table against a `HashMap` model, over inserts (after a
+        /// missed lookup, as the worker does), lookups, time passing and
+        /// full buckets: a small table and a pool of keys (IPv4 and IPv6)
+        /// that share buckets, so every bucket fills and entries expire.
+        #[test]
+        fn behaves_like_a_map_with_expiry(
+            ops in proptest::collection::vec((0u32..48, 0u32..4, 0u32..5), 1..400),
+        ) {
+            const TIMEOUT: u32 = 10;
+            let mut t = FlowTable::new(16, TIMEOUT).unwrap();
+            let keys: Vec<FlowKey> = (0..48)
+                .map(|i| FlowKey::new(0, &parsed(i, if i % 3 == 0 { IpFamily::V6 } else { IpFamily::V4 })))
+                .collect();
+            // Every entry the table should hold: (key index, pod, expiry),
+            // at most one live per key; dead ones stay until replaced.
+            let mut model: Vec<(u32, u32, u32)> = Vec::new();
+            let mut now = 1u32;
+            let bucket_of = |j: u32| keys[j as usize].hash() as u32 & 15;
+            for (k, pod, dt) in ops {
+                now += dt;
+                let key = &keys[k as usize];
+                let live = model.iter_mut().find(|(j, _, e)| *j == k && *e > now);
+                let got = t.lookup(key, now);
+                proptest::prop_assert_eq!(got.map(|h| h.pod), live.as_ref().map(|(_, p, _)| *p), "lookup {} at {}", k, now);
+                if let Some(entry) = live {
+                    entry.2 = now + TIMEOUT;
+                    continue;
+                }
+                let live_in_bucket =
+                    model.iter().filter(|&&(j, _, e)| e > now && bucket_of(j) == bucket_of(k)).count();
+                match t.insert(key, key.hash(), pod, now) {
+                    Ok((_, evicted)) => {
+                        proptest::prop_assert!(live_in_bucket < ENTRIES_PER_BUCKET);
+                        if let Some((old_pod, old)) = evicted {
+                            // Only a dead entry of this bucket is replaced.
+                            let j = keys.iter().position(|x| *x == old).expect("an inserted key") as u32;
+                            let at = model.iter().position(|&(m, p, e)| m == j && p == old_pod && e <= now);
+                            proptest::prop_assert!(at.is_some(), "evicted a live or unknown entry");
+                            proptest::prop_assert_eq!(bucket_of(j), bucket_of(k));
+                            model.swap_remove(at.unwrap());
+                        }
+                        model.push((k, pod, now + TIMEOUT));
+                    }
+                    Err(BucketFull) => proptest::prop_assert_eq!(live_in_bucket, ENTRIES_PER_BUCKET),
+                }
+                let live_model = model.iter().filter(|&&(_, _, e)| e > now).count();
+                proptest::prop_assert_eq!(t.live_entries(now), live_model);
+            }
         }
     }
 
@@ -896,12 +907,15 @@ mod tests {
             let _ = t.insert(&k, k.hash(), i % 4, 1 + (i % 2) * 100);
         }
         let live_before = t.live_entries(5);
+        let mut of_pod_3 = 0;
+        t.for_each_live(5, |p| of_pod_3 += usize::from(p == 3));
+        assert!(of_pod_3 > 0);
         let mut released = Vec::new();
         // At now=5 the entries inserted at 1 are alive (expiry 11), those at
-        // 101 too; pod 3 is gone, so only its entries are released.
+        // 101 too; pod 3 is gone, so exactly its entries are released.
         let next = t.sweep(0, 16, 5, |p| p == 3, |p, _| released.push(p));
         assert_eq!(next, 0);
-        assert!(released.iter().all(|&p| p == 3));
+        assert_eq!(released, vec![3; of_pod_3]);
         assert_eq!(t.live_entries(5), live_before - released.len());
         // At now=50 everything inserted at 1 is expired.
         released.clear();
