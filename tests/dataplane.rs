@@ -566,3 +566,68 @@ fn pod_at_the_highest_index_carries_traffic_and_one_more_is_refused() {
     );
     assert_eq!(c.config(), &before);
 }
+
+proptest::proptest! {
+    /// `Worker::process` over random batches of a small set of flows (TCP
+    /// and UDP, IPv4 and IPv6, the same new flow several times in one
+    /// batch): every packet is translated to a pod of its VIP with correct
+    /// checksums, a flow keeps its pod across and within batches, and the
+    /// pods' reference counts equal the flows the table holds.
+    #[test]
+    fn worker_over_random_batches_keeps_flows_on_their_pods(
+        batches in proptest::collection::vec(proptest::collection::vec(0u32..40, 1..64), 1..8),
+    ) {
+        let mut c = Controller::new(1);
+        c.add_vip(&vip("10.96.0.10/32", Protocol::Any, 80, 8080, 0)).unwrap();
+        c.add_vip(&vip("2001:db8::10/128", Protocol::Any, 80, 8080, 0)).unwrap();
+        let pods4 = [ip("10.1.0.1"), ip("10.1.0.2"), ip("10.1.0.3")];
+        let pods6 = [ip("2001:db8:1::1"), ip("2001:db8:1::2")];
+        c.add_pods(&all_ports("10.96.0.10/32"), &pods4.map(|a| (a, 1))).unwrap();
+        c.add_pods(&all_ports("2001:db8::10/128"), &pods6.map(|a| (a, 1))).unwrap();
+        let mut w = c.worker(0).unwrap();
+        let cap4 = Capture::Prefix(c.prefix_index(&"10.96.0.10/32".parse().unwrap()).unwrap());
+        let cap6 = Capture::Prefix(c.prefix_index(&"2001:db8::10/128".parse().unwrap()).unwrap());
+        let packet = |flow: u32| -> (Vec<u8>, Capture) {
+            let protocol = if flow % 2 == 0 { proto::TCP } else { proto::UDP };
+            let sport = 40000 + flow as u16;
+            if flow % 4 < 2 {
+                (v4(protocol, [198, 51, 100, (flow % 7) as u8], sport, [10, 96, 0, 10], 80), cap4)
+            } else {
+                let mut src = [0u8; 16];
+                src[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+                src[15] = (flow % 7) as u8;
+                let dst: [u8; 16] = "2001:db8::10".parse::<std::net::Ipv6Addr>().unwrap().octets();
+                let spec = Spec::new(IpFamily::V6, protocol, &src, &dst, (sport, 80)).payload(b"hello kp");
+                (emit(&spec), cap6)
+            }
+        };
+        let mut pod_of_flow: HashMap<u32, IpAddr> = HashMap::new();
+        for (round, flows) in batches.iter().enumerate() {
+            let mut b = VecBatch::default();
+            for &f in flows {
+                let (p, cap) = packet(f);
+                b.push(p, cap);
+            }
+            let mut v = vec![Verdict::Drop(DropReason::NoVip); flows.len()];
+            w.process(&mut b, 1 + round as u32, &mut v);
+            for (i, &f) in flows.iter().enumerate() {
+                let pod = pod_of(&c, v[i]);
+                let out = &b.packets[i];
+                verify(out).unwrap();
+                let p = parse(out).unwrap();
+                let dst = if p.family == IpFamily::V4 {
+                    IpAddr::from([p.dst[0], p.dst[1], p.dst[2], p.dst[3]])
+                } else {
+                    IpAddr::from(p.dst)
+                };
+                proptest::prop_assert_eq!((dst, p.dst_port), (pod, 8080));
+                let mine: &[IpAddr] = if f % 4 < 2 { &pods4 } else { &pods6 };
+                proptest::prop_assert!(mine.contains(&pod));
+                proptest::prop_assert_eq!(*pod_of_flow.entry(f).or_insert(pod), pod, "flow {} moved", f);
+            }
+        }
+        let dp = c.cell().load();
+        let refs: i64 = (0..dp.pods.len() as u32).map(|p| c.refs().sum(p)).sum();
+        proptest::prop_assert_eq!(refs, pod_of_flow.len() as i64);
+    }
+}
