@@ -702,10 +702,6 @@ impl Worker {
         &self.flows
     }
 
-    pub fn thread(&self) -> usize {
-        self.thread
-    }
-
     /// Runs the per-packet path over `batch` (at most [`MAX_BATCH`]
     /// packets): parse, classify, flow lookup (batched, prefetched), Maglev
     /// on a miss, insert, DNAT. `now` is the current tick (seconds, >= 1).

@@ -153,8 +153,9 @@ impl FlowKey {
     /// A 64-bit hash of the whole key, from 64x64->128-bit multiplies
     /// folded as in wyhash. The low bits pick the bucket; for IPv6 the
     /// whole hash is also the slot signature. An IPv4 key (three words that
-    /// carry anything) takes a cheaper two-multiply hash, which the data path's
-    /// fast lane calls directly from header fields: both ways agree.
+    /// carry anything) takes a cheaper one-multiply hash (`hash_v4`),
+    /// which the data path's fast lane calls directly from header fields:
+    /// both ways agree.
     #[inline(always)]
     pub fn hash(&self) -> u64 {
         let w = &self.words;

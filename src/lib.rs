@@ -7,8 +7,11 @@
 //!   [`config`] (the service model and its validation) and [`dataplane`]
 //!   (the per-packet pipeline over them) — plain Rust, tested and
 //!   benchmarked without VPP;
-//! - later a thin `vpp` FFI layer and the `node`, `cli` and `api` modules
-//!   that glue the core into VPP.
+//! - [`control`], [`cli`] and [`api`]: the operator and agent front ends
+//!   over the core, still without VPP;
+//! - [`vpp`]: the thin FFI layer (bindings of kp's own `vpp-headers/`,
+//!   per-process state, nodes, CLI and API registration) that glues the
+//!   rest into VPP; the only place with VPP-facing `unsafe`.
 
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 

@@ -101,10 +101,6 @@ impl RefCounts {
         RefCounts { threads: (0..n_threads.max(1)).map(|_| CachePadded::new(ThreadCounts::new())).collect() }
     }
 
-    pub fn n_threads(&self) -> usize {
-        self.threads.len()
-    }
-
     /// Adds `delta` to `thread`'s count for `index`.
     ///
     /// Contract: only thread `thread` calls this for `thread` (each worker

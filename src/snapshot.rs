@@ -62,10 +62,6 @@ impl<T> SnapshotCell<T> {
         self.generation.load(Ordering::SeqCst)
     }
 
-    pub fn n_readers(&self) -> usize {
-        self.active.len()
-    }
-
     /// A reader for worker `thread`; each worker must use its own index.
     pub fn reader(&self, thread: usize) -> Reader<T> {
         assert!(thread < self.active.len());
@@ -106,10 +102,6 @@ impl<T> Reader<T> {
             self.seen = g;
         }
         Active { snapshot: &self.cached, slot }
-    }
-
-    pub fn thread(&self) -> usize {
-        self.thread
     }
 
     /// The snapshot of the last batch (outside a batch: for traces and

@@ -260,13 +260,6 @@ pub fn parse_v4_fast(packet: &[u8]) -> Option<V4Fast> {
 }
 
 #[inline]
-pub fn parse_ipv4(packet: &[u8]) -> Result<Parsed> {
-    let mut p = Parsed::default();
-    parse_ipv4_into(packet, &mut p)?;
-    Ok(p)
-}
-
-#[inline]
 pub fn parse_ipv6(packet: &[u8]) -> Result<Parsed> {
     let ip = Ipv6Packet::new_checked(packet)?;
     let (protocol, l4_offset) = ip.upper_layer()?;
