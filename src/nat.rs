@@ -141,11 +141,11 @@ impl fmt::Display for NatError {
 
 impl std::error::Error for NatError {}
 
-/// (Only the slice implementation exists yet: nat46 grows the header into
-/// `headroom` with `move_start`, nat64 shrinks it.)
-///
 /// A packet in a buffer that may have room in front of it, as a VPP buffer
 /// does (`current_data` can go negative into `pre_data`).
+///
+/// (Only the slice implementation exists yet: nat46 grows the header into
+/// `headroom` with `move_start`, nat64 shrinks it.)
 pub trait PacketBuf {
     fn data(&self) -> &[u8];
     fn data_mut(&mut self) -> &mut [u8];
