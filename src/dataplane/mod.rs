@@ -1,0 +1,235 @@
+//! The data plane without VPP: the control-plane [`Controller`] that turns
+//! the configuration into published [`Dataplane`] snapshots (in
+//! `controller`), the per-thread [`Worker`] that runs the per-packet path
+//! over a batch (in `worker`), and what the two share (here).
+//!
+//! The VPP node is a thin shell around [`Worker::process`]: it hands over a
+//! frame's packets as a [`Batch`] and turns the [`Verdict`]s into next
+//! nodes and counters. Benchmarks and tests drive the same code directly.
+
+mod controller;
+mod worker;
+
+pub use controller::Controller;
+pub use worker::{Worker, SWEEP_PER_BATCH};
+
+use crate::config::{FlowConf, Protocol, VipKey};
+use crate::maglev::Table;
+use crate::nat::{Endpoint, L4Checksum, NatError, NatType};
+use crate::packet::{self, IpFamily};
+use crate::reverse::ReverseTable;
+use std::sync::Arc;
+
+/// Largest batch a worker processes at once (VPP's frame size).
+pub const MAX_BATCH: usize = 256;
+
+/// "No VIP": a pod that serves no flows in [`FastPodV4`], a packet that
+/// was not classified.
+pub(crate) const NO_VIP: u32 = u32::MAX;
+
+/// The lifecycle of a pod index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodState {
+    /// Unused index.
+    Free,
+    /// Configured: takes new flows (if its weight is above 0).
+    Active,
+    /// Deleted: keeps its established flows until they go idle.
+    Draining,
+    /// Deleted with `flush`, or its VIP was deleted: its flows end now.
+    Flushed,
+}
+
+impl PodState {
+    /// Whether existing flows may still use the pod.
+    #[inline(always)]
+    pub fn serves_flows(self) -> bool {
+        matches!(self, PodState::Active | PodState::Draining)
+    }
+}
+
+/// A pod as workers see it: where to send its flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodRuntime {
+    pub vip: u32,
+    /// Pod address and the VIP's target port.
+    pub endpoint: Endpoint,
+    pub state: PodState,
+}
+
+/// What the IPv4 fast lane needs of a pod, in one 16-byte record: the
+/// VIP whose flows it serves (`NO_VIP` unless it serves flows and is
+/// IPv4), and where to send them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, align(16))]
+pub struct FastPodV4 {
+    pub vip: u32,
+    pub addr: [u8; 4],
+    pub port: u16,
+}
+
+impl FastPodV4 {
+    fn of(p: &PodRuntime) -> FastPodV4 {
+        let e = &p.endpoint;
+        let serving = p.state.serves_flows() && e.family == IpFamily::V4;
+        FastPodV4 {
+            vip: if serving { p.vip } else { NO_VIP },
+            addr: [e.addr[0], e.addr[1], e.addr[2], e.addr[3]],
+            port: e.port,
+        }
+    }
+}
+
+/// A VIP as workers see it.
+#[derive(Debug, Clone)]
+pub struct VipRuntime {
+    pub key: VipKey,
+    pub nat: NatType,
+    pub target_port: u16,
+    pub node_port: u16,
+    pub table: Arc<Table>,
+}
+
+/// Where a packet entered kp: through a VIP prefix's FIB entry, or as
+/// NodePort traffic to one of the node's own addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capture {
+    /// Index of a VIP prefix in [`Dataplane::prefixes`].
+    Prefix(u32),
+    NodePort,
+}
+
+/// One immutable, published state of the data plane.
+#[derive(Clone)]
+pub struct Dataplane {
+    pub flow: FlowConf,
+    /// Reply state, shared by all workers (see [`crate::reverse`]).
+    pub reverse: Arc<ReverseTable>,
+    /// By VIP index; `None` for a free index.
+    pub vips: Vec<Option<VipRuntime>>,
+    /// By pod index.
+    pub pods: Vec<PodRuntime>,
+    /// By pod index: `pods` as the IPv4 fast lane reads them.
+    pub fast_v4: Vec<FastPodV4>,
+    /// By capture prefix index: the VIPs (protocol, port, VIP index) that
+    /// share the prefix. Few per prefix, so a scan is fastest.
+    pub prefixes: Vec<Vec<(Protocol, u16, u32)>>,
+    /// Sorted (node_port, protocol, VIP index) for NodePort traffic.
+    pub node_ports: Vec<(u16, Protocol, u32)>,
+}
+
+impl Dataplane {
+    /// The VIP serving a packet, given how it was captured.
+    #[inline]
+    pub fn classify(&self, capture: Capture, protocol: u8, dst_port: u16) -> Option<u32> {
+        match capture {
+            Capture::Prefix(i) => self
+                .prefixes
+                .get(i as usize)?
+                .iter()
+                .find(|(proto, port, _)| *port == dst_port && proto.serves(protocol))
+                .map(|&(_, _, v)| v),
+            Capture::NodePort => {
+                let start = self.node_ports.partition_point(|&(p, _, _)| p < dst_port);
+                self.node_ports[start..]
+                    .iter()
+                    .take_while(|&&(p, _, _)| p == dst_port)
+                    .find(|(_, proto, _)| proto.serves(protocol))
+                    .map(|&(_, _, v)| v)
+            }
+        }
+    }
+
+    #[inline(always)]
+    pub fn pod_serves(&self, pod: u32) -> bool {
+        self.pods.get(pod as usize).is_some_and(|p| p.state.serves_flows())
+    }
+}
+
+/// What happened to a flow's packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowOutcome {
+    /// Packet of an established flow.
+    Hit,
+    /// First packet of a new flow, now in the flow table.
+    New,
+    /// New flow that could not be inserted (bucket full): forwarded anyway.
+    Untracked,
+}
+
+/// Why a packet was dropped; one node error counter each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    Packet(packet::Error),
+    /// Captured traffic with no VIP for its protocol and port.
+    NoVip,
+    /// The VIP has no pod taking new flows.
+    NoPod,
+    Nat(NatError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Forward { vip: u32, pod: u32, outcome: FlowOutcome },
+    Drop(DropReason),
+}
+
+/// A batch of packets as the worker needs them. The VPP node implements
+/// it over a frame's buffers; benches and tests over byte vectors.
+pub trait Batch {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The packet, from its IP header on.
+    fn packet(&mut self, i: usize) -> &mut [u8];
+    fn capture(&self, i: usize) -> Capture;
+    /// How the TCP/UDP checksum field is used (offload).
+    fn l4_checksum(&self, _i: usize) -> L4Checksum {
+        L4Checksum::Full
+    }
+    /// Packet `i` was translated towards `pod` (and will be forwarded): a
+    /// chance to act on it while it is in cache.
+    fn translated(&mut self, _i: usize, _pod: u32) {}
+    /// Hints that packet `i`'s metadata will be read soon (out of range:
+    /// nothing).
+    fn prefetch_meta(&self, _i: usize) {}
+    /// Hints that packet `i`'s first bytes will be read soon (its metadata
+    /// was hinted earlier; out of range: nothing).
+    fn prefetch_data(&self, _i: usize) {}
+}
+
+/// What the reply path did with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyVerdict {
+    /// A reply of a kp flow; its source is now the Service's.
+    Translated { vip: u32 },
+    /// Not a kp reply: untouched.
+    NotKp,
+}
+
+/// A batch of owned packets: for tests, benches and tools.
+#[derive(Debug, Clone, Default)]
+pub struct VecBatch {
+    pub packets: Vec<Vec<u8>>,
+    pub captures: Vec<Capture>,
+}
+
+impl VecBatch {
+    pub fn push(&mut self, packet: Vec<u8>, capture: Capture) {
+        self.packets.push(packet);
+        self.captures.push(capture);
+    }
+}
+
+impl Batch for VecBatch {
+    fn len(&self) -> usize {
+        self.packets.len()
+    }
+    fn packet(&mut self, i: usize) -> &mut [u8] {
+        &mut self.packets[i]
+    }
+    fn capture(&self, i: usize) -> Capture {
+        self.captures[i]
+    }
+}
