@@ -99,6 +99,24 @@ struct Trace {
     orig_addr: [u8; 16],
 }
 
+impl Trace {
+    /// A record with no addresses yet (they are filled where known).
+    fn new(vip: u32, pod: u32, outcome: u8, error: u8) -> Trace {
+        Trace {
+            vip,
+            pod,
+            outcome,
+            error,
+            family: 4,
+            _pad: 0,
+            pod_port: 0,
+            orig_port: 0,
+            pod_addr: [0; 16],
+            orig_addr: [0; 16],
+        }
+    }
+}
+
 fn addr_text(family: u8, a: &[u8; 16]) -> String {
     if family == 4 {
         std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]).to_string()
@@ -482,18 +500,7 @@ unsafe fn trace(
     error: u8,
 ) {
     let dp = worker.snapshot();
-    let mut t = Trace {
-        vip,
-        pod,
-        outcome,
-        error,
-        family: 4,
-        _pad: 0,
-        pod_port: 0,
-        orig_port: 0,
-        pod_addr: [0; 16],
-        orig_addr: [0; 16],
-    };
+    let mut t = Trace::new(vip, pod, outcome, error);
     if let Some(p) = dp.pods.get(pod as usize) {
         t.pod_addr = p.endpoint.addr;
         t.pod_port = p.endpoint.port;
@@ -597,18 +604,7 @@ unsafe extern "C" fn kp_in2out_node(
                 ReplyVerdict::NotKp => u32::MAX,
             };
             if batch.traced(i, tracing) {
-                let t = Trace {
-                    vip,
-                    pod: u32::MAX,
-                    outcome: if vip == u32::MAX { 5 } else { 4 },
-                    error: 0,
-                    family: 0,
-                    _pad: 0,
-                    pod_port: 0,
-                    orig_port: 0,
-                    pod_addr: [0; 16],
-                    orig_addr: [0; 16],
-                };
+                let t = Trace::new(vip, u32::MAX, if vip == u32::MAX { 5 } else { 4 }, 0);
                 add_trace(vm, node, b, t);
             }
         }
