@@ -288,11 +288,12 @@ impl Worker {
             // (returning here, rather than wrapping pass 3 in a branch,
             // keeps the pipeline's code tighter: 290 vs 294 instructions
             // per packet in VPP).
-            *sweep_at = sweep(flows, *sweep_at, SWEEP_PER_BATCH, now, &dp, thread, refs);
+            *sweep_at = FlowCtx { flows, dp: &dp, refs, thread, now }.sweep(*sweep_at, SWEEP_PER_BATCH);
             return;
         }
         // Pass 3: everything else goes the general way: confirm, Maglev
         // for new flows and flushed pods, insert, rewrite.
+        let mut ctx = FlowCtx { flows, dp: &dp, refs, thread, now };
         for i in 0..n {
             let v = scratch.vip[i];
             if v == NO_VIP || scratch.lane[i] == Lane::Done {
@@ -307,16 +308,9 @@ impl Worker {
                 }
                 scratch.keys[i] = FlowKey::new(v, &scratch.parsed[i]);
             }
-            let (key, hash, id) = (&scratch.keys[i], scratch.hashes[i], scratch.ids[i]);
-            // Probe again: an earlier packet of this batch may have just
-            // inserted this very flow.
-            let cands = flows.candidates(hash, id, now);
-            let hit = flows.resolve(key, hash, id, cands, now);
-            verdicts[i] =
-                general(batch, i, &scratch.parsed[i], v, key, hash, hit, flows, &dp, thread, refs, now);
+            verdicts[i] = ctx.general(batch, i, &scratch.parsed[i], v, &scratch.keys[i], scratch.hashes[i]);
         }
-
-        *sweep_at = sweep(flows, *sweep_at, SWEEP_PER_BATCH, now, &dp, thread, refs);
+        *sweep_at = ctx.sweep(*sweep_at, SWEEP_PER_BATCH);
     }
 
     /// Sweeps up to `buckets` buckets of the flow table, going on from
@@ -329,7 +323,7 @@ impl Worker {
         // The latest snapshot, as the worker's next batch would see it (an
         // empty batch, as far as the reader's bookkeeping goes).
         let dp = reader.enter(cell);
-        *sweep_at = sweep(flows, *sweep_at, buckets, now, &dp, thread, refs);
+        *sweep_at = FlowCtx { flows, dp: &dp, refs, thread, now }.sweep(*sweep_at, buckets);
     }
 
     /// The reply path: for each packet of `batch` that is a reply of a kp
@@ -371,81 +365,114 @@ impl Worker {
     }
 }
 
-/// The per-packet path for everything but an established IPv4 fast-lane
-/// flow: Maglev for new flows (and flows whose pod was flushed), insert,
-/// reply state, and the rewrite for any family.
-#[allow(clippy::too_many_arguments)]
-#[inline(never)]
-fn general<B: Batch>(
-    batch: &mut B,
-    i: usize,
-    parsed: &Parsed,
-    v: u32,
-    key: &FlowKey,
-    hash: u64,
-    hit: Option<Hit>,
-    flows: &mut FlowTable,
-    dp: &Dataplane,
+/// What the per-packet slow path works on: this thread's flow table and
+/// reference counts, the batch's snapshot and tick.
+struct FlowCtx<'a> {
+    flows: &'a mut FlowTable,
+    dp: &'a Dataplane,
+    refs: &'a RefCounts,
     thread: usize,
-    refs: &RefCounts,
     now: u32,
-) -> Verdict {
-    let reverse = &dp.reverse;
-    let (pod, outcome) = match hit {
-        // IPv4 entries keep no VIP index: a pod of another VIP (the address
-        // now belongs to a different Service) makes the entry stale.
-        Some(Hit { pod, .. }) if dp.pod_serves(pod) && dp.pods[pod as usize].vip == v => {
-            (pod, FlowOutcome::Hit)
-        }
-        stale_or_miss => {
-            let vip = dp.vips[v as usize].as_ref().expect("classified VIPs exist");
-            // The Maglev choice must not depend on node-local indices, so
-            // ECMP peers pick the same pod.
-            let Some(pod) = vip.table.lookup(tuple_hash(parsed)) else {
-                if let Some(h) = stale_or_miss {
-                    forget(flows.remove(h.slot), thread, refs, dp);
-                }
-                return Verdict::Drop(DropReason::NoPod);
-            };
-            let original = Original { addr: parsed.dst, port: parsed.dst_port, vip: v };
-            let to = &dp.pods[pod as usize].endpoint;
-            // The entry the flow had (its pod was flushed: it moves on) or
-            // the one it displaces; no entry at all if its bucket is full.
-            let replaced = match stale_or_miss {
-                Some(h) => Some(Some((flows.repoint(h.slot, pod, now), *key))),
-                None => flows.insert(key, hash, pod, now).ok().map(|(_, evicted)| evicted),
-            };
-            match replaced {
-                Some(old) => {
-                    forget(old, thread, refs, dp);
-                    refs.add(thread, pod, 1);
-                    reverse.insert(&key.reply_key(&to.addr, to.port), original);
-                    (pod, FlowOutcome::New)
-                }
-                // Untracked: replies of this flow pass as they are.
-                None => (pod, FlowOutcome::Untracked),
+}
+
+impl FlowCtx<'_> {
+    /// The path for everything but an established IPv4 fast-lane flow:
+    /// confirm on the whole key (probing again: an earlier packet of this
+    /// batch may have just inserted this very flow), Maglev for new flows
+    /// (and flows whose pod was flushed), insert, reply state, and the
+    /// rewrite for any family.
+    #[inline(never)]
+    fn general<B: Batch>(
+        &mut self,
+        batch: &mut B,
+        i: usize,
+        parsed: &Parsed,
+        v: u32,
+        key: &FlowKey,
+        hash: u64,
+    ) -> Verdict {
+        let (dp, now) = (self.dp, self.now);
+        let id = key.compact(hash);
+        let cands = self.flows.candidates(hash, id, now);
+        let hit = self.flows.resolve(key, hash, id, cands, now);
+        let (pod, outcome) = match hit {
+            // IPv4 entries keep no VIP index: a pod of another VIP (the
+            // address now belongs to a different Service) makes the entry
+            // stale.
+            Some(Hit { pod, .. }) if dp.pod_serves(pod) && dp.pods[pod as usize].vip == v => {
+                (pod, FlowOutcome::Hit)
             }
+            stale_or_miss => {
+                let vip = dp.vips[v as usize].as_ref().expect("classified VIPs exist");
+                // The Maglev choice must not depend on node-local indices,
+                // so ECMP peers pick the same pod.
+                let Some(pod) = vip.table.lookup(tuple_hash(parsed)) else {
+                    if let Some(h) = stale_or_miss {
+                        let gone = self.flows.remove(h.slot);
+                        self.forget(gone);
+                    }
+                    return Verdict::Drop(DropReason::NoPod);
+                };
+                let original = Original { addr: parsed.dst, port: parsed.dst_port, vip: v };
+                let to = &dp.pods[pod as usize].endpoint;
+                // The entry the flow had (its pod was flushed: it moves on)
+                // or the one it displaces; no entry at all if its bucket is
+                // full.
+                let replaced = match stale_or_miss {
+                    Some(h) => Some(Some((self.flows.repoint(h.slot, pod, now), *key))),
+                    None => self.flows.insert(key, hash, pod, now).ok().map(|(_, evicted)| evicted),
+                };
+                match replaced {
+                    Some(old) => {
+                        self.forget(old);
+                        self.refs.add(self.thread, pod, 1);
+                        dp.reverse.insert(&key.reply_key(&to.addr, to.port), original);
+                        (pod, FlowOutcome::New)
+                    }
+                    // Untracked: replies of this flow pass as they are.
+                    None => (pod, FlowOutcome::Untracked),
+                }
+            }
+        };
+        let to = dp.pods[pod as usize].endpoint;
+        let l4 = batch.l4_checksum(i);
+        let done = if to.family == parsed.family {
+            nat::rewrite_dst(batch.packet(i), parsed, &to, l4)
+        } else {
+            // nat46/nat64: header translation goes through the general
+            // entry point (which refuses it for now).
+            nat::apply(batch.packet(i), parsed, &Rewrite::dnat(to), l4)
+        };
+        match done {
+            Ok(()) => {
+                batch.translated(i, pod);
+                Verdict::Forward { vip: v, pod, outcome }
+            }
+            Err(e) => Verdict::Drop(DropReason::Nat(e)),
         }
-    };
-    let to = dp.pods[pod as usize].endpoint;
-    let l4 = batch.l4_checksum(i);
-    let done = if to.family == parsed.family {
-        nat::rewrite_dst(batch.packet(i), parsed, &to, l4)
-    } else {
-        // nat46/nat64: header translation goes through the general entry
-        // point (which refuses it for now).
-        nat::apply(batch.packet(i), parsed, &Rewrite::dnat(to), l4)
-    };
-    match done {
-        Ok(()) => {
-            batch.translated(i, pod);
-            Verdict::Forward { vip: v, pod, outcome }
-        }
-        Err(e) => Verdict::Drop(DropReason::Nat(e)),
+    }
+
+    /// A flow entry went away: drop its pod reference and its reply state.
+    #[inline(always)]
+    fn forget(&self, entry: Option<(u32, FlowKey)>) {
+        forget(entry, self.thread, self.refs, self.dp)
+    }
+
+    /// Sweeps `count` buckets from `from`: entries expired or of pods that
+    /// no longer serve flows go, with their references and reply state.
+    /// Returns where the next sweep starts.
+    fn sweep(&mut self, from: u32, count: u32) -> u32 {
+        let (dp, thread, refs) = (self.dp, self.thread, self.refs);
+        self.flows.sweep(
+            from,
+            count,
+            self.now,
+            |p| !dp.pod_serves(p),
+            |p, k| forget(Some((p, *k)), thread, refs, dp),
+        )
     }
 }
 
-/// A flow entry went away: drop its pod reference and its reply state.
 #[inline(always)]
 fn forget(entry: Option<(u32, FlowKey)>, thread: usize, refs: &RefCounts, dp: &Dataplane) {
     if let Some((pod, key)) = entry {
@@ -454,21 +481,6 @@ fn forget(entry: Option<(u32, FlowKey)>, thread: usize, refs: &RefCounts, dp: &D
             dp.reverse.remove(&key.reply_key(&p.endpoint.addr, p.endpoint.port));
         }
     }
-}
-
-/// Sweeps `count` buckets from `from`: entries expired or of pods that no
-/// longer serve flows go, with their references and reply state. Returns
-/// where the next sweep starts.
-fn sweep(
-    flows: &mut FlowTable,
-    from: u32,
-    count: u32,
-    now: u32,
-    dp: &Dataplane,
-    thread: usize,
-    refs: &RefCounts,
-) -> u32 {
-    flows.sweep(from, count, now, |p| !dp.pod_serves(p), |p, k| forget(Some((p, *k)), thread, refs, dp))
 }
 
 fn release_all(t: &FlowTable, thread: usize, refs: &RefCounts) {
