@@ -129,7 +129,7 @@ impl Kp {
         &mut self,
         buckets: Option<u32>,
         timeout: Option<u32>,
-        resize: impl Fn(crate::config::FlowConf) -> Result<(), ConfigError>,
+        mut resize: impl FnMut(crate::config::FlowConf) -> Result<(), ConfigError>,
     ) -> Result<(), ConfigError> {
         let old = self.controller.config().flow;
         self.apply_typed(&Change::Conf { buckets, timeout })?;

@@ -308,7 +308,8 @@ impl Worker {
                 }
                 scratch.keys[i] = FlowKey::new(v, &scratch.parsed[i]);
             }
-            verdicts[i] = ctx.general(batch, i, &scratch.parsed[i], v, &scratch.keys[i], scratch.hashes[i]);
+            let at = (scratch.hashes[i], scratch.ids[i]);
+            verdicts[i] = ctx.general(batch, i, &scratch.parsed[i], v, &scratch.keys[i], at);
         }
         *sweep_at = ctx.sweep(*sweep_at, SWEEP_PER_BATCH);
     }
@@ -376,8 +377,8 @@ struct FlowCtx<'a> {
 }
 
 impl FlowCtx<'_> {
-    /// The path for everything but an established IPv4 fast-lane flow:
-    /// confirm on the whole key (probing again: an earlier packet of this
+    /// The path for everything but an established IPv4 fast-lane flow, at
+    /// the key's (hash, compact id) from pass 1: confirm on the whole key (probing again: an earlier packet of this
     /// batch may have just inserted this very flow), Maglev for new flows
     /// (and flows whose pod was flushed), insert, reply state, and the
     /// rewrite for any family.
@@ -389,10 +390,9 @@ impl FlowCtx<'_> {
         parsed: &Parsed,
         v: u32,
         key: &FlowKey,
-        hash: u64,
+        (hash, id): (u64, u128),
     ) -> Verdict {
         let (dp, now) = (self.dp, self.now);
-        let id = key.compact(hash);
         let cands = self.flows.candidates(hash, id, now);
         let hit = self.flows.resolve(key, hash, id, cands, now);
         let (pod, outcome) = match hit {

@@ -99,10 +99,7 @@ pub fn apply_conf(
     timeout: Option<u32>,
     held: &mut BarrierHeld,
 ) -> Result<(), String> {
-    let held = core::cell::RefCell::new(held);
-    g.kp.lock()
-        .apply_conf(buckets, timeout, |flow| adopt_flow(g, flow, &mut held.borrow_mut()))
-        .map_err(|e| e.to_string())
+    g.kp.lock().apply_conf(buckets, timeout, |flow| adopt_flow(g, flow, held)).map_err(|e| e.to_string())
 }
 
 /// Per-thread arrays a kp node fills for each frame, kept between frames
