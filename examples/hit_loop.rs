@@ -38,7 +38,7 @@ fn main() {
         .map(|c| {
             let pristine: Vec<Vec<u8>> = c.iter().map(|&f| packet(f)).collect();
             let captures = vec![Capture::Prefix(0); pristine.len()];
-            Frame { live: VecBatch { packets: pristine.clone(), captures }, pristine }
+            Frame { live: VecBatch { packets: pristine.clone(), captures, ..VecBatch::default() }, pristine }
         })
         .collect();
     let mut frames = frames;

@@ -6,7 +6,7 @@ use kp_plugin::dataplane::{
 };
 use kp_plugin::nat::{NatError, NatType};
 use kp_plugin::packet::build::{emit, verify, Spec};
-use kp_plugin::packet::{parse, proto, IpFamily};
+use kp_plugin::packet::{checksum, parse, proto, IpFamily};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -630,4 +630,136 @@ proptest::proptest! {
         let refs: i64 = (0..dp.pods.len() as u32).map(|p| c.refs().sum(p)).sum();
         proptest::prop_assert_eq!(refs, pod_of_flow.len() as i64);
     }
+}
+
+/// A packet whose L4 checksum field holds what a sender with checksum
+/// offload writes there: the pseudo-header sum, not complemented.
+fn with_partial_checksum(mut pkt: Vec<u8>) -> Vec<u8> {
+    let p = parse(&pkt).unwrap();
+    let at = usize::from(p.l4_offset) + if p.protocol == proto::TCP { 16 } else { 6 };
+    let len = u32::from(p.l4_len);
+    let sum = match p.family {
+        IpFamily::V4 => checksum::pseudo_header_v4(
+            &p.src[..4].try_into().unwrap(),
+            &p.dst[..4].try_into().unwrap(),
+            p.protocol,
+            len,
+        ),
+        IpFamily::V6 => checksum::pseudo_header_v6(&p.src, &p.dst, p.protocol, len),
+    };
+    pkt[at..at + 2].copy_from_slice(&checksum::fold(sum).to_be_bytes());
+    pkt
+}
+
+/// Checks a packet whose L4 checksum is a partial sum: it must be the
+/// pseudo-header sum of the packet's (new) addresses.
+fn verify_partial(pkt: &[u8]) -> Result<(), String> {
+    let again = with_partial_checksum(pkt.to_vec());
+    if again == pkt {
+        Ok(())
+    } else {
+        Err("the partial checksum does not match the new pseudo-header".into())
+    }
+}
+
+/// Packets as VPP hands over jumbo frames and GSO super-frames: only the
+/// first buffer is seen (the rest of the chain is never read), the length
+/// is the chain's, the L4 checksum full or a partial (offload) sum. Both
+/// directions, both families, TCP and UDP; and headers that do not fit in
+/// the first buffer are a counted drop of their own.
+#[test]
+fn chained_and_offloaded_packets_are_translated_both_ways() {
+    let mut c = Controller::new(1);
+    c.add_vip(&vip("10.96.0.10/32", Protocol::Any, 80, 8080, 30080)).unwrap();
+    c.add_pods(&all_ports("10.96.0.10/32"), &[(ip("10.1.0.1"), 1)]).unwrap();
+    c.add_vip(&vip("2001:db8::10/128", Protocol::Any, 80, 8080, 30081)).unwrap();
+    c.add_pods(&all_ports("2001:db8::10/128"), &[(ip("fd00::1"), 1)]).unwrap();
+    let mut w = c.worker(0).unwrap();
+    let payload: Vec<u8> = (0..60000u32).map(|i| (i * 7) as u8).collect();
+    let clients: [(IpFamily, &[u8], &[u8]); 2] = [
+        (IpFamily::V4, &[192, 168, 0, 5], &[10, 96, 0, 10]),
+        (
+            IpFamily::V6,
+            &[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9],
+            &[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10],
+        ),
+    ];
+    let mut sport = 40000;
+    for (family, client, vip_addr) in clients {
+        let cap = Capture::Prefix(
+            c.prefix_index(
+                &if family == IpFamily::V4 { "10.96.0.10/32" } else { "2001:db8::10/128" }.parse().unwrap(),
+            )
+            .unwrap(),
+        );
+        for protocol in [proto::TCP, proto::UDP] {
+            for partial in [false, true] {
+                sport += 1;
+                let mut whole =
+                    emit(&Spec::new(family, protocol, client, vip_addr, (sport, 80)).payload(&payload));
+                if partial {
+                    whole = with_partial_checksum(whole);
+                }
+                let check = |pkt: &[u8]| if partial { verify_partial(pkt) } else { verify(pkt) };
+                let head = 128;
+                let mut b = VecBatch::default();
+                b.push_chained(&whole, head, partial, cap);
+                let mut v = [Verdict::Drop(DropReason::NoVip)];
+                w.process(&mut b, 1, &mut v);
+                assert!(
+                    matches!(v[0], Verdict::Forward { outcome: FlowOutcome::New, .. }),
+                    "{family:?} {protocol} partial {partial}: {v:?}"
+                );
+                // The first buffer, translated, followed by the untouched rest.
+                let mut out = b.packets[0].clone();
+                out.extend_from_slice(&whole[head..]);
+                let p = parse(&out).unwrap();
+                assert_eq!(p.dst_port, 8080);
+                assert_eq!(
+                    if family == IpFamily::V4 {
+                        IpAddr::from([p.dst[0], p.dst[1], p.dst[2], p.dst[3]])
+                    } else {
+                        IpAddr::from(p.dst)
+                    },
+                    pod_of(&c, v[0])
+                );
+                assert_eq!(check(&out), Ok(()), "{family:?} {protocol} partial {partial}");
+
+                // The pod's big reply, chained too, goes back from the VIP.
+                let n = if family == IpFamily::V4 { 4 } else { 16 };
+                let mut reply = emit(
+                    &Spec::new(family, protocol, &p.dst[..n], &p.src[..n], (p.dst_port, p.src_port))
+                        .payload(&payload),
+                );
+                if partial {
+                    reply = with_partial_checksum(reply);
+                }
+                let mut b = VecBatch::default();
+                b.push_chained(&reply, head, partial, Capture::Prefix(0));
+                let mut rv = [ReplyVerdict::NotKp];
+                w.process_replies(&mut b, &mut rv);
+                assert!(matches!(rv[0], ReplyVerdict::Translated { .. }), "{rv:?}");
+                let mut back = b.packets[0].clone();
+                back.extend_from_slice(&reply[head..]);
+                let r = parse(&back).unwrap();
+                assert_eq!((&r.src[..n], r.src_port), (vip_addr, 80));
+                assert_eq!(check(&back), Ok(()));
+            }
+        }
+    }
+    // A first buffer that ends inside the TCP header: dropped, and said why.
+    let whole = emit(
+        &Spec::new(IpFamily::V4, proto::TCP, &[192, 168, 0, 5], &[10, 96, 0, 10], (1, 80)).payload(&payload),
+    );
+    let cap = Capture::Prefix(c.prefix_index(&"10.96.0.10/32".parse().unwrap()).unwrap());
+    let mut b = VecBatch::default();
+    b.push_chained(&whole, 30, false, cap);
+    let mut v = [Verdict::Drop(DropReason::NoVip)];
+    w.process(&mut b, 1, &mut v);
+    assert_eq!(v[0], Verdict::Drop(DropReason::Packet(kp_plugin::packet::Error::SplitHeaders)));
+    // A chain shorter than the IP header says: truncated.
+    let mut b = VecBatch::default();
+    b.push_chained(&whole[..whole.len() - 1], 128, false, cap);
+    w.process(&mut b, 1, &mut v);
+    assert_eq!(v[0], Verdict::Drop(DropReason::Packet(kp_plugin::packet::Error::Truncated)));
 }

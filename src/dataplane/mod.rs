@@ -181,8 +181,14 @@ pub trait Batch {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// The packet, from its IP header on.
+    /// The packet, from its IP header on: its first buffer's bytes.
     fn packet(&mut self, i: usize) -> &mut [u8];
+    /// The packet's whole length, when it goes on beyond
+    /// [`packet`](Self::packet) in a chain of buffers (jumbo frames, GSO
+    /// super-frames); `None` when its first buffer is all of it.
+    fn chain_len(&self, _i: usize) -> Option<usize> {
+        None
+    }
     fn capture(&self, i: usize) -> Capture;
     /// How the TCP/UDP checksum field is used (offload).
     fn l4_checksum(&self, _i: usize) -> L4Checksum {
@@ -213,12 +219,29 @@ pub enum ReplyVerdict {
 pub struct VecBatch {
     pub packets: Vec<Vec<u8>>,
     pub captures: Vec<Capture>,
+    /// By packet: the length of a packet whose bytes here are only its
+    /// first buffer (as VPP chains big packets); empty or `None`: whole.
+    pub chain_lens: Vec<Option<usize>>,
+    /// By packet: whether its L4 checksum is a partial (offloaded) sum.
+    pub partial: Vec<bool>,
 }
 
 impl VecBatch {
     pub fn push(&mut self, packet: Vec<u8>, capture: Capture) {
         self.packets.push(packet);
         self.captures.push(capture);
+        self.chain_lens.push(None);
+        self.partial.push(false);
+    }
+
+    /// Adds the first `head` bytes of `packet` as a chained packet's first
+    /// buffer (the rest is not kept: kp never reads it), with its L4
+    /// checksum full or `partial`.
+    pub fn push_chained(&mut self, packet: &[u8], head: usize, partial: bool, capture: Capture) {
+        self.packets.push(packet[..head.min(packet.len())].to_vec());
+        self.captures.push(capture);
+        self.chain_lens.push((head < packet.len()).then_some(packet.len()));
+        self.partial.push(partial);
     }
 }
 
@@ -231,5 +254,15 @@ impl Batch for VecBatch {
     }
     fn capture(&self, i: usize) -> Capture {
         self.captures[i]
+    }
+    fn chain_len(&self, i: usize) -> Option<usize> {
+        self.chain_lens.get(i).copied().flatten()
+    }
+    fn l4_checksum(&self, i: usize) -> L4Checksum {
+        if self.partial.get(i).copied().unwrap_or(false) {
+            L4Checksum::Partial
+        } else {
+            L4Checksum::Full
+        }
     }
 }

@@ -210,7 +210,9 @@ impl Worker {
                         }
                         None => {
                             let p = &mut scratch.parsed[i];
-                            if let Err(e) = packet::parse_into(pkt, p) {
+                            // Not the fast lane's case; perhaps a chain.
+                            let len = batch.chain_len(i).unwrap_or(0);
+                            if let Err(e) = packet::parse_chain_into(batch.packet(i), len, p) {
                                 verdicts[i] = Verdict::Drop(DropReason::Packet(e));
                                 break 'pass1 None;
                             }
@@ -338,7 +340,8 @@ impl Worker {
         for i in 0..n {
             scratch.vip[i] = NO_VIP;
             let p = &mut scratch.parsed[i];
-            if packet::parse_into(batch.packet(i), p).is_err() {
+            let len = batch.chain_len(i).unwrap_or(0);
+            if packet::parse_chain_into(batch.packet(i), len, p).is_err() {
                 verdicts[i] = ReplyVerdict::NotKp;
                 continue;
             }

@@ -43,8 +43,16 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// ignored. Invalidated by `set_header_len`-style changes, which this
     /// view does not offer.
     pub fn check_len(&self) -> Result<()> {
+        self.check_len_in(self.buffer.as_ref().len())
+    }
+
+    /// [`check_len`](Self::check_len) for a packet of `len` bytes of which
+    /// the view holds only the first ones (a buffer chain's head). Only the
+    /// fixed header's accessors are then safe: options and payload are
+    /// the caller's to check (see [`super::Bounds`]).
+    pub(crate) fn check_len_in(&self, len: usize) -> Result<()> {
         let b = self.buffer.as_ref();
-        if b.len() < MIN_HEADER_LEN {
+        if b.len().min(len) < MIN_HEADER_LEN {
             return Err(Error::Truncated);
         }
         if b[field::VER_IHL] >> 4 != 4 {
@@ -55,7 +63,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         if hlen < MIN_HEADER_LEN || total < hlen {
             return Err(Error::Malformed);
         }
-        if b.len() < total {
+        if len < total {
             return Err(Error::Truncated);
         }
         Ok(())

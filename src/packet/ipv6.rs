@@ -1,6 +1,6 @@
 //! IPv6 header view (RFC 8200), with a bounded walk over extension headers.
 
-use super::{be16, proto, Error, Result};
+use super::{be16, proto, Bounds, Error, Result};
 
 pub(crate) mod field {
     pub const PAYLOAD_LEN: usize = 4;
@@ -35,14 +35,21 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     /// Checks the version and that the fixed header plus `payload_len`
     /// bytes are present (jumbograms, payload length 0, are not supported).
     pub fn check_len(&self) -> Result<()> {
+        self.check_len_in(self.buffer.as_ref().len())
+    }
+
+    /// [`check_len`](Self::check_len) for a packet of `len` bytes of which
+    /// the view holds only the first ones (a buffer chain's head): then
+    /// only the fixed header's accessors are safe.
+    pub(crate) fn check_len_in(&self, len: usize) -> Result<()> {
         let b = self.buffer.as_ref();
-        if b.len() < HEADER_LEN {
+        if b.len().min(len) < HEADER_LEN {
             return Err(Error::Truncated);
         }
         if b[0] >> 4 != 6 {
             return Err(Error::Malformed);
         }
-        if b.len() < HEADER_LEN + usize::from(self.payload_len()) {
+        if len < HEADER_LEN + usize::from(self.payload_len()) {
             return Err(Error::Truncated);
         }
         Ok(())
@@ -85,27 +92,31 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     /// A fragment header is reported as [`Error::Fragment`].
     pub fn upper_layer(&self) -> Result<(u8, usize)> {
         let b = self.buffer.as_ref();
-        let end = HEADER_LEN + usize::from(self.payload_len());
-        let mut next = self.next_header();
-        let mut at = HEADER_LEN;
-        for _ in 0..MAX_EXTENSION_HEADERS {
-            match next {
-                proto::HOP_BY_HOP | proto::ROUTING | proto::DEST_OPTS => {
-                    if at + 8 > end {
-                        return Err(Error::Truncated);
-                    }
-                    next = b[at];
-                    at += (usize::from(b[at + 1]) + 1) * 8;
-                    if at > end {
-                        return Err(Error::Truncated);
-                    }
-                }
-                proto::FRAGMENT => return Err(Error::Fragment),
-                _ => return Ok((next, at)),
-            }
-        }
-        Err(Error::Malformed)
+        let declared = HEADER_LEN + usize::from(self.payload_len());
+        upper_layer(b, self.next_header(), Bounds { declared, head: b.len() })
     }
+}
+
+/// [`Ipv6Packet::upper_layer`] over a packet's first buffer `head`, whose
+/// extension headers must lie there.
+pub(crate) fn upper_layer(head: &[u8], first: u8, bounds: Bounds) -> Result<(u8, usize)> {
+    let mut next = first;
+    let mut at = HEADER_LEN;
+    for _ in 0..MAX_EXTENSION_HEADERS {
+        match next {
+            proto::HOP_BY_HOP | proto::ROUTING | proto::DEST_OPTS => {
+                bounds.need(at + 8)?;
+                next = head[at];
+                at += (usize::from(head[at + 1]) + 1) * 8;
+                if at > bounds.declared {
+                    return Err(Error::Truncated);
+                }
+            }
+            proto::FRAGMENT => return Err(Error::Fragment),
+            _ => return Ok((next, at)),
+        }
+    }
+    Err(Error::Malformed)
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {

@@ -47,6 +47,8 @@ pub enum Error {
     /// An IP fragment: ports are not in every fragment, so kp cannot
     /// translate it (VPP's reassembly feature can sit in front).
     Fragment,
+    /// The headers kp reads do not all lie in the packet's first buffer.
+    SplitHeaders,
     /// A transport kp does not translate (not TCP or UDP).
     UnsupportedProtocol,
     /// An IPv6 UDP datagram with a zero checksum, which RFC 8200 §8.1 says
@@ -60,6 +62,7 @@ impl fmt::Display for Error {
             Error::Truncated => "truncated packet",
             Error::Malformed => "malformed header",
             Error::Fragment => "IP fragment",
+            Error::SplitHeaders => "headers not in the first buffer",
             Error::UnsupportedProtocol => "protocol not TCP or UDP",
             Error::ZeroUdpChecksumV6 => "IPv6 UDP with zero checksum",
         })
@@ -135,22 +138,53 @@ pub fn parse(packet: &[u8]) -> Result<Parsed> {
 /// scratch space, saving a copy per packet). On error `out` is unspecified.
 #[inline]
 pub fn parse_into(packet: &[u8], out: &mut Parsed) -> Result<()> {
-    match packet.first().map(|b| b >> 4) {
-        Some(4) => parse_ipv4_into(packet, out),
-        Some(6) => {
-            *out = parse_ipv6(packet)?;
-            Ok(())
-        }
+    parse_chain_into(packet, packet.len(), out)
+}
+
+/// [`parse_into`] for a packet that may go on beyond `head` (a buffer
+/// chain, as VPP makes of jumbo frames and GSO super-frames): `len` is the
+/// packet's whole length, and the headers kp reads must all be in `head`
+/// ([`Error::SplitHeaders`] if they are not). Lengths the headers claim are
+/// checked against `len`.
+#[inline]
+pub fn parse_chain_into(head: &[u8], len: usize, out: &mut Parsed) -> Result<()> {
+    let len = len.max(head.len());
+    match head.first().map(|b| b >> 4) {
+        Some(4) => parse_ipv4_into(head, len, out),
+        Some(6) => parse_ipv6_into(head, len, out),
         Some(_) => Err(Error::Malformed),
+        None if len > 0 => Err(Error::SplitHeaders),
         None => Err(Error::Truncated),
     }
 }
 
+/// Where a packet's bytes end: what its IP header declares (already
+/// checked against the chain's length), and what the first buffer holds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    pub declared: usize,
+    pub head: usize,
+}
+
+impl Bounds {
+    /// The headers up to `end` are there, and in the first buffer.
+    #[inline(always)]
+    pub fn need(&self, end: usize) -> Result<()> {
+        if end > self.declared {
+            Err(Error::Truncated)
+        } else if end > self.head {
+            Err(Error::SplitHeaders)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 #[inline(always)]
-fn parse_ipv4_into(packet: &[u8], out: &mut Parsed) -> Result<()> {
-    // The common case first (no options, not a fragment, a good TCP/UDP
-    // header): the data path's fast lane parser.
-    if let Some(f) = parse_v4_fast(packet) {
+fn parse_ipv4_into(head: &[u8], len: usize, out: &mut Parsed) -> Result<()> {
+    // The common case first (one buffer, no options, not a fragment, a
+    // good TCP/UDP header): the data path's fast lane parser.
+    if let Some(f) = parse_v4_fast(head) {
         out.family = IpFamily::V4;
         out.protocol = f.protocol;
         out.src = [0; 16];
@@ -163,14 +197,18 @@ fn parse_ipv4_into(packet: &[u8], out: &mut Parsed) -> Result<()> {
         out.l4_len = f.l4_len;
         return Ok(());
     }
-    let ip = Ipv4Packet::new_checked(packet)?;
+    Bounds { declared: len, head: head.len() }.need(ipv4::MIN_HEADER_LEN)?;
+    let ip = Ipv4Packet::new_unchecked(head);
+    ip.check_len_in(len)?;
+    let total = usize::from(ip.total_len());
+    let l4_offset = ip.header_len();
+    let bounds = Bounds { declared: total, head: head.len() };
+    bounds.need(l4_offset)?;
     if ip.is_fragment() {
         return Err(Error::Fragment);
     }
     let protocol = ip.protocol();
-    let l4_offset = ip.header_len();
-    let l4 = ip.payload();
-    let (src_port, dst_port) = ports(protocol, l4, IpFamily::V4)?;
+    let (src_port, dst_port) = ports(protocol, head, l4_offset, bounds, IpFamily::V4)?;
     out.family = IpFamily::V4;
     out.protocol = protocol;
     out.src = [0; 16];
@@ -180,7 +218,7 @@ fn parse_ipv4_into(packet: &[u8], out: &mut Parsed) -> Result<()> {
     out.src_port = src_port;
     out.dst_port = dst_port;
     out.l4_offset = l4_offset as u16;
-    out.l4_len = l4.len() as u16;
+    out.l4_len = (total - l4_offset) as u16;
     Ok(())
 }
 
@@ -261,12 +299,21 @@ pub fn parse_v4_fast(packet: &[u8]) -> Option<V4Fast> {
 
 #[inline]
 pub fn parse_ipv6(packet: &[u8]) -> Result<Parsed> {
-    let ip = Ipv6Packet::new_checked(packet)?;
-    let (protocol, l4_offset) = ip.upper_layer()?;
-    let end = ipv6::HEADER_LEN + usize::from(ip.payload_len());
-    let l4 = &packet[l4_offset..end];
-    let (src_port, dst_port) = ports(protocol, l4, IpFamily::V6)?;
-    Ok(Parsed {
+    let mut p = Parsed::default();
+    parse_ipv6_into(packet, packet.len(), &mut p)?;
+    Ok(p)
+}
+
+#[inline]
+fn parse_ipv6_into(head: &[u8], len: usize, out: &mut Parsed) -> Result<()> {
+    Bounds { declared: len, head: head.len() }.need(ipv6::HEADER_LEN)?;
+    let ip = Ipv6Packet::new_unchecked(head);
+    ip.check_len_in(len)?;
+    let declared = ipv6::HEADER_LEN + usize::from(ip.payload_len());
+    let bounds = Bounds { declared, head: head.len() };
+    let (protocol, l4_offset) = ipv6::upper_layer(head, ip.next_header(), bounds)?;
+    let (src_port, dst_port) = ports(protocol, head, l4_offset, bounds, IpFamily::V6)?;
+    *out = Parsed {
         family: IpFamily::V6,
         protocol,
         src: ip.src_addr(),
@@ -274,26 +321,41 @@ pub fn parse_ipv6(packet: &[u8]) -> Result<Parsed> {
         src_port,
         dst_port,
         l4_offset: l4_offset as u16,
-        l4_len: l4.len() as u16,
-    })
+        l4_len: (declared - l4_offset) as u16,
+    };
+    Ok(())
 }
 
+/// The ports of the TCP/UDP header at `at`, after checking it: its fixed
+/// part in the first buffer, its lengths within what the IP header gave it.
 #[inline]
-fn ports(protocol: u8, l4: &[u8], family: IpFamily) -> Result<(u16, u16)> {
+fn ports(protocol: u8, head: &[u8], at: usize, bounds: Bounds, family: IpFamily) -> Result<(u16, u16)> {
+    use l4::{tcp_field as tcp, udp_field as udp, TCP_MIN_HEADER_LEN, UDP_HEADER_LEN};
     match protocol {
         proto::TCP => {
-            let tcp = TcpPacket::new_checked(l4)?;
-            Ok((tcp.src_port(), tcp.dst_port()))
+            bounds.need(at + TCP_MIN_HEADER_LEN)?;
+            let data_offset = usize::from(head[at + tcp::DATA_OFFSET] >> 4) * 4;
+            if data_offset < TCP_MIN_HEADER_LEN {
+                return Err(Error::Malformed);
+            }
+            // (Options need not be in the first buffer: kp never reads them.)
+            if at + data_offset > bounds.declared {
+                return Err(Error::Truncated);
+            }
         }
         proto::UDP => {
-            let udp = UdpPacket::new_checked(l4)?;
-            if family == IpFamily::V6 && udp.checksum() == 0 {
+            bounds.need(at + UDP_HEADER_LEN)?;
+            let length = usize::from(be16(head, at + udp::LENGTH));
+            if length < UDP_HEADER_LEN || at + length > bounds.declared {
+                return Err(Error::Malformed);
+            }
+            if family == IpFamily::V6 && be16(head, at + udp::CHECKSUM) == 0 {
                 return Err(Error::ZeroUdpChecksumV6);
             }
-            Ok((udp.src_port(), udp.dst_port()))
         }
-        _ => Err(Error::UnsupportedProtocol),
+        _ => return Err(Error::UnsupportedProtocol),
     }
+    Ok((be16(head, at), be16(head, at + 2)))
 }
 
 #[cfg(test)]
@@ -301,15 +363,24 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The general parser (through the checked views), as the oracle for
-    /// the fast path.
+    /// The transport checks through the checked views (the oracle's own).
+    fn view_ports(protocol: u8, l4: &[u8]) -> Result<(u16, u16)> {
+        match protocol {
+            proto::TCP => TcpPacket::new_checked(l4).map(|t| (t.src_port(), t.dst_port())),
+            proto::UDP => UdpPacket::new_checked(l4).map(|u| (u.src_port(), u.dst_port())),
+            _ => Err(Error::UnsupportedProtocol),
+        }
+    }
+
+    /// The general parser through the checked views, as the oracle for the
+    /// fast path and for the chain-aware parser.
     fn slow_ipv4(packet: &[u8]) -> Result<Parsed> {
         let ip = Ipv4Packet::new_checked(packet)?;
         if ip.is_fragment() {
             return Err(Error::Fragment);
         }
         let l4 = ip.payload();
-        let (src_port, dst_port) = ports(ip.protocol(), l4, IpFamily::V4)?;
+        let (src_port, dst_port) = view_ports(ip.protocol(), l4)?;
         let mut p = Parsed { protocol: ip.protocol(), src_port, dst_port, ..Parsed::default() };
         p.src[..4].copy_from_slice(&ip.src_addr());
         p.dst[..4].copy_from_slice(&ip.dst_addr());
@@ -365,6 +436,49 @@ mod tests {
                 prop_assert_eq!(p.l4_offset, 20);
                 prop_assert_eq!((p.protocol, &p.src[..4], &p.dst[..4]), (f.protocol, &f.src()[..], &f.dst()[..]));
                 prop_assert_eq!((p.src_port, p.dst_port), (f.src_port(), f.dst_port()));
+            }
+        }
+
+        /// A packet seen only through a first buffer of `head` bytes (its
+        /// length the whole chain's) parses exactly as the whole packet,
+        /// unless its headers do not fit there: then it says so, and
+        /// nothing else.
+        #[test]
+        fn a_chain_parses_as_the_whole_packet(
+            payload in proptest::collection::vec(any::<u8>(), 0..200),
+            v6 in any::<bool>(),
+            tcp in any::<bool>(),
+            head in 0usize..120,
+            lie in proptest::option::of((0usize..64, any::<u8>())),
+        ) {
+            let (family, src, dst): (IpFamily, &[u8], &[u8]) = if v6 {
+                (IpFamily::V6, &[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], &[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2])
+            } else {
+                (IpFamily::V4, &[192, 0, 2, 1], &[192, 0, 2, 2])
+            };
+            let protocol = if tcp { proto::TCP } else { proto::UDP };
+            let mut pkt = build::emit(&build::Spec::new(family, protocol, src, dst, (1000, 80)).payload(&payload));
+            // Sometimes a header byte that lies.
+            if let Some((at, b)) = lie {
+                if at < pkt.len() {
+                    pkt[at] = b;
+                }
+            }
+            let whole = parse(&pkt);
+            let head = head.min(pkt.len());
+            let mut p = Parsed::default();
+            match parse_chain_into(&pkt[..head], pkt.len(), &mut p) {
+                Ok(()) => prop_assert_eq!(Ok(p), whole),
+                Err(Error::SplitHeaders) => {
+                    prop_assert!(head < pkt.len());
+                    // The whole packet's headers do reach beyond the head
+                    // (or it is bad in a way only they show).
+                    let l4_min = if tcp { 20 } else { 8 };
+                    if let Ok(w) = whole {
+                        prop_assert!(usize::from(w.l4_offset) + l4_min > head);
+                    }
+                }
+                Err(e) => prop_assert_eq!(Err(e), whole),
             }
         }
     }

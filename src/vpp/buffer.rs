@@ -103,6 +103,30 @@ impl<'a> BufferRef<'a> {
         Some(usize::from(h.current_length) + rest)
     }
 
+    /// The packet's length over its chain, walking the chain when VPP has
+    /// not recorded the total (`None` for a chain longer than any VPP
+    /// makes: 256 buffers, 512 KiB of 2 KiB buffers).
+    ///
+    /// # Safety
+    /// `vm` is the calling thread's vlib_main_t (the chain's buffers are
+    /// this packet's, owned with it).
+    #[inline]
+    pub unsafe fn chain_length_in(&self, vm: *mut sys::vlib_main_t) -> Option<usize> {
+        if let Some(n) = self.chain_length() {
+            return Some(n);
+        }
+        let mut total = usize::from(self.header().current_length);
+        let mut next = self.next_buffer();
+        for _ in 0..256 {
+            let Some(index) = next else { return Some(total) };
+            // SAFETY: a buffer of this packet's chain, read only.
+            let b = unsafe { BufferRef::from_raw(BufferRef::pointer(vm, index)) };
+            total += usize::from(b.header().current_length);
+            next = b.next_buffer();
+        }
+        None
+    }
+
     /// `vnet_buffer(b)->oflags`: checksum and segmentation offloads.
     #[inline(always)]
     pub fn offload_flags(&self) -> u8 {

@@ -27,6 +27,7 @@ enum Error {
     Translated,
     Untracked,
     Truncated,
+    SplitHeaders,
     Malformed,
     Fragment,
     Protocol,
@@ -37,7 +38,7 @@ enum Error {
     NatFailed,
 }
 
-struct ErrorDescs([sys::vlib_error_desc_t; 11]);
+struct ErrorDescs([sys::vlib_error_desc_t; 12]);
 // SAFETY: immutable records pointing at static strings.
 unsafe impl Sync for ErrorDescs {}
 
@@ -55,6 +56,7 @@ static ERRORS: ErrorDescs = ErrorDescs([
     desc(c"translated", c"packets translated to a pod", INFO),
     desc(c"untracked", c"forwarded without a flow entry (bucket full)", INFO),
     desc(c"truncated", c"truncated packet", ERROR),
+    desc(c"split-headers", c"headers not in the first buffer", ERROR),
     desc(c"malformed", c"malformed IP or transport header", ERROR),
     desc(c"fragment", c"IP fragment (not translated)", ERROR),
     desc(c"protocol", c"not TCP or UDP", ERROR),
@@ -68,6 +70,7 @@ static ERRORS: ErrorDescs = ErrorDescs([
 fn error_of(reason: DropReason) -> Error {
     match reason {
         DropReason::Packet(packet::Error::Truncated) => Error::Truncated,
+        DropReason::Packet(packet::Error::SplitHeaders) => Error::SplitHeaders,
         DropReason::Packet(packet::Error::Malformed) => Error::Malformed,
         DropReason::Packet(packet::Error::Fragment) => Error::Fragment,
         DropReason::Packet(packet::Error::UnsupportedProtocol) => Error::Protocol,
@@ -162,6 +165,7 @@ unsafe extern "C" fn format_kp_trace(s: *mut u8, args: *mut sys::va_list) -> *mu
 /// NodePort nodes) rather than captured by a VIP prefix's FIB entry; `V6`
 /// for the node's family (which of a pod's tracked next hops it uses).
 struct FrameBatch<'a, const NODEPORT: bool, const V6: bool> {
+    vm: *mut sys::vlib_main_t,
     bufs: &'a [*mut sys::vlib_buffer_t],
     nexts: &'a mut [u16; MAX_BATCH],
     /// The pods' tracked next hops.
@@ -191,7 +195,7 @@ impl<'a, const NODEPORT: bool, const V6: bool> FrameBatch<'a, NODEPORT, V6> {
                 *b = BufferRef::pointer(vm, *from.add(i));
             }
             let hops = super::route::NextHops::get();
-            (FrameBatch { bufs: &bufs[..n], nexts, hops, n }, from)
+            (FrameBatch { vm, bufs: &bufs[..n], nexts, hops, n }, from)
         }
     }
 
@@ -320,6 +324,16 @@ impl<const NODEPORT: bool, const V6: bool> Batch for FrameBatch<'_, NODEPORT, V6
         // the batch mutably, so no other view of the buffer exists while
         // it lives.
         unsafe { BufferRef::from_raw(self.bufs[i]) }.into_data()
+    }
+
+    #[inline(always)]
+    fn chain_len(&self, i: usize) -> Option<usize> {
+        let b = self.buffer(i);
+        b.next_buffer()?;
+        // SAFETY: this node call's own `vm` (`from_frame`). A chain that
+        // will not add up is given its first buffer's length: its headers
+        // then look truncated, and it is dropped as such.
+        unsafe { b.chain_length_in(self.vm) }
     }
 
     #[inline(always)]
@@ -666,7 +680,7 @@ const fn node_reg(
             vector_size: 4,
             aux_size: 0,
             scalar_size: 0,
-            n_errors: 11,
+            n_errors: ERRORS.0.len() as u16,
             n_next_nodes: 2,
             next_registration: core::ptr::null_mut(),
         },
