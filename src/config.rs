@@ -370,7 +370,9 @@ impl Config {
         }
         if spec.node_port != 0 {
             for v in self.vips.values() {
-                if v.node_port == spec.node_port && v.key.protocol.overlaps(k.protocol) {
+                // Per family: a dual-stack Service's two VIPs share one.
+                let same_family = v.key.prefix.family() == k.prefix.family();
+                if v.node_port == spec.node_port && same_family && v.key.protocol.overlaps(k.protocol) {
                     return Err(ConfigError::NodePortClash { node_port: spec.node_port, other: v.key });
                 }
             }
@@ -569,6 +571,13 @@ mod tests {
         );
         s2.node_port = 30081;
         c.add_vip(&s2).unwrap();
+        // The IPv6 VIP of a dual-stack Service takes the same node port.
+        let mut s6 = spec("2001:db8::10/128", 80);
+        s6.node_port = 30080;
+        c.add_vip(&s6).unwrap();
+        let mut s6b = spec("2001:db8::11/128", 80);
+        s6b.node_port = 30080;
+        assert!(c.add_vip(&s6b).is_err());
     }
 
     #[test]

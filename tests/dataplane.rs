@@ -185,6 +185,27 @@ fn nodeport_reaches_the_same_pods() {
     assert_eq!(v, Verdict::Drop(DropReason::NoVip));
 }
 
+/// A dual-stack Service: its IPv4 and IPv6 VIPs share one node port, and
+/// NodePort traffic of each family reaches that family's pods.
+#[test]
+fn dual_stack_nodeport_goes_to_each_familys_pods() {
+    let mut c = Controller::new(1);
+    c.add_vip(&vip("10.96.0.10/32", Protocol::Tcp, 80, 8080, 30080)).unwrap();
+    c.add_vip(&vip("2001:db8::10/128", Protocol::Tcp, 80, 8080, 30080)).unwrap();
+    c.add_pods(&all_ports("10.96.0.10/32"), &[(ip("10.1.0.1"), 1)]).unwrap();
+    c.add_pods(&all_ports("2001:db8::10/128"), &[(ip("fd00::1"), 1)]).unwrap();
+    let mut w = c.worker(0).unwrap();
+    let (v, _) =
+        run(&mut w, v4(proto::TCP, [1, 2, 3, 4], 999, [192, 168, 1, 1], 30080), Capture::NodePort, 1);
+    assert_eq!(pod_of(&c, v), ip("10.1.0.1"));
+    let node6: [u8; 16] = ip("2001:db8:1::1").to_string().parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let client6: [u8; 16] = "2001:db8:2::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let pkt = emit(&Spec::new(IpFamily::V6, proto::TCP, &client6, &node6, (999, 30080)).payload(b"x"));
+    let (v, out) = run(&mut w, pkt, Capture::NodePort, 1);
+    assert_eq!(pod_of(&c, v), ip("fd00::1"));
+    assert_eq!(verify(&out), Ok(()));
+}
+
 #[test]
 fn pod_removal_keeps_flows_flush_ends_them_and_gc_frees() {
     let (mut c, mut w, cap) = setup();

@@ -358,7 +358,7 @@ impl Controller {
             });
             prefixes[self.prefix_index[&key.prefix] as usize].push((key.protocol, key.port, idx));
             if v.node_port != 0 {
-                node_ports.push((v.node_port, key.protocol, idx));
+                node_ports.push((v.node_port, key.prefix.family(), key.protocol, idx));
             }
         }
         node_ports.sort_unstable();

@@ -114,14 +114,15 @@ pub struct Dataplane {
     /// By capture prefix index: the VIPs (protocol, port, VIP index) that
     /// share the prefix. Few per prefix, so a scan is fastest.
     pub prefixes: Vec<Vec<(Protocol, u16, u32)>>,
-    /// Sorted (node_port, protocol, VIP index) for NodePort traffic.
-    pub node_ports: Vec<(u16, Protocol, u32)>,
+    /// Sorted (node_port, VIP family, protocol, VIP index) for NodePort
+    /// traffic (a dual-stack Service has one node port for both families).
+    pub node_ports: Vec<(u16, IpFamily, Protocol, u32)>,
 }
 
 impl Dataplane {
     /// The VIP serving a packet, given how it was captured.
     #[inline]
-    pub fn classify(&self, capture: Capture, protocol: u8, dst_port: u16) -> Option<u32> {
+    pub fn classify(&self, capture: Capture, family: IpFamily, protocol: u8, dst_port: u16) -> Option<u32> {
         match capture {
             Capture::Prefix(i) => self
                 .prefixes
@@ -130,12 +131,12 @@ impl Dataplane {
                 .find(|(proto, port, _)| *port == dst_port && proto.serves(protocol))
                 .map(|&(_, _, v)| v),
             Capture::NodePort => {
-                let start = self.node_ports.partition_point(|&(p, _, _)| p < dst_port);
+                let start = self.node_ports.partition_point(|&(p, _, _, _)| p < dst_port);
                 self.node_ports[start..]
                     .iter()
-                    .take_while(|&&(p, _, _)| p == dst_port)
-                    .find(|(_, proto, _)| proto.serves(protocol))
-                    .map(|&(_, _, v)| v)
+                    .take_while(|&&(p, _, _, _)| p == dst_port)
+                    .find(|&&(_, f, proto, _)| f == family && proto.serves(protocol))
+                    .map(|&(_, _, _, v)| v)
             }
         }
     }

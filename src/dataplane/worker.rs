@@ -6,7 +6,7 @@ use super::{Batch, Capture, Dataplane, DropReason, FlowOutcome, ReplyVerdict, Ve
 use crate::config::FlowConf;
 use crate::flowtable::{FlowKey, FlowTable, Hit, OutOfMemory};
 use crate::nat::{self, Endpoint, Rewrite};
-use crate::packet::{self, Parsed};
+use crate::packet::{self, IpFamily, Parsed};
 use crate::refcount::RefCounts;
 use crate::reverse::Original;
 use crate::snapshot::{Reader, SnapshotCell};
@@ -197,7 +197,9 @@ impl Worker {
                                 last_vip
                             } else {
                                 last_class = class;
-                                last_vip = dp.classify(capture, f.protocol, f.dst_port()).unwrap_or(NO_VIP);
+                                last_vip = dp
+                                    .classify(capture, IpFamily::V4, f.protocol, f.dst_port())
+                                    .unwrap_or(NO_VIP);
                                 last_vip
                             };
                             if v == NO_VIP {
@@ -216,7 +218,7 @@ impl Worker {
                                 verdicts[i] = Verdict::Drop(DropReason::Packet(e));
                                 break 'pass1 None;
                             }
-                            let Some(v) = dp.classify(capture, p.protocol, p.dst_port) else {
+                            let Some(v) = dp.classify(capture, p.family, p.protocol, p.dst_port) else {
                                 verdicts[i] = Verdict::Drop(DropReason::NoVip);
                                 break 'pass1 None;
                             };
