@@ -22,6 +22,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod flowtable;
+pub mod fragment;
 pub mod maglev;
 pub mod mem;
 pub mod nat;

@@ -243,6 +243,36 @@ fn rewrite_one<const DST: bool>(
     Ok(())
 }
 
+/// The address alone (the destination if `DST`, else the source), with
+/// IPv4's header checksum: for a fragment that is not its datagram's first
+/// (the ports and the transport checksum, which covers the whole datagram,
+/// are in the first one, translated with it).
+#[inline]
+pub fn rewrite_addr<const DST: bool>(
+    pkt: &mut [u8],
+    family: IpFamily,
+    addr: &[u8; 16],
+) -> Result<(), NatError> {
+    match family {
+        IpFamily::V4 => {
+            let at = if DST { ip4::DST } else { ip4::SRC };
+            let h = pkt.get_mut(..IP4_LEN).ok_or(NatError::Truncated)?;
+            let field: &mut [u8; 4] = (&mut h[at]).try_into().unwrap();
+            let new: &[u8; 4] = addr[..4].try_into().unwrap();
+            let d = checksum::delta_v4(field, new);
+            *field = *new;
+            let c = u16::from_be_bytes([h[ip4::CHECKSUM], h[ip4::CHECKSUM + 1]]);
+            set_be16(h, ip4::CHECKSUM, checksum::update(c, d));
+        }
+        IpFamily::V6 => {
+            let at = if DST { ip6::DST } else { ip6::SRC };
+            let field = pkt.get_mut(at).ok_or(NatError::Truncated)?;
+            field.copy_from_slice(addr);
+        }
+    }
+    Ok(())
+}
+
 /// Checks the transport header is where `parsed` says; returns the offset
 /// of its checksum field.
 #[inline(always)]

@@ -411,7 +411,7 @@ fn run_replies(w: &mut Worker, pkts: Vec<Vec<u8>>) -> (Vec<ReplyVerdict>, Vec<Ve
         b.push(p, Capture::Prefix(0));
     }
     let mut v = vec![ReplyVerdict::NotKp; b.len()];
-    w.process_replies(&mut b, &mut v);
+    w.process_replies(&mut b, 1, &mut v);
     (v, b.packets)
 }
 
@@ -758,7 +758,7 @@ fn chained_and_offloaded_packets_are_translated_both_ways() {
                 let mut b = VecBatch::default();
                 b.push_chained(&reply, head, partial, Capture::Prefix(0));
                 let mut rv = [ReplyVerdict::NotKp];
-                w.process_replies(&mut b, &mut rv);
+                w.process_replies(&mut b, 1, &mut rv);
                 assert!(matches!(rv[0], ReplyVerdict::Translated { .. }), "{rv:?}");
                 let mut back = b.packets[0].clone();
                 back.extend_from_slice(&reply[head..]);
@@ -783,4 +783,166 @@ fn chained_and_offloaded_packets_are_translated_both_ways() {
     b.push_chained(&whole[..whole.len() - 1], 128, false, cap);
     w.process(&mut b, 1, &mut v);
     assert_eq!(v[0], Verdict::Drop(DropReason::Packet(kp_plugin::packet::Error::Truncated)));
+}
+
+/// Splits an IP packet (no IPv4 options, no IPv6 extension headers) into
+/// fragments of at most `mtu` bytes, as a sending host does.
+fn fragments_of(pkt: &[u8], mtu: usize, id: u32) -> Vec<Vec<u8>> {
+    let v6 = pkt[0] >> 4 == 6;
+    let hlen = if v6 { 40 } else { 20 };
+    let payload = &pkt[hlen..];
+    let per = (mtu - hlen - if v6 { 8 } else { 0 }) / 8 * 8;
+    let mut out = Vec::new();
+    for (k, chunk) in payload.chunks(per).enumerate() {
+        let offset = k * per;
+        let more = offset + chunk.len() < payload.len();
+        let mut f = pkt[..hlen].to_vec();
+        if v6 {
+            let next = f[6];
+            f[6] = proto::FRAGMENT;
+            let word = ((offset as u16) & !7) | more as u16;
+            f.extend_from_slice(&[next, 0]);
+            f.extend_from_slice(&word.to_be_bytes());
+            f.extend_from_slice(&id.to_be_bytes());
+            f.extend_from_slice(chunk);
+            let plen = (f.len() - 40) as u16;
+            f[4..6].copy_from_slice(&plen.to_be_bytes());
+        } else {
+            f.extend_from_slice(chunk);
+            let total = f.len() as u16;
+            f[2..4].copy_from_slice(&total.to_be_bytes());
+            f[4..6].copy_from_slice(&(id as u16).to_be_bytes());
+            let word = (offset / 8) as u16 | if more { 0x2000 } else { 0 };
+            f[6..8].copy_from_slice(&word.to_be_bytes());
+            f[10..12].copy_from_slice(&[0, 0]);
+            let c = checksum::checksum(&f[..20]);
+            f[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        out.push(f);
+    }
+    out
+}
+
+/// Puts fragments back together (as the receiving host does).
+fn reassemble(frags: &[Vec<u8>]) -> Vec<u8> {
+    let v6 = frags[0][0] >> 4 == 6;
+    let mut head = frags[0][..if v6 { 40 } else { 20 }].to_vec();
+    let mut payload = Vec::new();
+    for f in frags {
+        let (at, body) = if v6 { (40 + 8, &f[48..]) } else { (20, &f[20..]) };
+        let _ = at;
+        payload.extend_from_slice(body);
+    }
+    if v6 {
+        head[6] = frags[0][40];
+        let plen = payload.len() as u16;
+        head[4..6].copy_from_slice(&plen.to_be_bytes());
+    } else {
+        let total = (20 + payload.len()) as u16;
+        head[2..4].copy_from_slice(&total.to_be_bytes());
+        head[6..8].copy_from_slice(&[0, 0]);
+        head[10..12].copy_from_slice(&[0, 0]);
+        let c = checksum::checksum(&head[..20]);
+        head[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    head.extend_from_slice(&payload);
+    head
+}
+
+/// A UDP datagram too big for the link reaches a pod in fragments, every
+/// one translated (the first by its ports, the others by their datagram's
+/// identity), and so does the pod's fragmented reply, back from the VIP.
+/// Both families; a fragment whose first fragment was never seen is a
+/// counted drop.
+#[test]
+fn fragmented_datagrams_are_translated_both_ways() {
+    let mut c = Controller::new(1);
+    c.add_vip(&vip("10.96.0.10/32", Protocol::Udp, 53, 5353, 0)).unwrap();
+    c.add_pods(&all_ports("10.96.0.10/32"), &[(ip("10.1.0.1"), 1), (ip("10.1.0.2"), 1)]).unwrap();
+    c.add_vip(&vip("2001:db8::10/128", Protocol::Udp, 53, 5353, 0)).unwrap();
+    c.add_pods(&all_ports("2001:db8::10/128"), &[(ip("fd00::1"), 1), (ip("fd00::2"), 1)]).unwrap();
+    let mut w = c.worker(0).unwrap();
+    let payload: Vec<u8> = (0..5000u32).map(|i| (i * 13) as u8).collect();
+    let v6c: [u8; 16] = "2001:db8:2::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let v6v: [u8; 16] = "2001:db8::10".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let cases: [(IpFamily, &[u8], &[u8], &str); 2] = [
+        (IpFamily::V4, &[192, 168, 0, 5], &[10, 96, 0, 10], "10.96.0.10/32"),
+        (IpFamily::V6, &v6c, &v6v, "2001:db8::10/128"),
+    ];
+    for (family, client, vip_addr, prefix) in cases {
+        let cap = Capture::Prefix(c.prefix_index(&prefix.parse().unwrap()).unwrap());
+        for sport in [40000u16, 40001, 40002] {
+            let whole = emit(&Spec::new(family, proto::UDP, client, vip_addr, (sport, 53)).payload(&payload));
+            let frags = fragments_of(&whole, 1500, u32::from(sport));
+            assert_eq!(frags.len(), 4);
+            let mut b = VecBatch::default();
+            for f in &frags {
+                b.push(f.clone(), cap);
+            }
+            let mut v = vec![Verdict::Drop(DropReason::NoVip); frags.len()];
+            w.process(&mut b, 1, &mut v);
+            let pods: Vec<u32> = v
+                .iter()
+                .map(|v| match v {
+                    Verdict::Forward { pod, .. } => *pod,
+                    other => panic!("{family:?}: {other:?}"),
+                })
+                .collect();
+            assert!(pods.iter().all(|&p| p == pods[0]), "one datagram, one pod: {pods:?}");
+            let out = reassemble(&b.packets);
+            assert_eq!(verify(&out), Ok(()));
+            // Every fragment carries the pod's address (and IPv4's header
+            // checksum is right in each).
+            let dst_at = if family == IpFamily::V4 { 16..20 } else { 24..40 };
+            for f in &b.packets {
+                assert_eq!(f[dst_at.clone()], out[dst_at.clone()]);
+                if family == IpFamily::V4 {
+                    assert_eq!(checksum::checksum(&f[..20]), 0, "IPv4 header checksum");
+                }
+            }
+            let p = parse(&out).unwrap();
+            let n = if family == IpFamily::V4 { 4 } else { 16 };
+            assert_eq!(p.dst_port, 5353);
+            assert_eq!(
+                if n == 4 {
+                    IpAddr::from([p.dst[0], p.dst[1], p.dst[2], p.dst[3]])
+                } else {
+                    IpAddr::from(p.dst)
+                },
+                pod_of(&c, v[0])
+            );
+            // The pod answers with a datagram as big, fragmented by its host.
+            let reply = emit(
+                &Spec::new(family, proto::UDP, &p.dst[..n], &p.src[..n], (5353, sport)).payload(&payload),
+            );
+            let rfrags = fragments_of(&reply, 1500, 7);
+            let mut b = VecBatch::default();
+            for f in &rfrags {
+                b.push(f.clone(), Capture::Prefix(0));
+            }
+            let mut rv = vec![ReplyVerdict::NotKp; rfrags.len()];
+            w.process_replies(&mut b, 1, &mut rv);
+            assert!(rv.iter().all(|v| matches!(v, ReplyVerdict::Translated { .. })), "{rv:?}");
+            let back = reassemble(&b.packets);
+            assert_eq!(verify(&back), Ok(()));
+            let src_at = if family == IpFamily::V4 { 12..16 } else { 8..24 };
+            for f in &b.packets {
+                assert_eq!(&f[src_at.clone()], vip_addr);
+            }
+            let r = parse(&back).unwrap();
+            assert_eq!((&r.src[..n], r.src_port), (vip_addr, 53));
+        }
+        // A datagram's later fragments without its first: counted drops.
+        let whole = emit(&Spec::new(family, proto::UDP, client, vip_addr, (41000, 53)).payload(&payload));
+        let frags = fragments_of(&whole, 1500, 999);
+        let (v, _) = run(&mut w, frags[2].clone(), cap, 1);
+        assert_eq!(v, Verdict::Drop(DropReason::Packet(kp_plugin::packet::Error::Fragment)));
+        // ... and the record of a datagram expires.
+        let (v, _) = run(&mut w, frags[0].clone(), cap, 10);
+        assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+        let (v, _) = run(&mut w, frags[1].clone(), cap, 10);
+        assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+        let (v, _) = run(&mut w, frags[3].clone(), cap, 10 + kp_plugin::fragment::TIMEOUT);
+        assert_eq!(v, Verdict::Drop(DropReason::Packet(kp_plugin::packet::Error::Fragment)));
+    }
 }

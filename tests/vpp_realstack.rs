@@ -331,15 +331,15 @@ fn run_mode(test: &str, mode: Mode, udp_sizes: &[usize]) {
 
 #[test]
 fn realstack_offloads_on() {
-    run_mode("realstack_offloads_on", Mode::Offloads, &[100, 1400]);
+    run_mode("realstack_offloads_on", Mode::Offloads, &[100, 1400, 4000]);
 }
 
 #[test]
 fn realstack_jumbo_frames() {
-    run_mode("realstack_jumbo_frames", Mode::Jumbo, &[100, 8000]);
+    run_mode("realstack_jumbo_frames", Mode::Jumbo, &[100, 8000, 30000]);
 }
 
 #[test]
 fn realstack_requests_and_replies_on_different_threads() {
-    run_mode("realstack_requests_and_replies_on_different_threads", Mode::Threads, &[100, 1400]);
+    run_mode("realstack_requests_and_replies_on_different_threads", Mode::Threads, &[100, 1400, 4000]);
 }

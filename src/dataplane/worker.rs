@@ -5,6 +5,7 @@
 use super::{Batch, Capture, Dataplane, DropReason, FlowOutcome, ReplyVerdict, Verdict, MAX_BATCH, NO_VIP};
 use crate::config::FlowConf;
 use crate::flowtable::{FlowKey, FlowTable, Hit, OutOfMemory};
+use crate::fragment::{FragKey, FragTarget, FragmentCache};
 use crate::nat::{self, Endpoint, Rewrite};
 use crate::packet::{self, IpFamily, Parsed};
 use crate::refcount::RefCounts;
@@ -46,6 +47,8 @@ struct Scratch {
     keys: [FlowKey; MAX_BATCH],
     hashes: [u64; MAX_BATCH],
     ids: [u128; MAX_BATCH],
+    /// The batch's IP fragments (packet numbers), handled after the rest.
+    fragments: [u16; MAX_BATCH],
 }
 
 /// How pass 1 parsed a packet.
@@ -69,6 +72,7 @@ pub struct Worker {
     refs: Arc<RefCounts>,
     scratch: Box<Scratch>,
     sweep_at: u32,
+    frags: FragmentCache,
 }
 
 impl Worker {
@@ -92,8 +96,10 @@ impl Worker {
                 keys: [FlowKey::default(); MAX_BATCH],
                 hashes: [0; MAX_BATCH],
                 ids: [0; MAX_BATCH],
+                fragments: [0; MAX_BATCH],
             }),
             sweep_at: 0,
+            frags: FragmentCache::new(),
         })
     }
 
@@ -147,7 +153,7 @@ impl Worker {
         let n = batch.len().min(MAX_BATCH);
         // One length check here spares one per packet below.
         let verdicts = &mut verdicts[..n];
-        let Worker { thread, flows, reader, cell, refs, scratch, sweep_at } = self;
+        let Worker { thread, flows, reader, cell, refs, scratch, sweep_at, frags } = self;
         let thread = *thread;
         let dp = reader.enter(cell);
 
@@ -176,8 +182,9 @@ impl Worker {
         // memory overlaps with work on other packets instead of stalling a
         // pass that does nothing else.
         let (mut last_class, mut last_vip) = (u64::MAX, NO_VIP);
-        // Packets left for pass 3.
+        // Packets left for pass 3, and fragments for after it.
         let mut pending = 0usize;
+        let mut n_fragments = 0usize;
         // Hashes of the packets whose buckets are prefetched next.
         let mut group = [0u64; PREFETCH_GROUP];
         for j in 0..n + PIPELINE {
@@ -214,9 +221,17 @@ impl Worker {
                             let p = &mut scratch.parsed[i];
                             // Not the fast lane's case; perhaps a chain.
                             let len = batch.chain_len(i).unwrap_or(0);
-                            if let Err(e) = packet::parse_chain_into(batch.packet(i), len, p) {
-                                verdicts[i] = Verdict::Drop(DropReason::Packet(e));
-                                break 'pass1 None;
+                            match packet::parse_chain_into(batch.packet(i), len, p) {
+                                Ok(()) => {}
+                                Err(packet::Error::Fragment) => {
+                                    scratch.fragments[n_fragments] = i as u16;
+                                    n_fragments += 1;
+                                    break 'pass1 None;
+                                }
+                                Err(e) => {
+                                    verdicts[i] = Verdict::Drop(DropReason::Packet(e));
+                                    break 'pass1 None;
+                                }
                             }
                             let Some(v) = dp.classify(capture, p.family, p.protocol, p.dst_port) else {
                                 verdicts[i] = Verdict::Drop(DropReason::NoVip);
@@ -287,7 +302,7 @@ impl Worker {
                 pending += 1;
             }
         }
-        if pending == 0 {
+        if pending == 0 && n_fragments == 0 {
             // Every packet was finished (or dropped) above: no pass 3
             // (returning here, rather than wrapping pass 3 in a branch,
             // keeps the pipeline's code tighter: 290 vs 294 instructions
@@ -315,6 +330,13 @@ impl Worker {
             let at = (scratch.hashes[i], scratch.ids[i]);
             verdicts[i] = ctx.general(batch, i, &scratch.parsed[i], v, &scratch.keys[i], at);
         }
+        // Fragments, in arrival order: a first fragment (it has the ports)
+        // takes the general path and decides where its datagram goes; the
+        // others follow it.
+        for &i in &scratch.fragments[..n_fragments] {
+            let i = usize::from(i);
+            verdicts[i] = ctx.fragment(batch, i, frags, &mut scratch.parsed[i], &mut scratch.vip[i]);
+        }
         *sweep_at = ctx.sweep(*sweep_at, SWEEP_PER_BATCH);
     }
 
@@ -335,17 +357,25 @@ impl Worker {
     /// flow (from any worker), sets its source back to what the client sent
     /// to. Anything else is left exactly as it was.
     #[allow(clippy::needless_range_loop)] // parallel per-packet arrays
-    pub fn process_replies<B: Batch>(&mut self, batch: &mut B, verdicts: &mut [ReplyVerdict]) {
+    pub fn process_replies<B: Batch>(&mut self, batch: &mut B, now: u32, verdicts: &mut [ReplyVerdict]) {
         let n = batch.len().min(MAX_BATCH);
         let dp = self.reader.enter(&self.cell);
         let scratch = &mut self.scratch;
+        let frags = &mut self.frags;
         for i in 0..n {
             scratch.vip[i] = NO_VIP;
             let p = &mut scratch.parsed[i];
             let len = batch.chain_len(i).unwrap_or(0);
-            if packet::parse_chain_into(batch.packet(i), len, p).is_err() {
-                verdicts[i] = ReplyVerdict::NotKp;
-                continue;
+            match packet::parse_chain_into(batch.packet(i), len, p) {
+                Ok(()) => {}
+                Err(packet::Error::Fragment) => {
+                    verdicts[i] = reply_fragment(batch, i, &dp, frags, now);
+                    continue;
+                }
+                Err(_) => {
+                    verdicts[i] = ReplyVerdict::NotKp;
+                    continue;
+                }
             }
             scratch.keys[i] = FlowKey::new(0, p);
             scratch.hashes[i] = scratch.keys[i].hash();
@@ -457,6 +487,66 @@ impl FlowCtx<'_> {
         }
     }
 
+    /// An IP fragment. The first (with the ports) goes the general way and
+    /// records where its datagram went; the others follow that record,
+    /// their destination address rewritten (their checksum is in the first
+    /// fragment). One whose first fragment was not seen is dropped.
+    #[cold]
+    fn fragment<B: Batch>(
+        &mut self,
+        batch: &mut B,
+        i: usize,
+        frags: &mut FragmentCache,
+        parsed: &mut Parsed,
+        vip_of: &mut u32,
+    ) -> Verdict {
+        let len = batch.chain_len(i).unwrap_or(0);
+        let f = match packet::parse_fragment(batch.packet(i), len) {
+            Ok(f) => f,
+            Err(e) => return Verdict::Drop(DropReason::Packet(e)),
+        };
+        *parsed = f.parsed;
+        let key = FragKey {
+            family: parsed.family,
+            protocol: parsed.protocol,
+            reply: false,
+            src: parsed.src,
+            dst: parsed.dst,
+            id: f.id,
+        };
+        if !f.first {
+            let dp = self.dp;
+            let verdict = match frags.lookup(&key, self.now) {
+                Some(t) if dp.pod_serves(t.pod) && dp.pods[t.pod as usize].vip == t.vip => {
+                    match nat::rewrite_addr::<true>(batch.packet(i), parsed.family, &t.addr) {
+                        Ok(()) => {
+                            batch.translated(i, t.pod);
+                            *vip_of = t.vip;
+                            Verdict::Forward { vip: t.vip, pod: t.pod, outcome: FlowOutcome::Hit }
+                        }
+                        Err(e) => Verdict::Drop(DropReason::Nat(e)),
+                    }
+                }
+                _ => Verdict::Drop(DropReason::Packet(packet::Error::Fragment)),
+            };
+            return verdict;
+        }
+        let Some(v) = self.dp.classify(batch.capture(i), parsed.family, parsed.protocol, parsed.dst_port)
+        else {
+            return Verdict::Drop(DropReason::NoVip);
+        };
+        *vip_of = v;
+        let flow = FlowKey::new(v, parsed);
+        let hash = flow.hash();
+        let verdict = self.general(batch, i, parsed, v, &flow, (hash, flow.compact(hash)));
+        if let Verdict::Forward { vip, pod, .. } = verdict {
+            let addr = self.dp.pods[pod as usize].endpoint.addr;
+            // (Full: the datagram's other fragments will be dropped.)
+            frags.insert(key, FragTarget { vip, pod, addr }, self.now);
+        }
+        verdict
+    }
+
     /// A flow entry went away: drop its pod reference and its reply state.
     #[inline(always)]
     fn forget(&self, entry: Option<(u32, FlowKey)>) {
@@ -475,6 +565,41 @@ impl FlowCtx<'_> {
             |p| !dp.pod_serves(p),
             |p, k| forget(Some((p, *k)), thread, refs, dp),
         )
+    }
+}
+
+/// A reply that is an IP fragment: the first (with the ports) is looked up
+/// and translated as any reply, and records its datagram; the others get
+/// the recorded source address.
+#[cold]
+fn reply_fragment<B: Batch>(
+    batch: &mut B,
+    i: usize,
+    dp: &Dataplane,
+    frags: &mut FragmentCache,
+    now: u32,
+) -> ReplyVerdict {
+    let len = batch.chain_len(i).unwrap_or(0);
+    let Ok(f) = packet::parse_fragment(batch.packet(i), len) else { return ReplyVerdict::NotKp };
+    let p = &f.parsed;
+    let key =
+        FragKey { family: p.family, protocol: p.protocol, reply: true, src: p.src, dst: p.dst, id: f.id };
+    if !f.first {
+        let Some(t) = frags.lookup(&key, now) else { return ReplyVerdict::NotKp };
+        return match nat::rewrite_addr::<false>(batch.packet(i), p.family, &t.addr) {
+            Ok(()) => ReplyVerdict::Translated { vip: t.vip },
+            Err(_) => ReplyVerdict::NotKp,
+        };
+    }
+    let Some(o) = dp.reverse.lookup(&FlowKey::new(0, p)) else { return ReplyVerdict::NotKp };
+    let from = Endpoint { family: p.family, addr: o.addr, port: o.port };
+    let l4 = batch.l4_checksum(i);
+    match nat::rewrite_src(batch.packet(i), p, &from, l4) {
+        Ok(()) => {
+            frags.insert(key, FragTarget { vip: o.vip, pod: 0, addr: o.addr }, now);
+            ReplyVerdict::Translated { vip: o.vip }
+        }
+        Err(_) => ReplyVerdict::NotKp,
     }
 }
 

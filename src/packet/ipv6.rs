@@ -100,8 +100,29 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
 /// [`Ipv6Packet::upper_layer`] over a packet's first buffer `head`, whose
 /// extension headers must lie there.
 pub(crate) fn upper_layer(head: &[u8], first: u8, bounds: Bounds) -> Result<(u8, usize)> {
+    match walk(head, first, bounds)? {
+        Walk { fragment: Some(_), .. } => Err(Error::Fragment),
+        Walk { protocol, at, .. } => Ok((protocol, at)),
+    }
+}
+
+/// Where an IPv6 packet's extension headers lead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Walk {
+    /// The upper-layer protocol, and where its header starts.
+    pub protocol: u8,
+    pub at: usize,
+    /// The fragment header's offset, if there is one. In a fragment that
+    /// is not the first, the walk stops after it (what follows is data).
+    pub fragment: Option<usize>,
+}
+
+/// Walks hop-by-hop, routing, destination-options and fragment headers
+/// (at most [`MAX_EXTENSION_HEADERS`]; a longer chain is malformed).
+pub(crate) fn walk(head: &[u8], first: u8, bounds: Bounds) -> Result<Walk> {
     let mut next = first;
     let mut at = HEADER_LEN;
+    let mut fragment = None;
     for _ in 0..MAX_EXTENSION_HEADERS {
         match next {
             proto::HOP_BY_HOP | proto::ROUTING | proto::DEST_OPTS => {
@@ -112,12 +133,27 @@ pub(crate) fn upper_layer(head: &[u8], first: u8, bounds: Bounds) -> Result<(u8,
                     return Err(Error::Truncated);
                 }
             }
-            proto::FRAGMENT => return Err(Error::Fragment),
-            _ => return Ok((next, at)),
+            proto::FRAGMENT if fragment.is_none() => {
+                bounds.need(at + FRAGMENT_HEADER_LEN)?;
+                fragment = Some(at);
+                next = head[at];
+                let offset = be16(head, at + 2) & !7;
+                at += FRAGMENT_HEADER_LEN;
+                if offset != 0 {
+                    return Ok(Walk { protocol: next, at, fragment });
+                }
+            }
+            // A second fragment header is malformed (RFC 8200 §4.1: at
+            // most once).
+            proto::FRAGMENT => return Err(Error::Malformed),
+            _ => return Ok(Walk { protocol: next, at, fragment }),
         }
     }
     Err(Error::Malformed)
 }
+
+/// Length of the IPv6 fragment header.
+pub const FRAGMENT_HEADER_LEN: usize = 8;
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
     pub fn set_src_addr(&mut self, a: [u8; 16]) {

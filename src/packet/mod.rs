@@ -44,8 +44,9 @@ pub enum Error {
     Truncated,
     /// A length or version field contradicts the packet.
     Malformed,
-    /// An IP fragment: ports are not in every fragment, so kp cannot
-    /// translate it (VPP's reassembly feature can sit in front).
+    /// An IP fragment: ports are not in every fragment, so the parser
+    /// leaves it to [`parse_fragment`] and the fragment cache. As a drop
+    /// reason: a fragment whose first fragment was not seen (lately).
     Fragment,
     /// The headers kp reads do not all lie in the packet's first buffer.
     SplitHeaders,
@@ -324,6 +325,107 @@ fn parse_ipv6_into(head: &[u8], len: usize, out: &mut Parsed) -> Result<()> {
         l4_len: (declared - l4_offset) as u16,
     };
     Ok(())
+}
+
+/// An IP fragment, as far as kp can know it from the fragment alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fragment {
+    /// Addresses and protocol; for the first fragment also the ports and
+    /// transport offset (its `l4_len` is this fragment's share). For the
+    /// others ports are 0 and `l4_offset` is where their data starts.
+    pub parsed: Parsed,
+    /// The datagram's identification (16 bits in IPv4, 32 in IPv6).
+    pub id: u32,
+    /// Whether this is the first fragment (offset 0), which carries the
+    /// transport header.
+    pub first: bool,
+}
+
+/// Parses a packet [`parse_chain_into`] reported as [`Error::Fragment`]:
+/// what identifies its datagram, and its ports if it is the first
+/// fragment (whose transport header must then be whole in it).
+pub fn parse_fragment(head: &[u8], len: usize) -> Result<Fragment> {
+    let len = len.max(head.len());
+    let mut p = Parsed::default();
+    let (id, first, declared) = match head.first().map(|b| b >> 4) {
+        Some(4) => {
+            Bounds { declared: len, head: head.len() }.need(ipv4::MIN_HEADER_LEN)?;
+            let ip = Ipv4Packet::new_unchecked(head);
+            ip.check_len_in(len)?;
+            let total = usize::from(ip.total_len());
+            let hlen = ip.header_len();
+            Bounds { declared: total, head: head.len() }.need(hlen)?;
+            if !ip.is_fragment() {
+                return Err(Error::Malformed);
+            }
+            p.family = IpFamily::V4;
+            p.protocol = ip.protocol();
+            p.src[..4].copy_from_slice(&ip.src_addr());
+            p.dst[..4].copy_from_slice(&ip.dst_addr());
+            p.l4_offset = hlen as u16;
+            let first = be16(head, ipv4::field::FLAGS_FRAG) & 0x1fff == 0;
+            (u32::from(be16(head, ipv4::field::IDENT)), first, total)
+        }
+        Some(6) => {
+            Bounds { declared: len, head: head.len() }.need(ipv6::HEADER_LEN)?;
+            let ip = Ipv6Packet::new_unchecked(head);
+            ip.check_len_in(len)?;
+            let declared = ipv6::HEADER_LEN + usize::from(ip.payload_len());
+            let bounds = Bounds { declared, head: head.len() };
+            let w = ipv6::walk(head, ip.next_header(), bounds)?;
+            let Some(at) = w.fragment else { return Err(Error::Malformed) };
+            p.family = IpFamily::V6;
+            p.protocol = w.protocol;
+            p.src = ip.src_addr();
+            p.dst = ip.dst_addr();
+            p.l4_offset = w.at as u16;
+            let first = be16(head, at + 2) & !7 == 0;
+            let id = u32::from_be_bytes([head[at + 4], head[at + 5], head[at + 6], head[at + 7]]);
+            (id, first, declared)
+        }
+        Some(_) => return Err(Error::Malformed),
+        None => return Err(Error::Truncated),
+    };
+    let at = usize::from(p.l4_offset);
+    p.l4_len = (declared - at) as u16;
+    if first {
+        // The transport header must be whole in the first fragment (RFC
+        // 8200 §4.5; RFC 1858 for IPv4's tiny fragments).
+        let bounds = Bounds { declared, head: head.len() };
+        (p.src_port, p.dst_port) = first_fragment_ports(p.protocol, head, at, bounds, p.family)?;
+    }
+    Ok(Fragment { parsed: p, id, first })
+}
+
+/// [`ports`] for a first fragment: the transport header is checked, but
+/// not its lengths against this fragment (they are the datagram's).
+fn first_fragment_ports(
+    protocol: u8,
+    head: &[u8],
+    at: usize,
+    bounds: Bounds,
+    family: IpFamily,
+) -> Result<(u16, u16)> {
+    use l4::{tcp_field as tcp, udp_field as udp, TCP_MIN_HEADER_LEN, UDP_HEADER_LEN};
+    match protocol {
+        proto::TCP => {
+            bounds.need(at + TCP_MIN_HEADER_LEN)?;
+            if usize::from(head[at + tcp::DATA_OFFSET] >> 4) * 4 < TCP_MIN_HEADER_LEN {
+                return Err(Error::Malformed);
+            }
+        }
+        proto::UDP => {
+            bounds.need(at + UDP_HEADER_LEN)?;
+            if usize::from(be16(head, at + udp::LENGTH)) < UDP_HEADER_LEN {
+                return Err(Error::Malformed);
+            }
+            if family == IpFamily::V6 && be16(head, at + udp::CHECKSUM) == 0 {
+                return Err(Error::ZeroUdpChecksumV6);
+            }
+        }
+        _ => return Err(Error::UnsupportedProtocol),
+    }
+    Ok((be16(head, at), be16(head, at + 2)))
 }
 
 /// The ports of the TCP/UDP header at `at`, after checking it: its fixed

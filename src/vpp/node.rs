@@ -58,7 +58,7 @@ static ERRORS: ErrorDescs = ErrorDescs([
     desc(c"truncated", c"truncated packet", ERROR),
     desc(c"split-headers", c"headers not in the first buffer", ERROR),
     desc(c"malformed", c"malformed IP or transport header", ERROR),
-    desc(c"fragment", c"IP fragment (not translated)", ERROR),
+    desc(c"fragment", c"IP fragment whose first fragment was not seen", ERROR),
     desc(c"protocol", c"not TCP or UDP", ERROR),
     desc(c"udp6-zero-checksum", c"IPv6 UDP with zero checksum", ERROR),
     desc(c"no-vip", c"no VIP for this protocol and port", ERROR),
@@ -604,7 +604,7 @@ unsafe extern "C" fn kp_in2out_node(
         let (mut batch, from) = FrameBatch::<false, false>::from_frame(vm, frame, bufs, nexts);
         let n = batch.n;
         batch.feature_nexts();
-        worker.process_replies(&mut batch, verdicts);
+        worker.process_replies(&mut batch, super::time::ticks(vm), verdicts);
         let errors = (*node).errors;
         let mut translated = 0u64;
         let tracing = node_traces(node);
