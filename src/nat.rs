@@ -14,6 +14,7 @@ use crate::packet::ipv6::field as ip6;
 use crate::packet::l4::{
     tcp_field as tcp, udp_field as udp, TCP_MIN_HEADER_LEN as TCP_LEN, UDP_HEADER_LEN as UDP_LEN,
 };
+use crate::packet::icmp_error::IcmpError;
 use crate::packet::{checksum, proto, set_be16, IpFamily, Parsed};
 use core::fmt;
 
@@ -269,6 +270,81 @@ pub fn rewrite_addr<const DST: bool>(
             let field = pkt.get_mut(at).ok_or(NatError::Truncated)?;
             field.copy_from_slice(addr);
         }
+    }
+    Ok(())
+}
+
+/// What to change in an ICMP error: its outer addresses, and the source or
+/// destination of the packet it carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IcmpRewrite {
+    pub outer_src: Option<[u8; 16]>,
+    pub outer_dst: Option<[u8; 16]>,
+    pub inner_src: Option<Endpoint>,
+    pub inner_dst: Option<Endpoint>,
+}
+
+/// Translates an ICMP error (see [`crate::packet::icmp_error`]): the
+/// embedded packet's endpoints with its checksums (its IPv4 header's in
+/// full, its transport checksum incrementally, where the error still
+/// carries it), the outer addresses, and the outer IPv4 header and ICMP
+/// checksums computed afresh (an error is small, and is all in `pkt`).
+pub fn translate_icmp_error(pkt: &mut [u8], e: &IcmpError, rw: &IcmpRewrite) -> Result<(), NatError> {
+    if pkt.len() < e.end {
+        return Err(NatError::Truncated);
+    }
+    let v4 = e.family == IpFamily::V4;
+    let n = if v4 { 4 } else { 16 };
+    let (src_at, dst_at) = if v4 { (12, 16) } else { (8, 24) };
+    let mut delta = 0u64;
+    for (ep, addr_at, port_at) in [(rw.inner_src, src_at, 0), (rw.inner_dst, dst_at, 2)] {
+        let Some(ep) = ep else { continue };
+        if ep.family != e.family {
+            return Err(NatError::FamilyMismatch);
+        }
+        let at = e.inner_at + addr_at;
+        delta += checksum::delta(&pkt[at..at + n], &ep.addr[..n]);
+        pkt[at..at + n].copy_from_slice(&ep.addr[..n]);
+        let at = e.inner_l4_at + port_at;
+        delta += checksum::delta16(u16::from_be_bytes([pkt[at], pkt[at + 1]]), ep.port);
+        set_be16(pkt, at, ep.port);
+    }
+    // The embedded transport checksum, if the error carries it.
+    let csum_at = e.inner_l4_at + if e.protocol == proto::TCP { tcp::CHECKSUM } else { udp::CHECKSUM };
+    if csum_at + 2 <= e.end {
+        let stored = u16::from_be_bytes([pkt[csum_at], pkt[csum_at + 1]]);
+        if !(e.protocol == proto::UDP && stored == 0) {
+            set_be16(pkt, csum_at, checksum::update(stored, delta));
+        }
+    }
+    if v4 {
+        let hlen = usize::from(pkt[e.inner_at] & 0x0f) * 4;
+        let h = e.inner_at..e.inner_at + hlen;
+        set_be16(pkt, e.inner_at + ip4::CHECKSUM, 0);
+        let c = checksum::checksum(&pkt[h]);
+        set_be16(pkt, e.inner_at + ip4::CHECKSUM, c);
+    }
+    if let Some(a) = rw.outer_src {
+        pkt[src_at..src_at + n].copy_from_slice(&a[..n]);
+    }
+    if let Some(a) = rw.outer_dst {
+        pkt[dst_at..dst_at + n].copy_from_slice(&a[..n]);
+    }
+    let icmp = e.icmp_at..e.end;
+    set_be16(pkt, e.icmp_at + 2, 0);
+    if v4 {
+        let hlen = usize::from(pkt[0] & 0x0f) * 4;
+        set_be16(pkt, ip4::CHECKSUM, 0);
+        let c = checksum::checksum(&pkt[..hlen]);
+        set_be16(pkt, ip4::CHECKSUM, c);
+        let c = checksum::checksum(&pkt[icmp]);
+        set_be16(pkt, e.icmp_at + 2, c);
+    } else {
+        let src: [u8; 16] = pkt[ip6::SRC].try_into().unwrap();
+        let dst: [u8; 16] = pkt[ip6::DST].try_into().unwrap();
+        let len = (e.end - e.icmp_at) as u32;
+        let sum = checksum::pseudo_header_v6(&src, &dst, proto::ICMPV6, len) + checksum::sum(&pkt[icmp]);
+        set_be16(pkt, e.icmp_at + 2, !checksum::fold(sum));
     }
     Ok(())
 }

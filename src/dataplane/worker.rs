@@ -47,8 +47,9 @@ struct Scratch {
     keys: [FlowKey; MAX_BATCH],
     hashes: [u64; MAX_BATCH],
     ids: [u128; MAX_BATCH],
-    /// The batch's IP fragments (packet numbers), handled after the rest.
-    fragments: [u16; MAX_BATCH],
+    /// The batch's IP fragments and ICMP messages (packet numbers),
+    /// handled after the rest.
+    deferred: [u16; MAX_BATCH],
 }
 
 /// How pass 1 parsed a packet.
@@ -61,6 +62,9 @@ enum Lane {
     General,
     /// Translated in pass 2.
     Done,
+    /// Handled after pass 3: an IP fragment, or perhaps an ICMP error.
+    Fragment,
+    Icmp,
 }
 
 /// One data-plane thread: its flow table, snapshot reader and scratch.
@@ -96,7 +100,7 @@ impl Worker {
                 keys: [FlowKey::default(); MAX_BATCH],
                 hashes: [0; MAX_BATCH],
                 ids: [0; MAX_BATCH],
-                fragments: [0; MAX_BATCH],
+                deferred: [0; MAX_BATCH],
             }),
             sweep_at: 0,
             frags: FragmentCache::new(),
@@ -128,6 +132,9 @@ impl Worker {
             // Fast-lane keys were never built; the id is the 5-tuple.
             Lane::FastV4 | Lane::Done => FlowKey::from_compact(self.scratch.ids[i]),
             Lane::General => self.scratch.keys[i],
+            Lane::Fragment => FlowKey::new(0, &self.scratch.parsed[i]),
+            // (An ICMP error's destination is its outer one.)
+            Lane::Icmp => return None,
         };
         let (dst, port) = k.original_dst();
         Some((k.family(), dst, port))
@@ -184,7 +191,7 @@ impl Worker {
         let (mut last_class, mut last_vip) = (u64::MAX, NO_VIP);
         // Packets left for pass 3, and fragments for after it.
         let mut pending = 0usize;
-        let mut n_fragments = 0usize;
+        let mut n_deferred = 0usize;
         // Hashes of the packets whose buckets are prefetched next.
         let mut group = [0u64; PREFETCH_GROUP];
         for j in 0..n + PIPELINE {
@@ -223,9 +230,12 @@ impl Worker {
                             let len = batch.chain_len(i).unwrap_or(0);
                             match packet::parse_chain_into(batch.packet(i), len, p) {
                                 Ok(()) => {}
-                                Err(packet::Error::Fragment) => {
-                                    scratch.fragments[n_fragments] = i as u16;
-                                    n_fragments += 1;
+                                Err(e @ (packet::Error::Fragment | packet::Error::UnsupportedProtocol)) => {
+                                    scratch.lane[i] =
+                                        if e == packet::Error::Fragment { Lane::Fragment } else { Lane::Icmp };
+                                    verdicts[i] = Verdict::Drop(DropReason::Packet(e));
+                                    scratch.deferred[n_deferred] = i as u16;
+                                    n_deferred += 1;
                                     break 'pass1 None;
                                 }
                                 Err(e) => {
@@ -302,7 +312,7 @@ impl Worker {
                 pending += 1;
             }
         }
-        if pending == 0 && n_fragments == 0 {
+        if pending == 0 && n_deferred == 0 {
             // Every packet was finished (or dropped) above: no pass 3
             // (returning here, rather than wrapping pass 3 in a branch,
             // keeps the pipeline's code tighter: 290 vs 294 instructions
@@ -332,10 +342,14 @@ impl Worker {
         }
         // Fragments, in arrival order: a first fragment (it has the ports)
         // takes the general path and decides where its datagram goes; the
-        // others follow it.
-        for &i in &scratch.fragments[..n_fragments] {
+        // others follow it. ICMP errors about a flow go to its pod.
+        for &i in &scratch.deferred[..n_deferred] {
             let i = usize::from(i);
-            verdicts[i] = ctx.fragment(batch, i, frags, &mut scratch.parsed[i], &mut scratch.vip[i]);
+            verdicts[i] = if scratch.lane[i] == Lane::Fragment {
+                ctx.fragment(batch, i, frags, &mut scratch.parsed[i], &mut scratch.vip[i])
+            } else {
+                ctx.icmp_error(batch, i, &mut scratch.vip[i]).unwrap_or(verdicts[i])
+            };
         }
         *sweep_at = ctx.sweep(*sweep_at, SWEEP_PER_BATCH);
     }
@@ -370,6 +384,10 @@ impl Worker {
                 Ok(()) => {}
                 Err(packet::Error::Fragment) => {
                     verdicts[i] = reply_fragment(batch, i, &dp, frags, now);
+                    continue;
+                }
+                Err(packet::Error::UnsupportedProtocol) => {
+                    verdicts[i] = reply_icmp_error(batch, i, &dp);
                     continue;
                 }
                 Err(_) => {
@@ -547,6 +565,53 @@ impl FlowCtx<'_> {
         verdict
     }
 
+    /// An ICMP error to a VIP (or a NodePort address) about a packet the
+    /// Service sent a client (a reply: VIP:port -> client): it goes to the
+    /// flow's pod, as if the pod's own packet had caused it. The pod is the
+    /// one in this thread's flow table, or else the one Maglev gives the
+    /// flow, if the reply table confirms that the flow is the pod's. `None`:
+    /// not such an error (the packet's first verdict stands).
+    #[cold]
+    fn icmp_error<B: Batch>(&mut self, batch: &mut B, i: usize, vip_of: &mut u32) -> Option<Verdict> {
+        let len = batch.chain_len(i).unwrap_or(0);
+        let e = packet::icmp_error::parse(batch.packet(i), len).ok()?;
+        let dp = self.dp;
+        let v = dp.classify(batch.capture(i), e.family, e.protocol, e.inner_src_port)?;
+        *vip_of = v;
+        // The flow's own direction: client -> VIP.
+        let forward = Parsed {
+            family: e.family,
+            protocol: e.protocol,
+            src: e.inner_dst,
+            dst: e.inner_src,
+            src_port: e.inner_dst_port,
+            dst_port: e.inner_src_port,
+            l4_offset: 0,
+            l4_len: 0,
+        };
+        let key = FlowKey::new(v, &forward);
+        let hash = key.hash();
+        let id = key.compact(hash);
+        let cands = self.flows.candidates(hash, id, self.now);
+        let known = self.flows.resolve(&key, hash, id, cands, self.now).map(|h| h.pod);
+        let vip = dp.vips[v as usize].as_ref()?;
+        let candidate = known.or_else(|| vip.table.lookup(tuple_hash(&forward)))?;
+        let to = dp.pods.get(candidate as usize).filter(|p| p.vip == v && p.state.serves_flows())?.endpoint;
+        // The flow must be the pod's (its replies are known to come from it).
+        let original = dp.reverse.lookup(&key.reply_key(&to.addr, to.port))?;
+        if original.vip != v {
+            return None;
+        }
+        let rw = nat::IcmpRewrite { outer_dst: Some(to.addr), inner_src: Some(to), ..Default::default() };
+        Some(match nat::translate_icmp_error(batch.packet(i), &e, &rw) {
+            Ok(()) => {
+                batch.translated(i, candidate);
+                Verdict::Forward { vip: v, pod: candidate, outcome: FlowOutcome::Hit }
+            }
+            Err(err) => Verdict::Drop(DropReason::Nat(err)),
+        })
+    }
+
     /// A flow entry went away: drop its pod reference and its reply state.
     #[inline(always)]
     fn forget(&self, entry: Option<(u32, FlowKey)>) {
@@ -599,6 +664,38 @@ fn reply_fragment<B: Batch>(
             frags.insert(key, FragTarget { vip: o.vip, pod: 0, addr: o.addr }, now);
             ReplyVerdict::Translated { vip: o.vip }
         }
+        Err(_) => ReplyVerdict::NotKp,
+    }
+}
+
+/// An ICMP error from the pods' side about a packet a client sent through
+/// a Service (client -> pod, after DNAT): the client gets it about the
+/// packet it sent (client -> VIP:port), and from the VIP if the pod itself
+/// sent it.
+#[cold]
+fn reply_icmp_error<B: Batch>(batch: &mut B, i: usize, dp: &Dataplane) -> ReplyVerdict {
+    let len = batch.chain_len(i).unwrap_or(0);
+    let Ok(e) = packet::icmp_error::parse(batch.packet(i), len) else { return ReplyVerdict::NotKp };
+    // The reply direction of the flow: pod -> client.
+    let reply = Parsed {
+        family: e.family,
+        protocol: e.protocol,
+        src: e.inner_dst,
+        dst: e.inner_src,
+        src_port: e.inner_dst_port,
+        dst_port: e.inner_src_port,
+        l4_offset: 0,
+        l4_len: 0,
+    };
+    let Some(o) = dp.reverse.lookup(&FlowKey::new(0, &reply)) else { return ReplyVerdict::NotKp };
+    let service = Endpoint { family: e.family, addr: o.addr, port: o.port };
+    let rw = nat::IcmpRewrite {
+        outer_src: (e.src == e.inner_dst).then_some(o.addr),
+        inner_dst: Some(service),
+        ..Default::default()
+    };
+    match nat::translate_icmp_error(batch.packet(i), &e, &rw) {
+        Ok(()) => ReplyVerdict::Translated { vip: o.vip },
         Err(_) => ReplyVerdict::NotKp,
     }
 }

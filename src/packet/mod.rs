@@ -13,6 +13,7 @@
 
 pub mod build;
 pub mod checksum;
+pub mod icmp_error;
 pub mod ipv4;
 pub mod ipv6;
 pub mod l4;

@@ -14,6 +14,7 @@ they saw and exit non-zero when the transfer was wrong.
 """
 
 import argparse
+import errno
 import hashlib
 import json
 import socket
@@ -155,7 +156,17 @@ def udp(host, port, size, count, timeout):
     echoed = 0
     for i in range(count):
         msg = (i.to_bytes(4, "big") + pattern(i, size))[:size]
-        s.send(msg)
+        for attempt in range(5):
+            try:
+                s.send(msg)
+                break
+            except OSError as e:
+                # A "packet too big" reported to the socket (PMTUD at
+                # work): the kernel fragments smaller from now on; send
+                # again, as applications do.
+                if e.errno != errno.EMSGSIZE or attempt == 4:
+                    raise
+                time.sleep(0.05)
         try:
             while True:
                 b = s.recv(65535)
