@@ -9,12 +9,12 @@
 //! the entry point takes a [`PacketBuf`] that can move the packet's start
 //! into headroom; the same `Rewrite` then carries both translated endpoints.
 
+use crate::packet::icmp_error::IcmpError;
 use crate::packet::ipv4::{field as ip4, MIN_HEADER_LEN as IP4_LEN};
 use crate::packet::ipv6::field as ip6;
 use crate::packet::l4::{
     tcp_field as tcp, udp_field as udp, TCP_MIN_HEADER_LEN as TCP_LEN, UDP_HEADER_LEN as UDP_LEN,
 };
-use crate::packet::icmp_error::IcmpError;
 use crate::packet::{checksum, proto, set_be16, IpFamily, Parsed};
 use core::fmt;
 

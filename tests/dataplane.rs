@@ -946,3 +946,180 @@ fn fragmented_datagrams_are_translated_both_ways() {
         assert_eq!(v, Verdict::Drop(DropReason::Packet(kp_plugin::packet::Error::Fragment)));
     }
 }
+
+/// An ICMP error about `about` (its first 28 bytes, or IPv6's 48), from
+/// `from` to `to`, with every checksum right: type/code as given, the
+/// 4-byte field (an MTU for "fragmentation needed" / "packet too big").
+fn icmp_error(
+    family: IpFamily,
+    from: &[u8],
+    to: &[u8],
+    icmp_type: u8,
+    code: u8,
+    mtu: u32,
+    about: &[u8],
+) -> Vec<u8> {
+    let quoted = &about[..about.len().min(if family == IpFamily::V4 { 28 } else { 48 })];
+    let mut icmp = vec![icmp_type, code, 0, 0];
+    icmp.extend_from_slice(&mtu.to_be_bytes());
+    icmp.extend_from_slice(quoted);
+    let mut pkt = match family {
+        IpFamily::V4 => {
+            let total = (20 + icmp.len()) as u16;
+            let mut h = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, proto::ICMP, 0, 0];
+            h[2..4].copy_from_slice(&total.to_be_bytes());
+            h.extend_from_slice(from);
+            h.extend_from_slice(to);
+            let c = checksum::checksum(&h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            h
+        }
+        IpFamily::V6 => {
+            let mut h = vec![0x60, 0, 0, 0, 0, 0, proto::ICMPV6, 64];
+            h[4..6].copy_from_slice(&(icmp.len() as u16).to_be_bytes());
+            h.extend_from_slice(from);
+            h.extend_from_slice(to);
+            h
+        }
+    };
+    let at = pkt.len();
+    pkt.extend_from_slice(&icmp);
+    fix_icmp_checksum(&mut pkt, at, family);
+    pkt
+}
+
+fn icmp_checksum_of(pkt: &[u8], at: usize, family: IpFamily) -> u16 {
+    let mut body = pkt[at..].to_vec();
+    body[2..4].copy_from_slice(&[0, 0]);
+    let mut sum = checksum::sum(&body);
+    if family == IpFamily::V6 {
+        sum += checksum::pseudo_header_v6(
+            &pkt[8..24].try_into().unwrap(),
+            &pkt[24..40].try_into().unwrap(),
+            proto::ICMPV6,
+            body.len() as u32,
+        );
+    }
+    !checksum::fold(sum)
+}
+
+fn fix_icmp_checksum(pkt: &mut [u8], at: usize, family: IpFamily) {
+    let c = icmp_checksum_of(pkt, at, family);
+    pkt[at + 2..at + 4].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Checks an ICMP error from scratch: outer IPv4 header checksum, ICMP
+/// checksum (with IPv6's pseudo-header), the quoted IPv4 header's checksum.
+fn verify_icmp(pkt: &[u8], family: IpFamily) {
+    let at = if family == IpFamily::V4 { 20 } else { 40 };
+    if family == IpFamily::V4 {
+        assert_eq!(checksum::checksum(&pkt[..20]), 0, "outer IPv4 header checksum");
+        assert_eq!(checksum::checksum(&pkt[at + 8..at + 28]), 0, "quoted IPv4 header checksum");
+    }
+    assert_eq!(
+        icmp_checksum_of(pkt, at, family),
+        u16::from_be_bytes([pkt[at + 2], pkt[at + 3]]),
+        "ICMP checksum"
+    );
+}
+
+/// The quoted packet's (src, sport, dst, dport) in an ICMP error.
+fn quoted(pkt: &[u8], family: IpFamily) -> (Vec<u8>, u16, Vec<u8>, u16) {
+    let (inner, n, l4) = if family == IpFamily::V4 { (28, 4, 48) } else { (48, 16, 88) };
+    let (s, d) = if family == IpFamily::V4 { (inner + 12, inner + 16) } else { (inner + 8, inner + 24) };
+    let port = |at: usize| u16::from_be_bytes([pkt[at], pkt[at + 1]]);
+    (pkt[s..s + n].to_vec(), port(l4), pkt[d..d + n].to_vec(), port(l4 + 2))
+}
+
+/// PMTUD through a Service, both ways. A router on the pods' side says the
+/// client's packet (client -> pod, after DNAT) was too big: the client
+/// gets it about what it sent (client -> VIP:port). A router on the
+/// clients' side (or VPP itself) says the pod's reply (VIP -> client, after
+/// translation) was too big: the error goes to the pod, about what the pod
+/// sent (pod -> client). A port-unreachable from the pod itself comes from
+/// the VIP. Every checksum is verified from scratch; an error about no kp
+/// flow passes untouched, and one to a VIP about no flow is dropped.
+#[test]
+fn icmp_errors_about_service_flows_are_translated_both_ways() {
+    let mut c = Controller::new(2);
+    c.add_vip(&vip("10.96.0.10/32", Protocol::Any, 80, 8080, 0)).unwrap();
+    c.add_pods(&all_ports("10.96.0.10/32"), &[(ip("10.1.0.1"), 1), (ip("10.1.0.2"), 1)]).unwrap();
+    c.add_vip(&vip("2001:db8::10/128", Protocol::Any, 80, 8080, 0)).unwrap();
+    c.add_pods(&all_ports("2001:db8::10/128"), &[(ip("fd00::1"), 1), (ip("fd00::2"), 1)]).unwrap();
+    let mut w0 = c.worker(0).unwrap();
+    let mut w1 = c.worker(1).unwrap();
+    let o6 = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets().to_vec();
+    let cases: [(IpFamily, Vec<u8>, Vec<u8>, Vec<u8>, &str, u8, u8); 2] = [
+        (IpFamily::V4, vec![192, 168, 0, 5], vec![10, 96, 0, 10], vec![172, 16, 0, 1], "10.96.0.10/32", 3, 4),
+        (
+            IpFamily::V6,
+            o6("2001:db8:2::5"),
+            o6("2001:db8::10"),
+            o6("2001:db8:99::1"),
+            "2001:db8::10/128",
+            2,
+            0,
+        ),
+    ];
+    for (family, client, vip_addr, router, prefix, too_big, code) in cases {
+        let cap = Capture::Prefix(c.prefix_index(&prefix.parse().unwrap()).unwrap());
+        for protocol in [proto::TCP, proto::UDP] {
+            let request =
+                emit(&Spec::new(family, protocol, &client, &vip_addr, (40000, 80)).payload(&[7; 1200]));
+            let (v, fwd) = run(&mut w0, request.clone(), cap, 1);
+            let pod = pod_of(&c, v);
+            let pod_addr: Vec<u8> = match pod {
+                IpAddr::V4(a) => a.octets().to_vec(),
+                IpAddr::V6(a) => a.octets().to_vec(),
+            };
+            // 1. About the request, from a router past VPP, to the client:
+            //    translated on the reply path (here on the other worker).
+            let err = icmp_error(family, &router, &client, too_big, code, 1400, &fwd);
+            let (rv, out) = run_replies(&mut w1, vec![err]);
+            assert!(matches!(rv[0], ReplyVerdict::Translated { .. }), "{family:?} {protocol}: {rv:?}");
+            verify_icmp(&out[0], family);
+            assert_eq!(quoted(&out[0], family), (client.clone(), 40000, vip_addr.clone(), 80));
+            let at = if family == IpFamily::V4 { 12..16 } else { 8..24 };
+            assert_eq!(out[0][at.clone()], router[..], "a router's error keeps its source");
+            // ... and the quoted transport checksum still matches the quoted
+            // packet as the client sent it.
+            let l4 = if family == IpFamily::V4 { 48 } else { 88 };
+            let csum = if protocol == proto::TCP { 16 } else { 6 };
+            let req_l4 = if family == IpFamily::V4 { 20 } else { 40 };
+            if csum < 8 {
+                assert_eq!(out[0][l4 + csum..l4 + csum + 2], request[req_l4 + csum..req_l4 + csum + 2]);
+            }
+            // 2. From the pod itself (port unreachable): from the VIP.
+            let unreach = if family == IpFamily::V4 { (3, 3) } else { (1, 4) };
+            let err = icmp_error(family, &pod_addr, &client, unreach.0, unreach.1, 0, &fwd);
+            let (_, out) = run_replies(&mut w1, vec![err]);
+            verify_icmp(&out[0], family);
+            assert_eq!(out[0][at.clone()], vip_addr[..], "the pod's own error comes from the VIP");
+
+            // 3. About the reply (VIP -> client), to the VIP: to the pod,
+            //    about what it sent; on either worker.
+            let reply = reply_to(&fwd);
+            let (_, back) = run_replies(&mut w1, vec![reply]);
+            for w in [&mut w0, &mut w1] {
+                let err = icmp_error(family, &router, &vip_addr, too_big, code, 1400, &back[0]);
+                let (v, out) = run(w, err, cap, 1);
+                assert!(matches!(v, Verdict::Forward { .. }), "{family:?} {protocol}: {v:?}");
+                assert_eq!(pod_of(&c, v), pod);
+                verify_icmp(&out, family);
+                let dst_at = if family == IpFamily::V4 { 16..20 } else { 24..40 };
+                assert_eq!(out[dst_at], pod_addr[..]);
+                assert_eq!(quoted(&out, family), (pod_addr.clone(), 8080, client.clone(), 40000));
+            }
+        }
+        // An error about a flow kp never saw: untouched on the reply path,
+        // dropped when sent to a VIP.
+        let stranger = emit(&Spec::new(family, proto::TCP, &client, &router, (1, 2)).payload(b"x"));
+        let err = icmp_error(family, &router, &client, too_big, code, 1400, &stranger);
+        let (rv, out) = run_replies(&mut w1, vec![err.clone()]);
+        assert_eq!((rv[0], &out[0]), (ReplyVerdict::NotKp, &err));
+        let about_vip = emit(&Spec::new(family, proto::TCP, &vip_addr, &client, (80, 1)).payload(b"x"));
+        let err = icmp_error(family, &router, &vip_addr, too_big, code, 1400, &about_vip);
+        let (v, _) = run(&mut w0, err, cap, 1);
+        assert!(matches!(v, Verdict::Drop(_)), "{v:?}");
+    }
+}

@@ -231,8 +231,11 @@ impl Worker {
                             match packet::parse_chain_into(batch.packet(i), len, p) {
                                 Ok(()) => {}
                                 Err(e @ (packet::Error::Fragment | packet::Error::UnsupportedProtocol)) => {
-                                    scratch.lane[i] =
-                                        if e == packet::Error::Fragment { Lane::Fragment } else { Lane::Icmp };
+                                    scratch.lane[i] = if e == packet::Error::Fragment {
+                                        Lane::Fragment
+                                    } else {
+                                        Lane::Icmp
+                                    };
                                     verdicts[i] = Verdict::Drop(DropReason::Packet(e));
                                     scratch.deferred[n_deferred] = i as u16;
                                     n_deferred += 1;
