@@ -1049,7 +1049,9 @@ fn icmp_errors_about_service_flows_are_translated_both_ways() {
     let mut w0 = c.worker(0).unwrap();
     let mut w1 = c.worker(1).unwrap();
     let o6 = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets().to_vec();
-    let cases: [(IpFamily, Vec<u8>, Vec<u8>, Vec<u8>, &str, u8, u8); 2] = [
+    // (family, client, VIP, a router, VIP prefix, "too big" type and code)
+    type Case<'a> = (IpFamily, Vec<u8>, Vec<u8>, Vec<u8>, &'a str, u8, u8);
+    let cases: [Case; 2] = [
         (IpFamily::V4, vec![192, 168, 0, 5], vec![10, 96, 0, 10], vec![172, 16, 0, 1], "10.96.0.10/32", 3, 4),
         (
             IpFamily::V6,
