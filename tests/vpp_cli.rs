@@ -18,17 +18,17 @@ fn example_lines() -> Vec<String> {
 }
 
 const EXAMPLE_VERBOSE: &str = "\
-[1] 10.96.0.10/32 udp port 53 target_port 5353 nat44 new_len 1024 pods 2
-    pod 10.1.0.4 weight 1 new-flow entries 512 active flows 0 packets 0
-    pod 10.1.0.5 weight 1 new-flow entries 512 active flows 0 packets 0
+[1] 192.0.2.10/32 udp port 53 target_port 5353 nat44 new_len 1024 pods 2
+    pod 203.0.113.4 weight 1 new-flow entries 512 active flows 0 packets 0
+    pod 203.0.113.5 weight 1 new-flow entries 512 active flows 0 packets 0
     counters: existing flow packets 0, first packets 0, untracked 0, no pod 0
-[0] 10.96.0.10/32 tcp+udp port 80 target_port 8080 node_port 30080 nat44 new_len 1024 pods 2
-    pod 10.1.0.1 weight 1 new-flow entries 341 active flows 0 packets 0
-    pod 10.1.0.2 weight 2 new-flow entries 683 active flows 0 packets 0
+[0] 192.0.2.10/32 tcp+udp port 80 target_port 8080 node_port 30080 nat44 new_len 1024 pods 2
+    pod 203.0.113.1 weight 1 new-flow entries 341 active flows 0 packets 0
+    pod 203.0.113.2 weight 2 new-flow entries 683 active flows 0 packets 0
     counters: existing flow packets 0, first packets 0, untracked 0, no pod 0
 [2] 2001:db8::10/128 tcp+udp port 443 target_port 8443 nat66 new_len 4099 pods 2
-    pod fd00::1 weight 1 new-flow entries 1025 active flows 0 packets 0
-    pod fd00::2 weight 3 new-flow entries 3074 active flows 0 packets 0
+    pod 2001:db8:b::1 weight 1 new-flow entries 1025 active flows 0 packets 0
+    pod 2001:db8:b::2 weight 3 new-flow entries 3074 active flows 0 packets 0
     counters: existing flow packets 0, first packets 0, untracked 0, no pod 0
 ";
 
@@ -67,7 +67,7 @@ fn malformed_lines_change_nothing() {
     let show_before = vpp.ctl("show kp");
     let mut bad: Vec<String> = Vec::new();
     let prefixes =
-        ["", "10.96.0.10/33", "10.96.0.300/32", "2001:db8::10/129", "banana", "10.96.0.10/32", "::/0"];
+        ["", "192.0.2.10/33", "10.96.0.300/32", "2001:db8::10/129", "banana", "192.0.2.10/32", "::/0"];
     let tails = [
         "",
         "port",
@@ -97,20 +97,20 @@ fn malformed_lines_change_nothing() {
     }
     let pod_tails = [
         "",
-        "10.1.0.9 weight",
-        "10.1.0.9 weight x",
-        "10.1.0.9 weight 1000001",
-        "fd00::9",
-        "port 99 10.1.0.9",
-        "protocol tcp port 53 10.1.0.9",
-        "10.1.0.77 del",
-        "10.1.0.1 10.1.0.77 del",
-        "10.1.0.9 flush",
-        "weight 3 10.1.0.9",
-        "10.1.0.9 10.1.0.9",
-        "10.1.0.9 del 10.1.0.8",
-        "10.1.0.1 weight 2 del",
-        "10.1.0.999",
+        "203.0.113.9 weight",
+        "203.0.113.9 weight x",
+        "203.0.113.9 weight 1000001",
+        "2001:db8:b::9",
+        "port 99 203.0.113.9",
+        "protocol tcp port 53 203.0.113.9",
+        "203.0.113.77 del",
+        "203.0.113.1 203.0.113.77 del",
+        "203.0.113.9 flush",
+        "weight 3 203.0.113.9",
+        "203.0.113.9 203.0.113.9",
+        "203.0.113.9 del 203.0.113.8",
+        "203.0.113.1 weight 2 del",
+        "203.0.113.999",
     ];
     for p in prefixes {
         for t in pod_tails {

@@ -228,23 +228,10 @@ impl Worker {
                             let p = &mut scratch.parsed[i];
                             // Not the fast lane's case; perhaps a chain.
                             let len = batch.chain_len(i).unwrap_or(0);
-                            match packet::parse_chain_into(batch.packet(i), len, p) {
-                                Ok(()) => {}
-                                Err(e @ (packet::Error::Fragment | packet::Error::UnsupportedProtocol)) => {
-                                    scratch.lane[i] = if e == packet::Error::Fragment {
-                                        Lane::Fragment
-                                    } else {
-                                        Lane::Icmp
-                                    };
-                                    verdicts[i] = Verdict::Drop(DropReason::Packet(e));
-                                    scratch.deferred[n_deferred] = i as u16;
-                                    n_deferred += 1;
-                                    break 'pass1 None;
-                                }
-                                Err(e) => {
-                                    verdicts[i] = Verdict::Drop(DropReason::Packet(e));
-                                    break 'pass1 None;
-                                }
+                            if let Err(e) = packet::parse_chain_into(batch.packet(i), len, p) {
+                                verdicts[i] = Verdict::Drop(DropReason::Packet(e));
+                                n_deferred += defer(e, i, &mut scratch.lane[i], &mut scratch.deferred[n_deferred]);
+                                break 'pass1 None;
                             }
                             let Some(v) = dp.classify(capture, p.family, p.protocol, p.dst_port) else {
                                 verdicts[i] = Verdict::Drop(DropReason::NoVip);
@@ -634,6 +621,19 @@ impl FlowCtx<'_> {
             |p, k| forget(Some((p, *k)), thread, refs, dp),
         )
     }
+}
+
+/// Pass 1 could not parse packet `i` for `e`: a fragment, or what may be
+/// an ICMP error, is kept (in `slot`) for after pass 3. Returns 1 if so.
+#[cold]
+fn defer(e: packet::Error, i: usize, lane: &mut Lane, slot: &mut u16) -> usize {
+    *lane = match e {
+        packet::Error::Fragment => Lane::Fragment,
+        packet::Error::UnsupportedProtocol => Lane::Icmp,
+        _ => return 0,
+    };
+    *slot = i as u16;
+    1
 }
 
 /// A reply that is an IP fragment: the first (with the ports) is looked up
