@@ -112,9 +112,6 @@ impl Lab {
 
     /// Sends packets in on pg`inp`; returns what left on pg`out`, decoded.
     fn send_on(&mut self, inp: usize, outp: usize, pkts: &[Pkt]) -> Vec<(Pkt, bool)> {
-        self.n += 1;
-        let dir = &self.vpp.dir;
-        let spec = dir.join(format!("spec{}.json", self.n));
         let list: Vec<String> = pkts
             .iter()
             .map(|p| {
@@ -124,6 +121,29 @@ impl Lab {
                 )
             })
             .collect();
+        self.send_json(inp, outp, &list)
+            .into_iter()
+            .map(|v| {
+                let p = Pkt {
+                    family: v["family"].as_u64().unwrap() as u8,
+                    proto: v["proto"].as_str().unwrap().into(),
+                    src: v["src"].as_str().unwrap().into(),
+                    dst: v["dst"].as_str().unwrap().into(),
+                    sport: v["sport"].as_u64().unwrap() as u16,
+                    dport: v["dport"].as_u64().unwrap() as u16,
+                };
+                (p, v["l4_ok"].as_bool().unwrap() && v["ip_ok"].as_bool().unwrap())
+            })
+            .collect()
+    }
+
+    /// Sends pg_tool packet specs (JSON list entries, or JSON strings
+    /// holding scapy expressions) in on pg`inp`; returns pg_tool's decoding
+    /// of what left on pg`outp`.
+    fn send_json(&mut self, inp: usize, outp: usize, list: &[String]) -> Vec<serde_json::Value> {
+        self.n += 1;
+        let dir = &self.vpp.dir;
+        let spec = dir.join(format!("spec{}.json", self.n));
         std::fs::write(
             &spec,
             format!("{{\"dst_mac\": \"{}\", \"packets\": [{}]}}", self.macs[inp], list.join(",")),
@@ -144,7 +164,7 @@ impl Lab {
         self.ctl_ok(&format!(
             "packet-generator capture pg{outp} pcap {} count {}",
             out.display(),
-            pkts.len()
+            list.len()
         ));
         self.ctl_ok(&format!("packet-generator enable-stream {name}"));
         // Wait for the stream to finish and the capture to be written.
@@ -168,22 +188,7 @@ impl Lab {
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8(o.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                let p = Pkt {
-                    family: v["family"].as_u64().unwrap() as u8,
-                    proto: v["proto"].as_str().unwrap().into(),
-                    src: v["src"].as_str().unwrap().into(),
-                    dst: v["dst"].as_str().unwrap().into(),
-                    sport: v["sport"].as_u64().unwrap() as u16,
-                    dport: v["dport"].as_u64().unwrap() as u16,
-                };
-                (p, v["l4_ok"].as_bool().unwrap() && v["ip_ok"].as_bool().unwrap())
-            })
-            .collect()
+        String::from_utf8(o.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 }
 
@@ -498,4 +503,53 @@ fn datapath_nodeport() {
     lab.ctl_ok("kp vip 10.96.0.10/32 port 80 del");
     lab.ctl_ok("kp vip fd02::10/128 protocol udp port 53 del");
     assert!(!lab.vpp.ctl("show kp").contains("NodePort capture on"));
+}
+
+/// What real stacks rarely send, made and checked by scapy: TCP to an IPv6
+/// VIP behind hop-by-hop, routing and destination-options headers; an
+/// ICMP "fragmentation needed" to the VIP about a reply, which must reach
+/// the flow's pod about what the pod sent, every checksum verified by
+/// scapy; and the same for IPv6's "packet too big".
+#[test]
+fn datapath_extension_headers_and_icmp_errors() {
+    let Some(mut lab) = Lab::start("datapath_extension_headers_and_icmp_errors", 0) else { return };
+    lab.ctl_ok("kp vip 10.96.0.10/32 port 80 target_port 8080");
+    lab.ctl_ok("kp pod 10.96.0.10/32 10.1.0.1");
+    lab.ctl_ok("kp vip 2001:db8::10/128 port 80 target_port 8080");
+    lab.ctl_ok("kp pod 2001:db8::10/128 fd00::1");
+    lab.ctl_ok("kp set interface nat4 in pg1");
+    lab.ctl_ok("kp set interface nat6 in pg1");
+    let q = |s: &str| serde_json::to_string(s).unwrap();
+    // Extension headers before TCP.
+    let got = lab.send_json(0, 1, &[q("IPv6(src='fd01::2', dst='2001:db8::10')/IPv6ExtHdrHopByHop()/IPv6ExtHdrRouting(addresses=[], segleft=0)/IPv6ExtHdrDestOpt()/TCP(sport=4000, dport=80, flags='S')/Raw(b'x')")]);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0]["dst"].as_str(), got[0]["dport"].as_u64()), (Some("fd00::1"), Some(8080)));
+    assert_eq!((got[0]["l4_ok"].as_bool(), got[0]["ip_ok"].as_bool()), (Some(true), Some(true)));
+    // A flow, and its reply (pod -> client, translated back on pg1's way).
+    for (fwd, reply, err, inner_src) in [
+        (
+            "IP(src='10.0.0.2', dst='10.96.0.10')/TCP(sport=5000, dport=80, flags='S')",
+            "IP(src='10.1.0.1', dst='10.0.0.2')/TCP(sport=8080, dport=5000, flags='SA')",
+            "IP(src='10.0.0.3', dst='10.96.0.10')/ICMP(type=3, code=4, nexthopmtu=1400)/IP(src='10.96.0.10', dst='10.0.0.2', flags='DF')/TCP(sport=80, dport=5000, flags='A')",
+            "10.1.0.1",
+        ),
+        (
+            "IPv6(src='fd01::2', dst='2001:db8::10')/TCP(sport=5001, dport=80, flags='S')",
+            "IPv6(src='fd00::1', dst='fd01::2')/TCP(sport=8080, dport=5001, flags='SA')",
+            "IPv6(src='fd01::3', dst='2001:db8::10')/ICMPv6PacketTooBig(mtu=1400)/IPv6(src='2001:db8::10', dst='fd01::2')/TCP(sport=80, dport=5001, flags='A')",
+            "fd00::1",
+        ),
+    ] {
+        assert_eq!(lab.send_json(0, 1, &[q(fwd)]).len(), 1);
+        let back = lab.send_json(1, 0, &[q(reply)]);
+        assert_eq!(back.len(), 1, "{back:?}");
+        let got = lab.send_json(0, 1, &[q(err)]);
+        assert_eq!(got.len(), 1, "the error reaches the pod: {got:?}\n{}", lab.vpp.ctl("show errors"));
+        let e = &got[0];
+        assert_eq!(e["icmp"].as_bool(), Some(true), "{e}");
+        assert_eq!(e["dst"].as_str(), Some(inner_src), "{e}");
+        assert_eq!((e["inner_src"].as_str(), e["inner_sport"].as_u64()), (Some(inner_src), Some(8080)), "{e}");
+        assert_eq!(e["ok"].as_bool(), Some(true), "scapy verifies every checksum: {e}");
+    }
+    assert!(lab.vpp.is_running());
 }

@@ -230,7 +230,8 @@ impl Worker {
                             let len = batch.chain_len(i).unwrap_or(0);
                             if let Err(e) = packet::parse_chain_into(batch.packet(i), len, p) {
                                 verdicts[i] = Verdict::Drop(DropReason::Packet(e));
-                                n_deferred += defer(e, i, &mut scratch.lane[i], &mut scratch.deferred[n_deferred]);
+                                n_deferred +=
+                                    defer(e, i, &mut scratch.lane[i], &mut scratch.deferred[n_deferred]);
                                 break 'pass1 None;
                             }
                             let Some(v) = dp.classify(capture, p.family, p.protocol, p.dst_port) else {

@@ -3,6 +3,9 @@
 
   pg_tool.py make <out.pcap> <spec.json>
       spec: {"dst_mac": ..., "packets": [[family, proto, src, dst, sport, dport], ...]}
+      (a packet may instead be a string: a scapy expression for the IP
+      layer on, for what the list form cannot say: ICMP errors, extension
+      headers)
   pg_tool.py decode <in.pcap>
       one JSON object per packet: addresses, ports, protocol, and whether
       the IPv4 header checksum and the TCP/UDP checksum verify.
@@ -11,13 +14,19 @@
 import json
 import sys
 
-from scapy.all import IP, TCP, UDP, Ether, IPv6, Raw, rdpcap, wrpcap
+from scapy.all import (ICMP, IP, TCP, UDP, Ether, ICMPv6PacketTooBig, IPerror, IPerror6, IPv6,
+                       IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, Raw, TCPerror,
+                       UDPerror, rdpcap, wrpcap)
 
 
 def make(out, spec_file):
     spec = json.load(open(spec_file))
     pkts = []
-    for family, proto, src, dst, sport, dport in spec["packets"]:
+    for entry in spec["packets"]:
+        if isinstance(entry, str):
+            pkts.append(Ether(dst=spec["dst_mac"], src="02:00:00:00:00:01") / eval(entry))
+            continue
+        family, proto, src, dst, sport, dport = entry
         ip = IP(src=src, dst=dst) if family == 4 else IPv6(src=src, dst=dst)
         l4 = TCP(sport=sport, dport=dport, flags="PA") if proto == "tcp" else UDP(sport=sport, dport=dport)
         pkts.append(Ether(dst=spec["dst_mac"], src="02:00:00:00:00:01") / ip / l4 / Raw(b"kp-test-payload"))
@@ -35,8 +44,36 @@ def l4_ok(ip, l4cls):
     return got == want
 
 
+def checksum_ok(layer, field="chksum"):
+    """Whether a layer's checksum is what scapy computes afresh."""
+    top = layer.firstlayer().copy()
+    mine = top[type(layer)]
+    got = getattr(mine, field)
+    delattr(mine, field)
+    rebuilt = type(top)(bytes(top))
+    return getattr(rebuilt[type(layer)], field) == got
+
+
+def decode_icmp(p):
+    """An ICMP error: outer and quoted addresses and ports, and whether
+    every checksum (outer IPv4, ICMP, quoted IPv4) verifies."""
+    ip = p[IP] if IP in p else p[IPv6]
+    if ip.version == 4:
+        icmp, inner = ip[ICMP], ip[IPerror]
+        ok = checksum_ok(ip) and checksum_ok(icmp) and checksum_ok(inner)
+    else:
+        icmp, inner = ip[ICMPv6PacketTooBig], ip[IPerror6]
+        ok = checksum_ok(icmp, "cksum")
+    q = inner[TCPerror] if TCPerror in inner else inner[UDPerror]
+    return {"icmp": True, "src": ip.src, "dst": ip.dst, "inner_src": inner.src, "inner_dst": inner.dst,
+            "inner_sport": q.sport, "inner_dport": q.dport, "ok": ok}
+
+
 def decode(pcap):
     for p in rdpcap(pcap):
+        if (IP in p and ICMP in p and IPerror in p) or ICMPv6PacketTooBig in p:
+            print(json.dumps(decode_icmp(p)))
+            continue
         # VPP's own control traffic on the interface (ND, RA) is not ours.
         if (IP not in p and IPv6 not in p) or (TCP not in p and UDP not in p):
             continue
