@@ -117,19 +117,38 @@ fn protocol(s: &str) -> Result<Protocol, String> {
 /// `kp conf ...` (also the body of the startup.conf `kp { }` section):
 /// the buckets and timeout to set (at least one of them).
 pub fn parse_conf(args: &str) -> Result<(Option<u32>, Option<u32>), String> {
+    match parse_conf_all(args)? {
+        (None, None, Some(_)) => Err("reject on|off is a run-time setting, not a startup one".into()),
+        (b, t, _) => Ok((b, t)),
+    }
+}
+
+/// What `kp conf` sets: buckets, timeout, reject; each if given.
+pub type ConfArgs = (Option<u32>, Option<u32>, Option<bool>);
+
+/// `kp conf [buckets <n>] [timeout <s>] [reject on|off]`.
+pub fn parse_conf_all(args: &str) -> Result<ConfArgs, String> {
     let mut t = Tokens::new(args);
-    let (mut buckets, mut timeout) = (None, None);
+    let (mut buckets, mut timeout, mut reject) = (None, None, None);
     while let Some(tok) = t.next() {
         match tok {
+            "reject" => {
+                let on = match t.value(tok)? {
+                    "on" => true,
+                    "off" => false,
+                    other => return Err(format!("reject takes on or off, not '{other}'")),
+                };
+                set_once(&mut reject, tok, on)?
+            }
             "buckets" => set_once(&mut buckets, tok, number(tok, t.value(tok)?, u64::from(u32::MAX))?)?,
             "timeout" => set_once(&mut timeout, tok, number(tok, t.value(tok)?, u64::from(u32::MAX))?)?,
             other => return Err(format!("unknown input '{other}'")),
         }
     }
-    if buckets.is_none() && timeout.is_none() {
-        return Err("nothing to set: give buckets <n> and/or timeout <s>".into());
+    if buckets.is_none() && timeout.is_none() && reject.is_none() {
+        return Err("nothing to set: give buckets <n>, timeout <s> and/or reject on|off".into());
     }
-    Ok((buckets, timeout))
+    Ok((buckets, timeout, reject))
 }
 
 /// `kp vip ...`
@@ -330,6 +349,8 @@ mod tests {
     #[test]
     fn other_commands() {
         assert_eq!(parse_conf("buckets 1024 timeout 30").unwrap(), (Some(1024), Some(30)));
+        assert_eq!(parse_conf_all("reject off").unwrap(), (None, None, Some(false)));
+        assert_eq!(parse_conf_all("timeout 5 reject on").unwrap(), (None, Some(5), Some(true)));
         assert_eq!(
             parse_set_interface("nat6 in pg1 del").unwrap(),
             SetInterface { family: IpFamily::V6, interface: "pg1".into(), enable: false }
@@ -401,7 +422,13 @@ mod tests {
             ),
             (|l| parse_pod(l).map(drop), "10.0.0.1/32 10.1.0.1 weight 2 del", "weight is not valid with del"),
             (|l| parse_pod(l).map(drop), "10.0.0.1/32 10.1.0.x", "unknown input '10.1.0.x'"),
-            (|l| parse_conf(l).map(drop), "", "nothing to set: give buckets <n> and/or timeout <s>"),
+            (
+                |l| parse_conf(l).map(drop),
+                "",
+                "nothing to set: give buckets <n>, timeout <s> and/or reject on|off",
+            ),
+            (|l| parse_conf_all(l).map(drop), "reject maybe", "reject takes on or off, not 'maybe'"),
+            (|l| parse_conf_all(l).map(drop), "reject on reject off", "reject given twice"),
             (|l| parse_conf(l).map(drop), "buckets", "buckets needs a value"),
             (|l| parse_conf(l).map(drop), "buckets -1", "buckets '-1' is not a number"),
             (|l| parse_conf(l).map(drop), "timeout 5 extra", "unknown input 'extra'"),

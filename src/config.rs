@@ -309,6 +309,10 @@ impl std::error::Error for ConfigError {}
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
     pub flow: FlowConf,
+    /// New flows to a VIP without pods are dropped silently (`kp conf
+    /// reject off`) instead of answered with a TCP reset or ICMP port
+    /// unreachable, as kube-proxy does (the default).
+    pub no_endpoint_drop: bool,
     pub vips: BTreeMap<VipKey, Vip>,
 }
 

@@ -15,11 +15,23 @@ use std::net::IpAddr;
 /// A configuration change, as the CLI and the binary API both ask for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Conf { buckets: Option<u32>, timeout: Option<u32> },
+    Conf {
+        buckets: Option<u32>,
+        timeout: Option<u32>,
+    },
+    /// Whether VIPs without pods reject new flows (else drop them).
+    Reject(bool),
     AddVip(VipSpec),
     DelVip(VipKey),
-    AddPods { target: PodTarget, pods: Vec<(IpAddr, u32)> },
-    DelPods { target: PodTarget, pods: Vec<IpAddr>, flush: bool },
+    AddPods {
+        target: PodTarget,
+        pods: Vec<(IpAddr, u32)>,
+    },
+    DelPods {
+        target: PodTarget,
+        pods: Vec<IpAddr>,
+        flush: bool,
+    },
 }
 
 /// Per-VIP data-path counters (summed over threads).
@@ -99,6 +111,7 @@ impl Kp {
         let e = |e: ConfigError| e;
         match cmd {
             Change::Conf { buckets, timeout } => c.set_flow(*buckets, *timeout).map_err(e)?,
+            Change::Reject(on) => c.set_reject(*on),
             Change::AddVip(spec) => {
                 let had = c.prefix_index(&spec.key.prefix).is_some();
                 c.add_vip(spec).map_err(e)?;
@@ -151,6 +164,15 @@ impl Kp {
         let n_pods: usize = c.config().vips.values().map(|v| v.pods.len()).sum();
         let _ = writeln!(s, "kp: {n_vips} VIPs, {n_pods} pods, {} draining", c.draining_pods().count());
         let _ = writeln!(s, "  flow table: {} buckets per thread, timeout {} s", flow.buckets, flow.timeout);
+        let _ = writeln!(
+            s,
+            "  no endpoints: {}",
+            if c.config().no_endpoint_drop {
+                "drop"
+            } else {
+                "reject (TCP reset, ICMP port unreachable; at most 1000/s per thread)"
+            }
+        );
         for t in view.flow_tables() {
             let pct = if t.capacity == 0 { 0.0 } else { 100.0 * t.live as f64 / t.capacity as f64 };
             let _ = writeln!(

@@ -355,6 +355,8 @@ fn nat46_is_configured_but_counted_as_not_translated_yet() {
 fn no_pod_is_a_counted_drop_and_full_buckets_forward_untracked() {
     let mut c = Controller::new(1);
     c.add_vip(&vip("10.96.0.10/32", Protocol::Any, 80, 8080, 0)).unwrap();
+    // (Rejecting instead: `no_endpoints_reject_as_kube_proxy_does`.)
+    c.set_reject(false);
     let mut w = c.worker(0).unwrap();
     let (v, _) = run(&mut w, v4(proto::TCP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 80), Capture::Prefix(0), 1);
     assert_eq!(v, Verdict::Drop(DropReason::NoPod));
@@ -1124,4 +1126,72 @@ fn icmp_errors_about_service_flows_are_translated_both_ways() {
         let (v, _) = run(&mut w0, err, cap, 1);
         assert!(matches!(v, Verdict::Drop(_)), "{v:?}");
     }
+}
+
+/// A VIP without pods answers new flows as kube-proxy does: a TCP reset
+/// (from the VIP:port, acknowledging the SYN) or ICMP port unreachable
+/// (quoting the datagram), every checksum verified; at most
+/// REJECTS_PER_TICK a tick per thread; `reject off` drops them instead.
+#[test]
+fn no_endpoints_reject_as_kube_proxy_does() {
+    let mut c = Controller::new(1);
+    c.add_vip(&vip("10.96.0.10/32", Protocol::Any, 80, 8080, 0)).unwrap();
+    c.add_vip(&vip("2001:db8::10/128", Protocol::Any, 80, 8080, 0)).unwrap();
+    let mut w = c.worker(0).unwrap();
+    let o6 = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets().to_vec();
+    for (family, client, vip_addr, prefix) in [
+        (IpFamily::V4, vec![192, 168, 0, 5], vec![10, 96, 0, 10], "10.96.0.10/32"),
+        (IpFamily::V6, o6("2001:db8:2::5"), o6("2001:db8::10"), "2001:db8::10/128"),
+    ] {
+        let cap = Capture::Prefix(c.prefix_index(&prefix.parse().unwrap()).unwrap());
+        let n = client.len();
+        // TCP SYN (seq 1000): RST+ACK, ack 1001, from the VIP.
+        let mut syn = emit(&Spec::new(family, proto::TCP, &client, &vip_addr, (40000, 80)));
+        let tcp_at = if family == IpFamily::V4 { 20 } else { 40 };
+        syn[tcp_at + 4..tcp_at + 8].copy_from_slice(&1000u32.to_be_bytes());
+        syn[tcp_at + 13] = 0x02;
+        let (v, rst) = run(&mut w, syn, cap, 1);
+        assert_eq!(
+            v,
+            Verdict::Reject {
+                vip: c
+                    .vip_index(&VipKey { prefix: prefix.parse().unwrap(), protocol: Protocol::Any, port: 80 })
+                    .unwrap()
+            }
+        );
+        assert_eq!(verify(&rst), Ok(()), "{family:?} reset checksums");
+        let p = parse(&rst).unwrap();
+        assert_eq!(
+            (&p.src[..n], p.src_port, &p.dst[..n], p.dst_port),
+            (&vip_addr[..], 80, &client[..], 40000)
+        );
+        assert_eq!(rst[tcp_at + 13], 0x14, "RST+ACK");
+        assert_eq!(u32::from_be_bytes(rst[tcp_at + 8..tcp_at + 12].try_into().unwrap()), 1001);
+        assert_eq!(rst.len(), tcp_at + 20);
+        // UDP: port unreachable, quoting the datagram.
+        let dgram = emit(&Spec::new(family, proto::UDP, &client, &vip_addr, (40001, 80)).payload(b"query"));
+        let (v, icmp) = run(&mut w, dgram.clone(), cap, 1);
+        assert!(matches!(v, Verdict::Reject { .. }), "{v:?}");
+        verify_icmp(&icmp, family);
+        let hl = if family == IpFamily::V4 { 20 } else { 40 };
+        assert_eq!(icmp[hl..hl + 2], if family == IpFamily::V4 { [3, 3] } else { [1, 4] });
+        assert_eq!(&icmp[hl + 8..], &dgram[..], "quotes the datagram");
+        let src_at = if family == IpFamily::V4 { 12..16 } else { 8..24 };
+        assert_eq!(icmp[src_at], vip_addr[..]);
+    }
+    // The budget: a tick's rejects are bounded; the next tick has more.
+    let cap = Capture::Prefix(c.prefix_index(&"10.96.0.10/32".parse().unwrap()).unwrap());
+    let mut rejected = 0;
+    for k in 0..(kp_plugin::dataplane::REJECTS_PER_TICK + 50) {
+        let (v, _) =
+            run(&mut w, v4(proto::TCP, [192, 168, 1, 1], 1024 + k as u16, [10, 96, 0, 10], 80), cap, 5);
+        rejected += matches!(v, Verdict::Reject { .. }) as u32;
+    }
+    assert_eq!(rejected, kp_plugin::dataplane::REJECTS_PER_TICK);
+    let (v, _) = run(&mut w, v4(proto::TCP, [192, 168, 1, 1], 9, [10, 96, 0, 10], 80), cap, 6);
+    assert!(matches!(v, Verdict::Reject { .. }));
+    // Switched off: silent (counted) drops.
+    c.set_reject(false);
+    let (v, _) = run(&mut w, v4(proto::TCP, [192, 168, 1, 1], 10, [10, 96, 0, 10], 80), cap, 7);
+    assert_eq!(v, Verdict::Drop(DropReason::NoPod));
 }

@@ -553,3 +553,47 @@ fn datapath_extension_headers_and_icmp_errors() {
     }
     assert!(lab.vpp.is_running());
 }
+
+/// A VIP without pods in real VPP: a SYN gets a reset from the VIP:port
+/// and a UDP datagram an ICMP port unreachable quoting it, both back out
+/// of the client's interface, checked by scapy; `kp conf reject off`
+/// turns that into counted drops.
+#[test]
+fn datapath_no_endpoints_reject() {
+    let Some(mut lab) = Lab::start("datapath_no_endpoints_reject", 0) else { return };
+    lab.ctl_ok("kp vip 10.96.0.10/32 port 80 target_port 8080");
+    let q = |s: &str| serde_json::to_string(s).unwrap();
+    let got = lab.send_json(
+        0,
+        0,
+        &[q("IP(src='10.0.0.2', dst='10.96.0.10')/TCP(sport=5000, dport=80, flags='S', seq=7)")],
+    );
+    let rst: Vec<_> = got.iter().filter(|v| v["proto"].as_str() == Some("tcp")).collect();
+    assert_eq!(rst.len(), 1, "{got:?}\n{}", lab.vpp.ctl("show errors"));
+    assert_eq!((rst[0]["src"].as_str(), rst[0]["sport"].as_u64()), (Some("10.96.0.10"), Some(80)));
+    assert_eq!((rst[0]["dst"].as_str(), rst[0]["dport"].as_u64()), (Some("10.0.0.2"), Some(5000)));
+    assert_eq!((rst[0]["l4_ok"].as_bool(), rst[0]["ip_ok"].as_bool()), (Some(true), Some(true)));
+    let got = lab.send_json(
+        0,
+        0,
+        &[q("IP(src='10.0.0.2', dst='10.96.0.10')/UDP(sport=5001, dport=80)/Raw(b'query')")],
+    );
+    let icmp: Vec<_> = got.iter().filter(|v| v["icmp"].as_bool() == Some(true)).collect();
+    assert_eq!(icmp.len(), 1, "{got:?}");
+    assert_eq!((icmp[0]["src"].as_str(), icmp[0]["dst"].as_str()), (Some("10.96.0.10"), Some("10.0.0.2")));
+    assert_eq!(
+        (icmp[0]["inner_dst"].as_str(), icmp[0]["inner_dport"].as_u64()),
+        (Some("10.96.0.10"), Some(80))
+    );
+    assert_eq!(icmp[0]["ok"].as_bool(), Some(true), "{:?}", icmp[0]);
+    assert!(lab.vpp.ctl("show errors").contains("no pod: rejected (RST/ICMP sent)"));
+    lab.ctl_ok("kp conf reject off");
+    assert!(lab.vpp.ctl("show kp").contains("no endpoints: drop"));
+    let got = lab.send_json(
+        0,
+        0,
+        &[q("IP(src='10.0.0.2', dst='10.96.0.10')/TCP(sport=5002, dport=80, flags='S')")],
+    );
+    assert!(got.iter().all(|v| v["proto"].as_str() != Some("tcp")), "{got:?}");
+    assert!(lab.vpp.ctl("show errors").contains("no pod takes new flows (dropped)"));
+}

@@ -70,6 +70,7 @@ impl Controller {
         let config = Config::default();
         let reverse = Arc::new(reverse_table(&config.flow, n_threads).expect("default reply table"));
         let initial = Dataplane {
+            reject: true,
             flow: config.flow,
             reverse: Arc::clone(&reverse),
             vips: Vec::new(),
@@ -169,6 +170,13 @@ impl Controller {
         self.config.flow = next.flow;
         self.publish();
         Ok(())
+    }
+
+    /// Whether new flows to a VIP without pods are rejected (the default)
+    /// or dropped silently.
+    pub fn set_reject(&mut self, reject: bool) {
+        self.config.no_endpoint_drop = !reject;
+        self.publish();
     }
 
     /// Adds a VIP; returns its index.
@@ -371,6 +379,7 @@ impl Controller {
         let reverse = Arc::clone(&self.reverse);
         self.cell.publish(Dataplane {
             flow: self.config.flow,
+            reject: !self.config.no_endpoint_drop,
             reverse,
             vips,
             pods,

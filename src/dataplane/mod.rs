@@ -11,7 +11,7 @@ mod controller;
 mod worker;
 
 pub use controller::Controller;
-pub use worker::{Worker, SWEEP_PER_BATCH};
+pub use worker::{Worker, REJECTS_PER_TICK, SWEEP_PER_BATCH};
 
 use crate::config::{FlowConf, Protocol, VipKey};
 use crate::maglev::Table;
@@ -103,6 +103,9 @@ pub enum Capture {
 #[derive(Clone)]
 pub struct Dataplane {
     pub flow: FlowConf,
+    /// New flows to a VIP without pods get a TCP reset / ICMP port
+    /// unreachable (else they are dropped silently).
+    pub reject: bool,
     /// Reply state, shared by all workers (see [`crate::reverse`]).
     pub reverse: Arc<ReverseTable>,
     /// By VIP index; `None` for a free index.
@@ -171,7 +174,16 @@ pub enum DropReason {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    Forward { vip: u32, pod: u32, outcome: FlowOutcome },
+    Forward {
+        vip: u32,
+        pod: u32,
+        outcome: FlowOutcome,
+    },
+    /// A new flow to a VIP without pods: the packet is now the TCP reset
+    /// or ICMP port unreachable that answers it, addressed to its sender.
+    Reject {
+        vip: u32,
+    },
     Drop(DropReason),
 }
 
@@ -194,6 +206,14 @@ pub trait Batch {
     /// How the TCP/UDP checksum field is used (offload).
     fn l4_checksum(&self, _i: usize) -> L4Checksum {
         L4Checksum::Full
+    }
+    /// Re-frames packet `i` in its first buffer: it starts `grow` bytes
+    /// earlier (into the buffer's headroom) and is `len` bytes long, at
+    /// most what its first buffer holds from the new start. `false` when
+    /// the buffer cannot (a chain, too little headroom); nothing changes
+    /// then.
+    fn reframe(&mut self, _i: usize, _grow: usize, _len: usize) -> bool {
+        false
     }
     /// Packet `i` was translated towards `pod` (and will be forwarded): a
     /// chance to act on it while it is in cache.
@@ -258,6 +278,15 @@ impl Batch for VecBatch {
     }
     fn chain_len(&self, i: usize) -> Option<usize> {
         self.chain_lens.get(i).copied().flatten()
+    }
+    fn reframe(&mut self, i: usize, grow: usize, len: usize) -> bool {
+        if self.chain_len(i).is_some() || len > self.packets[i].len() + grow {
+            return false;
+        }
+        let p = &mut self.packets[i];
+        p.splice(0..0, core::iter::repeat_n(0, grow));
+        p.truncate(len);
+        true
     }
     fn l4_checksum(&self, i: usize) -> L4Checksum {
         if self.partial.get(i).copied().unwrap_or(false) {

@@ -77,6 +77,19 @@ pub struct Worker {
     scratch: Box<Scratch>,
     sweep_at: u32,
     frags: FragmentCache,
+    rejects: RejectBudget,
+}
+
+/// Rejects (TCP resets, ICMP port unreachables) a thread may send per
+/// tick (second): enough to answer every client promptly, too few to make
+/// kp an amplifier. Beyond it, packets are dropped (`no-pod`).
+pub const REJECTS_PER_TICK: u32 = 1000;
+
+/// This thread's rejects sent in the current tick.
+#[derive(Default)]
+struct RejectBudget {
+    tick: u32,
+    sent: u32,
 }
 
 impl Worker {
@@ -104,6 +117,7 @@ impl Worker {
             }),
             sweep_at: 0,
             frags: FragmentCache::new(),
+            rejects: RejectBudget::default(),
         })
     }
 
@@ -160,7 +174,7 @@ impl Worker {
         let n = batch.len().min(MAX_BATCH);
         // One length check here spares one per packet below.
         let verdicts = &mut verdicts[..n];
-        let Worker { thread, flows, reader, cell, refs, scratch, sweep_at, frags } = self;
+        let Worker { thread, flows, reader, cell, refs, scratch, sweep_at, frags, rejects } = self;
         let thread = *thread;
         let dp = reader.enter(cell);
 
@@ -308,12 +322,13 @@ impl Worker {
             // (returning here, rather than wrapping pass 3 in a branch,
             // keeps the pipeline's code tighter: 290 vs 294 instructions
             // per packet in VPP).
-            *sweep_at = FlowCtx { flows, dp: &dp, refs, thread, now }.sweep(*sweep_at, SWEEP_PER_BATCH);
+            *sweep_at =
+                FlowCtx { flows, dp: &dp, refs, thread, now, rejects }.sweep(*sweep_at, SWEEP_PER_BATCH);
             return;
         }
         // Pass 3: everything else goes the general way: confirm, Maglev
         // for new flows and flushed pods, insert, rewrite.
-        let mut ctx = FlowCtx { flows, dp: &dp, refs, thread, now };
+        let mut ctx = FlowCtx { flows, dp: &dp, refs, thread, now, rejects };
         for i in 0..n {
             let v = scratch.vip[i];
             if v == NO_VIP || scratch.lane[i] == Lane::Done {
@@ -350,12 +365,12 @@ impl Worker {
     /// data path sweeps a little per batch; this is for when no packets
     /// come (from the main thread, with this worker parked).
     pub fn sweep_idle(&mut self, buckets: u32, now: u32) {
-        let Worker { thread, flows, reader, cell, refs, sweep_at, .. } = self;
+        let Worker { thread, flows, reader, cell, refs, sweep_at, rejects, .. } = self;
         let thread = *thread;
         // The latest snapshot, as the worker's next batch would see it (an
         // empty batch, as far as the reader's bookkeeping goes).
         let dp = reader.enter(cell);
-        *sweep_at = FlowCtx { flows, dp: &dp, refs, thread, now }.sweep(*sweep_at, buckets);
+        *sweep_at = FlowCtx { flows, dp: &dp, refs, thread, now, rejects }.sweep(*sweep_at, buckets);
     }
 
     /// The reply path: for each packet of `batch` that is a reply of a kp
@@ -418,6 +433,7 @@ struct FlowCtx<'a> {
     refs: &'a RefCounts,
     thread: usize,
     now: u32,
+    rejects: &'a mut RejectBudget,
 }
 
 impl FlowCtx<'_> {
@@ -455,7 +471,7 @@ impl FlowCtx<'_> {
                         let gone = self.flows.remove(h.slot);
                         self.forget(gone);
                     }
-                    return Verdict::Drop(DropReason::NoPod);
+                    return self.no_endpoint(batch, i, parsed, v);
                 };
                 let original = Original { addr: parsed.dst, port: parsed.dst_port, vip: v };
                 let to = &dp.pods[pod as usize].endpoint;
@@ -601,6 +617,43 @@ impl FlowCtx<'_> {
             }
             Err(err) => Verdict::Drop(DropReason::Nat(err)),
         })
+    }
+
+    /// A new flow to a VIP with no pod taking new flows: answered as
+    /// kube-proxy does (a TCP reset; for UDP, ICMP port unreachable),
+    /// within this thread's budget, unless `kp conf reject off`.
+    #[cold]
+    fn no_endpoint<B: Batch>(&mut self, batch: &mut B, i: usize, parsed: &Parsed, v: u32) -> Verdict {
+        use crate::packet::reject;
+        let drop = Verdict::Drop(DropReason::NoPod);
+        if !self.dp.reject {
+            return drop;
+        }
+        if self.rejects.tick != self.now {
+            *self.rejects = RejectBudget { tick: self.now, sent: 0 };
+        }
+        if self.rejects.sent >= REJECTS_PER_TICK || batch.chain_len(i).is_some() {
+            return drop;
+        }
+        let answered = match parsed.protocol {
+            packet::proto::TCP => match reject::tcp_reset(batch.packet(i), parsed) {
+                Some(len) => batch.reframe(i, 0, len),
+                None => false,
+            },
+            _ => {
+                let grow = reject::icmp_header_len(parsed.family);
+                let quote = reject::icmp_quote_len(parsed.family, batch.packet(i).len());
+                batch.reframe(i, grow, grow + quote) && {
+                    reject::port_unreachable(batch.packet(i), parsed);
+                    true
+                }
+            }
+        };
+        if !answered {
+            return drop;
+        }
+        self.rejects.sent += 1;
+        Verdict::Reject { vip: v }
     }
 
     /// A flow entry went away: drop its pod reference and its reply state.

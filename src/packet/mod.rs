@@ -17,6 +17,7 @@ pub mod icmp_error;
 pub mod ipv4;
 pub mod ipv6;
 pub mod l4;
+pub mod reject;
 
 pub use ipv4::Ipv4Packet;
 pub use ipv6::Ipv6Packet;

@@ -127,6 +127,27 @@ impl<'a> BufferRef<'a> {
         None
     }
 
+    /// Makes the packet start `grow` bytes earlier (into the pre-data
+    /// headroom) and be `len` bytes long, within this one buffer; the
+    /// checksum offload flag goes (the new packet's checksums are whole).
+    /// `false`, and nothing changed, for a chain or too little room.
+    pub fn reframe(&mut self, grow: usize, len: usize) -> bool {
+        /// VLIB_BUFFER_PRE_DATA_SIZE: how far `current_data` may go below 0.
+        const PRE_DATA: isize = 128;
+        let h = self.header_mut();
+        let start = isize::from(h.current_data) - grow as isize;
+        if h.flags & sys::KP_VLIB_BUFFER_NEXT_PRESENT != 0
+            || start < -PRE_DATA
+            || len > usize::from(h.current_length) + grow
+        {
+            return false;
+        }
+        h.current_data = start as i16;
+        h.current_length = len as u16;
+        h.flags &= !sys::KP_VNET_BUFFER_F_OFFLOAD;
+        true
+    }
+
     /// `vnet_buffer(b)->oflags`: checksum and segmentation offloads.
     #[inline(always)]
     pub fn offload_flags(&self) -> u8 {

@@ -9,6 +9,7 @@ use super::state::{apply_conf, global, sync_vpp, Global, WorkersView};
 use super::sys;
 use super::text::{cli_output, guarded, sw_if_index, take_line};
 use crate::cli::{self, SetInterface, Show};
+use crate::control::Change;
 use crate::packet::IpFamily;
 use core::ffi::c_char;
 use core::ptr::null_mut;
@@ -93,8 +94,13 @@ fn run_cli(g: &Global, which: sys::uword, line: &str, held: &mut BarrierHeld) ->
         CLI_TABLE.iter().find(|(c, _, _)| *c as usize == which as usize).ok_or("unknown kp command")?.0;
     let change = match which {
         Cli::Conf => {
-            let (buckets, timeout) = cli::parse_conf(line)?;
-            apply_conf(g, buckets, timeout, held)?;
+            let (buckets, timeout, reject) = cli::parse_conf_all(line)?;
+            if buckets.is_some() || timeout.is_some() {
+                apply_conf(g, buckets, timeout, held)?;
+            }
+            if let Some(on) = reject {
+                g.kp.lock().apply(&Change::Reject(on))?;
+            }
             return Ok(String::new());
         }
         Cli::Vip => cli::parse_vip(line)?,

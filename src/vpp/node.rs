@@ -34,11 +34,12 @@ enum Error {
     ZeroUdpChecksum6,
     NoVip,
     NoPod,
+    Rejected,
     NatUnsupported,
     NatFailed,
 }
 
-struct ErrorDescs([sys::vlib_error_desc_t; 12]);
+struct ErrorDescs([sys::vlib_error_desc_t; 13]);
 // SAFETY: immutable records pointing at static strings.
 unsafe impl Sync for ErrorDescs {}
 
@@ -62,7 +63,8 @@ static ERRORS: ErrorDescs = ErrorDescs([
     desc(c"protocol", c"not TCP or UDP", ERROR),
     desc(c"udp6-zero-checksum", c"IPv6 UDP with zero checksum", ERROR),
     desc(c"no-vip", c"no VIP for this protocol and port", ERROR),
-    desc(c"no-pod", c"no pod takes new flows", ERROR),
+    desc(c"no-pod", c"no pod takes new flows (dropped)", ERROR),
+    desc(c"rejected", c"no pod: rejected (RST/ICMP sent)", INFO),
     desc(c"nat-unsupported", c"nat46/nat64 not translated yet", ERROR),
     desc(c"nat-failed", c"translation failed", ERROR),
 ]);
@@ -140,6 +142,11 @@ unsafe extern "C" fn format_kp_trace(s: *mut u8, args: *mut sys::va_list) -> *mu
             format!("kp reply: translated back to vip {}", t.vip)
         } else if t.outcome == 5 {
             "kp reply: not a kp flow, passed on".to_string()
+        } else if t.outcome == 6 {
+            format!(
+                "kp: vip {} has no pod: rejected (a TCP reset or ICMP port unreachable to the sender)",
+                t.vip
+            )
         } else if t.outcome == 3 {
             let name = core::ffi::CStr::from_ptr(ERRORS.0[usize::from(t.error)].name).to_string_lossy();
             format!("kp: to {dst}: dropped ({name})")
@@ -326,6 +333,10 @@ impl<const NODEPORT: bool, const V6: bool> Batch for FrameBatch<'_, NODEPORT, V6
         unsafe { BufferRef::from_raw(self.bufs[i]) }.into_data()
     }
 
+    fn reframe(&mut self, i: usize, grow: usize, len: usize) -> bool {
+        i < self.n && self.buffer(i).reframe(grow, len)
+    }
+
     #[inline(always)]
     fn chain_len(&self, i: usize) -> Option<usize> {
         let b = self.buffer(i);
@@ -401,7 +412,7 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
         worker.process(&mut batch, now, verdicts);
 
         let errors = (*node).errors;
-        let (mut not_translated, mut untracked) = (0u64, 0u64);
+        let (mut not_translated, mut untracked, mut rejected) = (0u64, 0u64, 0u64);
         let existing = VIP_EXISTING.row(thread);
         let (mut run_vip, mut run_len) = (u32::MAX, 0u64);
         let pod_packets = POD_PACKETS.row(thread);
@@ -426,6 +437,12 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
                         }
                     }
                     *pod_packets.add(pod as usize) += 1;
+                }
+                Verdict::Reject { vip } => {
+                    // The packet is now the answer to its sender.
+                    rejected += 1;
+                    batch.nexts[i] = NEXT_LOOKUP;
+                    VIP_NO_POD.add(thread, vip, 1);
                 }
                 Verdict::Drop(DropReason::NoVip | DropReason::Packet(_)) if NODEPORT => {
                     // Not NodePort traffic: ping, other ports, control
@@ -453,7 +470,9 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
         }
         // Non-drop outcomes are counted here; drops by the drop node.
         let counters = (*vm).error_counters;
-        *counters.add(usize::from(*errors.add(Error::Translated as usize))) += n as u64 - not_translated;
+        *counters.add(usize::from(*errors.add(Error::Translated as usize))) +=
+            n as u64 - not_translated - rejected;
+        *counters.add(usize::from(*errors.add(Error::Rejected as usize))) += rejected;
         *counters.add(usize::from(*errors.add(Error::Untracked as usize))) += untracked;
         enqueue(vm, node, from, batch.nexts, n);
         n as sys::uword
@@ -485,6 +504,7 @@ unsafe fn trace_frame<const NODEPORT: bool, const V6: bool>(
                 Verdict::Forward { vip, pod, outcome } => {
                     trace(vm, node, b, worker, i, vip, pod, outcome as u8, 0)
                 }
+                Verdict::Reject { vip } => trace(vm, node, b, worker, i, vip, u32::MAX, 6, 0),
                 Verdict::Drop(DropReason::NoVip | DropReason::Packet(_)) if NODEPORT => {}
                 Verdict::Drop(reason) => {
                     trace(vm, node, b, worker, i, u32::MAX, u32::MAX, 3, error_of(reason) as u8)

@@ -143,10 +143,14 @@ pub fn sync_vpp(kp: &mut Kp, applied: &Applied, held: &BarrierHeld) {
     let (n_vips, n_pods) = kp.controller.index_bounds();
     for c in vips {
         freed_vips.iter().for_each(|&v| c.zero(v, held));
-        n_vips.checked_sub(1).into_iter().for_each(|v| c.validate(v, held));
+        // (Index 0 at least: the nodes take each thread's row before they
+        // know whether any packet will count on it, and a row exists only
+        // once something was validated — a VIP that never had a pod
+        // would otherwise meet a null row.)
+        c.validate(n_vips.saturating_sub(1), held);
     }
     freed_pods.iter().for_each(|&p| POD_PACKETS.zero(p, held));
-    n_pods.checked_sub(1).into_iter().for_each(|p| POD_PACKETS.validate(p, held));
+    POD_PACKETS.validate(n_pods.saturating_sub(1), held);
     super::route::sync(kp.controller.live_pods(), held);
     sync_nodeport(kp, held);
 }
