@@ -1195,3 +1195,18 @@ fn no_endpoints_reject_as_kube_proxy_does() {
     let (v, _) = run(&mut w, v4(proto::TCP, [192, 168, 1, 1], 10, [10, 96, 0, 10], 80), cap, 7);
     assert_eq!(v, Verdict::Drop(DropReason::NoPod));
 }
+
+/// Echo requests to a VIP are not answered (as nftables-mode kube-proxy
+/// does not; a VIP is a Service, not a host): a counted drop, as any
+/// protocol kp does not translate.
+#[test]
+fn echo_requests_to_a_vip_are_not_answered() {
+    let (_c, mut w, cap) = setup();
+    let mut echo = vec![0x45, 0, 0, 28, 0, 1, 0, 0, 64, proto::ICMP, 0, 0, 192, 168, 0, 5, 10, 96, 0, 10];
+    let c = checksum::checksum(&echo);
+    echo[10..12].copy_from_slice(&c.to_be_bytes());
+    echo.extend_from_slice(&[8, 0, 0xf7, 0xfe, 0, 1, 0, 0]);
+    let (v, out) = run(&mut w, echo.clone(), cap, 1);
+    assert_eq!(v, Verdict::Drop(DropReason::Packet(kp_plugin::packet::Error::UnsupportedProtocol)));
+    assert_eq!(out, echo, "untouched");
+}
