@@ -141,6 +141,19 @@ impl Lab {
     /// holding scapy expressions) in on pg`inp`; returns pg_tool's decoding
     /// of what left on pg`outp`.
     fn send_json(&mut self, inp: usize, outp: usize, list: &[String]) -> Vec<serde_json::Value> {
+        self.send_decoded(inp, outp, list, list.len(), "decode")
+    }
+
+    /// [`send_json`](Self::send_json) for specs that make `count` packets,
+    /// decoded by pg_tool's `mode` (`decode`, or `reassemble`).
+    fn send_decoded(
+        &mut self,
+        inp: usize,
+        outp: usize,
+        list: &[String],
+        count: usize,
+        mode: &str,
+    ) -> Vec<serde_json::Value> {
         self.n += 1;
         let dir = &self.vpp.dir;
         let spec = dir.join(format!("spec{}.json", self.n));
@@ -161,11 +174,7 @@ impl Lab {
         assert!(st.success());
         let name = format!("s{}", self.n);
         self.ctl_ok(&format!("packet-generator new pcap {} source pg{inp} name {name}", inp_file.display()));
-        self.ctl_ok(&format!(
-            "packet-generator capture pg{outp} pcap {} count {}",
-            out.display(),
-            list.len()
-        ));
+        self.ctl_ok(&format!("packet-generator capture pg{outp} pcap {} count {}", out.display(), count));
         self.ctl_ok(&format!("packet-generator enable-stream {name}"));
         // Wait for the stream to finish and the capture to be written.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -183,7 +192,7 @@ impl Lab {
         }
         let o = Command::new(&self.py)
             .arg(root().join("tests/python/pg_tool.py"))
-            .arg("decode")
+            .arg(mode)
             .arg(&out)
             .output()
             .unwrap();
@@ -596,4 +605,30 @@ fn datapath_no_endpoints_reject() {
     );
     assert!(got.iter().all(|v| v["proto"].as_str() != Some("tcp")), "{got:?}");
     assert!(lab.vpp.ctl("show errors").contains("no pod takes new flows (dropped)"));
+}
+
+/// Fragmented UDP datagrams (IPv4 fragments, the IPv6 fragment header), as
+/// scapy's own fragmenter makes them: every fragment reaches the pod with
+/// its address, and scapy's reassembly of what left gives the translated
+/// datagram with a right checksum.
+#[test]
+fn datapath_fragments_reach_the_pod() {
+    let Some(mut lab) = Lab::start("datapath_fragments_reach_the_pod", 0) else { return };
+    lab.ctl_ok("kp vip 10.96.0.10/32 protocol udp port 53 target_port 5353");
+    lab.ctl_ok("kp pod 10.96.0.10/32 10.1.0.1");
+    lab.ctl_ok("kp vip 2001:db8::10/128 protocol udp port 53 target_port 5353");
+    lab.ctl_ok("kp pod 2001:db8::10/128 fd00::1");
+    let q = |s: &str| serde_json::to_string(s).unwrap();
+    for (make, n, pod) in [
+        ("fragment(IP(src='10.0.0.2', dst='10.96.0.10', id=77)/UDP(sport=5000, dport=53)/Raw(bytes(range(256))*16), fragsize=1000)", 5, "10.1.0.1"),
+        ("fragment6(IPv6(src='fd01::2', dst='2001:db8::10')/IPv6ExtHdrFragment(id=78)/UDP(sport=5001, dport=53)/Raw(bytes(range(256))*16), 1280)", 4, "fd00::1"),
+    ] {
+        let got = lab.send_decoded(0, 1, &[q(make)], n, "reassemble");
+        assert_eq!(got.len(), 1, "one datagram: {got:?}\n{}", lab.vpp.ctl("show errors"));
+        let d = &got[0];
+        assert_eq!(d["fragments"].as_u64(), Some(n as u64), "{d}");
+        assert_eq!(d["same_dst"].as_bool(), Some(true), "every fragment to the pod: {d}");
+        assert_eq!((d["dst"].as_str(), d["dport"].as_u64()), (Some(pod), Some(5353)), "{d}");
+        assert_eq!(d["l4_ok"].as_bool(), Some(true), "{d}");
+    }
 }

@@ -15,8 +15,9 @@ import json
 import sys
 
 from scapy.all import (ICMP, IP, TCP, UDP, Ether, ICMPv6PacketTooBig, IPerror, IPerror6, IPv6,
-                       IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, Raw, TCPerror,
-                       UDPerror, rdpcap, wrpcap)
+                       IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting,
+                       Raw, TCPerror, UDPerror, defragment6, defrag, fragment, fragment6, rdpcap,
+                       wrpcap)
 
 
 def make(out, spec_file):
@@ -24,7 +25,10 @@ def make(out, spec_file):
     pkts = []
     for entry in spec["packets"]:
         if isinstance(entry, str):
-            pkts.append(Ether(dst=spec["dst_mac"], src="02:00:00:00:00:01") / eval(entry))
+            made = eval(entry)
+            # (An expression may make several packets: fragments.)
+            for m in made if isinstance(made, list) else [made]:
+                pkts.append(Ether(dst=spec["dst_mac"], src="02:00:00:00:00:01") / m)
             continue
         family, proto, src, dst, sport, dport = entry
         ip = IP(src=src, dst=dst) if family == 4 else IPv6(src=src, dst=dst)
@@ -69,6 +73,29 @@ def decode_icmp(p):
             "inner_sport": q.sport, "inner_dport": q.dport, "ok": ok}
 
 
+def reassemble(pcap):
+    """Reassembles the fragments in a capture (scapy's own reassembly) and
+    decodes the datagrams, as `decode` does, plus how many fragments each
+    had and whether they all carried the same addresses."""
+    frags4 = [p[IP] for p in rdpcap(pcap) if IP in p]
+    frags6 = [p[IPv6] for p in rdpcap(pcap) if IPv6 in p and IPv6ExtHdrFragment in p]
+    out = []
+    if frags4:
+        # (defrag: packets that were not fragments, reassembled ones, and
+        # fragments it could not reassemble.)
+        _, whole, _ = defrag(frags4)
+        out += [IP(bytes(d)) for d in whole]
+    if frags6:
+        out.append(IPv6(bytes(defragment6(frags6))))
+    for ip in out:
+        l4cls = TCP if TCP in ip else UDP
+        d = {"family": ip.version, "src": ip.src, "dst": ip.dst, "sport": ip[l4cls].sport,
+             "dport": ip[l4cls].dport, "l4_ok": l4_ok(ip, l4cls), "len": len(ip),
+             "fragments": len(frags4) if ip.version == 4 else len(frags6),
+             "same_dst": len({f.dst for f in (frags4 if ip.version == 4 else frags6)}) == 1}
+        print(json.dumps(d))
+
+
 def decode(pcap):
     for p in rdpcap(pcap):
         if (IP in p and ICMP in p and IPerror in p) or ICMPv6PacketTooBig in p:
@@ -97,4 +124,4 @@ def decode(pcap):
 
 
 if __name__ == "__main__":
-    {"make": make, "decode": decode}[sys.argv[1]](*sys.argv[2:])
+    {"make": make, "decode": decode, "reassemble": reassemble}[sys.argv[1]](*sys.argv[2:])
