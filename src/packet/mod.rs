@@ -200,18 +200,14 @@ fn parse_ipv4_into(head: &[u8], len: usize, out: &mut Parsed) -> Result<()> {
         out.l4_len = f.l4_len;
         return Ok(());
     }
-    Bounds { declared: len, head: head.len() }.need(ipv4::MIN_HEADER_LEN)?;
-    let ip = Ipv4Packet::new_unchecked(head);
-    ip.check_len_in(len)?;
-    let total = usize::from(ip.total_len());
+    let (ip, bounds) = ipv4_header(head, len)?;
+    let total = bounds.declared;
     let l4_offset = ip.header_len();
-    let bounds = Bounds { declared: total, head: head.len() };
-    bounds.need(l4_offset)?;
     if ip.is_fragment() {
         return Err(Error::Fragment);
     }
     let protocol = ip.protocol();
-    let (src_port, dst_port) = ports(protocol, head, l4_offset, bounds, IpFamily::V4)?;
+    let (src_port, dst_port) = ports::<true>(protocol, head, l4_offset, bounds, IpFamily::V4)?;
     out.family = IpFamily::V4;
     out.protocol = protocol;
     out.src = [0; 16];
@@ -307,15 +303,37 @@ pub fn parse_ipv6(packet: &[u8]) -> Result<Parsed> {
     Ok(p)
 }
 
-#[inline]
-fn parse_ipv6_into(head: &[u8], len: usize, out: &mut Parsed) -> Result<()> {
+/// The IPv4 header of a packet of `len` bytes whose first buffer is
+/// `head`: checked (options included, in `head`), with the packet's bounds
+/// (`declared`: its total length).
+#[inline(always)]
+fn ipv4_header(head: &[u8], len: usize) -> Result<(Ipv4Packet<&[u8]>, Bounds)> {
+    Bounds { declared: len, head: head.len() }.need(ipv4::MIN_HEADER_LEN)?;
+    let ip = Ipv4Packet::new_unchecked(head);
+    ip.check_len_in(len)?;
+    let bounds = Bounds { declared: usize::from(ip.total_len()), head: head.len() };
+    bounds.need(ip.header_len())?;
+    Ok((ip, bounds))
+}
+
+/// The IPv6 fixed header of a packet of `len` bytes whose first buffer is
+/// `head`: checked, with the packet's bounds (`declared`: header plus
+/// payload length).
+#[inline(always)]
+fn ipv6_header(head: &[u8], len: usize) -> Result<(Ipv6Packet<&[u8]>, Bounds)> {
     Bounds { declared: len, head: head.len() }.need(ipv6::HEADER_LEN)?;
     let ip = Ipv6Packet::new_unchecked(head);
     ip.check_len_in(len)?;
     let declared = ipv6::HEADER_LEN + usize::from(ip.payload_len());
-    let bounds = Bounds { declared, head: head.len() };
+    Ok((ip, Bounds { declared, head: head.len() }))
+}
+
+#[inline]
+fn parse_ipv6_into(head: &[u8], len: usize, out: &mut Parsed) -> Result<()> {
+    let (ip, bounds) = ipv6_header(head, len)?;
+    let declared = bounds.declared;
     let (protocol, l4_offset) = ipv6::upper_layer(head, ip.next_header(), bounds)?;
-    let (src_port, dst_port) = ports(protocol, head, l4_offset, bounds, IpFamily::V6)?;
+    let (src_port, dst_port) = ports::<true>(protocol, head, l4_offset, bounds, IpFamily::V6)?;
     *out = Parsed {
         family: IpFamily::V6,
         protocol,
@@ -349,14 +367,10 @@ pub struct Fragment {
 pub fn parse_fragment(head: &[u8], len: usize) -> Result<Fragment> {
     let len = len.max(head.len());
     let mut p = Parsed::default();
-    let (id, first, declared) = match head.first().map(|b| b >> 4) {
+    let (id, first, bounds) = match head.first().map(|b| b >> 4) {
         Some(4) => {
-            Bounds { declared: len, head: head.len() }.need(ipv4::MIN_HEADER_LEN)?;
-            let ip = Ipv4Packet::new_unchecked(head);
-            ip.check_len_in(len)?;
-            let total = usize::from(ip.total_len());
+            let (ip, bounds) = ipv4_header(head, len)?;
             let hlen = ip.header_len();
-            Bounds { declared: total, head: head.len() }.need(hlen)?;
             if !ip.is_fragment() {
                 return Err(Error::Malformed);
             }
@@ -366,14 +380,10 @@ pub fn parse_fragment(head: &[u8], len: usize) -> Result<Fragment> {
             p.dst[..4].copy_from_slice(&ip.dst_addr());
             p.l4_offset = hlen as u16;
             let first = be16(head, ipv4::field::FLAGS_FRAG) & 0x1fff == 0;
-            (u32::from(be16(head, ipv4::field::IDENT)), first, total)
+            (u32::from(be16(head, ipv4::field::IDENT)), first, bounds)
         }
         Some(6) => {
-            Bounds { declared: len, head: head.len() }.need(ipv6::HEADER_LEN)?;
-            let ip = Ipv6Packet::new_unchecked(head);
-            ip.check_len_in(len)?;
-            let declared = ipv6::HEADER_LEN + usize::from(ip.payload_len());
-            let bounds = Bounds { declared, head: head.len() };
+            let (ip, bounds) = ipv6_header(head, len)?;
             let w = ipv6::walk(head, ip.next_header(), bounds)?;
             let Some(at) = w.fragment else { return Err(Error::Malformed) };
             p.family = IpFamily::V6;
@@ -383,25 +393,27 @@ pub fn parse_fragment(head: &[u8], len: usize) -> Result<Fragment> {
             p.l4_offset = w.at as u16;
             let first = be16(head, at + 2) & !7 == 0;
             let id = u32::from_be_bytes([head[at + 4], head[at + 5], head[at + 6], head[at + 7]]);
-            (id, first, declared)
+            (id, first, bounds)
         }
         Some(_) => return Err(Error::Malformed),
         None => return Err(Error::Truncated),
     };
     let at = usize::from(p.l4_offset);
-    p.l4_len = (declared - at) as u16;
+    p.l4_len = (bounds.declared - at) as u16;
     if first {
         // The transport header must be whole in the first fragment (RFC
         // 8200 §4.5; RFC 1858 for IPv4's tiny fragments).
-        let bounds = Bounds { declared, head: head.len() };
-        (p.src_port, p.dst_port) = first_fragment_ports(p.protocol, head, at, bounds, p.family)?;
+        (p.src_port, p.dst_port) = ports::<false>(p.protocol, head, at, bounds, p.family)?;
     }
     Ok(Fragment { parsed: p, id, first })
 }
 
-/// [`ports`] for a first fragment: the transport header is checked, but
-/// not its lengths against this fragment (they are the datagram's).
-fn first_fragment_ports(
+/// The ports of the TCP/UDP header at `at`, after checking it: its fixed
+/// part in the first buffer, and, for a whole datagram (`WHOLE`), its
+/// lengths within what the IP header gave it. (A first fragment's lengths
+/// are the datagram's, not the fragment's.)
+#[inline]
+fn ports<const WHOLE: bool>(
     protocol: u8,
     head: &[u8],
     at: usize,
@@ -412,45 +424,19 @@ fn first_fragment_ports(
     match protocol {
         proto::TCP => {
             bounds.need(at + TCP_MIN_HEADER_LEN)?;
-            if usize::from(head[at + tcp::DATA_OFFSET] >> 4) * 4 < TCP_MIN_HEADER_LEN {
-                return Err(Error::Malformed);
-            }
-        }
-        proto::UDP => {
-            bounds.need(at + UDP_HEADER_LEN)?;
-            if usize::from(be16(head, at + udp::LENGTH)) < UDP_HEADER_LEN {
-                return Err(Error::Malformed);
-            }
-            if family == IpFamily::V6 && be16(head, at + udp::CHECKSUM) == 0 {
-                return Err(Error::ZeroUdpChecksumV6);
-            }
-        }
-        _ => return Err(Error::UnsupportedProtocol),
-    }
-    Ok((be16(head, at), be16(head, at + 2)))
-}
-
-/// The ports of the TCP/UDP header at `at`, after checking it: its fixed
-/// part in the first buffer, its lengths within what the IP header gave it.
-#[inline]
-fn ports(protocol: u8, head: &[u8], at: usize, bounds: Bounds, family: IpFamily) -> Result<(u16, u16)> {
-    use l4::{tcp_field as tcp, udp_field as udp, TCP_MIN_HEADER_LEN, UDP_HEADER_LEN};
-    match protocol {
-        proto::TCP => {
-            bounds.need(at + TCP_MIN_HEADER_LEN)?;
             let data_offset = usize::from(head[at + tcp::DATA_OFFSET] >> 4) * 4;
             if data_offset < TCP_MIN_HEADER_LEN {
                 return Err(Error::Malformed);
             }
             // (Options need not be in the first buffer: kp never reads them.)
-            if at + data_offset > bounds.declared {
+            if WHOLE && at + data_offset > bounds.declared {
                 return Err(Error::Truncated);
             }
         }
         proto::UDP => {
             bounds.need(at + UDP_HEADER_LEN)?;
             let length = usize::from(be16(head, at + udp::LENGTH));
-            if length < UDP_HEADER_LEN || at + length > bounds.declared {
+            if length < UDP_HEADER_LEN || (WHOLE && at + length > bounds.declared) {
                 return Err(Error::Malformed);
             }
             if family == IpFamily::V6 && be16(head, at + udp::CHECKSUM) == 0 {
