@@ -39,6 +39,14 @@ pub struct FragKey {
     pub id: u32,
 }
 
+impl FragKey {
+    /// The identity of `f`'s datagram, a reply's or a request's.
+    pub fn of(f: &crate::packet::Fragment, reply: bool) -> FragKey {
+        let p = &f.parsed;
+        FragKey { family: p.family, protocol: p.protocol, reply, src: p.src, dst: p.dst, id: f.id }
+    }
+}
+
 /// Where the datagram's other fragments go: the VIP and pod of its flow,
 /// and the address to write (a request's new destination, a reply's new
 /// source).

@@ -254,24 +254,48 @@ pub fn rewrite_addr<const DST: bool>(
     family: IpFamily,
     addr: &[u8; 16],
 ) -> Result<(), NatError> {
+    let header = match family {
+        IpFamily::V4 => IP4_LEN,
+        IpFamily::V6 => crate::packet::ipv6::HEADER_LEN,
+    };
+    if pkt.len() < header {
+        return Err(NatError::Truncated);
+    }
+    let d = set_addr::<DST>(pkt, family, addr);
+    if family == IpFamily::V4 {
+        update_ip4_checksum(pkt, d);
+    }
+    Ok(())
+}
+
+/// Writes the destination (if `DST`) or source address of an IP header
+/// that `pkt` holds whole; returns the checksum delta.
+#[inline(always)]
+fn set_addr<const DST: bool>(pkt: &mut [u8], family: IpFamily, addr: &[u8; 16]) -> u64 {
     match family {
         IpFamily::V4 => {
             let at = if DST { ip4::DST } else { ip4::SRC };
-            let h = pkt.get_mut(..IP4_LEN).ok_or(NatError::Truncated)?;
-            let field: &mut [u8; 4] = (&mut h[at]).try_into().unwrap();
+            let field: &mut [u8; 4] = (&mut pkt[at]).try_into().unwrap();
             let new: &[u8; 4] = addr[..4].try_into().unwrap();
             let d = checksum::delta_v4(field, new);
             *field = *new;
-            let c = u16::from_be_bytes([h[ip4::CHECKSUM], h[ip4::CHECKSUM + 1]]);
-            set_be16(h, ip4::CHECKSUM, checksum::update(c, d));
+            d
         }
         IpFamily::V6 => {
             let at = if DST { ip6::DST } else { ip6::SRC };
-            let field = pkt.get_mut(at).ok_or(NatError::Truncated)?;
-            field.copy_from_slice(addr);
+            let field: &mut [u8; 16] = (&mut pkt[at]).try_into().unwrap();
+            let d = checksum::delta_v6(field, addr);
+            *field = *addr;
+            d
         }
     }
-    Ok(())
+}
+
+/// Updates the IPv4 header checksum for address changes worth `delta`.
+#[inline(always)]
+fn update_ip4_checksum(pkt: &mut [u8], delta: u64) {
+    let c = u16::from_be_bytes([pkt[ip4::CHECKSUM], pkt[ip4::CHECKSUM + 1]]);
+    set_be16(pkt, ip4::CHECKSUM, checksum::update(c, delta));
 }
 
 /// What to change in an ICMP error: its outer addresses, and the source or
@@ -383,23 +407,7 @@ fn rewrite_endpoint<const DST: bool>(
     } else {
         (l4_off + udp::SRC_PORT, parsed.src_port)
     };
-    let addr_delta = match parsed.family {
-        IpFamily::V4 => {
-            let at = if DST { ip4::DST } else { ip4::SRC };
-            let field: &mut [u8; 4] = (&mut pkt[at]).try_into().unwrap();
-            let new: &[u8; 4] = ep.addr[..4].try_into().unwrap();
-            let d = checksum::delta_v4(field, new);
-            *field = *new;
-            d
-        }
-        IpFamily::V6 => {
-            let at = if DST { ip6::DST } else { ip6::SRC };
-            let field: &mut [u8; 16] = (&mut pkt[at]).try_into().unwrap();
-            let d = checksum::delta_v6(field, &ep.addr);
-            *field = ep.addr;
-            d
-        }
-    };
+    let addr_delta = set_addr::<DST>(pkt, parsed.family, &ep.addr);
     set_be16(pkt, port_at, ep.port);
     Ok((addr_delta, checksum::delta16(old_port, ep.port)))
 }
@@ -416,8 +424,7 @@ fn finish_checksums(
     l4: L4Checksum,
 ) {
     if parsed.family == IpFamily::V4 {
-        let c = u16::from_be_bytes([pkt[ip4::CHECKSUM], pkt[ip4::CHECKSUM + 1]]);
-        set_be16(pkt, ip4::CHECKSUM, checksum::update(c, addr_delta));
+        update_ip4_checksum(pkt, addr_delta);
     }
     let field: &mut [u8; 2] = (&mut pkt[csum_at..csum_at + 2]).try_into().unwrap();
     update_l4_checksum(field, parsed.protocol, addr_delta, port_delta, l4);

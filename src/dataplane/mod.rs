@@ -148,6 +148,14 @@ impl Dataplane {
     pub fn pod_serves(&self, pod: u32) -> bool {
         self.pods.get(pod as usize).is_some_and(|p| p.state.serves_flows())
     }
+
+    /// Where `pod` takes flows of VIP `vip`, if it still serves them (IPv4
+    /// flow entries keep no VIP index: an address that moved to another
+    /// Service makes them stale).
+    #[inline(always)]
+    pub fn pod_of_vip(&self, pod: u32, vip: u32) -> Option<&Endpoint> {
+        self.pods.get(pod as usize).filter(|p| p.vip == vip && p.state.serves_flows()).map(|p| &p.endpoint)
+    }
 }
 
 /// What happened to a flow's packet.

@@ -412,14 +412,7 @@ impl Worker {
             }
             verdicts[i] = match dp.reverse.lookup(&scratch.keys[i]) {
                 None => ReplyVerdict::NotKp,
-                Some(o) => {
-                    let from = Endpoint { family: scratch.parsed[i].family, addr: o.addr, port: o.port };
-                    let l4 = batch.l4_checksum(i);
-                    match nat::rewrite_src(batch.packet(i), &scratch.parsed[i], &from, l4) {
-                        Ok(()) => ReplyVerdict::Translated { vip: o.vip },
-                        Err(_) => ReplyVerdict::NotKp,
-                    }
-                }
+                Some(o) => reply_from_service(batch, i, &scratch.parsed[i], &o),
             };
         }
     }
@@ -459,9 +452,7 @@ impl FlowCtx<'_> {
             // IPv4 entries keep no VIP index: a pod of another VIP (the
             // address now belongs to a different Service) makes the entry
             // stale.
-            Some(Hit { pod, .. }) if dp.pod_serves(pod) && dp.pods[pod as usize].vip == v => {
-                (pod, FlowOutcome::Hit)
-            }
+            Some(Hit { pod, .. }) if dp.pod_of_vip(pod, v).is_some() => (pod, FlowOutcome::Hit),
             stale_or_miss => {
                 let vip = dp.vips[v as usize].as_ref().expect("classified VIPs exist");
                 // The Maglev choice must not depend on node-local indices,
@@ -531,18 +522,10 @@ impl FlowCtx<'_> {
             Err(e) => return Verdict::Drop(DropReason::Packet(e)),
         };
         *parsed = f.parsed;
-        let key = FragKey {
-            family: parsed.family,
-            protocol: parsed.protocol,
-            reply: false,
-            src: parsed.src,
-            dst: parsed.dst,
-            id: f.id,
-        };
+        let key = FragKey::of(&f, false);
         if !f.first {
-            let dp = self.dp;
-            let verdict = match frags.lookup(&key, self.now) {
-                Some(t) if dp.pod_serves(t.pod) && dp.pods[t.pod as usize].vip == t.vip => {
+            return match frags.lookup(&key, self.now) {
+                Some(t) if self.dp.pod_of_vip(t.pod, t.vip).is_some() => {
                     match nat::rewrite_addr::<true>(batch.packet(i), parsed.family, &t.addr) {
                         Ok(()) => {
                             batch.translated(i, t.pod);
@@ -554,7 +537,6 @@ impl FlowCtx<'_> {
                 }
                 _ => Verdict::Drop(DropReason::Packet(packet::Error::Fragment)),
             };
-            return verdict;
         }
         let Some(v) = self.dp.classify(batch.capture(i), parsed.family, parsed.protocol, parsed.dst_port)
         else {
@@ -586,16 +568,7 @@ impl FlowCtx<'_> {
         let v = dp.classify(batch.capture(i), e.family, e.protocol, e.inner_src_port)?;
         *vip_of = v;
         // The flow's own direction: client -> VIP.
-        let forward = Parsed {
-            family: e.family,
-            protocol: e.protocol,
-            src: e.inner_dst,
-            dst: e.inner_src,
-            src_port: e.inner_dst_port,
-            dst_port: e.inner_src_port,
-            l4_offset: 0,
-            l4_len: 0,
-        };
+        let forward = e.quoted_reversed();
         let key = FlowKey::new(v, &forward);
         let hash = key.hash();
         let id = key.compact(hash);
@@ -603,7 +576,7 @@ impl FlowCtx<'_> {
         let known = self.flows.resolve(&key, hash, id, cands, self.now).map(|h| h.pod);
         let vip = dp.vips[v as usize].as_ref()?;
         let candidate = known.or_else(|| vip.table.lookup(tuple_hash(&forward)))?;
-        let to = dp.pods.get(candidate as usize).filter(|p| p.vip == v && p.state.serves_flows())?.endpoint;
+        let to = *dp.pod_of_vip(candidate, v)?;
         // The flow must be the pod's (its replies are known to come from it).
         let original = dp.reverse.lookup(&key.reply_key(&to.addr, to.port))?;
         if original.vip != v {
@@ -704,8 +677,7 @@ fn reply_fragment<B: Batch>(
     let len = batch.chain_len(i).unwrap_or(0);
     let Ok(f) = packet::parse_fragment(batch.packet(i), len) else { return ReplyVerdict::NotKp };
     let p = &f.parsed;
-    let key =
-        FragKey { family: p.family, protocol: p.protocol, reply: true, src: p.src, dst: p.dst, id: f.id };
+    let key = FragKey::of(&f, true);
     if !f.first {
         let Some(t) = frags.lookup(&key, now) else { return ReplyVerdict::NotKp };
         return match nat::rewrite_addr::<false>(batch.packet(i), p.family, &t.addr) {
@@ -714,13 +686,21 @@ fn reply_fragment<B: Batch>(
         };
     }
     let Some(o) = dp.reverse.lookup(&FlowKey::new(0, p)) else { return ReplyVerdict::NotKp };
+    let verdict = reply_from_service(batch, i, p, &o);
+    if verdict != ReplyVerdict::NotKp {
+        frags.insert(key, FragTarget { vip: o.vip, pod: 0, addr: o.addr }, now);
+    }
+    verdict
+}
+
+/// A reply of the flow `o` (packet `i`, parsed as `p`) gets its source
+/// back to what the client sent to: the VIP (or node address) and port.
+#[inline(always)]
+fn reply_from_service<B: Batch>(batch: &mut B, i: usize, p: &Parsed, o: &Original) -> ReplyVerdict {
     let from = Endpoint { family: p.family, addr: o.addr, port: o.port };
     let l4 = batch.l4_checksum(i);
     match nat::rewrite_src(batch.packet(i), p, &from, l4) {
-        Ok(()) => {
-            frags.insert(key, FragTarget { vip: o.vip, pod: 0, addr: o.addr }, now);
-            ReplyVerdict::Translated { vip: o.vip }
-        }
+        Ok(()) => ReplyVerdict::Translated { vip: o.vip },
         Err(_) => ReplyVerdict::NotKp,
     }
 }
@@ -734,16 +714,7 @@ fn reply_icmp_error<B: Batch>(batch: &mut B, i: usize, dp: &Dataplane) -> ReplyV
     let len = batch.chain_len(i).unwrap_or(0);
     let Ok(e) = packet::icmp_error::parse(batch.packet(i), len) else { return ReplyVerdict::NotKp };
     // The reply direction of the flow: pod -> client.
-    let reply = Parsed {
-        family: e.family,
-        protocol: e.protocol,
-        src: e.inner_dst,
-        dst: e.inner_src,
-        src_port: e.inner_dst_port,
-        dst_port: e.inner_src_port,
-        l4_offset: 0,
-        l4_len: 0,
-    };
+    let reply = e.quoted_reversed();
     let Some(o) = dp.reverse.lookup(&FlowKey::new(0, &reply)) else { return ReplyVerdict::NotKp };
     let service = Endpoint { family: e.family, addr: o.addr, port: o.port };
     let rw = nat::IcmpRewrite {

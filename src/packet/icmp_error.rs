@@ -29,6 +29,23 @@ pub struct IcmpError {
     pub end: usize,
 }
 
+impl IcmpError {
+    /// The quoted packet's flow in the other direction (addresses and
+    /// ports swapped): the packet that answers the quoted one.
+    pub fn quoted_reversed(&self) -> super::Parsed {
+        super::Parsed {
+            family: self.family,
+            protocol: self.protocol,
+            src: self.inner_dst,
+            dst: self.inner_src,
+            src_port: self.inner_dst_port,
+            dst_port: self.inner_src_port,
+            l4_offset: 0,
+            l4_len: 0,
+        }
+    }
+}
+
 fn is_error(family: IpFamily, icmp_type: u8) -> bool {
     match family {
         // Destination unreachable, time exceeded, parameter problem.
