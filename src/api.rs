@@ -36,6 +36,7 @@ pub mod retval {
     pub const INVALID_SW_IF_INDEX: i32 = -2;
     pub const NO_SUCH_ENTRY: i32 = -6;
     pub const INVALID_VALUE: i32 = -7;
+    pub const INVALID_VALUE_2: i32 = -8;
     pub const ADDRESS_LENGTH_MISMATCH: i32 = -59;
     pub const INVALID_MEMORY_SIZE: i32 = -70;
     pub const INVALID_ARGUMENT: i32 = -73;
@@ -68,6 +69,13 @@ pub fn retval_of(e: &ConfigError) -> i32 {
         ConfigError::NodePortClash { .. } => ADDRESS_IN_USE,
         ConfigError::UnknownVip(_) | ConfigError::UnknownPod { .. } => NO_SUCH_ENTRY,
         ConfigError::OutOfMemory { .. } => INVALID_MEMORY_SIZE,
+        ConfigError::BadNat46Prefix(_)
+        | ConfigError::BadNat64Source(_)
+        | ConfigError::BadNat64Ports(..)
+        | ConfigError::TooManyNat64Sources => INVALID_VALUE,
+        ConfigError::Nat64NoSource | ConfigError::XlatInUse { .. } | ConfigError::MixedNat { .. } => {
+            INVALID_VALUE_2
+        }
         ConfigError::TooManyPods { .. } => LIMIT_EXCEEDED,
     }
 }

@@ -16,10 +16,11 @@
 //! show kp vip [<prefix>] [verbose]
 //! ```
 
-use crate::config::{IpPrefix, PodTarget, Protocol, VipKey, VipSpec};
+use crate::config::{IpPrefix, PodTarget, Protocol, VipKey, VipSpec, XlatChange};
 use crate::control::Change;
 use crate::nat::NatType;
 use crate::packet::IpFamily;
+use crate::xlat::Rfc6052Prefix;
 use std::net::IpAddr;
 
 pub const CONF_HELP: &str = "kp conf [buckets <n>] [timeout <s>]";
@@ -117,19 +118,28 @@ fn protocol(s: &str) -> Result<Protocol, String> {
 /// `kp conf ...` (also the body of the startup.conf `kp { }` section):
 /// the buckets and timeout to set (at least one of them).
 pub fn parse_conf(args: &str) -> Result<(Option<u32>, Option<u32>), String> {
-    match parse_conf_all(args)? {
-        (None, None, Some(_)) => Err("reject on|off is a run-time setting, not a startup one".into()),
-        (b, t, _) => Ok((b, t)),
+    let c = parse_conf_all(args)?;
+    if c.reject.is_some() || c.xlat != XlatChange::default() {
+        return Err("reject, nat46 and nat64 are run-time settings (kp conf), not startup ones".into());
     }
+    Ok((c.buckets, c.timeout))
 }
 
-/// What `kp conf` sets: buckets, timeout, reject; each if given.
-pub type ConfArgs = (Option<u32>, Option<u32>, Option<bool>);
+/// What `kp conf` sets; each part if given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfArgs {
+    pub buckets: Option<u32>,
+    pub timeout: Option<u32>,
+    pub reject: Option<bool>,
+    pub xlat: XlatChange,
+}
 
-/// `kp conf [buckets <n>] [timeout <s>] [reject on|off]`.
+/// `kp conf [buckets <n>] [timeout <s>] [reject on|off]
+/// [nat46 prefix <ip6-prefix>] [nat64 source <ip4>[,<ip4>...]|none]
+/// [nat64 ports <first>-<last>]`.
 pub fn parse_conf_all(args: &str) -> Result<ConfArgs, String> {
     let mut t = Tokens::new(args);
-    let (mut buckets, mut timeout, mut reject) = (None, None, None);
+    let mut c = ConfArgs::default();
     while let Some(tok) = t.next() {
         match tok {
             "reject" => {
@@ -138,17 +148,61 @@ pub fn parse_conf_all(args: &str) -> Result<ConfArgs, String> {
                     "off" => false,
                     other => return Err(format!("reject takes on or off, not '{other}'")),
                 };
-                set_once(&mut reject, tok, on)?
+                set_once(&mut c.reject, tok, on)?
             }
-            "buckets" => set_once(&mut buckets, tok, number(tok, t.value(tok)?, u64::from(u32::MAX))?)?,
-            "timeout" => set_once(&mut timeout, tok, number(tok, t.value(tok)?, u64::from(u32::MAX))?)?,
+            "buckets" => set_once(&mut c.buckets, tok, number(tok, t.value(tok)?, u64::from(u32::MAX))?)?,
+            "timeout" => set_once(&mut c.timeout, tok, number(tok, t.value(tok)?, u64::from(u32::MAX))?)?,
+            "nat46" => match t.next() {
+                Some("prefix") => {
+                    let p = nat46_prefix(t.value("nat46 prefix")?)?;
+                    set_once(&mut c.xlat.nat46_prefix, "nat46 prefix", p)?
+                }
+                other => {
+                    return Err(format!("nat46 takes prefix <ip6-prefix>, not '{}'", other.unwrap_or("")))
+                }
+            },
+            "nat64" => match t.next() {
+                Some("source") => {
+                    let v = t.value("nat64 source")?;
+                    let list = if v == "none" {
+                        Vec::new()
+                    } else {
+                        v.split(',')
+                            .map(|a| {
+                                a.parse().map_err(|_| format!("nat64 source '{a}' is not an IPv4 address"))
+                            })
+                            .collect::<Result<Vec<_>, _>>()?
+                    };
+                    set_once(&mut c.xlat.nat64_sources, "nat64 source", list)?
+                }
+                Some("ports") => {
+                    let v = t.value("nat64 ports")?;
+                    let (lo, hi) =
+                        v.split_once('-').ok_or_else(|| format!("nat64 ports '{v}': give <first>-<last>"))?;
+                    let range = (port("nat64 ports", lo)?, port("nat64 ports", hi)?);
+                    set_once(&mut c.xlat.nat64_ports, "nat64 ports", range)?
+                }
+                other => {
+                    return Err(format!(
+                        "nat64 takes source <ip4>[,<ip4>...] or ports <first>-<last>, not '{}'",
+                        other.unwrap_or("")
+                    ))
+                }
+            },
             other => return Err(format!("unknown input '{other}'")),
         }
     }
-    if buckets.is_none() && timeout.is_none() && reject.is_none() {
-        return Err("nothing to set: give buckets <n>, timeout <s> and/or reject on|off".into());
+    if c == ConfArgs::default() {
+        return Err("nothing to set: give buckets, timeout, reject, nat46 or nat64".into());
     }
-    Ok((buckets, timeout, reject))
+    Ok(c)
+}
+
+/// An RFC 6052 prefix for nat46.
+fn nat46_prefix(s: &str) -> Result<Rfc6052Prefix, String> {
+    let p = prefix(Some(s), "nat46 prefix")?;
+    let IpAddr::V6(a) = p.addr() else { return Err(format!("nat46 prefix {s} is not an IPv6 prefix")) };
+    Rfc6052Prefix::new(a, p.prefix_len()).map_err(|e| format!("nat46 prefix {s}: {e}"))
 }
 
 /// `kp vip ...`
@@ -349,8 +403,24 @@ mod tests {
     #[test]
     fn other_commands() {
         assert_eq!(parse_conf("buckets 1024 timeout 30").unwrap(), (Some(1024), Some(30)));
-        assert_eq!(parse_conf_all("reject off").unwrap(), (None, None, Some(false)));
-        assert_eq!(parse_conf_all("timeout 5 reject on").unwrap(), (None, Some(5), Some(true)));
+        assert_eq!(
+            parse_conf_all("reject off").unwrap(),
+            ConfArgs { reject: Some(false), ..Default::default() }
+        );
+        assert_eq!(
+            parse_conf_all("timeout 5 reject on").unwrap(),
+            ConfArgs { timeout: Some(5), reject: Some(true), ..Default::default() }
+        );
+        let x = parse_conf_all(
+            "nat46 prefix 2001:db8:46::/96 nat64 source 192.0.2.1,192.0.2.2 nat64 ports 2000-2999",
+        )
+        .unwrap()
+        .xlat;
+        assert_eq!(x.nat46_prefix.unwrap().to_string(), "2001:db8:46::/96");
+        let v4 = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap();
+        assert_eq!(x.nat64_sources.unwrap(), vec![v4("192.0.2.1"), v4("192.0.2.2")]);
+        assert_eq!(x.nat64_ports, Some((2000, 2999)));
+        assert_eq!(parse_conf_all("nat64 source none").unwrap().xlat.nat64_sources, Some(vec![]));
         assert_eq!(
             parse_set_interface("nat6 in pg1 del").unwrap(),
             SetInterface { family: IpFamily::V6, interface: "pg1".into(), enable: false }
@@ -425,10 +495,19 @@ mod tests {
             (
                 |l| parse_conf(l).map(drop),
                 "",
-                "nothing to set: give buckets <n>, timeout <s> and/or reject on|off",
+                "nothing to set: give buckets, timeout, reject, nat46 or nat64",
             ),
             (|l| parse_conf_all(l).map(drop), "reject maybe", "reject takes on or off, not 'maybe'"),
             (|l| parse_conf_all(l).map(drop), "reject on reject off", "reject given twice"),
+            (
+                |l| parse_conf_all(l).map(drop),
+                "nat46 prefix 2001:db8::/80",
+                "nat46 prefix 2001:db8::/80: an RFC 6052 prefix is a /32, /40, /48, /56, /64 or /96, not a /80",
+            ),
+            (|l| parse_conf_all(l).map(drop), "nat46 prefix 192.0.2.0/24", "nat46 prefix 192.0.2.0/24 is not an IPv6 prefix"),
+            (|l| parse_conf_all(l).map(drop), "nat64 source 2001:db8::1", "nat64 source '2001:db8::1' is not an IPv4 address"),
+            (|l| parse_conf_all(l).map(drop), "nat64 ports 5", "nat64 ports '5': give <first>-<last>"),
+            (|l| parse_conf_all(l).map(drop), "nat64 pool 1", "nat64 takes source <ip4>[,<ip4>...] or ports <first>-<last>, not 'pool'"),
             (|l| parse_conf(l).map(drop), "buckets", "buckets needs a value"),
             (|l| parse_conf(l).map(drop), "buckets -1", "buckets '-1' is not a number"),
             (|l| parse_conf(l).map(drop), "timeout 5 extra", "unknown input 'extra'"),

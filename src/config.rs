@@ -8,9 +8,10 @@ use crate::flowtable::{DEFAULT_BUCKETS, DEFAULT_TIMEOUT, MAX_BUCKETS, MIN_BUCKET
 use crate::maglev::{self, NewLenError, DEFAULT_NEW_LEN, MAX_WEIGHT};
 use crate::nat::NatType;
 use crate::packet::IpFamily;
+use crate::xlat::Rfc6052Prefix;
 use core::fmt;
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
 /// Longest idle timeout accepted, seconds (one day).
@@ -191,6 +192,39 @@ impl Default for FlowConf {
     }
 }
 
+/// nat46 and nat64 settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XlatConf {
+    /// Where nat46 embeds IPv4 clients' addresses (RFC 6052).
+    pub nat46_prefix: Rfc6052Prefix,
+    /// The node's IPv4 source addresses for nat64 flows (none: nat64 VIPs
+    /// cannot be added).
+    pub nat64_sources: Vec<Ipv4Addr>,
+    /// The source ports nat64 allocates on each address (inclusive).
+    pub nat64_ports: (u16, u16),
+}
+
+/// The nat64 port range by default: the non-privileged ports.
+pub const DEFAULT_NAT64_PORTS: (u16, u16) = (1024, 65535);
+
+impl Default for XlatConf {
+    fn default() -> Self {
+        XlatConf {
+            nat46_prefix: Rfc6052Prefix::LOCAL_USE,
+            nat64_sources: Vec::new(),
+            nat64_ports: DEFAULT_NAT64_PORTS,
+        }
+    }
+}
+
+/// A `kp conf` change of [`XlatConf`]: `None` keeps the current value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct XlatChange {
+    pub nat46_prefix: Option<Rfc6052Prefix>,
+    pub nat64_sources: Option<Vec<Ipv4Addr>>,
+    pub nat64_ports: Option<(u16, u16)>,
+}
+
 /// A pod selector for pod commands: a VIP prefix, optionally narrowed to
 /// one protocol and one port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,6 +284,22 @@ pub enum ConfigError {
     OutOfMemory {
         bytes: u64,
     },
+    BadNat46Prefix(String),
+    Nat64NoSource,
+    BadNat64Source(Ipv4Addr),
+    TooManyNat64Sources,
+    BadNat64Ports(u16, u16),
+    /// A translation setting cannot change while VIPs use it.
+    XlatInUse {
+        what: &'static str,
+        vip: VipKey,
+    },
+    /// All VIPs of one prefix share a NAT type (it picks the capture node).
+    MixedNat {
+        prefix: IpPrefix,
+        nat: NatType,
+        other: NatType,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -292,6 +342,25 @@ impl fmt::Display for ConfigError {
                 write!(f, "too many pods: at most {max} (pods of all VIPs, draining ones included)")
             }
             ConfigError::OutOfMemory { bytes } => write!(f, "cannot allocate {bytes} bytes for flow state"),
+            ConfigError::BadNat46Prefix(e) => write!(f, "nat46 prefix: {e}"),
+            ConfigError::Nat64NoSource => {
+                write!(f, "a nat64 VIP needs a source address first: kp conf nat64 source <ipv4-address>")
+            }
+            ConfigError::BadNat64Source(a) => {
+                write!(f, "nat64 source {a} must be a unicast IPv4 address")
+            }
+            ConfigError::TooManyNat64Sources => {
+                write!(f, "at most {} nat64 source addresses, each different", crate::nat64::MAX_SOURCES)
+            }
+            ConfigError::BadNat64Ports(lo, hi) => {
+                write!(f, "nat64 ports {lo}-{hi}: the range must go from 1 up, lowest first")
+            }
+            ConfigError::XlatInUse { what, vip } => {
+                write!(f, "the {what} cannot change while VIP {vip} uses it; delete that VIP first")
+            }
+            ConfigError::MixedNat { prefix, nat, other } => {
+                write!(f, "VIP prefix {prefix} has {other} VIPs; a {nat} VIP needs a prefix of its own")
+            }
         }
     }
 }
@@ -313,6 +382,7 @@ pub struct Config {
     /// reject off`) instead of answered with a TCP reset or ICMP port
     /// unreachable, as kube-proxy does (the default).
     pub no_endpoint_drop: bool,
+    pub xlat: XlatConf,
     pub vips: BTreeMap<VipKey, Vip>,
 }
 
@@ -346,6 +416,49 @@ impl Config {
         Ok(())
     }
 
+    /// `kp conf nat46 ... / nat64 ...`: validated whole, then applied. A
+    /// setting in use by a VIP of its type cannot change (its flows' state
+    /// is built on it).
+    pub fn set_xlat(&mut self, c: &XlatChange) -> Result<(), ConfigError> {
+        let mut next = self.xlat.clone();
+        if let Some(p) = c.nat46_prefix {
+            next.nat46_prefix = p;
+        }
+        if let Some(s) = &c.nat64_sources {
+            for a in s {
+                if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback() {
+                    return Err(ConfigError::BadNat64Source(*a));
+                }
+            }
+            let mut uniq = s.clone();
+            uniq.sort();
+            uniq.dedup();
+            if s.len() > crate::nat64::MAX_SOURCES || uniq.len() != s.len() {
+                return Err(ConfigError::TooManyNat64Sources);
+            }
+            next.nat64_sources = s.clone();
+        }
+        if let Some((lo, hi)) = c.nat64_ports {
+            if lo == 0 || lo > hi {
+                return Err(ConfigError::BadNat64Ports(lo, hi));
+            }
+            next.nat64_ports = (lo, hi);
+        }
+        let in_use = |nat: NatType| self.vips.values().find(|v| v.nat == nat).map(|v| v.key);
+        if next.nat46_prefix != self.xlat.nat46_prefix {
+            if let Some(vip) = in_use(NatType::Nat46) {
+                return Err(ConfigError::XlatInUse { what: "nat46 prefix", vip });
+            }
+        }
+        if (&next.nat64_sources, next.nat64_ports) != (&self.xlat.nat64_sources, self.xlat.nat64_ports) {
+            if let Some(vip) = in_use(NatType::Nat64) {
+                return Err(ConfigError::XlatInUse { what: "nat64 source pool", vip });
+            }
+        }
+        self.xlat = next;
+        Ok(())
+    }
+
     /// Validates a VIP against the current configuration.
     pub fn check_vip(&self, spec: &VipSpec) -> Result<Vip, ConfigError> {
         let k = spec.key;
@@ -364,6 +477,12 @@ impl Config {
         });
         if nat.vip_family() != k.prefix.family() {
             return Err(ConfigError::NatFamilyMismatch { prefix: k.prefix, nat });
+        }
+        if nat == NatType::Nat64 && self.xlat.nat64_sources.is_empty() {
+            return Err(ConfigError::Nat64NoSource);
+        }
+        if let Some(other) = self.vips.values().find(|v| v.key.prefix == k.prefix && v.nat != nat) {
+            return Err(ConfigError::MixedNat { prefix: k.prefix, nat, other: other.nat });
         }
         let new_len = maglev::validate_new_len(spec.new_len.unwrap_or(DEFAULT_NEW_LEN))
             .map_err(ConfigError::BadNewLen)?;

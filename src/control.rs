@@ -5,7 +5,7 @@
 //! change is validated completely before anything is modified, so a
 //! rejected command leaves the configuration exactly as it was.
 
-use crate::config::{ConfigError, IpPrefix, PodTarget, VipKey, VipSpec};
+use crate::config::{ConfigError, IpPrefix, PodTarget, VipKey, VipSpec, XlatChange};
 use crate::dataplane::Controller;
 use crate::packet::IpFamily;
 use std::collections::BTreeSet;
@@ -21,6 +21,8 @@ pub enum Change {
     },
     /// Whether VIPs without pods reject new flows (else drop them).
     Reject(bool),
+    /// The nat46 prefix and nat64 source pool.
+    Xlat(XlatChange),
     AddVip(VipSpec),
     DelVip(VipKey),
     AddPods {
@@ -61,6 +63,11 @@ pub trait DataPathView {
     fn flow_tables(&self) -> Vec<FlowTableStats>;
     fn vip_counters(&self, vip: u32) -> VipCounters;
     fn pod_packets(&self, pod: u32) -> u64;
+    /// The data path's current tick (seconds; views without a clock are
+    /// at the first tick).
+    fn now(&self) -> u32 {
+        1
+    }
 }
 
 /// Interfaces with reply translation enabled.
@@ -71,6 +78,9 @@ pub struct Interfaces {
     /// Interfaces whose local addresses capture NodePort traffic (all of
     /// them while any VIP has a NodePort).
     pub nodeport: BTreeSet<u32>,
+    /// Installed reply captures of nat46/nat64 flows: the nat46 prefix and
+    /// the nat64 source addresses, while VIPs of their type exist.
+    pub xlat_captures: BTreeSet<IpPrefix>,
 }
 
 /// The whole control-plane state of kp.
@@ -95,6 +105,28 @@ impl Kp {
         self.controller.config().vips.values().any(|v| v.node_port != 0)
     }
 
+    /// Where replies of nat46/nat64 flows arrive (see
+    /// [`Interfaces::xlat_captures`]).
+    pub fn wanted_xlat_captures(&self) -> BTreeSet<IpPrefix> {
+        let c = self.controller.config();
+        let has = |nat| c.vips.values().any(|v| v.nat == nat);
+        let mut want = BTreeSet::new();
+        if has(crate::nat::NatType::Nat46) {
+            let p = c.xlat.nat46_prefix;
+            want.insert(IpPrefix::new(IpAddr::V6(p.addr()), p.prefix_len()).expect("a valid prefix"));
+        }
+        if has(crate::nat::NatType::Nat64) {
+            want.extend(c.xlat.nat64_sources.iter().map(|a| IpPrefix::host(IpAddr::V4(*a))));
+        }
+        want
+    }
+
+    /// Whether the VIPs of `prefix` are nat46/nat64 (all of them are, or
+    /// none: one NAT type per prefix).
+    pub fn prefix_translates(&self, prefix: &IpPrefix) -> bool {
+        self.controller.config().vips.values().any(|v| v.key.prefix == *prefix && v.nat.translates())
+    }
+
     pub fn new(n_threads: usize) -> Kp {
         Kp { controller: Controller::new(n_threads), interfaces: Interfaces::default() }
     }
@@ -112,6 +144,7 @@ impl Kp {
         match cmd {
             Change::Conf { buckets, timeout } => c.set_flow(*buckets, *timeout).map_err(e)?,
             Change::Reject(on) => c.set_reject(*on),
+            Change::Xlat(x) => c.set_xlat(x).map_err(e)?,
             Change::AddVip(spec) => {
                 let had = c.prefix_index(&spec.key.prefix).is_some();
                 c.add_vip(spec).map_err(e)?;
@@ -173,6 +206,20 @@ impl Kp {
                 "reject (TCP reset, ICMP port unreachable; at most 1000/s per thread)"
             }
         );
+        let x = &c.config().xlat;
+        let _ = writeln!(s, "  nat46 prefix: {}", x.nat46_prefix);
+        let sources: Vec<String> = x.nat64_sources.iter().map(|a| a.to_string()).collect();
+        let _ = match c.nat64_pool() {
+            None => writeln!(s, "  nat64 source: none"),
+            Some(pool) => writeln!(
+                s,
+                "  nat64 source: {} ports {}-{} ({} live bindings)",
+                sources.join(","),
+                x.nat64_ports.0,
+                x.nat64_ports.1,
+                pool.live_bindings(view.now(), c.config().flow.timeout)
+            ),
+        };
         for t in view.flow_tables() {
             let pct = if t.capacity == 0 { 0.0 } else { 100.0 * t.live as f64 / t.capacity as f64 };
             let _ = writeln!(

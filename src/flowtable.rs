@@ -124,6 +124,22 @@ impl FlowKey {
         FlowKey { words: [pw(0), pw(8), w[0], w[1], t, 0] }
     }
 
+    /// The key of this flow's replies when they are of another family
+    /// (nat46): from `pod_addr`:`pod_port` to `client` (the client's
+    /// address as the pods see it) at the client's port, tagged `family`.
+    pub fn reply_key_as(&self, pod_addr: &[u8; 16], pod_port: u16, client: &[u8; 16], family: u8) -> FlowKey {
+        let tail = self.words[4].to_ne_bytes();
+        let pp = pod_port.to_be_bytes();
+        let t = tail_word([pp[0], pp[1], tail[0], tail[1]], tail[4], family);
+        let w = |a: &[u8; 16], at: usize| u64::from_ne_bytes(a[at..at + 8].try_into().unwrap());
+        FlowKey { words: [w(pod_addr, 0), w(pod_addr, 8), w(client, 0), w(client, 8), t, 0] }
+    }
+
+    /// The source address of an IPv4 key.
+    pub fn src_v4(&self) -> [u8; 4] {
+        low4(self.words[0]).to_ne_bytes()
+    }
+
     /// The original destination (address, port) of a forward key.
     pub fn original_dst(&self) -> ([u8; 16], u16) {
         let mut a = [0u8; 16];

@@ -2,7 +2,7 @@
 //!
 //! The crate is layered:
 //! - a host-independent core — [`packet`] (views, checksums), [`nat`]
-//!   (rewrite), [`maglev`] (new-flow tables), [`flowtable`] (per-thread
+//!   (rewrite), [`xlat`] and [`nat64`] (between IPv4 and IPv6), [`maglev`] (new-flow tables), [`flowtable`] (per-thread
 //!   established flows), [`refcount`] (per-thread reference counts),
 //!   [`config`] (the service model and its validation) and [`dataplane`]
 //!   (the per-packet pipeline over them) — plain Rust, tested and
@@ -26,8 +26,10 @@ pub mod fragment;
 pub mod maglev;
 pub mod mem;
 pub mod nat;
+pub mod nat64;
 pub mod packet;
 pub mod refcount;
 pub mod reverse;
 pub mod snapshot;
 pub mod vpp;
+pub mod xlat;

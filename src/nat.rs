@@ -52,6 +52,12 @@ impl NatType {
         }
     }
 
+    /// Whether the VIP and its pods are of different families (nat46,
+    /// nat64): their packets are translated between IPv4 and IPv6.
+    pub fn translates(self) -> bool {
+        self.vip_family() != self.pod_family()
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             NatType::Nat44 => "nat44",
@@ -122,11 +128,17 @@ pub enum NatError {
     Truncated,
     /// A rewrite endpoint of the wrong family for a same-family rewrite.
     FamilyMismatch,
-    /// nat46/nat64 header translation: the API takes it, the data path
-    /// does not do it yet.
+    /// A nat46/nat64 packet kp does not translate (yet): a fragment or an
+    /// ICMP error of a translated flow.
     TranslationNotSupported,
     /// Not enough headroom to grow the header.
     NoHeadroom,
+    /// An IPv4 UDP datagram without a checksum, going to IPv6 (which
+    /// requires one), in a buffer chain: the checksum is computed over the
+    /// first buffer only.
+    ChecksumNeedsWholeDatagram,
+    /// nat64: no source port free for a new flow.
+    PortsExhausted,
 }
 
 impl fmt::Display for NatError {
@@ -134,64 +146,15 @@ impl fmt::Display for NatError {
         f.write_str(match self {
             NatError::Truncated => "packet shorter than its parsed headers",
             NatError::FamilyMismatch => "rewrite endpoint of the wrong address family",
-            NatError::TranslationNotSupported => "nat46/nat64 header translation not supported yet",
+            NatError::TranslationNotSupported => "nat46/nat64 fragments and ICMP errors not translated yet",
             NatError::NoHeadroom => "no headroom to grow the packet header",
+            NatError::ChecksumNeedsWholeDatagram => "IPv4 UDP without checksum to IPv6, in a buffer chain",
+            NatError::PortsExhausted => "nat64: no source port free",
         })
     }
 }
 
 impl std::error::Error for NatError {}
-
-/// A packet in a buffer that may have room in front of it, as a VPP buffer
-/// does (`current_data` can go negative into `pre_data`).
-///
-/// (Only the slice implementation exists yet: nat46 grows the header into
-/// `headroom` with `move_start`, nat64 shrinks it.)
-pub trait PacketBuf {
-    fn data(&self) -> &[u8];
-    fn data_mut(&mut self) -> &mut [u8];
-    /// Bytes available in front of the packet.
-    fn headroom(&self) -> usize;
-    /// Moves the packet start by `delta` bytes: negative grows into the
-    /// headroom, positive drops leading bytes.
-    fn move_start(&mut self, delta: isize) -> Result<(), NatError>;
-}
-
-/// A plain slice: the packet is the whole slice and has no headroom.
-impl PacketBuf for [u8] {
-    fn data(&self) -> &[u8] {
-        self
-    }
-    fn data_mut(&mut self) -> &mut [u8] {
-        self
-    }
-    fn headroom(&self) -> usize {
-        0
-    }
-    fn move_start(&mut self, delta: isize) -> Result<(), NatError> {
-        if delta == 0 {
-            Ok(())
-        } else {
-            Err(NatError::NoHeadroom)
-        }
-    }
-}
-
-/// Applies `rw` to the packet described by `parsed`.
-#[inline]
-pub fn apply<B: PacketBuf + ?Sized>(
-    buf: &mut B,
-    parsed: &Parsed,
-    rw: &Rewrite,
-    l4: L4Checksum,
-) -> Result<(), NatError> {
-    let same_family =
-        rw.src.is_none_or(|e| e.family == parsed.family) && rw.dst.is_none_or(|e| e.family == parsed.family);
-    if !same_family {
-        return Err(NatError::TranslationNotSupported);
-    }
-    rewrite_in_place(buf.data_mut(), parsed, rw, l4)
-}
 
 /// Same-family rewrite in place.
 #[inline]
@@ -635,7 +598,7 @@ mod tests {
                 dst: (which != 0).then(|| ep(new_dst, new_dport)),
             };
             let udp_was_zero = parsed.protocol == proto::UDP && parsed.family == IpFamily::V4 && pkt.7;
-            apply(&mut p[..], &parsed, &rw, L4Checksum::Full).unwrap();
+            rewrite_in_place(&mut p[..], &parsed, &rw, L4Checksum::Full).unwrap();
             prop_assert_eq!(verify(&p), Ok(()));
             let after = parse(&p).unwrap();
             if let Some(s) = rw.src {
@@ -684,7 +647,7 @@ mod tests {
                 IpFamily::V4 => Endpoint::v4([new_dst[0], new_dst[1], new_dst[2], new_dst[3]], new_dport),
                 IpFamily::V6 => Endpoint::v6(new_dst, new_dport),
             };
-            apply(&mut p[..], &parsed, &Rewrite::dnat(to), L4Checksum::Partial).unwrap();
+            rewrite_in_place(&mut p[..], &parsed, &Rewrite::dnat(to), L4Checksum::Partial).unwrap();
             let got = u16::from_be_bytes([p[csum_at], p[csum_at + 1]]);
             // One's-complement: 0 and 0xffff are the same value.
             let want = pseudo(&p);
@@ -704,7 +667,7 @@ mod tests {
                 let ep = if fam == IpFamily::V4 { Endpoint::v4([0x42; 4], 8080) } else { ep };
                 for (rw, special) in [(Rewrite::dnat(ep), true), (Rewrite::snat(ep), false)] {
                     let (mut a, mut b) = (p.clone(), p.clone());
-                    apply(&mut a[..], &parsed, &rw, L4Checksum::Full).unwrap();
+                    rewrite_in_place(&mut a[..], &parsed, &rw, L4Checksum::Full).unwrap();
                     if special {
                         rewrite_dst(&mut b, &parsed, &ep, L4Checksum::Full).unwrap();
                     } else {
@@ -723,8 +686,13 @@ mod tests {
         spec.udp_no_checksum = true;
         let mut p = emit(&spec);
         let parsed = parse(&p).unwrap();
-        apply(&mut p[..], &parsed, &Rewrite::dnat(Endpoint::v4([192, 168, 1, 9], 8053)), L4Checksum::Full)
-            .unwrap();
+        rewrite_in_place(
+            &mut p[..],
+            &parsed,
+            &Rewrite::dnat(Endpoint::v4([192, 168, 1, 9], 8053)),
+            L4Checksum::Full,
+        )
+        .unwrap();
         assert_eq!(&p[26..28], &[0, 0]);
         assert_eq!(verify(&p), Ok(()));
         assert_eq!(parse(&p).unwrap().dst_port, 8053);
@@ -738,7 +706,7 @@ mod tests {
         let mut p = emit(&spec);
         let parsed = parse(&p).unwrap();
         let to = Endpoint::v4([172, 16, 1, 5], 8080);
-        apply(&mut p[..], &parsed, &Rewrite::dnat(to), L4Checksum::Full).unwrap();
+        rewrite_in_place(&mut p[..], &parsed, &Rewrite::dnat(to), L4Checksum::Full).unwrap();
         let mut expected = emit(
             &Spec::new(IpFamily::V4, proto::TCP, &[10, 0, 0, 1], &[172, 16, 1, 5], (40000, 8080))
                 .payload(b"GET /"),
@@ -747,7 +715,13 @@ mod tests {
         // And back again.
         let parsed = parse(&expected).unwrap();
         let vip = Endpoint::v4([10, 96, 0, 10], 80);
-        apply(&mut expected[..], &parsed, &Rewrite { src: None, dst: Some(vip) }, L4Checksum::Full).unwrap();
+        rewrite_in_place(
+            &mut expected[..],
+            &parsed,
+            &Rewrite { src: None, dst: Some(vip) },
+            L4Checksum::Full,
+        )
+        .unwrap();
         assert_eq!(expected, emit(&spec));
     }
 
@@ -758,8 +732,8 @@ mod tests {
         let parsed = parse(&p).unwrap();
         let to = Endpoint::v6([0x20; 16], 80);
         assert_eq!(
-            apply(&mut p[..], &parsed, &Rewrite::dnat(to), L4Checksum::Full),
-            Err(NatError::TranslationNotSupported)
+            rewrite_in_place(&mut p[..], &parsed, &Rewrite::dnat(to), L4Checksum::Full),
+            Err(NatError::FamilyMismatch)
         );
         assert_eq!(p, before);
     }

@@ -53,6 +53,17 @@ fn buffers_frames_runtimes() {
     assert_eq!(KP_VNET_SW_IF_INDEX_TX_OFFSET, 28);
     assert_eq!(KP_VNET_IP_ADJ_INDEX_TX_OFFSET, 44);
     assert_eq!(KP_VNET_OFLAGS_OFFSET, 39);
+    // vnet_buffer_opaque_t: i16 l2/l3/l4_hdr_offset at 8, 10, 12 of the
+    // opaque area (buffer offset 24).
+    assert_eq!(KP_VNET_L3_HDR_OFFSET_OFFSET, 34);
+    assert_eq!(KP_VNET_L4_HDR_OFFSET_OFFSET, 36);
+    // vnet/buffer.h flags: bit n is 1 << (32 - n).
+    assert_eq!(KP_VNET_BUFFER_F_IS_IP4, 1 << (32 - 8));
+    assert_eq!(KP_VNET_BUFFER_F_IS_IP6, 1 << (32 - 9));
+    assert_eq!(KP_VNET_BUFFER_F_L3_HDR_OFFSET_VALID, 1 << (32 - 13));
+    assert_eq!(KP_VNET_BUFFER_F_L4_HDR_OFFSET_VALID, 1 << (32 - 14));
+    assert_eq!(KP_VNET_BUFFER_F_GSO, 1 << (32 - 18));
+    assert_eq!(KP_VNET_BUFFER_OFFLOAD_F_IP_CKSUM, 1);
     layout!(vlib_frame_t, size 14, align 2, frame_flags @ 0, flags @ 2, scalar_offset @ 4, vector_offset @ 6,
         aux_offset @ 8, n_vectors @ 10, frame_size_index @ 12);
     layout!(vlib_node_runtime_t, size 128, align 64, function @ 0, errors @ 8, next_frame_index @ 36,

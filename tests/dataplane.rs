@@ -1,12 +1,13 @@
 //! The whole host-independent data path: controller, snapshots, worker.
 
-use kp_plugin::config::{PodTarget, Protocol, VipKey, VipSpec};
+use kp_plugin::config::{PodTarget, Protocol, VipKey, VipSpec, XlatChange};
 use kp_plugin::dataplane::{
     Batch, Capture, Controller, DropReason, FlowOutcome, PodState, ReplyVerdict, VecBatch, Verdict, Worker,
 };
 use kp_plugin::nat::{NatError, NatType};
 use kp_plugin::packet::build::{emit, verify, Spec};
 use kp_plugin::packet::{checksum, parse, proto, IpFamily};
+use kp_plugin::xlat::Rfc6052Prefix;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -337,18 +338,186 @@ fn ipv6_nat66() {
     }
 }
 
-#[test]
-fn nat46_is_configured_but_counted_as_not_translated_yet() {
-    let mut c = Controller::new(1);
-    let mut s = vip("10.96.0.10/32", Protocol::Any, 80, 8080, 0);
-    s.nat = Some(NatType::Nat46);
+fn xlat_setup(nat: NatType, prefix: &str, pods: &[&str], threads: usize) -> Controller {
+    let mut c = Controller::new(threads);
+    c.set_xlat(&XlatChange {
+        nat46_prefix: Some(Rfc6052Prefix::new("2001:db8:46::".parse().unwrap(), 96).unwrap()),
+        nat64_sources: Some(vec!["192.0.2.1".parse().unwrap()]),
+        nat64_ports: Some((40000, 40063)),
+    })
+    .unwrap();
+    let mut s = vip(prefix, Protocol::Any, 80, 8080, 30080);
+    s.nat = Some(nat);
     c.add_vip(&s).unwrap();
-    c.add_pods(&all_ports("10.96.0.10/32"), &[(ip("fd00::1"), 1)]).unwrap();
+    let pods: Vec<(IpAddr, u32)> = pods.iter().map(|p| (ip(p), 1)).collect();
+    c.add_pods(&all_ports(prefix), &pods).unwrap();
+    c
+}
+
+#[test]
+fn nat46_translates_both_ways_with_valid_checksums() {
+    let c = xlat_setup(NatType::Nat46, "192.0.2.10/32", &["2001:db8:b::1", "2001:db8:b::2"], 2);
+    let (mut w0, mut w1) = (c.worker(0).unwrap(), c.worker(1).unwrap());
+    for protocol in [proto::TCP, proto::UDP] {
+        let mut spec = Spec::new(IpFamily::V4, protocol, &[198, 51, 100, 7], &[192, 0, 2, 10], (40000, 80));
+        spec.ipv4_options = &[1, 1, 1, 1]; // NOPs: dropped by the translation
+        spec = spec.payload(b"hello kp");
+        let (v, out) = run(&mut w0, emit(&spec), Capture::Prefix(0), 1);
+        assert!(matches!(v, Verdict::Forward { outcome: FlowOutcome::New, .. }), "{v:?}");
+        let p = parse(&out).unwrap();
+        assert_eq!(p.family, IpFamily::V6);
+        assert_eq!(IpAddr::from(p.dst), pod_of(&c, v));
+        assert_eq!(p.dst_port, 8080);
+        assert_eq!(IpAddr::from(p.src), ip("2001:db8:46::198.51.100.7"));
+        assert_eq!(p.src_port, 40000);
+        assert_eq!(out[7], 64, "hop limit from the TTL");
+        assert_eq!(out.len(), 40 + p.l4_len as usize);
+        assert_eq!(verify(&out), Ok(()));
+        // The pod's reply, on the other worker, is the client's IPv4 packet
+        // from the VIP.
+        let (rv, back) = run_replies(&mut w1, vec![reply_to(&out)]);
+        assert!(matches!(rv[0], ReplyVerdict::TranslatedTo { vip: 0, v6: false }), "{rv:?}");
+        let r = parse(&back[0]).unwrap();
+        assert_eq!(r.family, IpFamily::V4);
+        assert_eq!((&r.src[..4], r.src_port), (&[192u8, 0, 2, 10][..], 80));
+        assert_eq!((&r.dst[..4], r.dst_port), (&[198u8, 51, 100, 7][..], 40000));
+        assert_eq!(&back[0][6..8], &[0x40, 0], "don't fragment");
+        assert_eq!(verify(&back[0]), Ok(()));
+    }
+    // An IPv4 UDP datagram without a checksum gets one (IPv6 needs it).
+    let mut spec = Spec::new(IpFamily::V4, proto::UDP, &[198, 51, 100, 8], &[192, 0, 2, 10], (5000, 80));
+    spec.udp_no_checksum = true;
+    let (_, out) = run(&mut w0, emit(&spec.payload(b"no checksum")), Capture::Prefix(0), 1);
+    assert_ne!(&out[46..48], &[0, 0]);
+    assert_eq!(verify(&out), Ok(()));
+}
+
+#[test]
+fn nat46_gso_partial_checksums_and_chains() {
+    let c = xlat_setup(NatType::Nat46, "192.0.2.10/32", &["2001:db8:b::1"], 1);
     let mut w = c.worker(0).unwrap();
-    let pkt = v4(proto::TCP, [1, 1, 1, 1], 1, [10, 96, 0, 10], 80);
-    let (v, out) = run(&mut w, pkt.clone(), Capture::Prefix(0), 1);
-    assert_eq!(v, Verdict::Drop(DropReason::Nat(NatError::TranslationNotSupported)));
-    assert_eq!(out, pkt);
+    let payload = vec![7u8; 3000];
+    let whole = emit(
+        &Spec::new(IpFamily::V4, proto::TCP, &[198, 51, 100, 7], &[192, 0, 2, 10], (40000, 80))
+            .payload(&payload),
+    );
+    // The partial sum the sender left: the pseudo-header alone.
+    let p = parse(&whole).unwrap();
+    let mut partial = whole.clone();
+    let ph =
+        checksum::pseudo_header_v4(&[198, 51, 100, 7], &[192, 0, 2, 10], proto::TCP, u32::from(p.l4_len));
+    partial[36..38].copy_from_slice(&checksum::fold(ph).to_be_bytes());
+    let mut b = VecBatch::default();
+    b.push_chained(&partial, 200, true, Capture::Prefix(0));
+    let mut v = [Verdict::Drop(DropReason::NoVip); 1];
+    w.process(&mut b, 1, &mut v);
+    assert!(matches!(v[0], Verdict::Forward { .. }), "{v:?}");
+    let head = &b.packets[0];
+    assert_eq!(head.len(), 220, "the header grew by 20 bytes in the first buffer");
+    let src: [u8; 16] = head[8..24].try_into().unwrap();
+    let dst: [u8; 16] = head[24..40].try_into().unwrap();
+    let want = checksum::fold(checksum::pseudo_header_v6(&src, &dst, proto::TCP, u32::from(p.l4_len)));
+    assert_eq!(u16::from_be_bytes([head[56], head[57]]), want, "the partial sum is the new pseudo-header's");
+    assert_eq!(u16::from_be_bytes([head[4], head[5]]), p.l4_len);
+    // Without a checksum, a chained UDP datagram cannot get one: dropped.
+    let mut spec = Spec::new(IpFamily::V4, proto::UDP, &[198, 51, 100, 7], &[192, 0, 2, 10], (40001, 80));
+    spec.udp_no_checksum = true;
+    let big = emit(&spec.payload(&payload));
+    let mut b = VecBatch::default();
+    b.push_chained(&big, 200, false, Capture::Prefix(0));
+    w.process(&mut b, 1, &mut v);
+    assert_eq!(v[0], Verdict::Drop(DropReason::Nat(NatError::ChecksumNeedsWholeDatagram)));
+}
+
+#[test]
+fn nat64_binds_source_ports_and_maps_replies_back() {
+    let c = xlat_setup(NatType::Nat64, "2001:db8:64::10/128", &["198.51.100.5"], 2);
+    let (mut w0, mut w1) = (c.worker(0).unwrap(), c.worker(1).unwrap());
+    let client = ip("2001:db8:c::7");
+    let IpAddr::V6(c6) = client else { panic!() };
+    let vip6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0x64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+    for protocol in [proto::TCP, proto::UDP] {
+        let pkt =
+            emit(&Spec::new(IpFamily::V6, protocol, &c6.octets(), &vip6, (5555, 80)).payload(b"v6 to v4"));
+        let (v, out) = run(&mut w0, pkt.clone(), Capture::Prefix(0), 1);
+        assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+        let p = parse(&out).unwrap();
+        assert_eq!(p.family, IpFamily::V4);
+        assert_eq!((&p.dst[..4], p.dst_port), (&[198u8, 51, 100, 5][..], 8080));
+        assert_eq!(&p.src[..4], &[192, 0, 2, 1]);
+        assert!((40000..40032).contains(&p.src_port), "thread 0's half of the ports: {}", p.src_port);
+        assert_eq!(verify(&out), Ok(()));
+        // The flow keeps its port.
+        let (_, again) = run(&mut w0, pkt, Capture::Prefix(0), 2);
+        assert_eq!(parse(&again).unwrap().src_port, p.src_port);
+        // The reply, on the other worker, goes back to the client from the
+        // VIP.
+        let (rv, back) = run_replies(&mut w1, vec![reply_to(&out)]);
+        assert!(matches!(rv[0], ReplyVerdict::TranslatedTo { vip: 0, v6: true }), "{rv:?}");
+        let r = parse(&back[0]).unwrap();
+        assert_eq!((IpAddr::from(r.src), r.src_port), (IpAddr::from(vip6), 80));
+        assert_eq!((IpAddr::from(r.dst), r.dst_port), (client, 5555));
+        assert_eq!(verify(&back[0]), Ok(()));
+    }
+    // A packet to the source address at a port with no flow is not a reply.
+    let stray = v4(proto::TCP, [198, 51, 100, 5], 8080, [192, 0, 2, 1], 40031);
+    let (rv, out) = run_replies(&mut w1, vec![stray.clone()]);
+    assert_eq!(rv[0], ReplyVerdict::NotKp);
+    assert_eq!(out[0], stray);
+}
+
+#[test]
+fn nat64_port_exhaustion_refuses_new_flows_only() {
+    let c = xlat_setup(NatType::Nat64, "2001:db8:64::10/128", &["198.51.100.5"], 1);
+    let mut w = c.worker(0).unwrap();
+    let vip6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0x64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+    let flow = |n: u16| {
+        emit(&Spec::new(
+            IpFamily::V6,
+            proto::UDP,
+            &[0x20, 1, 0xd, 0xb8, 0, 0xc, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7],
+            &vip6,
+            (n, 80),
+        ))
+    };
+    let mut ports = HashMap::new();
+    for n in 0..64 {
+        let (v, out) = run(&mut w, flow(1000 + n), Capture::Prefix(0), 1);
+        assert!(matches!(v, Verdict::Forward { .. }), "flow {n}: {v:?}");
+        ports.insert(n, parse(&out).unwrap().src_port);
+    }
+    assert_eq!(ports.values().collect::<std::collections::HashSet<_>>().len(), 64);
+    let (v, _) = run(&mut w, flow(2000), Capture::Prefix(0), 2);
+    assert_eq!(v, Verdict::Drop(DropReason::Nat(NatError::PortsExhausted)));
+    for n in 0..64 {
+        let (_, out) = run(&mut w, flow(1000 + n), Capture::Prefix(0), 3);
+        assert_eq!(parse(&out).unwrap().src_port, ports[&n], "an established flow keeps its port");
+    }
+    // Idle past the timeout (40 s), the ports are free for new flows.
+    let (v, _) = run(&mut w, flow(2000), Capture::Prefix(0), 3 + 40);
+    assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+}
+
+#[test]
+fn xlat_settings_are_validated_and_held_while_in_use() {
+    let mut c = Controller::new(1);
+    let mut s = vip("2001:db8:64::10/128", Protocol::Any, 80, 8080, 0);
+    s.nat = Some(NatType::Nat64);
+    let e = c.add_vip(&s).unwrap_err();
+    assert!(e.to_string().contains("kp conf nat64 source"), "{e}");
+    let bad = XlatChange { nat64_ports: Some((2000, 1000)), ..Default::default() };
+    assert!(c.set_xlat(&bad).is_err());
+    let good = XlatChange { nat64_sources: Some(vec!["192.0.2.1".parse().unwrap()]), ..Default::default() };
+    c.set_xlat(&good).unwrap();
+    c.add_vip(&s).unwrap();
+    let change = XlatChange { nat64_sources: Some(vec![]), ..Default::default() };
+    let e = c.set_xlat(&change).unwrap_err();
+    assert!(e.to_string().contains("cannot change while VIP"), "{e}");
+    assert_eq!(c.config().xlat.nat64_sources.len(), 1, "nothing changed");
+    // One NAT type per VIP prefix.
+    let mut other = vip("2001:db8:64::10/128", Protocol::Any, 81, 8080, 0);
+    other.nat = Some(NatType::Nat66);
+    assert!(c.add_vip(&other).unwrap_err().to_string().contains("needs a prefix of its own"));
 }
 
 #[test]

@@ -80,6 +80,14 @@ typedef struct __attribute__ ((aligned (64))) vlib_buffer_main_t
 #define KP_VNET_BUFFER_OFFLOAD_F_UDP_CKSUM 0x4
 #define KP_VLIB_NODE_FLAG_TRACE	 0x20 /* vlib_node_runtime_t.flags */
 #define KP_VNET_BUFFER_F_OFFLOAD (1u << 22)
+/* vnet buffer flags that describe the headers (vnet/buffer.h, bits 32-n). */
+#define KP_VNET_BUFFER_F_IS_IP4 (1u << 24)
+#define KP_VNET_BUFFER_F_IS_IP6 (1u << 23)
+#define KP_VNET_BUFFER_F_L3_HDR_OFFSET_VALID (1u << 19)
+#define KP_VNET_BUFFER_F_L4_HDR_OFFSET_VALID (1u << 18)
+#define KP_VNET_BUFFER_F_GSO (1u << 14)
+/* oflags: the IPv4 header checksum is left to offload. */
+#define KP_VNET_BUFFER_OFFLOAD_F_IP_CKSUM 0x1
 
 typedef struct __attribute__ ((aligned (64))) vlib_buffer_t
 {
@@ -103,6 +111,8 @@ typedef struct __attribute__ ((aligned (64))) vlib_buffer_t
 /* Offsets (from the buffer start) of vnet_buffer() fields kp uses. */
 #define KP_VNET_SW_IF_INDEX_RX_OFFSET 24
 #define KP_VNET_SW_IF_INDEX_TX_OFFSET 28
+#define KP_VNET_L3_HDR_OFFSET_OFFSET  34
+#define KP_VNET_L4_HDR_OFFSET_OFFSET  36
 #define KP_VNET_OFLAGS_OFFSET	      39
 #define KP_VNET_IP_ADJ_INDEX_TX_OFFSET 44
 

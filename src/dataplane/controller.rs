@@ -4,10 +4,11 @@
 
 use super::{Dataplane, FastPodV4, PodRuntime, PodState, VipRuntime, Worker};
 use crate::config::MAX_POD_INDICES;
-use crate::config::{Config, ConfigError, FlowConf, PodTarget, VipKey, VipSpec};
+use crate::config::{Config, ConfigError, FlowConf, PodTarget, VipKey, VipSpec, XlatChange, XlatConf};
 use crate::flowtable::OutOfMemory;
 use crate::maglev::{self, Table};
 use crate::nat::Endpoint;
+use crate::nat64::PortPool;
 use crate::refcount::RefCounts;
 use crate::reverse::ReverseTable;
 use crate::snapshot::SnapshotCell;
@@ -22,6 +23,9 @@ struct PodSlot {
     addr: IpAddr,
     /// The VIP's target port (kept: it outlives a deleted VIP).
     target_port: u16,
+    /// Whether the VIP is IPv6 (its packets reach the pod from the VIP
+    /// family's nodes).
+    vip_v6: bool,
     state: PodState,
     /// Generation of the snapshot that stopped new flows to it.
     removed_at: u64,
@@ -54,6 +58,8 @@ pub struct Controller {
     cell: Arc<SnapshotCell<Dataplane>>,
     refs: Arc<RefCounts>,
     reverse: Arc<ReverseTable>,
+    /// nat64 source bindings (rebuilt, empty, when the pool changes).
+    nat64: Option<Arc<PortPool>>,
     n_threads: usize,
 }
 
@@ -73,6 +79,8 @@ impl Controller {
             reject: true,
             flow: config.flow,
             reverse: Arc::clone(&reverse),
+            nat46_prefix: config.xlat.nat46_prefix,
+            nat64: None,
             vips: Vec::new(),
             pods: Vec::new(),
             fast_v4: Vec::new(),
@@ -97,6 +105,7 @@ impl Controller {
             cell: Arc::new(SnapshotCell::new(initial, n_threads)),
             refs: Arc::new(RefCounts::new(n_threads)),
             reverse,
+            nat64: None,
             n_threads,
         }
     }
@@ -131,14 +140,14 @@ impl Controller {
         self.pod_index.get(&(vip, *addr)).copied()
     }
 
-    /// Every pod index in use (configured or still draining) and its
-    /// address.
-    pub fn live_pods(&self) -> impl Iterator<Item = (u32, IpAddr)> + '_ {
+    /// Every pod index in use (configured or still draining), its address
+    /// and whether its VIP is IPv6.
+    pub fn live_pods(&self) -> impl Iterator<Item = (u32, IpAddr, bool)> + '_ {
         self.pods
             .iter()
             .enumerate()
             .filter(|(_, p)| p.state != PodState::Free)
-            .map(|(i, p)| (i as u32, p.addr))
+            .map(|(i, p)| (i as u32, p.addr, p.vip_v6))
     }
 
     /// Pods still held by flows after their deletion.
@@ -177,6 +186,27 @@ impl Controller {
     pub fn set_reject(&mut self, reject: bool) {
         self.config.no_endpoint_drop = !reject;
         self.publish();
+    }
+
+    /// The nat46 prefix and the nat64 source pool (see
+    /// [`Config::set_xlat`]). A new pool starts with no bindings.
+    pub fn set_xlat(&mut self, change: &XlatChange) -> Result<(), ConfigError> {
+        let mut next = self.config.clone();
+        next.set_xlat(change)?;
+        let x = &next.xlat;
+        let pool_changed = (&x.nat64_sources, x.nat64_ports)
+            != (&self.config.xlat.nat64_sources, self.config.xlat.nat64_ports);
+        if pool_changed {
+            self.nat64 = nat64_pool(x, self.n_threads)?;
+        }
+        self.config.xlat = next.xlat;
+        self.publish();
+        Ok(())
+    }
+
+    /// The nat64 bindings, for `show kp`.
+    pub fn nat64_pool(&self) -> Option<&PortPool> {
+        self.nat64.as_deref()
     }
 
     /// Adds a VIP; returns its index.
@@ -240,7 +270,15 @@ impl Controller {
                     Some(&p) => self.pods[p as usize].state = PodState::Active,
                     None => {
                         let target_port = self.config.vips[k].target_port;
-                        let slot = PodSlot { vip, addr, target_port, state: PodState::Active, removed_at: 0 };
+                        let vip_v6 = k.prefix.family() == crate::packet::IpFamily::V6;
+                        let slot = PodSlot {
+                            vip,
+                            addr,
+                            target_port,
+                            vip_v6,
+                            state: PodState::Active,
+                            removed_at: 0,
+                        };
                         let p = match self.free_pods.pop() {
                             Some(p) => {
                                 self.pods[p as usize] = slot;
@@ -381,6 +419,8 @@ impl Controller {
             flow: self.config.flow,
             reject: !self.config.no_endpoint_drop,
             reverse,
+            nat46_prefix: self.config.xlat.nat46_prefix,
+            nat64: self.nat64.clone(),
             vips,
             pods,
             fast_v4,
@@ -388,6 +428,18 @@ impl Controller {
             node_ports,
         })
     }
+}
+
+/// The nat64 source pool of `x` (`None` without source addresses).
+fn nat64_pool(x: &XlatConf, n_threads: usize) -> Result<Option<Arc<PortPool>>, ConfigError> {
+    if x.nat64_sources.is_empty() {
+        return Ok(None);
+    }
+    let sources: Vec<[u8; 4]> = x.nat64_sources.iter().map(|a| a.octets()).collect();
+    let (lo, hi) = x.nat64_ports;
+    PortPool::new(&sources, lo, hi, n_threads.max(1))
+        .map(|p| Some(Arc::new(p)))
+        .ok_or(ConfigError::OutOfMemory { bytes: sources.len() as u64 * (u64::from(hi - lo) + 1) * 64 })
 }
 
 fn addr_bytes(a: &IpAddr) -> [u8; 16] {

@@ -16,8 +16,10 @@ pub use worker::{Worker, REJECTS_PER_TICK, SWEEP_PER_BATCH};
 use crate::config::{FlowConf, Protocol, VipKey};
 use crate::maglev::Table;
 use crate::nat::{Endpoint, L4Checksum, NatError, NatType};
+use crate::nat64::PortPool;
 use crate::packet::{self, IpFamily};
 use crate::reverse::ReverseTable;
+use crate::xlat::{self, Rfc6052Prefix};
 use std::sync::Arc;
 
 /// Largest batch a worker processes at once (VPP's frame size).
@@ -108,6 +110,11 @@ pub struct Dataplane {
     pub reject: bool,
     /// Reply state, shared by all workers (see [`crate::reverse`]).
     pub reverse: Arc<ReverseTable>,
+    /// Where nat46 embeds IPv4 clients in IPv6.
+    pub nat46_prefix: Rfc6052Prefix,
+    /// nat64 source bindings, shared by all workers (see
+    /// [`crate::nat64`]); `None` without source addresses.
+    pub nat64: Option<Arc<PortPool>>,
     /// By VIP index; `None` for a free index.
     pub vips: Vec<Option<VipRuntime>>,
     /// By pod index.
@@ -223,9 +230,19 @@ pub trait Batch {
     fn reframe(&mut self, _i: usize, _grow: usize, _len: usize) -> bool {
         false
     }
-    /// Packet `i` was translated towards `pod` (and will be forwarded): a
-    /// chance to act on it while it is in cache.
-    fn translated(&mut self, _i: usize, _pod: u32) {}
+    /// Moves packet `i`'s start by `delta` bytes (negative: into the
+    /// headroom in front of it), for a header that grows or shrinks
+    /// (nat46/nat64). `false`, and nothing changed, without room.
+    fn move_start(&mut self, _i: usize, _delta: isize) -> bool {
+        false
+    }
+    /// Packet `i` is now of family `to` (nat46/nat64), its transport
+    /// header right after a plain IP header: metadata that describes its
+    /// headers (offload, segmentation) follows.
+    fn family_changed(&mut self, _i: usize, _to: IpFamily) {}
+    /// Packet `i` was translated towards `pod` (and will be forwarded as a
+    /// packet of family `out`): a chance to act on it while it is in cache.
+    fn translated(&mut self, _i: usize, _pod: u32, _out: IpFamily) {}
     /// Hints that packet `i`'s metadata will be read soon (out of range:
     /// nothing).
     fn prefetch_meta(&self, _i: usize) {}
@@ -239,6 +256,9 @@ pub trait Batch {
 pub enum ReplyVerdict {
     /// A reply of a kp flow; its source is now the Service's.
     Translated { vip: u32 },
+    /// A reply of a nat46/nat64 flow, now of the other family (IPv6 if
+    /// `v6`) and from the Service.
+    TranslatedTo { vip: u32, v6: bool },
     /// Not a kp reply: untouched.
     NotKp,
 }
@@ -295,6 +315,9 @@ impl Batch for VecBatch {
         p.splice(0..0, core::iter::repeat_n(0, grow));
         p.truncate(len);
         true
+    }
+    fn move_start(&mut self, i: usize, delta: isize) -> bool {
+        xlat::Frame::move_start(&mut self.packets[i], delta)
     }
     fn l4_checksum(&self, i: usize) -> L4Checksum {
         if self.partial.get(i).copied().unwrap_or(false) {

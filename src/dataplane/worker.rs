@@ -6,11 +6,13 @@ use super::{Batch, Capture, Dataplane, DropReason, FlowOutcome, ReplyVerdict, Ve
 use crate::config::FlowConf;
 use crate::flowtable::{FlowKey, FlowTable, Hit, OutOfMemory};
 use crate::fragment::{FragKey, FragTarget, FragmentCache};
-use crate::nat::{self, Endpoint, Rewrite};
+use crate::nat::{self, Endpoint, L4Checksum, NatError};
+use crate::nat64::Binding;
 use crate::packet::{self, IpFamily, Parsed};
 use crate::refcount::RefCounts;
 use crate::reverse::Original;
 use crate::snapshot::{Reader, SnapshotCell};
+use crate::xlat::{self, Endpoints};
 use std::sync::Arc;
 
 /// Buckets a worker sweeps per batch, so references held by dead entries
@@ -304,7 +306,7 @@ impl Worker {
                             verdicts[i] = match nat::dnat_v4(batch.packet(i), protocol, to.addr, to.port, l4)
                             {
                                 Ok(()) => {
-                                    batch.translated(i, pod);
+                                    batch.translated(i, pod, IpFamily::V4);
                                     Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit }
                                 }
                                 Err(e) => Verdict::Drop(DropReason::Nat(e)),
@@ -401,6 +403,12 @@ impl Worker {
                     continue;
                 }
             }
+            if let Some(pool) = dp.nat64.as_deref() {
+                if p.family == IpFamily::V4 && pool.owns(p.dst[..4].try_into().unwrap()) {
+                    verdicts[i] = reply_nat64(batch, i, p, pool, now, dp.flow.timeout);
+                    continue;
+                }
+            }
             scratch.keys[i] = FlowKey::new(0, p);
             scratch.hashes[i] = scratch.keys[i].hash();
             dp.reverse.prefetch(scratch.hashes[i]);
@@ -410,11 +418,64 @@ impl Worker {
             if scratch.vip[i] == NO_VIP {
                 continue;
             }
+            let p = &scratch.parsed[i];
             verdicts[i] = match dp.reverse.lookup(&scratch.keys[i]) {
                 None => ReplyVerdict::NotKp,
-                Some(o) => reply_from_service(batch, i, &scratch.parsed[i], &o),
+                Some(o) if vip_family(&dp, o.vip) == Some(p.family) => reply_from_service(batch, i, p, &o),
+                Some(o) => reply_nat46(batch, i, p, &o, &dp),
             };
         }
+    }
+}
+
+/// The family of VIP `v`'s own addresses.
+#[inline(always)]
+fn vip_family(dp: &Dataplane, v: u32) -> Option<IpFamily> {
+    dp.vips.get(v as usize)?.as_ref().map(|x| x.nat.vip_family())
+}
+
+/// A reply of a nat46 flow (pod -> the client's embedded address) becomes
+/// the IPv4 packet the client expects: from the VIP (or node address) and
+/// port, to its own address.
+#[cold]
+fn reply_nat46<B: Batch>(batch: &mut B, i: usize, p: &Parsed, o: &Original, dp: &Dataplane) -> ReplyVerdict {
+    let Some(client) = dp.nat46_prefix.extract(&p.dst) else { return ReplyVerdict::NotKp };
+    let mut dst = [0u8; 16];
+    dst[..4].copy_from_slice(&client);
+    let eps = Endpoints { src: o.addr, src_port: o.port, dst, dst_port: p.dst_port };
+    let l4 = batch.l4_checksum(i);
+    match xlat::v6_to_v4(&mut BatchFrame(batch, i), p, &eps, l4) {
+        Ok(()) => {
+            batch.family_changed(i, IpFamily::V4);
+            ReplyVerdict::TranslatedTo { vip: o.vip, v6: false }
+        }
+        Err(_) => ReplyVerdict::NotKp,
+    }
+}
+
+/// A reply to a nat64 source address and port: the client's IPv6 packet,
+/// from the VIP (or node address) and port it sent to.
+#[cold]
+fn reply_nat64<B: Batch>(
+    batch: &mut B,
+    i: usize,
+    p: &Parsed,
+    pool: &crate::nat64::PortPool,
+    now: u32,
+    timeout: u32,
+) -> ReplyVerdict {
+    let Some(b) = pool.lookup_reply(p, now, timeout) else {
+        return ReplyVerdict::NotKp;
+    };
+    let eps = Endpoints { src: b.service, src_port: b.service_port, dst: b.client, dst_port: b.client_port };
+    let l4 = batch.l4_checksum(i);
+    let whole = batch.chain_len(i).is_none();
+    match xlat::v4_to_v6(&mut BatchFrame(batch, i), p, &eps, l4, whole) {
+        Ok(()) => {
+            batch.family_changed(i, IpFamily::V6);
+            ReplyVerdict::TranslatedTo { vip: b.vip, v6: true }
+        }
+        Err(_) => ReplyVerdict::NotKp,
     }
 }
 
@@ -477,7 +538,9 @@ impl FlowCtx<'_> {
                     Some(old) => {
                         self.forget(old);
                         self.refs.add(self.thread, pod, 1);
-                        dp.reverse.insert(&key.reply_key(&to.addr, to.port), original);
+                        if let Some(reply) = reply_key(dp, key, to) {
+                            dp.reverse.insert(&reply, original);
+                        }
                         (pod, FlowOutcome::New)
                     }
                     // Untracked: replies of this flow pass as they are.
@@ -490,17 +553,62 @@ impl FlowCtx<'_> {
         let done = if to.family == parsed.family {
             nat::rewrite_dst(batch.packet(i), parsed, &to, l4)
         } else {
-            // nat46/nat64: header translation goes through the general
-            // entry point (which refuses it for now).
-            nat::apply(batch.packet(i), parsed, &Rewrite::dnat(to), l4)
+            self.translate(batch, i, parsed, v, &to, hash, l4)
         };
         match done {
             Ok(()) => {
-                batch.translated(i, pod);
+                batch.translated(i, pod, to.family);
                 Verdict::Forward { vip: v, pod, outcome }
             }
             Err(e) => Verdict::Drop(DropReason::Nat(e)),
         }
+    }
+
+    /// nat46 and nat64: the packet becomes one of the pod's family, from
+    /// the client's embedded IPv6 address (nat46) or from a nat64 source
+    /// address and port bound to the flow (nat64).
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn translate<B: Batch>(
+        &mut self,
+        batch: &mut B,
+        i: usize,
+        p: &Parsed,
+        v: u32,
+        to: &Endpoint,
+        hash: u64,
+        l4: L4Checksum,
+    ) -> Result<(), NatError> {
+        let dp = self.dp;
+        let whole = batch.chain_len(i).is_none();
+        let mut frame = BatchFrame(batch, i);
+        match p.family {
+            IpFamily::V4 => {
+                let src = dp.nat46_prefix.embed(p.src[..4].try_into().unwrap());
+                let eps = Endpoints { src, src_port: p.src_port, dst: to.addr, dst_port: to.port };
+                xlat::v4_to_v6(&mut frame, p, &eps, l4, whole)?;
+            }
+            IpFamily::V6 => {
+                let pool = dp.nat64.as_deref().ok_or(NatError::PortsExhausted)?;
+                let b = Binding {
+                    client: p.src,
+                    client_port: p.src_port,
+                    service: p.dst,
+                    service_port: p.dst_port,
+                    vip: v,
+                    pod: to.addr[..4].try_into().unwrap(),
+                    pod_port: to.port,
+                    protocol: p.protocol,
+                };
+                let (addr, port) = pool.bind(self.thread, &b, hash, self.now, dp.flow.timeout)?;
+                let mut src = [0u8; 16];
+                src[..4].copy_from_slice(&addr);
+                let eps = Endpoints { src, src_port: port, dst: to.addr, dst_port: to.port };
+                xlat::v6_to_v4(&mut frame, p, &eps, l4)?;
+            }
+        }
+        batch.family_changed(i, to.family);
+        Ok(())
     }
 
     /// An IP fragment. The first (with the ports) goes the general way and
@@ -528,7 +636,7 @@ impl FlowCtx<'_> {
                 Some(t) if self.dp.pod_of_vip(t.pod, t.vip).is_some() => {
                     match nat::rewrite_addr::<true>(batch.packet(i), parsed.family, &t.addr) {
                         Ok(()) => {
-                            batch.translated(i, t.pod);
+                            batch.translated(i, t.pod, parsed.family);
                             *vip_of = t.vip;
                             Verdict::Forward { vip: t.vip, pod: t.pod, outcome: FlowOutcome::Hit }
                         }
@@ -543,6 +651,9 @@ impl FlowCtx<'_> {
             return Verdict::Drop(DropReason::NoVip);
         };
         *vip_of = v;
+        if self.dp.vips[v as usize].as_ref().is_some_and(|x| x.nat.translates()) {
+            return Verdict::Drop(DropReason::Nat(NatError::TranslationNotSupported));
+        }
         let flow = FlowKey::new(v, parsed);
         let hash = flow.hash();
         let verdict = self.general(batch, i, parsed, v, &flow, (hash, flow.compact(hash)));
@@ -577,6 +688,10 @@ impl FlowCtx<'_> {
         let vip = dp.vips[v as usize].as_ref()?;
         let candidate = known.or_else(|| vip.table.lookup(tuple_hash(&forward)))?;
         let to = *dp.pod_of_vip(candidate, v)?;
+        if to.family != e.family {
+            // nat46/nat64 ICMP errors are not translated (yet).
+            return Some(Verdict::Drop(DropReason::Nat(NatError::TranslationNotSupported)));
+        }
         // The flow must be the pod's (its replies are known to come from it).
         let original = dp.reverse.lookup(&key.reply_key(&to.addr, to.port))?;
         if original.vip != v {
@@ -585,7 +700,7 @@ impl FlowCtx<'_> {
         let rw = nat::IcmpRewrite { outer_dst: Some(to.addr), inner_src: Some(to), ..Default::default() };
         Some(match nat::translate_icmp_error(batch.packet(i), &e, &rw) {
             Ok(()) => {
-                batch.translated(i, candidate);
+                batch.translated(i, candidate, to.family);
                 Verdict::Forward { vip: v, pod: candidate, outcome: FlowOutcome::Hit }
             }
             Err(err) => Verdict::Drop(DropReason::Nat(err)),
@@ -732,9 +847,37 @@ fn reply_icmp_error<B: Batch>(batch: &mut B, i: usize, dp: &Dataplane) -> ReplyV
 fn forget(entry: Option<(u32, FlowKey)>, thread: usize, refs: &RefCounts, dp: &Dataplane) {
     if let Some((pod, key)) = entry {
         refs.add(thread, pod, -1);
-        if let Some(p) = dp.pods.get(pod as usize) {
-            dp.reverse.remove(&key.reply_key(&p.endpoint.addr, p.endpoint.port));
+        if let Some(reply) = dp.pods.get(pod as usize).and_then(|p| reply_key(dp, &key, &p.endpoint)) {
+            dp.reverse.remove(&reply);
         }
+    }
+}
+
+/// The key the replies of the flow `key` have when they come from `pod`,
+/// in the shared reply table: the pod's own family; for nat46, to the
+/// client's embedded address. `None` for nat64, whose replies go to a
+/// source binding instead (see [`crate::nat64`]).
+#[inline(always)]
+fn reply_key(dp: &Dataplane, key: &FlowKey, pod: &Endpoint) -> Option<FlowKey> {
+    match (key.family(), pod.family) {
+        (4, IpFamily::V4) | (6, IpFamily::V6) => Some(key.reply_key(&pod.addr, pod.port)),
+        (4, IpFamily::V6) => {
+            let client = dp.nat46_prefix.embed(key.src_v4());
+            Some(key.reply_key_as(&pod.addr, pod.port, &client, 6))
+        }
+        _ => None,
+    }
+}
+
+/// A translated packet, as [`xlat`] moves its start.
+struct BatchFrame<'a, B: Batch>(&'a mut B, usize);
+
+impl<B: Batch> xlat::Frame for BatchFrame<'_, B> {
+    fn bytes(&mut self) -> &mut [u8] {
+        self.0.packet(self.1)
+    }
+    fn move_start(&mut self, delta: isize) -> bool {
+        self.0.move_start(self.1, delta)
     }
 }
 

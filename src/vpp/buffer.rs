@@ -148,6 +148,50 @@ impl<'a> BufferRef<'a> {
         true
     }
 
+    /// Moves the packet's start by `delta` bytes (negative: into the
+    /// pre-data headroom) within its first buffer. `false`, and nothing
+    /// changed, when that leaves the headroom or empties the buffer.
+    pub fn move_start(&mut self, delta: isize) -> bool {
+        const PRE_DATA: isize = 128;
+        let h = self.header_mut();
+        let start = isize::from(h.current_data) + delta;
+        let len = h.current_length as isize;
+        if start < -PRE_DATA || delta >= len {
+            return false;
+        }
+        h.current_data = start as i16;
+        h.current_length = (len - delta) as u16;
+        true
+    }
+
+    /// After translation to another family (`v6`), with the transport
+    /// header `l4_offset` bytes after the new start: the flags and header
+    /// offsets that offload and segmentation read follow the new headers
+    /// (offsets only where VPP had set them); IPv6 has no header checksum
+    /// to offload.
+    pub fn set_family(&mut self, v6: bool, l4_offset: i16) {
+        let h = self.header_mut();
+        let start = h.current_data;
+        let flags = h.flags & !(sys::KP_VNET_BUFFER_F_IS_IP4 | sys::KP_VNET_BUFFER_F_IS_IP6);
+        h.flags = flags | if v6 { sys::KP_VNET_BUFFER_F_IS_IP6 } else { sys::KP_VNET_BUFFER_F_IS_IP4 };
+        let flags = h.flags;
+        let base = self.b.cast::<u8>();
+        // SAFETY: aligned i16 and u8 fields of the buffer header's vnet
+        // opaque area; the invariant allows writing.
+        unsafe {
+            if flags & sys::KP_VNET_BUFFER_F_L3_HDR_OFFSET_VALID != 0 {
+                base.add(sys::KP_VNET_L3_HDR_OFFSET_OFFSET as usize).cast::<i16>().write(start);
+            }
+            if flags & sys::KP_VNET_BUFFER_F_L4_HDR_OFFSET_VALID != 0 {
+                base.add(sys::KP_VNET_L4_HDR_OFFSET_OFFSET as usize).cast::<i16>().write(start + l4_offset);
+            }
+            if v6 {
+                *base.add(sys::KP_VNET_OFLAGS_OFFSET as usize) &=
+                    !(sys::KP_VNET_BUFFER_OFFLOAD_F_IP_CKSUM as u8);
+            }
+        }
+    }
+
     /// `vnet_buffer(b)->oflags`: checksum and segmentation offloads.
     #[inline(always)]
     pub fn offload_flags(&self) -> u8 {

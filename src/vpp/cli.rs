@@ -25,7 +25,11 @@ enum Cli {
 }
 
 const CLI_TABLE: [(Cli, &core::ffi::CStr, &core::ffi::CStr); 5] = [
-    (Cli::Conf, c"kp conf", c"kp conf [buckets <n>] [timeout <s>]"),
+    (
+        Cli::Conf,
+        c"kp conf",
+        c"kp conf [buckets <n>] [timeout <s>] [reject on|off] [nat46 prefix <ip6-prefix>] [nat64 source <ip4>[,<ip4>...]|none] [nat64 ports <first>-<last>]",
+    ),
     (
         Cli::Vip,
         c"kp vip",
@@ -94,12 +98,22 @@ fn run_cli(g: &Global, which: sys::uword, line: &str, held: &mut BarrierHeld) ->
         CLI_TABLE.iter().find(|(c, _, _)| *c as usize == which as usize).ok_or("unknown kp command")?.0;
     let change = match which {
         Cli::Conf => {
-            let (buckets, timeout, reject) = cli::parse_conf_all(line)?;
-            if buckets.is_some() || timeout.is_some() {
-                apply_conf(g, buckets, timeout, held)?;
+            let c = cli::parse_conf_all(line)?;
+            let xlat = c.xlat != Default::default();
+            if xlat {
+                // Checked first, so a refused part changes nothing.
+                g.kp.lock().controller.config().clone().set_xlat(&c.xlat).map_err(|e| e.to_string())?;
             }
-            if let Some(on) = reject {
-                g.kp.lock().apply(&Change::Reject(on))?;
+            if c.buckets.is_some() || c.timeout.is_some() {
+                apply_conf(g, c.buckets, c.timeout, held)?;
+            }
+            let mut kp = g.kp.lock();
+            if let Some(on) = c.reject {
+                kp.apply(&Change::Reject(on))?;
+            }
+            if xlat {
+                let applied = kp.apply(&Change::Xlat(c.xlat))?;
+                sync_vpp(&mut kp, &applied, held);
             }
             return Ok(String::new());
         }

@@ -18,19 +18,45 @@ use std::sync::atomic::{AtomicU32, Ordering};
 struct NodeNames([*const c_char; 2]);
 // SAFETY: immutable pointers to static strings.
 unsafe impl Sync for NodeNames {}
-static IP4_NODES: NodeNames = NodeNames([c"kp4-nat4".as_ptr(), core::ptr::null()]);
-static IP6_NODES: NodeNames = NodeNames([c"kp6-nat6".as_ptr(), core::ptr::null()]);
 struct PerProto([*const *const c_char; sys::KP_DPO_PROTO_NUM as usize]);
 // SAFETY: as above.
 unsafe impl Sync for PerProto {}
-static NODES: PerProto = PerProto([
-    IP4_NODES.0.as_ptr(),
-    IP6_NODES.0.as_ptr(),
-    core::ptr::null(),
-    core::ptr::null(),
-    core::ptr::null(),
-    core::ptr::null(),
-]);
+
+const fn per_proto(ip4: &'static NodeNames, ip6: &'static NodeNames) -> PerProto {
+    PerProto([
+        ip4.0.as_ptr(),
+        ip6.0.as_ptr(),
+        core::ptr::null(),
+        core::ptr::null(),
+        core::ptr::null(),
+        core::ptr::null(),
+    ])
+}
+
+static KP4_NAT4: NodeNames = NodeNames([c"kp4-nat4".as_ptr(), core::ptr::null()]);
+static KP6_NAT6: NodeNames = NodeNames([c"kp6-nat6".as_ptr(), core::ptr::null()]);
+static KP4_NAT6: NodeNames = NodeNames([c"kp4-nat6".as_ptr(), core::ptr::null()]);
+static KP6_NAT4: NodeNames = NodeNames([c"kp6-nat4".as_ptr(), core::ptr::null()]);
+static KP4_NAT64_REPLY: NodeNames = NodeNames([c"kp4-nat64-reply".as_ptr(), core::ptr::null()]);
+static KP6_NAT46_REPLY: NodeNames = NodeNames([c"kp6-nat46-reply".as_ptr(), core::ptr::null()]);
+/// One DPO type per [`Capture`] kind: the type picks the node.
+static NODES: [PerProto; 3] = [
+    per_proto(&KP4_NAT4, &KP6_NAT6),
+    per_proto(&KP4_NAT6, &KP6_NAT4),
+    per_proto(&KP4_NAT64_REPLY, &KP6_NAT46_REPLY),
+];
+
+/// What a capture entry sends to kp, and so which nodes get it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Capture {
+    /// A prefix of nat44/nat66 VIPs: `kp4-nat4` / `kp6-nat6`.
+    Vip = 0,
+    /// A prefix of nat46/nat64 VIPs: `kp4-nat6` / `kp6-nat4`.
+    XlatVip = 1,
+    /// nat64 source addresses and the nat46 prefix, where translated
+    /// flows' replies arrive: `kp4-nat64-reply` / `kp6-nat46-reply`.
+    XlatReply = 2,
+}
 
 unsafe extern "C" fn dpo_lock(_: *mut sys::dpo_id_t) {}
 unsafe extern "C" fn dpo_unlock(_: *mut sys::dpo_id_t) {}
@@ -40,7 +66,7 @@ unsafe extern "C" fn format_kp_dpo(s: *mut u8, args: *mut sys::va_list) -> *mut 
     unsafe {
         let index = va_arg_u64(args.cast::<VaList>()) as u32;
         let _indent = va_arg_u64(args.cast::<VaList>());
-        format_append(s, &format!("kp VIP capture {index}"))
+        format_append(s, &format!("kp capture {index}"))
     }
 }
 
@@ -55,7 +81,8 @@ static VFT: Registration<sys::dpo_vft_t> = Registration::new(sys::dpo_vft_t {
     dv_mk_interpose: core::ptr::null_mut(),
 });
 
-static DPO_TYPE: AtomicU32 = AtomicU32::new(u32::MAX);
+static DPO_TYPES: [AtomicU32; 3] =
+    [AtomicU32::new(u32::MAX), AtomicU32::new(u32::MAX), AtomicU32::new(u32::MAX)];
 static FIB_SOURCE: AtomicU32 = AtomicU32::new(u32::MAX);
 
 /// Registers kp's DPO type and FIB source (init function, main thread).
@@ -64,8 +91,10 @@ pub fn register() {
     // SAFETY: exported VPP functions; the vft is copied, the node lists
     // are static.
     unsafe {
-        let t = f.dpo_register_new_type(VFT.get(), NODES.0.as_ptr());
-        DPO_TYPE.store(u32::from(t), Ordering::Relaxed);
+        for (nodes, t) in NODES.iter().zip(&DPO_TYPES) {
+            let dpo_type = f.dpo_register_new_type(VFT.get(), nodes.0.as_ptr());
+            t.store(u32::from(dpo_type), Ordering::Relaxed);
+        }
         let src = f.fib_source_allocate(
             c"kp".as_ptr(),
             sys::KP_FIB_SOURCE_PRIORITY_HI as u8,
@@ -96,16 +125,17 @@ pub(super) fn fib_prefix(p: &IpPrefix) -> (sys::fib_prefix_t, u8) {
     (pfx, proto as u8)
 }
 
-/// Installs the capture entry for a VIP prefix in the default table.
-/// Main thread, worker barrier held.
-pub fn add(prefix: &IpPrefix, capture: u32, _: &BarrierHeld) {
+/// Installs a capture entry for `prefix` in the default table, sending
+/// its packets to the `kind`'s node with DPO index `capture` (a VIP
+/// prefix's capture index). Main thread, worker barrier held.
+pub fn add(prefix: &IpPrefix, kind: Capture, capture: u32, _: &BarrierHeld) {
     let f = fns();
     let (pfx, proto) = fib_prefix(prefix);
     // SAFETY: exported FIB functions with valid records, under the barrier.
     unsafe {
         let fib_index = f.fib_table_find(proto, 0);
         let mut dpo = sys::dpo_id_t { dpoi_type: 0, dpoi_proto: 0, dpoi_next_node: 0, dpoi_index: 0 };
-        f.dpo_set(&mut dpo, DPO_TYPE.load(Ordering::Relaxed) as u8, proto, capture);
+        f.dpo_set(&mut dpo, DPO_TYPES[kind as usize].load(Ordering::Relaxed) as u8, proto, capture);
         f.fib_table_entry_special_dpo_add(
             fib_index,
             &pfx,
@@ -117,7 +147,7 @@ pub fn add(prefix: &IpPrefix, capture: u32, _: &BarrierHeld) {
     }
 }
 
-/// Removes a VIP prefix's capture entry.
+/// Removes a capture entry.
 pub fn remove(prefix: &IpPrefix, _: &BarrierHeld) {
     let f = fns();
     let (pfx, proto) = fib_prefix(prefix);

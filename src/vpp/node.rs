@@ -13,12 +13,23 @@ use super::text::{format_append, va_arg_u64, VaList};
 use super::{fns, sys};
 use crate::dataplane::{Batch, Capture, DropReason, FlowOutcome, ReplyVerdict, Verdict, MAX_BATCH};
 use crate::nat::{L4Checksum, NatError};
-use crate::packet;
+use crate::packet::{self, IpFamily};
 use core::ffi::c_char;
 
-/// Next nodes, in registration order.
+/// Next nodes, in registration order (the same for every kp node).
 const NEXT_DROP: u16 = 0;
-const NEXT_LOOKUP: u16 = 1;
+const NEXT_IP4: u16 = 1;
+const NEXT_IP6: u16 = 2;
+
+/// The lookup node for packets of family `v6`.
+#[inline(always)]
+fn lookup(v6: bool) -> u16 {
+    if v6 {
+        NEXT_IP6
+    } else {
+        NEXT_IP4
+    }
+}
 
 /// Node error counters; drops set `b->error` to one of these.
 #[derive(Clone, Copy)]
@@ -37,9 +48,11 @@ enum Error {
     Rejected,
     NatUnsupported,
     NatFailed,
+    PortsExhausted,
+    ChecksumChain,
 }
 
-struct ErrorDescs([sys::vlib_error_desc_t; 13]);
+struct ErrorDescs([sys::vlib_error_desc_t; 15]);
 // SAFETY: immutable records pointing at static strings.
 unsafe impl Sync for ErrorDescs {}
 
@@ -65,8 +78,10 @@ static ERRORS: ErrorDescs = ErrorDescs([
     desc(c"no-vip", c"no VIP for this protocol and port", ERROR),
     desc(c"no-pod", c"no pod takes new flows (dropped)", ERROR),
     desc(c"rejected", c"no pod: rejected (RST/ICMP sent)", INFO),
-    desc(c"nat-unsupported", c"nat46/nat64 not translated yet", ERROR),
+    desc(c"nat-unsupported", c"nat46/nat64 fragment or ICMP error: not translated yet", ERROR),
     desc(c"nat-failed", c"translation failed", ERROR),
+    desc(c"nat64-ports-exhausted", c"nat64: no source port free for a new flow", ERROR),
+    desc(c"udp-no-checksum-chain", c"IPv4 UDP without checksum to IPv6, in a buffer chain", ERROR),
 ]);
 
 fn error_of(reason: DropReason) -> Error {
@@ -80,6 +95,8 @@ fn error_of(reason: DropReason) -> Error {
         DropReason::NoVip => Error::NoVip,
         DropReason::NoPod => Error::NoPod,
         DropReason::Nat(NatError::TranslationNotSupported) => Error::NatUnsupported,
+        DropReason::Nat(NatError::PortsExhausted) => Error::PortsExhausted,
+        DropReason::Nat(NatError::ChecksumNeedsWholeDatagram) => Error::ChecksumChain,
         DropReason::Nat(_) => Error::NatFailed,
     }
 }
@@ -142,6 +159,8 @@ unsafe extern "C" fn format_kp_trace(s: *mut u8, args: *mut sys::va_list) -> *mu
             format!("kp reply: translated back to vip {}", t.vip)
         } else if t.outcome == 5 {
             "kp reply: not a kp flow, passed on".to_string()
+        } else if t.outcome == 7 {
+            "kp reply: no live nat46/nat64 flow at this address, dropped".to_string()
         } else if t.outcome == 6 {
             format!(
                 "kp: vip {} has no pod: rejected (a TCP reset or ICMP port unreachable to the sender)",
@@ -170,8 +189,9 @@ unsafe extern "C" fn format_kp_trace(s: *mut u8, args: *mut sys::va_list) -> *mu
 /// node's kind is part of the type, so what depends on it is settled at
 /// compile time: `NODEPORT` for packets to the node's own addresses (the
 /// NodePort nodes) rather than captured by a VIP prefix's FIB entry; `V6`
-/// for the node's family (which of a pod's tracked next hops it uses).
-struct FrameBatch<'a, const NODEPORT: bool, const V6: bool> {
+/// for the node's family; `XLAT` for a VIP node of nat46/nat64 VIPs (the
+/// two pick which of a pod's tracked next hops it uses).
+struct FrameBatch<'a, const NODEPORT: bool, const V6: bool, const XLAT: bool> {
     vm: *mut sys::vlib_main_t,
     bufs: &'a [*mut sys::vlib_buffer_t],
     nexts: &'a mut [u16; MAX_BATCH],
@@ -180,7 +200,7 @@ struct FrameBatch<'a, const NODEPORT: bool, const V6: bool> {
     n: usize,
 }
 
-impl<'a, const NODEPORT: bool, const V6: bool> FrameBatch<'a, NODEPORT, V6> {
+impl<'a, const NODEPORT: bool, const V6: bool, const XLAT: bool> FrameBatch<'a, NODEPORT, V6, XLAT> {
     /// The buffers of a frame (their pointers written into `bufs`), and
     /// the frame's vector of buffer indices (which the enqueue takes back).
     ///
@@ -232,6 +252,11 @@ impl<'a, const NODEPORT: bool, const V6: bool> FrameBatch<'a, NODEPORT, V6> {
         }
     }
 
+    /// Whether packet `i` is IPv6 (by its version nibble).
+    fn packet_v6(&mut self, i: usize) -> bool {
+        Batch::packet(self, i).first().is_some_and(|b| b >> 4 == 6)
+    }
+
     /// Whether packet `i` is to be traced: only while the node traces
     /// (checked once per frame, in `tracing`) and the buffer says so.
     #[inline(always)]
@@ -271,7 +296,8 @@ unsafe fn without_worker(
     let mut nexts = [NEXT_DROP; MAX_BATCH];
     // SAFETY: per the contract.
     unsafe {
-        let (mut batch, from) = FrameBatch::<false, false>::from_frame(vm, frame, &mut bufs, &mut nexts);
+        let (mut batch, from) =
+            FrameBatch::<false, false, false>::from_frame(vm, frame, &mut bufs, &mut nexts);
         if feature {
             batch.feature_nexts();
         }
@@ -303,22 +329,39 @@ unsafe fn enqueue(
     }
 }
 
-impl<const NODEPORT: bool, const V6: bool> Batch for FrameBatch<'_, NODEPORT, V6> {
+impl<const NODEPORT: bool, const V6: bool, const XLAT: bool> Batch for FrameBatch<'_, NODEPORT, V6, XLAT> {
     /// Straight to the pod's tracked forwarding where there is one (its
     /// adjacency in the buffer, the stacked next node); else a fresh
     /// lookup. Done here, while the buffer's metadata is in cache.
     #[inline(always)]
-    fn translated(&mut self, i: usize, pod: u32) {
+    fn translated(&mut self, i: usize, pod: u32, out: IpFamily) {
         if i >= self.n {
             return;
         }
-        self.nexts[i] = match self.hops.of(pod, NODEPORT, V6) {
+        let out_v6 = out == IpFamily::V6;
+        // A VIP node's stacked hops are for its own NAT type's pods (a
+        // packet of another type can only be one left over from before a
+        // change: it takes the lookup).
+        let stacked_here = NODEPORT || out_v6 == (V6 ^ XLAT);
+        self.nexts[i] = match self.hops.of(pod, NODEPORT, V6, out_v6).filter(|_| stacked_here) {
             Some((to, adj)) => {
                 self.buffer(i).set_adj_index_tx(adj);
                 to
             }
-            None => NEXT_LOOKUP,
+            None => lookup(out_v6),
         };
+    }
+
+    fn move_start(&mut self, i: usize, delta: isize) -> bool {
+        i < self.n && self.buffer(i).move_start(delta)
+    }
+
+    fn family_changed(&mut self, i: usize, to: IpFamily) {
+        if i < self.n {
+            let v6 = to == IpFamily::V6;
+            let l4 = if v6 { packet::ipv6::HEADER_LEN } else { packet::ipv4::MIN_HEADER_LEN };
+            self.buffer(i).set_family(v6, l4 as i16);
+        }
     }
 
     fn len(&self) -> usize {
@@ -388,7 +431,7 @@ impl<const NODEPORT: bool, const V6: bool> Batch for FrameBatch<'_, NODEPORT, V6
 /// thread's, as VPP passes them to a node function.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // parallel per-packet arrays
-unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
+unsafe fn node_fn<const NODEPORT: bool, const V6: bool, const XLAT: bool>(
     vm: *mut sys::vlib_main_t,
     node: *mut sys::vlib_node_runtime_t,
     frame: *mut sys::vlib_frame_t,
@@ -401,7 +444,7 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
             return without_worker(vm, node, frame, NODEPORT);
         };
         let FrameScratch { bufs, verdicts, nexts, .. } = scratch;
-        let (mut batch, from) = FrameBatch::<NODEPORT, V6>::from_frame(vm, frame, bufs, nexts);
+        let (mut batch, from) = FrameBatch::<NODEPORT, V6, XLAT>::from_frame(vm, frame, bufs, nexts);
         let n = batch.n;
         // On the ip4/6-local arc, what is not NodePort traffic goes on to
         // the next feature: each packet's next starts as its next feature.
@@ -441,7 +484,7 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
                 Verdict::Reject { vip } => {
                     // The packet is now the answer to its sender.
                     rejected += 1;
-                    batch.nexts[i] = NEXT_LOOKUP;
+                    batch.nexts[i] = lookup(V6);
                     VIP_NO_POD.add(thread, vip, 1);
                 }
                 Verdict::Drop(DropReason::NoVip | DropReason::Packet(_)) if NODEPORT => {
@@ -486,10 +529,10 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool>(
 /// # Safety
 /// The node function's own `vm`, `node` and batch.
 #[cold]
-unsafe fn trace_frame<const NODEPORT: bool, const V6: bool>(
+unsafe fn trace_frame<const NODEPORT: bool, const V6: bool, const XLAT: bool>(
     vm: *mut sys::vlib_main_t,
     node: *mut sys::vlib_node_runtime_t,
-    batch: &FrameBatch<'_, NODEPORT, V6>,
+    batch: &FrameBatch<'_, NODEPORT, V6, XLAT>,
     worker: &crate::dataplane::Worker,
     verdicts: &[Verdict],
 ) {
@@ -586,21 +629,23 @@ type NodeFn = unsafe extern "C" fn(
 /// in the packet; the node's own family picks the pod next hops stacked on
 /// it); NodePort nodes differ only in how packets are captured.
 macro_rules! node_variant {
-    ($name:ident, nodeport: $nodeport:expr, v6: $v6:expr) => {
+    ($name:ident, nodeport: $nodeport:expr, v6: $v6:expr, xlat: $xlat:expr) => {
         unsafe extern "C" fn $name(
             vm: *mut sys::vlib_main_t,
             node: *mut sys::vlib_node_runtime_t,
             frame: *mut sys::vlib_frame_t,
         ) -> sys::uword {
             // SAFETY: VPP's node-function contract.
-            unsafe { node_fn::<$nodeport, $v6>(vm, node, frame) }
+            unsafe { node_fn::<$nodeport, $v6, $xlat>(vm, node, frame) }
         }
     };
 }
-node_variant!(kp4_vip_node, nodeport: false, v6: false);
-node_variant!(kp6_vip_node, nodeport: false, v6: true);
-node_variant!(kp4_nodeport_node, nodeport: true, v6: false);
-node_variant!(kp6_nodeport_node, nodeport: true, v6: true);
+node_variant!(kp4_vip_node, nodeport: false, v6: false, xlat: false);
+node_variant!(kp6_vip_node, nodeport: false, v6: true, xlat: false);
+node_variant!(kp4_xlat_node, nodeport: false, v6: false, xlat: true);
+node_variant!(kp6_xlat_node, nodeport: false, v6: true, xlat: true);
+node_variant!(kp4_nodeport_node, nodeport: true, v6: false, xlat: false);
+node_variant!(kp6_nodeport_node, nodeport: true, v6: true, xlat: false);
 
 const KP4_NAT4_FN: NodeFn = kp4_vip_node;
 const KP6_NAT6_FN: NodeFn = kp6_vip_node;
@@ -621,7 +666,7 @@ unsafe extern "C" fn kp_in2out_node(
             return without_worker(vm, node, frame, true);
         };
         let FrameScratch { bufs, replies: verdicts, nexts, .. } = scratch;
-        let (mut batch, from) = FrameBatch::<false, false>::from_frame(vm, frame, bufs, nexts);
+        let (mut batch, from) = FrameBatch::<false, false, false>::from_frame(vm, frame, bufs, nexts);
         let n = batch.n;
         batch.feature_nexts();
         worker.process_replies(&mut batch, super::time::ticks(vm), verdicts);
@@ -633,6 +678,12 @@ unsafe extern "C" fn kp_in2out_node(
             let vip = match verdicts[i] {
                 ReplyVerdict::Translated { vip } => {
                     translated += 1;
+                    vip
+                }
+                ReplyVerdict::TranslatedTo { vip, v6 } => {
+                    // Now of the other family: off this arc, to its lookup.
+                    translated += 1;
+                    batch.nexts[i] = lookup(v6);
                     vip
                 }
                 ReplyVerdict::NotKp => u32::MAX,
@@ -650,13 +701,72 @@ unsafe extern "C" fn kp_in2out_node(
     }
 }
 
+/// `kp4-nat64-reply` and `kp6-nat46-reply`: what reaches kp's nat64
+/// source addresses and nat46 prefix (captured in the FIB, from any
+/// interface). Replies of live flows are translated back to the client's
+/// family; anything else is dropped (nothing else owns these addresses).
+#[allow(clippy::needless_range_loop)] // parallel per-packet arrays
+unsafe extern "C" fn kp_xlat_reply_node(
+    vm: *mut sys::vlib_main_t,
+    node: *mut sys::vlib_node_runtime_t,
+    frame: *mut sys::vlib_frame_t,
+) -> sys::uword {
+    // SAFETY: as in `node_fn`.
+    unsafe {
+        let Some((worker, scratch)) = this_thread(&*vm) else {
+            return without_worker(vm, node, frame, false);
+        };
+        let FrameScratch { bufs, replies: verdicts, nexts, .. } = scratch;
+        let (mut batch, from) = FrameBatch::<false, false, false>::from_frame(vm, frame, bufs, nexts);
+        let n = batch.n;
+        worker.process_replies(&mut batch, super::time::ticks(vm), verdicts);
+        let errors = (*node).errors;
+        let mut translated = 0u64;
+        let tracing = node_traces(node);
+        for i in 0..n {
+            let vip = match verdicts[i] {
+                ReplyVerdict::TranslatedTo { vip, v6 } => {
+                    batch.nexts[i] = lookup(v6);
+                    translated += 1;
+                    vip
+                }
+                // (Same family: not a translated flow's; cannot happen
+                // for these addresses, but it is a reply all the same.)
+                ReplyVerdict::Translated { vip } => {
+                    let v6 = batch.packet_v6(i);
+                    batch.nexts[i] = lookup(v6);
+                    translated += 1;
+                    vip
+                }
+                ReplyVerdict::NotKp => {
+                    batch.nexts[i] = NEXT_DROP;
+                    batch.buffer(i).set_error(*errors.add(REPLY_NO_FLOW));
+                    u32::MAX
+                }
+            };
+            if batch.traced(i, tracing) {
+                let t = Trace::new(vip, u32::MAX, if vip == u32::MAX { 7 } else { 4 }, 0);
+                add_trace(vm, node, batch.bufs[i], t);
+            }
+        }
+        let counters = (*vm).error_counters;
+        *counters.add(usize::from(*errors.add(REPLY_TRANSLATED))) += translated;
+        enqueue(vm, node, from, batch.nexts, n);
+        n as sys::uword
+    }
+}
+
 const REPLY_TRANSLATED: usize = 0;
 const REPLY_OTHER: usize = 1;
+const REPLY_NO_FLOW: usize = 2;
+/// The reply features count the first two; the nat46/nat64 reply nodes
+/// all three.
 static REPLY_ERRORS: ErrorDescs2 = ErrorDescs2([
     desc(c"reply-translated", c"replies translated back to the Service", INFO),
     desc(c"not-kp", c"packets that are not kp replies (passed on)", INFO),
+    desc(c"no-flow", c"to a nat46/nat64 address of no live flow", ERROR),
 ]);
-struct ErrorDescs2([sys::vlib_error_desc_t; 2]);
+struct ErrorDescs2([sys::vlib_error_desc_t; 3]);
 // SAFETY: immutable records pointing at static strings.
 unsafe impl Sync for ErrorDescs2 {}
 
@@ -674,8 +784,7 @@ const fn node_reg(
         *mut sys::vlib_node_runtime_t,
         *mut sys::vlib_frame_t,
     ) -> sys::uword,
-    lookup: &'static core::ffi::CStr,
-) -> NodeReg<2> {
+) -> NodeReg<3> {
     NodeReg {
         reg: sys::vlib_node_registration_t {
             function: Some(f),
@@ -701,43 +810,48 @@ const fn node_reg(
             aux_size: 0,
             scalar_size: 0,
             n_errors: ERRORS.0.len() as u16,
-            n_next_nodes: 2,
+            n_next_nodes: 3,
             next_registration: core::ptr::null_mut(),
         },
-        next: [c"error-drop".as_ptr(), lookup.as_ptr()],
+        // NEXT_DROP, NEXT_IP4, NEXT_IP6.
+        next: [c"error-drop".as_ptr(), c"ip4-lookup".as_ptr(), c"ip6-lookup".as_ptr()],
     }
 }
 
-pub static KP4_NAT4: Registration<NodeReg<2>> =
-    Registration::new(node_reg(c"kp4-nat4", KP4_NAT4_FN, c"ip4-lookup"));
-pub static KP6_NAT6: Registration<NodeReg<2>> =
-    Registration::new(node_reg(c"kp6-nat6", KP6_NAT6_FN, c"ip6-lookup"));
+pub static KP4_NAT4: Registration<NodeReg<3>> = Registration::new(node_reg(c"kp4-nat4", KP4_NAT4_FN));
+pub static KP6_NAT6: Registration<NodeReg<3>> = Registration::new(node_reg(c"kp6-nat6", KP6_NAT6_FN));
+pub static KP4_NAT6: Registration<NodeReg<3>> = Registration::new(node_reg(c"kp4-nat6", kp4_xlat_node));
+pub static KP6_NAT4: Registration<NodeReg<3>> = Registration::new(node_reg(c"kp6-nat4", kp6_xlat_node));
 
-const fn in2out_reg(
+const fn reply_reg(
     name: &'static core::ffi::CStr,
     f: unsafe extern "C" fn(
         *mut sys::vlib_main_t,
         *mut sys::vlib_node_runtime_t,
         *mut sys::vlib_frame_t,
     ) -> sys::uword,
-) -> NodeReg<2> {
-    let mut r = node_reg(name, f, c"error-drop");
+    n_errors: u16,
+) -> NodeReg<3> {
+    let mut r = node_reg(name, f);
     r.reg.error_counters = REPLY_ERRORS.0.as_ptr();
-    r.reg.n_errors = 2;
-    // Feature arcs add their own next nodes; error-drop is only a default.
-    r.reg.n_next_nodes = 1;
+    r.reg.n_errors = n_errors;
+    // (Feature arcs add their own next nodes after these.)
     r
 }
 
-pub static KP4_NODEPORT: Registration<NodeReg<2>> =
-    Registration::new(node_reg(c"kp4-nodeport", kp4_nodeport_node, c"ip4-lookup"));
-pub static KP6_NODEPORT: Registration<NodeReg<2>> =
-    Registration::new(node_reg(c"kp6-nodeport", kp6_nodeport_node, c"ip6-lookup"));
+pub static KP4_NODEPORT: Registration<NodeReg<3>> =
+    Registration::new(node_reg(c"kp4-nodeport", kp4_nodeport_node));
+pub static KP6_NODEPORT: Registration<NodeReg<3>> =
+    Registration::new(node_reg(c"kp6-nodeport", kp6_nodeport_node));
 
-pub static KP_NAT4_IN2OUT: Registration<NodeReg<2>> =
-    Registration::new(in2out_reg(c"kp-nat4-in2out", kp_in2out_node));
-pub static KP_NAT6_IN2OUT: Registration<NodeReg<2>> =
-    Registration::new(in2out_reg(c"kp-nat6-in2out", kp_in2out_node));
+pub static KP_NAT4_IN2OUT: Registration<NodeReg<3>> =
+    Registration::new(reply_reg(c"kp-nat4-in2out", kp_in2out_node, 2));
+pub static KP_NAT6_IN2OUT: Registration<NodeReg<3>> =
+    Registration::new(reply_reg(c"kp-nat6-in2out", kp_in2out_node, 2));
+pub static KP4_NAT64_REPLY: Registration<NodeReg<3>> =
+    Registration::new(reply_reg(c"kp4-nat64-reply", kp_xlat_reply_node, 3));
+pub static KP6_NAT46_REPLY: Registration<NodeReg<3>> =
+    Registration::new(reply_reg(c"kp6-nat46-reply", kp_xlat_reply_node, 3));
 
 struct Names([*const c_char; 2]);
 // SAFETY: pointers to static strings.
@@ -776,11 +890,14 @@ static NODEPORT6: Registration<sys::vnet_feature_registration_t> =
 /// Graph node indices of the VIP and NodePort nodes of each family (VPP
 /// writes them into the registrations when it registers the nodes).
 pub fn node_indices() -> NodeIndices {
-    let index = |r: &Registration<NodeReg<2>>| {
+    let index = |r: &Registration<NodeReg<3>>| {
         // SAFETY: reading a field VPP wrote at registration, main thread.
         unsafe { (*r.get()).reg.index }
     };
-    NodeIndices { v4: (index(&KP4_NAT4), index(&KP4_NODEPORT)), v6: (index(&KP6_NAT6), index(&KP6_NODEPORT)) }
+    NodeIndices {
+        vip: [[index(&KP4_NAT4), index(&KP4_NAT6)], [index(&KP6_NAT4), index(&KP6_NAT6)]],
+        nodeport: [index(&KP4_NODEPORT), index(&KP6_NODEPORT)],
+    }
 }
 
 /// Links the nodes into VPP's registration list (constructor time).
@@ -788,7 +905,19 @@ pub fn node_indices() -> NodeIndices {
 /// # Safety
 /// Called once, from kp's constructor, with VPP's global main.
 pub unsafe fn register_nodes(vgm: *mut sys::vlib_global_main_t) {
-    for n in [&KP4_NAT4, &KP6_NAT6, &KP4_NODEPORT, &KP6_NODEPORT, &KP_NAT4_IN2OUT, &KP_NAT6_IN2OUT] {
+    let nodes = [
+        &KP4_NAT4,
+        &KP6_NAT6,
+        &KP4_NAT6,
+        &KP6_NAT4,
+        &KP4_NODEPORT,
+        &KP6_NODEPORT,
+        &KP_NAT4_IN2OUT,
+        &KP_NAT6_IN2OUT,
+        &KP4_NAT64_REPLY,
+        &KP6_NAT46_REPLY,
+    ];
+    for n in nodes {
         // SAFETY: per the contract; the records are static and writable.
         unsafe {
             let r = n.get().cast::<sys::vlib_node_registration_t>();

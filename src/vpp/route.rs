@@ -24,13 +24,20 @@ const MAX_TRACKED: usize = crate::config::MAX_POD_INDICES as usize;
 /// Set in a packed next hop that is valid.
 const VALID: u64 = 1 << 63;
 
-/// A stacked DPO as workers read it: `VALID | next_node << 32 | dpoi_index`,
-/// or 0 for "not tracked: use the lookup node".
+/// Set in a packed next hop stacked from a node of an IPv6 VIP.
+const VIP_V6: u64 = 1 << 62;
+/// Set in a packed next hop to an IPv6 pod.
+const POD_V6: u64 = 1 << 61;
+
+/// A stacked DPO as workers read it: `VALID | VIP_V6? | POD_V6? |
+/// next_node << 32 | dpoi_index`, or 0 for "not tracked: use the lookup
+/// node".
 #[derive(Default)]
 struct PodNextHops {
-    /// From `kp4-nat4` / `kp6-nat6` (by the pod's family).
+    /// From the VIP node of the pod's NAT type (`kp4-nat4`, `kp4-nat6`,
+    /// `kp6-nat6`, `kp6-nat4`).
     vip: AtomicU64,
-    /// From `kp4-nodeport` / `kp6-nodeport`.
+    /// From the NodePort node of the VIP's family.
     nodeport: AtomicU64,
 }
 // SAFETY: atomics whose all-zero state means "not tracked".
@@ -49,12 +56,15 @@ struct Tables {
 static TABLES: OnceLock<Tables> = OnceLock::new();
 static FIB_NODE_TYPE: AtomicU32 = AtomicU32::new(u32::MAX);
 
-/// The graph nodes pod routes are stacked on: (VIP node, NodePort node)
-/// of each family.
+/// The graph nodes pod routes are stacked on: the VIP node of each NAT
+/// type and the NodePort node of each VIP family.
 #[derive(Debug, Clone, Copy)]
 pub struct NodeIndices {
-    pub v4: (u32, u32),
-    pub v6: (u32, u32),
+    /// By [VIP family][pod family], IPv4 first: kp4-nat4, kp4-nat6,
+    /// kp6-nat4, kp6-nat6.
+    pub vip: [[u32; 2]; 2],
+    /// By VIP family: kp4-nodeport, kp6-nodeport.
+    pub nodeport: [u32; 2],
 }
 
 static NODES: OnceLock<NodeIndices> = OnceLock::new();
@@ -68,18 +78,21 @@ struct TrackedRoute {
     v6: bool,
     fib_entry: u32,
     sibling: u32,
-    from_vip: sys::dpo_id_t,
-    from_nodeport: sys::dpo_id_t,
-    /// Pod indices with this address (two VIPs can share a pod).
-    pods: Vec<u32>,
+    /// By VIP family (IPv4 first): stacked from the VIP node and from the
+    /// NodePort node.
+    from_vip: [sys::dpo_id_t; 2],
+    from_nodeport: [sys::dpo_id_t; 2],
+    /// Pod indices with this address (two VIPs can share a pod), and
+    /// whether each one's VIP is IPv6.
+    pods: Vec<(u32, bool)>,
 }
 
 /// Main-thread bookkeeping.
 #[derive(Default)]
 struct Book {
     by_addr: HashMap<IpAddr, u32>,
-    /// Pod index -> (route, the pod's address when it was tracked).
-    route_of_pod: HashMap<u32, (u32, IpAddr)>,
+    /// Pod index -> (route, the pod's address and VIP family when tracked).
+    route_of_pod: HashMap<u32, (u32, IpAddr, bool)>,
     free: Vec<u32>,
     next: u32,
 }
@@ -95,19 +108,24 @@ impl NextHops {
     }
 
     /// `pod`'s next hop from a VIP node (`nodeport` false) or a NodePort
-    /// node: `Some((next_index, adj_index))` when tracked and of the
-    /// node's family.
+    /// node of VIP family `vip_v6`, for a packet to a pod of family
+    /// `pod_v6`: `Some((next_index, adj_index))` when tracked and stacked
+    /// from that very node.
     #[inline(always)]
-    pub fn of(&self, pod: u32, nodeport: bool, v6: bool) -> Option<(u16, u32)> {
+    pub fn of(&self, pod: u32, nodeport: bool, vip_v6: bool, pod_v6: bool) -> Option<(u16, u32)> {
         let slot = self.0.get(pod as usize)?;
         let w = if nodeport { &slot.nodeport } else { &slot.vip }.load(Ordering::Relaxed);
-        let family_bit = u64::from(v6) << 62;
-        (w & (VALID | 1 << 62) == VALID | family_bit).then_some(((w >> 32) as u16, w as u32))
+        let tag = VALID | if vip_v6 { VIP_V6 } else { 0 } | if pod_v6 { POD_V6 } else { 0 };
+        (w & (VALID | VIP_V6 | POD_V6) == tag).then_some(((w >> 32 & 0xffff) as u16, w as u32))
     }
 }
 
-fn pack(d: &sys::dpo_id_t, v6: bool) -> u64 {
-    VALID | (u64::from(v6) << 62) | (u64::from(d.dpoi_next_node) << 32) | u64::from(d.dpoi_index)
+fn pack(d: &sys::dpo_id_t, vip_v6: bool, pod_v6: bool) -> u64 {
+    VALID
+        | if vip_v6 { VIP_V6 } else { 0 }
+        | if pod_v6 { POD_V6 } else { 0 }
+        | (u64::from(d.dpoi_next_node) << 32)
+        | u64::from(d.dpoi_index)
 }
 
 unsafe extern "C" fn fib_node_get(index: u32) -> *mut sys::fib_node_t {
@@ -159,18 +177,23 @@ pub fn register(nodes: NodeIndices) -> Result<(), String> {
 unsafe fn restack(r: &mut TrackedRoute) {
     let f = fns();
     let Some(nodes) = NODES.get() else { return };
-    let (vip_node, nodeport_node) = if r.v6 { nodes.v6 } else { nodes.v4 };
-    // SAFETY: per the contract; the FIB entry is tracked by this record.
-    unsafe {
-        let fwd = f.fib_entry_contribute_ip_forwarding(r.fib_entry);
-        f.dpo_stack_from_node(vip_node, &mut r.from_vip, fwd);
-        f.dpo_stack_from_node(nodeport_node, &mut r.from_nodeport, fwd);
+    let pod_family = usize::from(r.v6);
+    // From the nodes of both VIP families: nat44 and nat64 VIPs (or nat66
+    // and nat46) can share a pod address.
+    for vip_family in 0..2 {
+        // SAFETY: per the contract; the FIB entry is tracked by this record.
+        unsafe {
+            let fwd = f.fib_entry_contribute_ip_forwarding(r.fib_entry);
+            f.dpo_stack_from_node(nodes.vip[vip_family][pod_family], &mut r.from_vip[vip_family], fwd);
+            f.dpo_stack_from_node(nodes.nodeport[vip_family], &mut r.from_nodeport[vip_family], fwd);
+        }
     }
     let Some(t) = TABLES.get() else { return };
-    for &p in &r.pods {
+    for &(p, vip_v6) in &r.pods {
         if let Some(slot) = t.pods.get(p as usize) {
-            slot.vip.store(pack(&r.from_vip, r.v6), Ordering::Relaxed);
-            slot.nodeport.store(pack(&r.from_nodeport, r.v6), Ordering::Relaxed);
+            let vf = usize::from(vip_v6);
+            slot.vip.store(pack(&r.from_vip[vf], vip_v6, r.v6), Ordering::Relaxed);
+            slot.nodeport.store(pack(&r.from_nodeport[vf], vip_v6, r.v6), Ordering::Relaxed);
         }
     }
 }
@@ -179,20 +202,20 @@ unsafe fn restack(r: &mut TrackedRoute) {
 /// their address tracked (shared per address), freed ones are forgotten
 /// and an address nobody uses any more is untracked. Main thread, worker
 /// barrier held.
-pub fn sync(live: impl Iterator<Item = (u32, IpAddr)>, _: &BarrierHeld) {
+pub fn sync(live: impl Iterator<Item = (u32, IpAddr, bool)>, _: &BarrierHeld) {
     let Some(t) = TABLES.get() else { return };
     let mut guard = BOOK.lock();
     let Some(book) = guard.as_mut() else { return };
-    let live: HashMap<u32, IpAddr> = live.collect();
+    let live: HashMap<u32, (IpAddr, bool)> = live.map(|(p, a, v6)| (p, (a, v6))).collect();
     // Gone: freed, or freed and reused for another address since.
     let gone: Vec<u32> = book
         .route_of_pod
         .iter()
-        .filter(|(p, (_, addr))| live.get(p) != Some(addr))
+        .filter(|(p, (_, addr, v6))| live.get(p) != Some(&(*addr, *v6)))
         .map(|(&p, _)| p)
         .collect();
     for pod in gone {
-        let (route, _) = book.route_of_pod.remove(&pod).expect("listed");
+        let (route, _, _) = book.route_of_pod.remove(&pod).expect("listed");
         if let Some(slot) = t.pods.get(pod as usize) {
             slot.vip.store(0, Ordering::Relaxed);
             slot.nodeport.store(0, Ordering::Relaxed);
@@ -200,12 +223,12 @@ pub fn sync(live: impl Iterator<Item = (u32, IpAddr)>, _: &BarrierHeld) {
         let ptr = t.routes[route as usize].0.load(Ordering::Relaxed);
         // SAFETY: a live record, main thread.
         let r = unsafe { &mut *ptr };
-        r.pods.retain(|&p| p != pod);
+        r.pods.retain(|&(p, _)| p != pod);
         if r.pods.is_empty() {
             untrack(book, t, route);
         }
     }
-    for (&pod, &addr) in &live {
+    for (&pod, &(addr, vip_v6)) in &live {
         if book.route_of_pod.contains_key(&pod) || pod as usize >= MAX_TRACKED {
             continue;
         }
@@ -216,11 +239,11 @@ pub fn sync(live: impl Iterator<Item = (u32, IpAddr)>, _: &BarrierHeld) {
                 None => continue,
             },
         };
-        book.route_of_pod.insert(pod, (route, addr));
+        book.route_of_pod.insert(pod, (route, addr, vip_v6));
         let ptr = t.routes[route as usize].0.load(Ordering::Relaxed);
         // SAFETY: a live record, main thread, barrier held.
         unsafe {
-            (*ptr).pods.push(pod);
+            (*ptr).pods.push((pod, vip_v6));
             restack(&mut *ptr);
         }
     }
@@ -242,8 +265,8 @@ fn track(book: &mut Book, t: &Tables, addr: IpAddr) -> Option<u32> {
         v6: addr.is_ipv6(),
         fib_entry: u32::MAX,
         sibling: u32::MAX,
-        from_vip: empty,
-        from_nodeport: empty,
+        from_vip: [empty, empty],
+        from_nodeport: [empty, empty],
         pods: Vec::new(),
     }));
     // VPP may ask for the node while tracking starts: publish it first.
@@ -276,8 +299,9 @@ fn untrack(book: &mut Book, t: &Tables, route: u32) {
     // worker runs, and no pod index points at it any more.
     unsafe {
         f.fib_entry_untrack((*ptr).fib_entry, (*ptr).sibling);
-        f.dpo_reset(&mut (*ptr).from_vip);
-        f.dpo_reset(&mut (*ptr).from_nodeport);
+        for d in (*ptr).from_vip.iter_mut().chain((*ptr).from_nodeport.iter_mut()) {
+            f.dpo_reset(d);
+        }
         t.routes[route as usize].0.store(core::ptr::null_mut(), Ordering::Relaxed);
         book.by_addr.remove(&(*ptr).addr);
         drop(Box::from_raw(ptr));

@@ -132,12 +132,23 @@ impl FrameScratch {
 /// that appeared or went, and per-index counters sized, and zeroed for
 /// indices that were freed (so a reused index starts from 0).
 pub fn sync_vpp(kp: &mut Kp, applied: &Applied, held: &BarrierHeld) {
+    use super::fib::Capture;
     for (prefix, capture) in &applied.prefixes_added {
-        super::fib::add(prefix, *capture, held);
+        let kind = if kp.prefix_translates(prefix) { Capture::XlatVip } else { Capture::Vip };
+        super::fib::add(prefix, kind, *capture, held);
     }
     for (prefix, _) in &applied.prefixes_removed {
         super::fib::remove(prefix, held);
     }
+    let want = kp.wanted_xlat_captures();
+    let have = core::mem::take(&mut kp.interfaces.xlat_captures);
+    for gone in have.difference(&want) {
+        super::fib::remove(gone, held);
+    }
+    for new in want.difference(&have) {
+        super::fib::add(new, Capture::XlatReply, 0, held);
+    }
+    kp.interfaces.xlat_captures = want;
     let vips = [&VIP_EXISTING, &VIP_FIRST, &VIP_UNTRACKED, &VIP_NO_POD];
     let (freed_pods, freed_vips) = kp.controller.take_freed();
     let (n_vips, n_pods) = kp.controller.index_bounds();
@@ -239,5 +250,10 @@ impl DataPathView for WorkersView<'_> {
 
     fn pod_packets(&self, pod: u32) -> u64 {
         POD_PACKETS.sum(pod)
+    }
+
+    fn now(&self) -> u32 {
+        // SAFETY: the main thread's own vlib_main_t.
+        unsafe { crate::vpp::time::ticks(self.vm) }
     }
 }

@@ -1,0 +1,350 @@
+//! Stateful NAT64 source bindings (RFC 6146 behaviour) for nat64
+//! Services: an IPv6 client's address cannot be carried in IPv4, so its
+//! flow to an IPv4 pod leaves from one of the node's NAT64 source
+//! addresses with a port kp allocates, and the pod's replies to that
+//! address and port map back to the client.
+//!
+//! **Layout.** One 64-byte binding per (source address, port) of the
+//! configured range, in one flat array: a reply's destination address and
+//! port index it directly, so any worker finds it in one cache line.
+//!
+//! **No lock per packet.** The array is split into one contiguous part per
+//! thread; only that thread allocates and writes bindings in its part
+//! (single writer per slot), so allocation needs no atomic read-modify-
+//! write. Within its part, a thread places a flow's binding by open
+//! addressing from the flow's hash, probing at most [`PROBES`] slots. Every
+//! other thread reads bindings under a per-slot sequence number (a
+//! seqlock: the writer makes it odd, writes, makes it even; a reader
+//! retries when it changed or was odd).
+//!
+//! **Expiry.** A binding lives while it was used (by a packet either way)
+//! within the flow timeout. An expired slot is free: the next flow that
+//! probes it takes it, so ports return to the pool with no sweep. A binding
+//! is only ever replaced once it has expired, so an established flow never
+//! loses its port; when no slot in a flow's probe window is free, the new
+//! flow is refused (counted) and nothing else changes.
+
+use crate::mem::{Zeroable, ZeroedArray};
+use crate::nat::NatError;
+use crate::packet::Parsed;
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+/// Slots a thread probes for a flow's binding.
+pub const PROBES: u32 = 64;
+/// Most NAT64 source addresses (a flat array of 4 MiB each, backed only
+/// where used).
+pub const MAX_SOURCES: usize = 16;
+
+/// A flow's binding: who the client is, what it sent to, which pod serves
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Binding {
+    /// The client's IPv6 address and port.
+    pub client: [u8; 16],
+    pub client_port: u16,
+    /// What the client sent to: the VIP (or node address) and port.
+    pub service: [u8; 16],
+    pub service_port: u16,
+    pub vip: u32,
+    /// The pod's IPv4 address and port.
+    pub pod: [u8; 4],
+    pub pod_port: u16,
+    pub protocol: u8,
+}
+
+impl Binding {
+    fn words(&self) -> [u64; 6] {
+        let w = |a: &[u8; 16], at: usize| u64::from_ne_bytes(a[at..at + 8].try_into().unwrap());
+        [
+            w(&self.client, 0),
+            w(&self.client, 8),
+            w(&self.service, 0),
+            w(&self.service, 8),
+            u64::from(self.client_port) | u64::from(self.service_port) << 16 | u64::from(self.vip) << 32,
+            u64::from(u32::from_ne_bytes(self.pod))
+                | u64::from(self.pod_port) << 32
+                | u64::from(self.protocol) << 48,
+        ]
+    }
+
+    fn from_words(w: &[u64; 6]) -> Binding {
+        let mut client = [0u8; 16];
+        client[..8].copy_from_slice(&w[0].to_ne_bytes());
+        client[8..].copy_from_slice(&w[1].to_ne_bytes());
+        let mut service = [0u8; 16];
+        service[..8].copy_from_slice(&w[2].to_ne_bytes());
+        service[8..].copy_from_slice(&w[3].to_ne_bytes());
+        Binding {
+            client,
+            client_port: w[4] as u16,
+            service,
+            service_port: (w[4] >> 16) as u16,
+            vip: (w[4] >> 32) as u32,
+            pod: (w[5] as u32).to_ne_bytes(),
+            pod_port: (w[5] >> 32) as u16,
+            protocol: (w[5] >> 48) as u8,
+        }
+    }
+}
+
+/// The flow part of the words (all but the pod): what identifies a flow.
+const FLOW_WORDS: usize = 5;
+
+#[repr(C, align(64))]
+struct Slot {
+    seq: AtomicU32,
+    /// Tick of the last use; 0: never used.
+    used: AtomicU32,
+    words: [AtomicU64; 6],
+}
+// SAFETY: atomics of integers; all-zero is "never used".
+unsafe impl Zeroable for Slot {}
+
+/// The NAT64 source addresses and their ports, shared by all threads.
+pub struct PortPool {
+    sources: Vec<[u8; 4]>,
+    first_port: u16,
+    ports: u32,
+    threads: u32,
+    slots: ZeroedArray<Slot>,
+}
+
+/// Reader retries before giving up (the reply then passes untranslated).
+const READ_TRIES: usize = 64;
+
+impl PortPool {
+    /// A pool of `sources` x ports `first..=last`, split among `threads`.
+    pub fn new(sources: &[[u8; 4]], first: u16, last: u16, threads: usize) -> Option<PortPool> {
+        if sources.is_empty() || sources.len() > MAX_SOURCES || first > last || threads == 0 {
+            return None;
+        }
+        let ports = u32::from(last - first) + 1;
+        let slots = ZeroedArray::new(sources.len() * ports as usize)?;
+        Some(PortPool { sources: sources.to_vec(), first_port: first, ports, threads: threads as u32, slots })
+    }
+
+    pub fn sources(&self) -> &[[u8; 4]] {
+        &self.sources
+    }
+
+    /// Whether `addr` is one of the pool's source addresses.
+    #[inline(always)]
+    pub fn owns(&self, addr: &[u8; 4]) -> bool {
+        self.sources.iter().any(|s| s == addr)
+    }
+
+    /// `thread`'s part of the flat slot array.
+    fn part(&self, thread: usize) -> (u32, u32) {
+        let total = self.slots.len() as u64;
+        let t = u64::from(self.threads);
+        let th = (thread as u64).min(t - 1);
+        ((total * th / t) as u32, (total * (th + 1) / t) as u32)
+    }
+
+    /// How many bindings `thread` can hold at most.
+    pub fn capacity(&self, thread: usize) -> u32 {
+        let (lo, hi) = self.part(thread);
+        hi - lo
+    }
+
+    fn address_of(&self, index: u32) -> ([u8; 4], u16) {
+        let src = self.sources[(index / self.ports) as usize];
+        (src, self.first_port + (index % self.ports) as u16)
+    }
+
+    /// (A use stamped by a thread whose clock is a little ahead is live.)
+    #[inline(always)]
+    fn live(used: u32, now: u32, timeout: u32) -> bool {
+        used != 0 && (now.wrapping_sub(used) as i32) < timeout as i32
+    }
+
+    /// The source address and port of `b`'s flow (hash `hash`), on
+    /// `thread` (which owns the flow): its binding, made if it has none.
+    /// A binding whose pod changed (the flow moved) is updated.
+    pub fn bind(
+        &self,
+        thread: usize,
+        b: &Binding,
+        hash: u64,
+        now: u32,
+        timeout: u32,
+    ) -> Result<([u8; 4], u16), NatError> {
+        let (lo, hi) = self.part(thread);
+        let n = hi - lo;
+        if n == 0 {
+            return Err(NatError::PortsExhausted);
+        }
+        let want = b.words();
+        let start = ((hash >> 32) % u64::from(n)) as u32;
+        let mut free = None;
+        for k in 0..PROBES.min(n) {
+            let index = lo + (start + k) % n;
+            let slot = &self.slots[index as usize];
+            // Only this thread writes this part: plain loads see its own
+            // writes.
+            let used = slot.used.load(Ordering::Relaxed);
+            if !Self::live(used, now, timeout) {
+                free.get_or_insert(index);
+                if used == 0 {
+                    // Never used: nothing was ever placed beyond it.
+                    break;
+                }
+                continue;
+            }
+            let same_flow = (0..FLOW_WORDS).all(|i| slot.words[i].load(Ordering::Relaxed) == want[i]);
+            if same_flow {
+                if slot.words[5].load(Ordering::Relaxed) != want[5] {
+                    self.write(slot, &want);
+                }
+                slot.used.store(now.max(1), Ordering::Relaxed);
+                return Ok(self.address_of(index));
+            }
+        }
+        let index = free.ok_or(NatError::PortsExhausted)?;
+        let slot = &self.slots[index as usize];
+        self.write(slot, &want);
+        slot.used.store(now.max(1), Ordering::Release);
+        Ok(self.address_of(index))
+    }
+
+    /// Writes a slot's words (its owner only) under its sequence number.
+    fn write(&self, slot: &Slot, words: &[u64; 6]) {
+        let s = slot.seq.load(Ordering::Relaxed);
+        slot.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (dst, &src) in slot.words.iter().zip(words) {
+            dst.store(src, Ordering::Relaxed);
+        }
+        slot.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
+
+    /// The binding the reply `p` (an IPv4 TCP/UDP packet to a source
+    /// address of the pool) belongs to, if it is live and comes from its
+    /// pod; any thread. Counts as a use of the binding.
+    pub fn lookup_reply(&self, p: &Parsed, now: u32, timeout: u32) -> Option<Binding> {
+        let addr: [u8; 4] = p.dst[..4].try_into().unwrap();
+        let (port, pod, pod_port, protocol) =
+            (p.dst_port, p.src[..4].try_into().unwrap(), p.src_port, p.protocol);
+        let a = self.sources.iter().position(|s| *s == addr)? as u32;
+        let off = u32::from(port.checked_sub(self.first_port)?);
+        if off >= self.ports {
+            return None;
+        }
+        let slot = &self.slots[(a * self.ports + off) as usize];
+        for _ in 0..READ_TRIES {
+            let s1 = slot.seq.load(Ordering::Acquire);
+            if s1 & 1 == 1 {
+                core::hint::spin_loop();
+                continue;
+            }
+            let used = slot.used.load(Ordering::Acquire);
+            let mut w = [0u64; 6];
+            for (dst, src) in w.iter_mut().zip(&slot.words) {
+                *dst = src.load(Ordering::Relaxed);
+            }
+            fence(Ordering::Acquire);
+            if slot.seq.load(Ordering::Relaxed) != s1 {
+                continue;
+            }
+            if !Self::live(used, now, timeout) {
+                return None;
+            }
+            let b = Binding::from_words(&w);
+            let pod: [u8; 4] = pod;
+            if b.pod != pod || b.pod_port != pod_port || b.protocol != protocol {
+                return None;
+            }
+            slot.used.store(now.max(1), Ordering::Relaxed);
+            return Some(b);
+        }
+        None
+    }
+
+    /// Live bindings (for `show kp`).
+    pub fn live_bindings(&self, now: u32, timeout: u32) -> usize {
+        self.slots.iter().filter(|s| Self::live(s.used.load(Ordering::Relaxed), now, timeout)).count()
+    }
+
+    pub fn first_port(&self) -> u16 {
+        self.first_port
+    }
+
+    pub fn last_port(&self) -> u16 {
+        self.first_port + (self.ports - 1) as u16
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::IpFamily;
+
+    fn flow(n: u16) -> Binding {
+        Binding {
+            client: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7],
+            client_port: n,
+            service: [0x20, 0x01, 0x0d, 0xb8, 0, 0x64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            service_port: 80,
+            vip: 3,
+            pod: [198, 51, 100, 5],
+            pod_port: 8080,
+            protocol: 6,
+        }
+    }
+
+    /// A reply from `pod`:8080 to `to`:`port`.
+    fn reply(to: [u8; 4], port: u16, pod: [u8; 4], protocol: u8) -> Parsed {
+        let mut p =
+            Parsed { family: IpFamily::V4, protocol, src_port: 8080, dst_port: port, ..Default::default() };
+        p.src[..4].copy_from_slice(&pod);
+        p.dst[..4].copy_from_slice(&to);
+        p
+    }
+
+    #[test]
+    fn a_flow_keeps_its_port_and_replies_find_it() {
+        let pool = PortPool::new(&[[192, 0, 2, 1]], 40000, 40099, 2).unwrap();
+        let (a, p) = pool.bind(1, &flow(1), 12345 << 32, 10, 40).unwrap();
+        assert_eq!(a, [192, 0, 2, 1]);
+        assert!((40050..=40099).contains(&p), "thread 1 owns the upper half: {p}");
+        assert_eq!(pool.bind(1, &flow(1), 12345 << 32, 11, 40).unwrap(), (a, p));
+        let b = pool.lookup_reply(&reply(a, p, [198, 51, 100, 5], 6), 12, 40).unwrap();
+        assert_eq!(b, flow(1));
+        // Not from the flow's pod, or another protocol: not this binding.
+        assert_eq!(pool.lookup_reply(&reply(a, p, [198, 51, 100, 6], 6), 12, 40), None);
+        assert_eq!(pool.lookup_reply(&reply(a, p, [198, 51, 100, 5], 17), 12, 40), None);
+        assert_eq!(pool.lookup_reply(&reply([192, 0, 2, 2], p, [198, 51, 100, 5], 6), 12, 40), None);
+    }
+
+    #[test]
+    fn exhaustion_refuses_new_flows_and_expired_ports_return() {
+        let pool = PortPool::new(&[[192, 0, 2, 1]], 50000, 50007, 1).unwrap();
+        let mut ports = Vec::new();
+        for n in 0..8 {
+            ports.push(pool.bind(0, &flow(n), u64::from(n) << 40, 5, 40).unwrap().1);
+        }
+        ports.sort();
+        ports.dedup();
+        assert_eq!(ports.len(), 8, "every flow has its own port");
+        assert_eq!(pool.bind(0, &flow(99), 1 << 40, 6, 40), Err(NatError::PortsExhausted));
+        // The established flows are untouched by the refusal.
+        for n in 0..8 {
+            let (_, p) = pool.bind(0, &flow(n), u64::from(n) << 40, 7, 40).unwrap();
+            assert!(ports.contains(&p));
+        }
+        // All idle past the timeout: the ports are free again.
+        assert!(pool.bind(0, &flow(99), 1 << 40, 7 + 40, 40).is_ok());
+        assert_eq!(pool.live_bindings(7 + 40, 40), 1);
+    }
+
+    #[test]
+    fn a_moved_flow_updates_its_pod() {
+        let pool = PortPool::new(&[[192, 0, 2, 1]], 1024, 2047, 1).unwrap();
+        let (a, p) = pool.bind(0, &flow(1), 0, 3, 40).unwrap();
+        let mut moved = flow(1);
+        moved.pod = [198, 51, 100, 9];
+        assert_eq!(pool.bind(0, &moved, 0, 4, 40).unwrap(), (a, p));
+        assert!(pool.lookup_reply(&reply(a, p, [198, 51, 100, 9], 6), 5, 40).is_some());
+        assert!(pool.lookup_reply(&reply(a, p, [198, 51, 100, 5], 6), 5, 40).is_none());
+    }
+}

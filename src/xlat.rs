@@ -1,0 +1,431 @@
+//! Translation between IPv4 and IPv6 for nat46 and nat64 Services:
+//! RFC 7915's header translation (stateless IP/ICMP translation) of TCP
+//! and UDP packets, and RFC 6052's IPv4-embedded IPv6 addresses.
+//!
+//! A translated packet keeps its transport header and payload where they
+//! are in memory; only the IP header in front of them is rebuilt, so the
+//! packet's start moves (an IPv6 header is 20 bytes longer than an IPv4
+//! header without options). The caller's [`Frame`] moves it: a VPP buffer
+//! into its pre-data headroom, a test vector by inserting bytes.
+//!
+//! The TCP/UDP checksum is updated incrementally: only the pseudo-header
+//! addresses (and the ports NAT changes) differ, since the upper-layer
+//! length and protocol number contribute the same to both pseudo-headers.
+//! That holds for a full checksum and for the partial (pseudo-header) sum
+//! that checksum offload and GSO leave in the field. An IPv4 UDP datagram
+//! sent without a checksum (0) gets one computed, as IPv6 requires
+//! (RFC 7915 §4.5): over the whole datagram, so only when the first buffer
+//! holds all of it.
+
+use crate::nat::{L4Checksum, NatError};
+use crate::packet::checksum;
+use crate::packet::ipv4::field as ip4;
+use crate::packet::ipv6::field as ip6;
+use crate::packet::l4::{tcp_field as tcp, udp_field as udp, TCP_MIN_HEADER_LEN, UDP_HEADER_LEN};
+use crate::packet::{proto, IpFamily, Parsed};
+use std::fmt;
+use std::net::Ipv6Addr;
+
+const IP4_LEN: usize = crate::packet::ipv4::MIN_HEADER_LEN;
+const IP6_LEN: usize = crate::packet::ipv6::HEADER_LEN;
+
+/// An RFC 6052 prefix: where IPv4 addresses are embedded in IPv6 ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rfc6052Prefix {
+    bytes: [u8; 16],
+    len: u8,
+}
+
+impl Rfc6052Prefix {
+    /// The default: RFC 8215's local-use IPv4/IPv6 translation prefix
+    /// 64:ff9b:1::/48, as a /96. Clients inside a cluster mostly have
+    /// private (non-global) IPv4 addresses, and RFC 6052 §3.1 forbids the
+    /// well-known prefix 64:ff9b::/96 for those; RFC 8215's prefix was set
+    /// aside for exactly this local use.
+    pub const LOCAL_USE: Rfc6052Prefix =
+        Rfc6052Prefix { bytes: [0, 0x64, 0xff, 0x9b, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], len: 96 };
+
+    /// A network-specific prefix: one of RFC 6052's lengths (32, 40, 48,
+    /// 56, 64, 96), no bits set beyond the length, and (below /96) bits
+    /// 64..72, the "u" octet, zero.
+    pub fn new(addr: Ipv6Addr, len: u8) -> Result<Rfc6052Prefix, PrefixError> {
+        if ![32, 40, 48, 56, 64, 96].contains(&len) {
+            return Err(PrefixError::Length(len));
+        }
+        let bytes = addr.octets();
+        let full = usize::from(len / 8);
+        if bytes[full..].iter().any(|&b| b != 0) {
+            return Err(PrefixError::HostBits);
+        }
+        Ok(Rfc6052Prefix { bytes, len })
+    }
+
+    pub fn addr(&self) -> Ipv6Addr {
+        Ipv6Addr::from(self.bytes)
+    }
+
+    pub fn prefix_len(&self) -> u8 {
+        self.len
+    }
+
+    /// Byte positions of the four IPv4 bytes (RFC 6052 §2.2: after the
+    /// prefix, skipping the u octet, byte 8).
+    #[inline(always)]
+    fn positions(&self) -> [usize; 4] {
+        let mut at = [0usize; 4];
+        let mut p = usize::from(self.len / 8);
+        for slot in &mut at {
+            if p == 8 {
+                p += 1;
+            }
+            *slot = p;
+            p += 1;
+        }
+        at
+    }
+
+    /// The IPv6 address that stands for `v4`.
+    #[inline]
+    pub fn embed(&self, v4: [u8; 4]) -> [u8; 16] {
+        let mut a = self.bytes;
+        for (b, at) in v4.into_iter().zip(self.positions()) {
+            a[at] = b;
+        }
+        a
+    }
+
+    /// The IPv4 address `v6` stands for, if it is under this prefix.
+    #[inline]
+    pub fn extract(&self, v6: &[u8; 16]) -> Option<[u8; 4]> {
+        let full = usize::from(self.len / 8);
+        if v6[..full] != self.bytes[..full] {
+            return None;
+        }
+        let at = self.positions();
+        Some([v6[at[0]], v6[at[1]], v6[at[2]], v6[at[3]]])
+    }
+}
+
+impl Default for Rfc6052Prefix {
+    fn default() -> Self {
+        Rfc6052Prefix::LOCAL_USE
+    }
+}
+
+impl fmt::Display for Rfc6052Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr(), self.len)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefixError {
+    Length(u8),
+    HostBits,
+}
+
+impl fmt::Display for PrefixError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrefixError::Length(l) => {
+                write!(f, "an RFC 6052 prefix is a /32, /40, /48, /56, /64 or /96, not a /{l}")
+            }
+            PrefixError::HostBits => f.write_str("the prefix has bits set beyond its length"),
+        }
+    }
+}
+
+/// A packet whose start can move: the translation rebuilds its IP header
+/// in front of an unmoved transport header.
+pub trait Frame {
+    /// The packet, from its IP header on (its first buffer's bytes).
+    fn bytes(&mut self) -> &mut [u8];
+    /// Moves the start by `delta` bytes (negative: earlier, into the
+    /// headroom). `false`, and nothing moved, when there is no room.
+    fn move_start(&mut self, delta: isize) -> bool;
+}
+
+/// A byte vector as a frame: the packet is the whole vector; growing
+/// inserts bytes at the front.
+impl Frame for Vec<u8> {
+    fn bytes(&mut self) -> &mut [u8] {
+        self
+    }
+    fn move_start(&mut self, delta: isize) -> bool {
+        if delta < 0 {
+            self.splice(0..0, core::iter::repeat_n(0, delta.unsigned_abs()));
+        } else {
+            let d = delta as usize;
+            if d > self.len() {
+                return false;
+            }
+            self.drain(..d);
+        }
+        true
+    }
+}
+
+/// The endpoints a translated packet gets, in its new family (an IPv4
+/// address in the first four bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoints {
+    pub src: [u8; 16],
+    pub src_port: u16,
+    pub dst: [u8; 16],
+    pub dst_port: u16,
+}
+
+/// Translates an IPv4 TCP/UDP packet (`p`, not a fragment) to IPv6 with
+/// endpoints `to` (RFC 7915 §4.1): traffic class from the TOS, hop limit
+/// from the TTL, no flow label, IPv4 options dropped. `whole`: the frame
+/// holds the whole datagram (not only the first buffer of a chain).
+pub fn v4_to_v6<F: Frame + ?Sized>(
+    f: &mut F,
+    p: &Parsed,
+    to: &Endpoints,
+    l4: L4Checksum,
+    whole: bool,
+) -> Result<(), NatError> {
+    let ihl = usize::from(p.l4_offset);
+    let csum_at = transport_checksum_at(f.bytes(), p)?;
+    let pkt = f.bytes();
+    let (tos, ttl) = (pkt[1], pkt[ip4::TTL]);
+    let stored = u16::from_be_bytes([pkt[csum_at], pkt[csum_at + 1]]);
+    let computes = p.protocol == proto::UDP && stored == 0 && l4 == L4Checksum::Full;
+    if computes && !whole {
+        return Err(NatError::ChecksumNeedsWholeDatagram);
+    }
+    let old = checksum::sum(&p.src[..4]) + checksum::sum(&p.dst[..4]);
+    // Options go: the new header ends where the old one did.
+    let grow = IP6_LEN as isize - ihl as isize;
+    if !f.move_start(-grow) {
+        return Err(NatError::NoHeadroom);
+    }
+    let pkt = f.bytes();
+    pkt[0] = 0x60 | (tos >> 4);
+    pkt[1] = tos << 4;
+    pkt[2] = 0;
+    pkt[3] = 0;
+    pkt[ip6::PAYLOAD_LEN..ip6::PAYLOAD_LEN + 2].copy_from_slice(&p.l4_len.to_be_bytes());
+    pkt[ip6::NEXT_HEADER] = p.protocol;
+    pkt[ip6::HOP_LIMIT] = ttl;
+    pkt[ip6::SRC].copy_from_slice(&to.src);
+    pkt[ip6::DST].copy_from_slice(&to.dst);
+    let new = checksum::sum(&to.src) + checksum::sum(&to.dst);
+    let at = IP6_LEN;
+    if computes {
+        set_ports(pkt, at, to);
+        fill_udp_checksum(
+            pkt,
+            at,
+            checksum::pseudo_header_v6(&to.src, &to.dst, proto::UDP, u32::from(p.l4_len)),
+        );
+        return Ok(());
+    }
+    finish_transport(pkt, at, p, to, replace(old, new), l4);
+    Ok(())
+}
+
+/// Translates an IPv6 TCP/UDP packet (`p`: extension headers walked, not a
+/// fragment) to IPv4 with endpoints `to` (RFC 7915 §5.1): TOS from the
+/// traffic class, TTL from the hop limit, extension headers dropped,
+/// identification 0 and Don't Fragment set (an IPv6 packet was never to be
+/// fragmented on its way).
+pub fn v6_to_v4<F: Frame + ?Sized>(
+    f: &mut F,
+    p: &Parsed,
+    to: &Endpoints,
+    l4: L4Checksum,
+) -> Result<(), NatError> {
+    let l4_at = usize::from(p.l4_offset);
+    transport_checksum_at(f.bytes(), p)?;
+    let total = IP4_LEN + usize::from(p.l4_len);
+    let Ok(total) = u16::try_from(total) else { return Err(NatError::Truncated) };
+    let pkt = f.bytes();
+    let tclass = (pkt[0] << 4) | (pkt[1] >> 4);
+    let hop_limit = pkt[ip6::HOP_LIMIT];
+    let old = checksum::sum(&p.src) + checksum::sum(&p.dst);
+    if !f.move_start((l4_at - IP4_LEN) as isize) {
+        return Err(NatError::Truncated);
+    }
+    let pkt = f.bytes();
+    pkt[ip4::VER_IHL] = 0x45;
+    pkt[1] = tclass;
+    pkt[ip4::TOTAL_LEN..ip4::TOTAL_LEN + 2].copy_from_slice(&total.to_be_bytes());
+    pkt[ip4::IDENT..ip4::IDENT + 2].copy_from_slice(&[0, 0]);
+    pkt[ip4::FLAGS_FRAG..ip4::FLAGS_FRAG + 2].copy_from_slice(&0x4000u16.to_be_bytes());
+    pkt[ip4::TTL] = hop_limit;
+    pkt[ip4::PROTOCOL] = p.protocol;
+    pkt[ip4::CHECKSUM..ip4::CHECKSUM + 2].copy_from_slice(&[0, 0]);
+    pkt[ip4::SRC].copy_from_slice(&to.src[..4]);
+    pkt[ip4::DST].copy_from_slice(&to.dst[..4]);
+    let c = checksum::checksum(&pkt[..IP4_LEN]);
+    pkt[ip4::CHECKSUM..ip4::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+    let new = checksum::sum(&to.src[..4]) + checksum::sum(&to.dst[..4]);
+    finish_transport(pkt, IP4_LEN, p, to, replace(old, new), l4);
+    Ok(())
+}
+
+/// The change to a sum when words summing to `old` are replaced by words
+/// summing to `new` (RFC 1624's `~m + m'`, for fields of different sizes).
+#[inline(always)]
+fn replace(old: u64, new: u64) -> u64 {
+    u64::from(!checksum::fold(old)) + new
+}
+
+/// Checks the transport header is where `p` says; returns the offset of
+/// its checksum field.
+fn transport_checksum_at(pkt: &[u8], p: &Parsed) -> Result<usize, NatError> {
+    let at = usize::from(p.l4_offset);
+    let (min, csum) = match p.protocol {
+        proto::TCP => (TCP_MIN_HEADER_LEN, tcp::CHECKSUM),
+        proto::UDP => (UDP_HEADER_LEN, udp::CHECKSUM),
+        _ => return Err(NatError::Truncated),
+    };
+    if pkt.len() < at + min {
+        return Err(NatError::Truncated);
+    }
+    Ok(at + csum)
+}
+
+#[inline(always)]
+fn set_ports(pkt: &mut [u8], at: usize, to: &Endpoints) {
+    // TCP and UDP keep their ports at the same offsets.
+    pkt[at + udp::SRC_PORT..at + udp::SRC_PORT + 2].copy_from_slice(&to.src_port.to_be_bytes());
+    pkt[at + udp::DST_PORT..at + udp::DST_PORT + 2].copy_from_slice(&to.dst_port.to_be_bytes());
+}
+
+/// The ports, and the checksum for the address change `addr_delta` and the
+/// ports' change, of the transport header at `at`.
+fn finish_transport(pkt: &mut [u8], at: usize, p: &Parsed, to: &Endpoints, addr_delta: u64, l4: L4Checksum) {
+    set_ports(pkt, at, to);
+    let csum_at = at + if p.protocol == proto::TCP { tcp::CHECKSUM } else { udp::CHECKSUM };
+    let stored = u16::from_be_bytes([pkt[csum_at], pkt[csum_at + 1]]);
+    let updated = match l4 {
+        // A partial sum covers the pseudo-header alone: not the ports.
+        L4Checksum::Partial => checksum::update_partial(stored, addr_delta),
+        L4Checksum::Full => {
+            let ports =
+                checksum::delta16(p.src_port, to.src_port) + checksum::delta16(p.dst_port, to.dst_port);
+            let c = checksum::update(stored, addr_delta + ports);
+            if p.protocol == proto::UDP && c == 0 {
+                0xffff
+            } else {
+                c
+            }
+        }
+    };
+    pkt[csum_at..csum_at + 2].copy_from_slice(&updated.to_be_bytes());
+}
+
+/// Computes a UDP checksum from scratch (the datagram is all in `pkt`).
+fn fill_udp_checksum(pkt: &mut [u8], at: usize, pseudo: u64) {
+    let csum_at = at + udp::CHECKSUM;
+    pkt[csum_at..csum_at + 2].copy_from_slice(&[0, 0]);
+    let c = !checksum::fold(pseudo + checksum::sum(&pkt[at..]));
+    let c = if c == 0 { 0xffff } else { c };
+    pkt[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The family a translated packet has: the other one.
+pub fn other(f: IpFamily) -> IpFamily {
+    match f {
+        IpFamily::V4 => IpFamily::V6,
+        IpFamily::V6 => IpFamily::V4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v6(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn rfc6052_examples() {
+        // RFC 6052 §2.4's table, for 192.0.2.33.
+        let v4 = [192, 0, 2, 33];
+        let cases = [
+            ("2001:db8::", 32, "2001:db8:c000:221::"),
+            ("2001:db8:100::", 40, "2001:db8:1c0:2:21::"),
+            ("2001:db8:122::", 48, "2001:db8:122:c000:2:2100::"),
+            ("2001:db8:122:300::", 56, "2001:db8:122:3c0:0:221::"),
+            ("2001:db8:122:344::", 64, "2001:db8:122:344:c0:2:2100:0"),
+            ("2001:db8:122:344::", 96, "2001:db8:122:344::192.0.2.33"),
+            ("64:ff9b::", 96, "64:ff9b::192.0.2.33"),
+        ];
+        for (prefix, len, want) in cases {
+            let p = Rfc6052Prefix::new(v6(prefix), len).unwrap();
+            let a = p.embed(v4);
+            assert_eq!(Ipv6Addr::from(a), v6(want), "/{len}");
+            assert_eq!(p.extract(&a), Some(v4));
+        }
+    }
+
+    #[test]
+    fn prefixes_are_validated_and_foreign_addresses_not_extracted() {
+        assert_eq!(Rfc6052Prefix::new(v6("2001:db8::"), 80), Err(PrefixError::Length(80)));
+        assert_eq!(Rfc6052Prefix::new(v6("2001:db8::1"), 96), Err(PrefixError::HostBits));
+        let p = Rfc6052Prefix::new(v6("2001:db8:46::"), 96).unwrap();
+        assert_eq!(p.extract(&v6("2001:db8:47::1").octets()), None);
+        assert_eq!(Rfc6052Prefix::default().to_string(), "64:ff9b:1::/96");
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::packet::build::{emit, verify, Spec};
+    use crate::packet::parse;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any TCP/UDP packet translated 4 -> 6 and back 6 -> 4 has valid
+        /// checksums at every step (checked from scratch) and comes back
+        /// with its transport bytes as they were sent.
+        #[test]
+        fn four_to_six_and_back_verifies(
+            tcp in any::<bool>(),
+            src in any::<[u8; 4]>(),
+            dst in any::<[u8; 4]>(),
+            ports in any::<(u16, u16)>(),
+            to_port in 1u16..,
+            payload in proptest::collection::vec(any::<u8>(), 0..300),
+            options in 0usize..=10,
+            no_checksum in any::<bool>(),
+        ) {
+            let protocol = if tcp { proto::TCP } else { proto::UDP };
+            let opts = vec![1u8; options * 4];
+            let mut spec = Spec::new(IpFamily::V4, protocol, &src, &dst, ports).payload(&payload);
+            spec.ipv4_options = &opts;
+            spec.udp_no_checksum = no_checksum && !tcp;
+            let orig = emit(&spec);
+            let p = parse(&orig).unwrap();
+            let prefix = Rfc6052Prefix::new("2001:db8:46::".parse().unwrap(), 96).unwrap();
+            let pod = [0x20, 0x01, 0x0d, 0xb8, 0, 0xb, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+            let mut pkt = orig.clone();
+            let fwd = Endpoints { src: prefix.embed(src), src_port: ports.0, dst: pod, dst_port: to_port };
+            v4_to_v6(&mut pkt, &p, &fwd, L4Checksum::Full, true).unwrap();
+            prop_assert_eq!(verify(&pkt), Ok(()));
+            let q = parse(&pkt).unwrap();
+            prop_assert_eq!((q.src, q.dst, q.src_port, q.dst_port), (fwd.src, fwd.dst, fwd.src_port, fwd.dst_port));
+            let mut back_to = Endpoints { src: [0; 16], src_port: ports.0, dst: [0; 16], dst_port: ports.1 };
+            back_to.src[..4].copy_from_slice(&src);
+            back_to.dst[..4].copy_from_slice(&dst);
+            v6_to_v4(&mut pkt, &q, &back_to, L4Checksum::Full).unwrap();
+            prop_assert_eq!(verify(&pkt), Ok(()));
+            let ihl = 20 + opts.len();
+            // The transport header and payload are as sent, but for a
+            // checksum computed where there was none.
+            let l4 = &orig[ihl..];
+            let csum = if tcp { 16 } else { 6 };
+            prop_assert_eq!(&pkt[20..20 + csum], &l4[..csum]);
+            prop_assert_eq!(&pkt[20 + csum + 2..], &l4[csum + 2..]);
+            if !spec.udp_no_checksum {
+                prop_assert_eq!(&pkt[20 + csum..20 + csum + 2], &l4[csum..csum + 2]);
+            }
+        }
+    }
+}
