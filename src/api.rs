@@ -6,10 +6,11 @@
 //! ([`MESSAGES`]); the VPP glue (`crate::vpp::api`) only registers them,
 //! hands bytes in and sends bytes out.
 
-use crate::config::{ConfigError, IpPrefix, PodTarget, Protocol, VipKey, VipSpec};
+use crate::config::{ConfigError, IpPrefix, PodTarget, Protocol, VipKey, VipSpec, XlatChange};
 use crate::control::{Change, DataPathView, Kp};
 use crate::nat::NatType;
 use crate::packet::IpFamily;
+use crate::xlat::Rfc6052Prefix;
 use std::net::IpAddr;
 
 include!(concat!(env!("OUT_DIR"), "/kp_api_messages.rs"));
@@ -193,6 +194,7 @@ pub enum Request {
     /// A configuration change, validated like the CLI's.
     Change(Change),
     ConfGet,
+    XlatGet,
     SetInterfaceNat {
         sw_if_index: u32,
         family: IpFamily,
@@ -220,6 +222,34 @@ pub fn decode(msg: Msg, bytes: &[u8]) -> Result<Request, i32> {
             Request::Change(Change::Conf { buckets: keep(b), timeout: keep(t) })
         }
         Msg::ConfGet => Request::ConfGet,
+        Msg::XlatSet => {
+            let set_prefix = r.bool()?;
+            let prefix = r.prefix()?;
+            let set_pool = r.bool()?;
+            let (first, last, n) = (r.u16()?, r.u16()?, usize::from(r.u8()?));
+            let mut sources = Vec::new();
+            for i in 0..16 {
+                let a = r.take(4)?;
+                if i < n {
+                    sources.push(std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]));
+                }
+            }
+            if n > 16 {
+                return Err(retval::INVALID_VALUE);
+            }
+            let nat46_prefix = if set_prefix {
+                let IpAddr::V6(a) = prefix.addr() else { return Err(retval::INVALID_ADDRESS_FAMILY) };
+                Some(Rfc6052Prefix::new(a, prefix.prefix_len()).map_err(|_| retval::INVALID_VALUE)?)
+            } else {
+                None
+            };
+            Request::Change(Change::Xlat(XlatChange {
+                nat46_prefix,
+                nat64_sources: set_pool.then_some(sources),
+                nat64_ports: set_pool.then_some((first, last)),
+            }))
+        }
+        Msg::XlatGet => Request::XlatGet,
         Msg::AddDelVip => {
             let prefix = r.prefix()?;
             let protocol = r.protocol()?;
@@ -356,6 +386,27 @@ pub fn handle(kp: &mut Kp, msg: Msg, bytes: &[u8], view: &dyn DataPathView, ifs:
             let mut r = reply(reply_msg, context, 0);
             let mut w = Writer(core::mem::take(&mut r.body));
             w.u32(f.buckets).u32(f.timeout).u32(view.flow_tables().len() as u32);
+            r.body = w.0;
+            vec![r]
+        }
+        Request::XlatGet => {
+            let x = &kp.controller.config().xlat;
+            let p = x.nat46_prefix;
+            let bindings = kp
+                .controller
+                .nat64_pool()
+                .map_or(0, |pool| pool.live_bindings(view.now(), kp.controller.config().flow.timeout));
+            let mut r = reply(reply_msg, context, 0);
+            let mut w = Writer(core::mem::take(&mut r.body));
+            w.prefix(&IpPrefix::new(IpAddr::V6(p.addr()), p.prefix_len()).expect("valid"))
+                .u16(x.nat64_ports.0)
+                .u16(x.nat64_ports.1)
+                .u8(x.nat64_sources.len() as u8);
+            for i in 0..16 {
+                let a = x.nat64_sources.get(i).map_or([0; 4], |a| a.octets());
+                w.0.extend_from_slice(&a);
+            }
+            w.u32(bindings as u32);
             r.body = w.0;
             vec![r]
         }
@@ -542,6 +593,64 @@ mod tests {
         for (m, (name, size)) in ALL.iter().zip(&sizes) {
             assert_eq!((m.name(), m.size()), (name.as_str(), *size));
         }
+    }
+
+    fn xlat_set(prefix: Option<&str>, pool: Option<(&[&str], u16, u16)>) -> Vec<u8> {
+        let mut w = header(11);
+        let p: IpPrefix = prefix.unwrap_or("::/0").parse().unwrap();
+        w.u8(u8::from(prefix.is_some())).prefix(&p);
+        let (sources, lo, hi) = pool.unwrap_or((&[], 0, 0));
+        w.u8(u8::from(pool.is_some())).u16(lo).u16(hi).u8(sources.len() as u8);
+        for i in 0..16 {
+            let a: std::net::Ipv4Addr = sources.get(i).map_or("0.0.0.0", |s| *s).parse().unwrap();
+            w.0.extend_from_slice(&a.octets());
+        }
+        w.0
+    }
+
+    #[test]
+    fn xlat_set_and_get() {
+        let mut kp = Kp::new(1);
+        let set = xlat_set(Some("2001:db8:46::/96"), Some((&["192.0.2.1", "192.0.2.2"], 2000, 2999)));
+        assert_eq!(set.len(), Msg::XlatSet.size());
+        assert_eq!(rv(&handle(&mut kp, Msg::XlatSet, &set, &View, &Ifs)), 0);
+        let get = header(12).0;
+        let r = handle(&mut kp, Msg::XlatGet, &get, &View, &Ifs);
+        assert_eq!(rv(&r), 0);
+        let b = &r[0].body;
+        assert_eq!(b.len() + 2, Msg::XlatGetReply.size());
+        assert_eq!(b[8], 1, "an IPv6 prefix");
+        assert_eq!(&b[9..15], &[0x20, 0x01, 0x0d, 0xb8, 0, 0x46]);
+        assert_eq!(b[25], 96);
+        assert_eq!(
+            (&b[26..28], &b[28..30], b[30]),
+            (&2000u16.to_be_bytes()[..], &2999u16.to_be_bytes()[..], 2)
+        );
+        assert_eq!(&b[31..39], &[192, 0, 2, 1, 192, 0, 2, 2]);
+        // Refused: an IPv4 prefix, a /80, ports backwards, too many sources.
+        let before = kp.controller.config().xlat.clone();
+        for (bad, want) in [
+            (xlat_set(Some("192.0.2.0/24"), None), retval::INVALID_ADDRESS_FAMILY),
+            (xlat_set(Some("2001:db8::/80"), None), retval::INVALID_VALUE),
+            (xlat_set(None, Some((&["192.0.2.1"], 3000, 2000))), retval::INVALID_VALUE),
+        ] {
+            assert_eq!(rv(&handle(&mut kp, Msg::XlatSet, &bad, &View, &Ifs)), want);
+        }
+        let mut too_many = xlat_set(None, Some((&["192.0.2.1"], 1, 2)));
+        too_many[10 + 1 + 18 + 1 + 4] = 17;
+        assert_eq!(rv(&handle(&mut kp, Msg::XlatSet, &too_many, &View, &Ifs)), retval::INVALID_VALUE);
+        assert_eq!(kp.controller.config().xlat, before, "nothing changed");
+        // A pool in use by a nat64 VIP stays.
+        let r = handle(
+            &mut kp,
+            Msg::AddDelVip,
+            &add_vip("2001:db8:64::1/128", 6, 80, 4, 1024, false),
+            &View,
+            &Ifs,
+        );
+        assert_eq!(rv(&r), 0);
+        let clear = xlat_set(None, Some((&[], 1024, 65535)));
+        assert_eq!(rv(&handle(&mut kp, Msg::XlatSet, &clear, &View, &Ifs)), retval::INVALID_VALUE_2);
     }
 
     #[test]
