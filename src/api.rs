@@ -9,6 +9,7 @@
 use crate::config::{ConfigError, IpPrefix, PodTarget, Protocol, VipKey, VipSpec, XlatChange};
 use crate::control::{Change, DataPathView, Kp};
 use crate::nat::NatType;
+use crate::nat64::MAX_SOURCES;
 use crate::packet::IpFamily;
 use crate::xlat::Rfc6052Prefix;
 use std::net::IpAddr;
@@ -228,13 +229,13 @@ pub fn decode(msg: Msg, bytes: &[u8]) -> Result<Request, i32> {
             let set_pool = r.bool()?;
             let (first, last, n) = (r.u16()?, r.u16()?, usize::from(r.u8()?));
             let mut sources = Vec::new();
-            for i in 0..16 {
+            for i in 0..MAX_SOURCES {
                 let a = r.take(4)?;
                 if i < n {
                     sources.push(std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]));
                 }
             }
-            if n > 16 {
+            if n > MAX_SOURCES {
                 return Err(retval::INVALID_VALUE);
             }
             let nat46_prefix = if set_prefix {
@@ -402,7 +403,7 @@ pub fn handle(kp: &mut Kp, msg: Msg, bytes: &[u8], view: &dyn DataPathView, ifs:
                 .u16(x.nat64_ports.0)
                 .u16(x.nat64_ports.1)
                 .u8(x.nat64_sources.len() as u8);
-            for i in 0..16 {
+            for i in 0..MAX_SOURCES {
                 let a = x.nat64_sources.get(i).map_or([0; 4], |a| a.octets());
                 w.0.extend_from_slice(&a);
             }
@@ -601,7 +602,7 @@ mod tests {
         w.u8(u8::from(prefix.is_some())).prefix(&p);
         let (sources, lo, hi) = pool.unwrap_or((&[], 0, 0));
         w.u8(u8::from(pool.is_some())).u16(lo).u16(hi).u8(sources.len() as u8);
-        for i in 0..16 {
+        for i in 0..MAX_SOURCES {
             let a: std::net::Ipv4Addr = sources.get(i).map_or("0.0.0.0", |s| *s).parse().unwrap();
             w.0.extend_from_slice(&a.octets());
         }
@@ -637,7 +638,7 @@ mod tests {
             assert_eq!(rv(&handle(&mut kp, Msg::XlatSet, &bad, &View, &Ifs)), want);
         }
         let mut too_many = xlat_set(None, Some((&["192.0.2.1"], 1, 2)));
-        too_many[10 + 1 + 18 + 1 + 4] = 17;
+        too_many[10 + 1 + 18 + 1 + 4] = MAX_SOURCES as u8 + 1;
         assert_eq!(rv(&handle(&mut kp, Msg::XlatSet, &too_many, &View, &Ifs)), retval::INVALID_VALUE);
         assert_eq!(kp.controller.config().xlat, before, "nothing changed");
         // A pool in use by a nat64 VIP stays.

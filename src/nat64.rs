@@ -33,7 +33,7 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 pub const PROBES: u32 = 64;
 /// Most NAT64 source addresses (a flat array of 4 MiB each, backed only
 /// where used).
-pub const MAX_SOURCES: usize = 16;
+pub const MAX_SOURCES: usize = 64;
 
 /// A flow's binding: who the client is, what it sent to, which pod serves
 /// it.

@@ -632,3 +632,97 @@ fn datapath_fragments_reach_the_pod() {
         assert_eq!(d["l4_ok"].as_bool(), Some(true), "{d}");
     }
 }
+
+#[test]
+fn datapath_nat46_nat64_translate_both_ways() {
+    let Some(mut lab) = Lab::start("datapath_nat46_nat64_translate_both_ways", 0) else { return };
+    lab.ctl_ok("kp conf nat46 prefix 2001:db8:46::/96 nat64 source 192.0.2.1 nat64 ports 40000-40007");
+    lab.ctl_ok("kp vip 10.96.0.46/32 port 80 target_port 8080 node_port 30046 nat46");
+    lab.ctl_ok("kp pod 10.96.0.46/32 fd00::1 fd00::2");
+    // A nat44 VIP beside it.
+    lab.ctl_ok("kp vip 10.96.0.44/32 port 80 target_port 8080");
+    lab.ctl_ok("kp pod 10.96.0.44/32 10.1.0.1");
+    lab.ctl_ok("kp vip 2001:db8:64::10/128 port 80 target_port 8080 nat64");
+    lab.ctl_ok("kp pod 2001:db8:64::10/128 10.1.0.3");
+    let show = lab.vpp.ctl("show kp");
+    assert!(show.contains("nat46 prefix: 2001:db8:46::/96"), "{show}");
+    assert!(show.contains("nat64 source: 192.0.2.1 ports 40000-40007"), "{show}");
+
+    // nat46: IPv4 clients to IPv6 pods, from their embedded addresses.
+    let mut sent = Vec::new();
+    for i in 0..4u16 {
+        sent.push(Pkt::new("tcp", "10.0.0.2", 7000 + i, "10.96.0.46", 80));
+        sent.push(Pkt::new("udp", "10.0.0.2", 7100 + i, "10.96.0.46", 80));
+    }
+    // ... and through the NodePort on pg0's own address.
+    sent.push(Pkt::new("tcp", "10.0.0.2", 7200, "10.0.0.1", 30046));
+    let got = lab.send(&sent);
+    assert_eq!(got.len(), sent.len(), "{}", lab.vpp.ctl("show errors"));
+    for (s, (g, ok)) in sent.iter().zip(&got) {
+        assert!(ok, "checksums verify: {g:?}");
+        assert_eq!(g.family, 6);
+        assert_eq!((g.src.as_str(), g.sport), ("2001:db8:46::a00:2", s.sport), "{g:?}");
+        assert!(["fd00::1", "fd00::2"].contains(&g.dst.as_str()) && g.dport == 8080, "{g:?}");
+    }
+    let back = lab.send_on(1, 0, &replies(&got));
+    assert_eq!(back.len(), sent.len(), "every reply comes back\n{}", lab.vpp.ctl("show errors"));
+    for (s, (r, ok)) in sent.iter().zip(&back) {
+        assert!(ok, "{r:?}");
+        assert_eq!(r.family, 4);
+        assert_eq!((&r.src, r.sport), (&s.dst, s.dport), "from what the client sent to");
+        assert_eq!((&r.dst, r.dport), (&s.src, s.sport));
+    }
+    // The nat44 VIP beside it is untouched by all this.
+    let plain = vec![Pkt::new("tcp", "10.0.0.2", 7300, "10.96.0.44", 80)];
+    let got44 = lab.send(&plain);
+    assert_translated(&plain, &got44, &["10.1.0.1"], 8080);
+
+    // nat64: IPv6 clients to IPv4 pods, from the nat64 source and a port
+    // of the pool.
+    let sent: Vec<Pkt> = vec![
+        Pkt::new("tcp", "fd01::2", 8000, "2001:db8:64::10", 80),
+        Pkt::new("udp", "fd01::2", 8001, "2001:db8:64::10", 80),
+    ];
+    let got = lab.send(&sent);
+    assert_eq!(got.len(), 2, "{}", lab.vpp.ctl("show errors"));
+    for (g, ok) in &got {
+        assert!(ok, "{g:?}");
+        assert_eq!((g.family, g.src.as_str(), g.dst.as_str(), g.dport), (4, "192.0.2.1", "10.1.0.3", 8080));
+        assert!((40000..=40007).contains(&g.sport), "{g:?}");
+    }
+    let back = lab.send_on(1, 0, &replies(&got));
+    assert_eq!(back.len(), 2, "{}", lab.vpp.ctl("show errors"));
+    for (s, (r, ok)) in sent.iter().zip(&back) {
+        assert!(ok, "{r:?}");
+        assert_eq!((r.family, &r.src, r.sport), (6, &s.dst, s.dport));
+        assert_eq!((&r.dst, r.dport), (&s.src, s.sport));
+    }
+    // The pool has 8 ports: 6 more flows get one, the 7th and 8th do not
+    // (counted), and the established flows keep theirs.
+    let more: Vec<Pkt> =
+        (0..8).map(|i| Pkt::new("udp", "fd01::2", 8100 + i, "2001:db8:64::10", 80)).collect();
+    let got_more = lab.send(&more);
+    assert_eq!(got_more.len(), 6, "{}", lab.vpp.ctl("show errors"));
+    let errors = lab.vpp.ctl("show errors");
+    assert!(errors.contains("nat64: no source port free"), "{errors}");
+    let again = lab.send(&sent);
+    let ports: Vec<u16> = got.iter().map(|(g, _)| g.sport).collect();
+    assert_eq!(
+        again.iter().map(|(g, _)| g.sport).collect::<Vec<_>>(),
+        ports,
+        "established flows keep their ports"
+    );
+    // A stray packet to the nat64 source is dropped, counted.
+    let stray = vec![Pkt::new("tcp", "10.1.0.3", 8080, "192.0.2.1", 40000 + 9)];
+    assert!(lab.send_on(1, 0, &stray).is_empty());
+    let errors = lab.vpp.ctl("show errors");
+    assert!(errors.contains("to a nat46/nat64 address of no live flow"), "{errors}");
+    let runtime = lab.vpp.ctl("show runtime");
+    for node in ["kp4-nat6", "kp6-nat4", "kp6-nat46-reply", "kp4-nat64-reply"] {
+        assert!(runtime.contains(node), "{node} ran: {runtime}");
+    }
+    // Settings in use cannot change; the refusal changes nothing.
+    let out = lab.vpp.ctl("kp conf nat46 prefix 2001:db8:47::/96");
+    assert!(out.contains("cannot change while VIP"), "{out}");
+    assert!(lab.vpp.ctl("show kp").contains("nat46 prefix: 2001:db8:46::/96"));
+}

@@ -26,6 +26,10 @@ const NODE4: &str = "198.51.100.1";
 const NODE6: &str = "2001:db8:c::1";
 const PODS4: [&str; 2] = ["203.0.113.2", "203.0.113.3"];
 const PODS6: [&str; 2] = ["2001:db8:b::2", "2001:db8:b::3"];
+/// nat46 and nat64 VIPs (Mode::Xlat), and the nat64 source address.
+const VIP46: &str = "192.0.2.46";
+const VIP64: &str = "2001:db8:64::10";
+const NAT64_SOURCE: &str = "192.0.2.64";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -44,6 +48,9 @@ enum Mode {
     /// One worker: the client side polled by the main thread, the pod side
     /// by the worker, so requests and replies are on different threads.
     Threads,
+    /// Offloads on, plus a nat46 VIP (IPv4 clients, IPv6 pods) and a
+    /// nat64 VIP (IPv6 clients, IPv4 pods).
+    Xlat,
 }
 
 fn sh(args: &[&str]) -> Result<String, String> {
@@ -181,6 +188,7 @@ impl Lab {
         self.in_ns(0, &["ip", "route", "add", "192.0.2.0/24", "via", addrs[0].1]).unwrap();
         self.in_ns(0, &["ip", "route", "add", "203.0.113.0/24", "via", addrs[0].1]).unwrap();
         self.in_ns(0, &["ip", "-6", "route", "add", "2001:db8:5::/64", "via", addrs[0].2]).unwrap();
+        self.in_ns(0, &["ip", "-6", "route", "add", "2001:db8:64::/64", "via", addrs[0].2]).unwrap();
         self.in_ns(0, &["ip", "-6", "route", "add", "2001:db8:b::/64", "via", addrs[0].2]).unwrap();
         self.in_ns(1, &["ip", "route", "add", "default", "via", addrs[1].1]).unwrap();
         self.in_ns(1, &["ip", "-6", "route", "add", "default", "via", addrs[1].2]).unwrap();
@@ -211,6 +219,19 @@ impl Lab {
             format!("kp set interface nat6 in {p}"),
         ] {
             self.ctl_ok(&cmd);
+        }
+        if mode == Mode::Xlat {
+            for cmd in [
+                format!("kp conf nat46 prefix 2001:db8:46::/96 nat64 source {NAT64_SOURCE}"),
+                format!("kp vip {VIP46}/32 protocol tcp port 80 target_port 8080 node_port 30046 nat46"),
+                format!("kp vip {VIP46}/32 protocol udp port 53 target_port 5353 node_port 30046 nat46"),
+                format!("kp vip {VIP64}/128 protocol tcp port 80 target_port 8080 node_port 30064 nat64"),
+                format!("kp vip {VIP64}/128 protocol udp port 53 target_port 5353 node_port 30064 nat64"),
+                format!("kp pod {VIP46}/32 {} {}", PODS6[0], PODS6[1]),
+                format!("kp pod {VIP64}/128 {} {}", PODS4[0], PODS4[1]),
+            ] {
+                self.ctl_ok(&cmd);
+            }
         }
     }
 
@@ -277,6 +298,15 @@ impl Drop for Lab {
 /// NodePort, and UDP, both families; plain routing to a pod for
 /// comparison. Returns the failures (empty: all passed).
 fn transfers(lab: &Lab, udp_sizes: &[usize]) -> Vec<String> {
+    let mut targets = Vec::new();
+    for (vip, node, pod) in [(VIP4, NODE4, PODS4[0]), (VIP6, NODE6, PODS6[0])] {
+        targets.extend([(vip, "80", "53"), (node, "30080", "30053"), (pod, "8080", "5353")]);
+    }
+    transfers_to(lab, &targets, udp_sizes)
+}
+
+/// Bulk TCP both ways and UDP to each (host, TCP port, UDP port).
+fn transfers_to(lab: &Lab, targets: &[(&str, &str, &str)], udp_sizes: &[usize]) -> Vec<String> {
     let mut failed = Vec::new();
     let mut check = |what: String, r: serde_json::Value, peer: &str| {
         let ok = r["ok"].as_bool() == Some(true);
@@ -285,8 +315,8 @@ fn transfers(lab: &Lab, udp_sizes: &[usize]) -> Vec<String> {
             failed.push(format!("{what}: {r}"));
         }
     };
-    for (vip, node, pod) in [(VIP4, NODE4, PODS4[0]), (VIP6, NODE6, PODS6[0])] {
-        for (host, tcp, udp) in [(vip, "80", "53"), (node, "30080", "30053"), (pod, "8080", "5353")] {
+    {
+        for &(host, tcp, udp) in targets {
             let down =
                 lab.client(&["get", "--host", host, "--port", tcp, "--bytes", "8388608", "--timeout", "10"]);
             check(format!("8 MiB from {host}:{tcp}"), down, host);
@@ -349,4 +379,24 @@ fn realstack_vpp_links_narrower_than_the_hosts() {
     // (Not yet: datagrams that VPP itself must refuse with "packet too
     // big" on the way to a pod; see the README's limits.)
     run_mode("realstack_vpp_links_narrower_than_the_hosts", Mode::Narrow, &[100, 1300]);
+}
+
+#[test]
+fn realstack_nat46_and_nat64_with_offloads_on() {
+    let Some(mut lab) = Lab::start("realstack_nat46_and_nat64_with_offloads_on", Mode::Xlat) else { return };
+    lab.serve();
+    let targets =
+        [(VIP46, "80", "53"), (NODE4, "30046", "30046"), (VIP64, "80", "53"), (NODE6, "30064", "30064")];
+    // (UDP within one MTU: fragments of translated flows are not
+    // translated yet.)
+    let failed = transfers_to(&lab, &targets, &[100, 1400]);
+    let errors = lab.vpp.ctl("show errors");
+    assert!(failed.is_empty(), "{} failed:\n{}\n{errors}", failed.len(), failed.join("\n"));
+    let runtime = lab.vpp.ctl("show runtime");
+    for node in ["kp4-nat6", "kp6-nat4", "kp4-nodeport", "kp6-nodeport", "kp-nat4-in2out", "kp-nat6-in2out"] {
+        assert!(runtime.contains(node), "{node} never ran:\n{runtime}");
+    }
+    let show = lab.vpp.ctl("show kp");
+    assert!(show.contains(&format!("nat64 source: {NAT64_SOURCE}")), "{show}");
+    assert!(lab.vpp.is_running());
 }
