@@ -716,7 +716,10 @@ fn datapath_nat46_nat64_translate_both_ways() {
     let stray = vec![Pkt::new("tcp", "10.1.0.3", 8080, "192.0.2.1", 40000 + 9)];
     assert!(lab.send_on(1, 0, &stray).is_empty());
     let errors = lab.vpp.ctl("show errors");
-    assert!(errors.contains("kp4-nat64-reply") && errors.contains("to a nat46/nat64 address of no live"), "{errors}");
+    assert!(
+        errors.contains("kp4-nat64-reply") && errors.contains("to a nat46/nat64 address of no live"),
+        "{errors}"
+    );
     let runtime = lab.vpp.ctl("show runtime");
     for node in ["kp4-nat6", "kp6-nat4", "kp6-nat46-reply", "kp4-nat64-reply"] {
         assert!(runtime.contains(node), "{node} ran: {runtime}");
