@@ -392,14 +392,13 @@ pub fn handle(kp: &mut Kp, msg: Msg, bytes: &[u8], view: &dyn DataPathView, ifs:
         }
         Request::XlatGet => {
             let x = &kp.controller.config().xlat;
-            let p = x.nat46_prefix;
             let bindings = kp
                 .controller
                 .nat64_pool()
                 .map_or(0, |pool| pool.live_bindings(view.now(), kp.controller.config().flow.timeout));
             let mut r = reply(reply_msg, context, 0);
             let mut w = Writer(core::mem::take(&mut r.body));
-            w.prefix(&IpPrefix::new(IpAddr::V6(p.addr()), p.prefix_len()).expect("valid"))
+            w.prefix(&IpPrefix::from(x.nat46_prefix))
                 .u16(x.nat64_ports.0)
                 .u16(x.nat64_ports.1)
                 .u8(x.nat64_sources.len() as u8);

@@ -204,6 +204,21 @@ pub struct XlatConf {
     pub nat64_ports: (u16, u16),
 }
 
+impl XlatConf {
+    /// What the nat64 source pool is made of: its addresses and ports.
+    pub fn nat64_pool(&self) -> (&[Ipv4Addr], (u16, u16)) {
+        (&self.nat64_sources, self.nat64_ports)
+    }
+}
+
+/// The nat46 prefix as a FIB prefix.
+impl From<Rfc6052Prefix> for IpPrefix {
+    fn from(p: Rfc6052Prefix) -> IpPrefix {
+        IpPrefix::new(IpAddr::V6(p.addr()), p.prefix_len())
+            .expect("an RFC 6052 prefix is a valid IPv6 prefix")
+    }
+}
+
 /// The nat64 port range by default: the non-privileged ports.
 pub const DEFAULT_NAT64_PORTS: (u16, u16) = (1024, 65535);
 
@@ -450,7 +465,7 @@ impl Config {
                 return Err(ConfigError::XlatInUse { what: "nat46 prefix", vip });
             }
         }
-        if (&next.nat64_sources, next.nat64_ports) != (&self.xlat.nat64_sources, self.xlat.nat64_ports) {
+        if next.nat64_pool() != self.xlat.nat64_pool() {
             if let Some(vip) = in_use(NatType::Nat64) {
                 return Err(ConfigError::XlatInUse { what: "nat64 source pool", vip });
             }

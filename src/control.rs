@@ -112,8 +112,7 @@ impl Kp {
         let has = |nat| c.vips.values().any(|v| v.nat == nat);
         let mut want = BTreeSet::new();
         if has(crate::nat::NatType::Nat46) {
-            let p = c.xlat.nat46_prefix;
-            want.insert(IpPrefix::new(IpAddr::V6(p.addr()), p.prefix_len()).expect("a valid prefix"));
+            want.insert(IpPrefix::from(c.xlat.nat46_prefix));
         }
         if has(crate::nat::NatType::Nat64) {
             want.extend(c.xlat.nat64_sources.iter().map(|a| IpPrefix::host(IpAddr::V4(*a))));

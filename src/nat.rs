@@ -339,7 +339,7 @@ pub fn translate_icmp_error(pkt: &mut [u8], e: &IcmpError, rw: &IcmpRewrite) -> 
 /// Checks the transport header is where `parsed` says; returns the offset
 /// of its checksum field.
 #[inline(always)]
-fn check_ports(pkt: &[u8], parsed: &Parsed) -> Result<usize, NatError> {
+pub(crate) fn check_ports(pkt: &[u8], parsed: &Parsed) -> Result<usize, NatError> {
     let l4_off = usize::from(parsed.l4_offset);
     let (ports_min, csum_at) = match parsed.protocol {
         proto::TCP => (TCP_LEN, l4_off + tcp::CHECKSUM),
@@ -395,7 +395,13 @@ fn finish_checksums(
 
 /// Updates a TCP/UDP checksum field for changed addresses and ports.
 #[inline(always)]
-fn update_l4_checksum(field: &mut [u8; 2], protocol: u8, addr_delta: u64, port_delta: u64, l4: L4Checksum) {
+pub(crate) fn update_l4_checksum(
+    field: &mut [u8; 2],
+    protocol: u8,
+    addr_delta: u64,
+    port_delta: u64,
+    l4: L4Checksum,
+) {
     let stored = u16::from_be_bytes(*field);
     let updated = match l4 {
         // A partial sum covers only the pseudo-header: addresses, not ports.

@@ -105,7 +105,8 @@ pub struct PortPool {
     sources: Vec<[u8; 4]>,
     first_port: u16,
     ports: u32,
-    threads: u32,
+    /// By thread: its part `[lo, hi)` of the flat slot array.
+    parts: Vec<(u32, u32)>,
     slots: ZeroedArray<Slot>,
 }
 
@@ -120,31 +121,21 @@ impl PortPool {
         }
         let ports = u32::from(last - first) + 1;
         let slots = ZeroedArray::new(sources.len() * ports as usize)?;
-        Some(PortPool { sources: sources.to_vec(), first_port: first, ports, threads: threads as u32, slots })
+        let (total, t) = (slots.len() as u64, threads as u64);
+        let parts = (0..t).map(|th| ((total * th / t) as u32, (total * (th + 1) / t) as u32)).collect();
+        Some(PortPool { sources: sources.to_vec(), first_port: first, ports, parts, slots })
     }
 
-    pub fn sources(&self) -> &[[u8; 4]] {
-        &self.sources
-    }
-
-    /// Whether `addr` is one of the pool's source addresses.
+    /// Which of the pool's source addresses `addr` is, if any.
     #[inline(always)]
-    pub fn owns(&self, addr: &[u8; 4]) -> bool {
-        self.sources.iter().any(|s| s == addr)
+    pub fn source_index(&self, addr: &[u8; 4]) -> Option<u32> {
+        self.sources.iter().position(|s| s == addr).map(|i| i as u32)
     }
 
     /// `thread`'s part of the flat slot array.
+    #[inline(always)]
     fn part(&self, thread: usize) -> (u32, u32) {
-        let total = self.slots.len() as u64;
-        let t = u64::from(self.threads);
-        let th = (thread as u64).min(t - 1);
-        ((total * th / t) as u32, (total * (th + 1) / t) as u32)
-    }
-
-    /// How many bindings `thread` can hold at most.
-    pub fn capacity(&self, thread: usize) -> u32 {
-        let (lo, hi) = self.part(thread);
-        hi - lo
+        self.parts[thread.min(self.parts.len() - 1)]
     }
 
     fn address_of(&self, index: u32) -> ([u8; 4], u16) {
@@ -218,14 +209,14 @@ impl PortPool {
         slot.seq.store(s.wrapping_add(2), Ordering::Release);
     }
 
-    /// The binding the reply `p` (an IPv4 TCP/UDP packet to a source
-    /// address of the pool) belongs to, if it is live and comes from its
-    /// pod; any thread. Counts as a use of the binding.
-    pub fn lookup_reply(&self, p: &Parsed, now: u32, timeout: u32) -> Option<Binding> {
-        let addr: [u8; 4] = p.dst[..4].try_into().unwrap();
+    /// The binding the reply `p` (an IPv4 TCP/UDP packet to the pool's
+    /// source address `source`, see [`PortPool::source_index`]) belongs
+    /// to, if it is live and comes from its pod; any thread. Counts as a
+    /// use of the binding.
+    pub fn lookup_reply(&self, source: u32, p: &Parsed, now: u32, timeout: u32) -> Option<Binding> {
         let (port, pod, pod_port, protocol) =
             (p.dst_port, p.src[..4].try_into().unwrap(), p.src_port, p.protocol);
-        let a = self.sources.iter().position(|s| *s == addr)? as u32;
+        let a = source;
         let off = u32::from(port.checked_sub(self.first_port)?);
         if off >= self.ports {
             return None;
@@ -264,14 +255,6 @@ impl PortPool {
     pub fn live_bindings(&self, now: u32, timeout: u32) -> usize {
         self.slots.iter().filter(|s| Self::live(s.used.load(Ordering::Relaxed), now, timeout)).count()
     }
-
-    pub fn first_port(&self) -> u16 {
-        self.first_port
-    }
-
-    pub fn last_port(&self) -> u16 {
-        self.first_port + (self.ports - 1) as u16
-    }
 }
 
 #[cfg(test)]
@@ -308,12 +291,12 @@ mod tests {
         assert_eq!(a, [192, 0, 2, 1]);
         assert!((40050..=40099).contains(&p), "thread 1 owns the upper half: {p}");
         assert_eq!(pool.bind(1, &flow(1), 12345 << 32, 11, 40).unwrap(), (a, p));
-        let b = pool.lookup_reply(&reply(a, p, [198, 51, 100, 5], 6), 12, 40).unwrap();
+        let b = pool.lookup_reply(0, &reply(a, p, [198, 51, 100, 5], 6), 12, 40).unwrap();
         assert_eq!(b, flow(1));
         // Not from the flow's pod, or another protocol: not this binding.
-        assert_eq!(pool.lookup_reply(&reply(a, p, [198, 51, 100, 6], 6), 12, 40), None);
-        assert_eq!(pool.lookup_reply(&reply(a, p, [198, 51, 100, 5], 17), 12, 40), None);
-        assert_eq!(pool.lookup_reply(&reply([192, 0, 2, 2], p, [198, 51, 100, 5], 6), 12, 40), None);
+        assert_eq!(pool.lookup_reply(0, &reply(a, p, [198, 51, 100, 6], 6), 12, 40), None);
+        assert_eq!(pool.lookup_reply(0, &reply(a, p, [198, 51, 100, 5], 17), 12, 40), None);
+        assert_eq!(pool.source_index(&[192, 0, 2, 2]), None);
     }
 
     #[test]
@@ -344,7 +327,7 @@ mod tests {
         let mut moved = flow(1);
         moved.pod = [198, 51, 100, 9];
         assert_eq!(pool.bind(0, &moved, 0, 4, 40).unwrap(), (a, p));
-        assert!(pool.lookup_reply(&reply(a, p, [198, 51, 100, 9], 6), 5, 40).is_some());
-        assert!(pool.lookup_reply(&reply(a, p, [198, 51, 100, 5], 6), 5, 40).is_none());
+        assert!(pool.lookup_reply(0, &reply(a, p, [198, 51, 100, 9], 6), 5, 40).is_some());
+        assert!(pool.lookup_reply(0, &reply(a, p, [198, 51, 100, 5], 6), 5, 40).is_none());
     }
 }

@@ -17,12 +17,12 @@
 //! (RFC 7915 §4.5): over the whole datagram, so only when the first buffer
 //! holds all of it.
 
-use crate::nat::{L4Checksum, NatError};
+use crate::nat::{self, L4Checksum, NatError};
 use crate::packet::checksum;
 use crate::packet::ipv4::field as ip4;
 use crate::packet::ipv6::field as ip6;
-use crate::packet::l4::{tcp_field as tcp, udp_field as udp, TCP_MIN_HEADER_LEN, UDP_HEADER_LEN};
-use crate::packet::{proto, IpFamily, Parsed};
+use crate::packet::l4::{tcp_field as tcp, udp_field as udp};
+use crate::packet::{proto, set_be16, IpFamily, Parsed};
 use std::fmt;
 use std::net::Ipv6Addr;
 
@@ -143,6 +143,9 @@ pub trait Frame {
     /// Moves the start by `delta` bytes (negative: earlier, into the
     /// headroom). `false`, and nothing moved, when there is no room.
     fn move_start(&mut self, delta: isize) -> bool;
+    /// The packet is now of family `to`, its transport header right after
+    /// a plain IP header: metadata that describes its headers follows.
+    fn family_changed(&mut self, _to: IpFamily) {}
 }
 
 /// A byte vector as a frame: the packet is the whole vector; growing
@@ -187,7 +190,7 @@ pub fn v4_to_v6<F: Frame + ?Sized>(
     whole: bool,
 ) -> Result<(), NatError> {
     let ihl = usize::from(p.l4_offset);
-    let csum_at = transport_checksum_at(f.bytes(), p)?;
+    let csum_at = nat::check_ports(f.bytes(), p)?;
     let pkt = f.bytes();
     let (tos, ttl) = (pkt[1], pkt[ip4::TTL]);
     let stored = u16::from_be_bytes([pkt[csum_at], pkt[csum_at + 1]]);
@@ -206,7 +209,7 @@ pub fn v4_to_v6<F: Frame + ?Sized>(
     pkt[1] = tos << 4;
     pkt[2] = 0;
     pkt[3] = 0;
-    pkt[ip6::PAYLOAD_LEN..ip6::PAYLOAD_LEN + 2].copy_from_slice(&p.l4_len.to_be_bytes());
+    set_be16(pkt, ip6::PAYLOAD_LEN, p.l4_len);
     pkt[ip6::NEXT_HEADER] = p.protocol;
     pkt[ip6::HOP_LIMIT] = ttl;
     pkt[ip6::SRC].copy_from_slice(&to.src);
@@ -220,9 +223,10 @@ pub fn v4_to_v6<F: Frame + ?Sized>(
             at,
             checksum::pseudo_header_v6(&to.src, &to.dst, proto::UDP, u32::from(p.l4_len)),
         );
-        return Ok(());
+    } else {
+        finish_transport(pkt, at, p, to, replace(old, new), l4);
     }
-    finish_transport(pkt, at, p, to, replace(old, new), l4);
+    f.family_changed(IpFamily::V6);
     Ok(())
 }
 
@@ -238,7 +242,7 @@ pub fn v6_to_v4<F: Frame + ?Sized>(
     l4: L4Checksum,
 ) -> Result<(), NatError> {
     let l4_at = usize::from(p.l4_offset);
-    transport_checksum_at(f.bytes(), p)?;
+    nat::check_ports(f.bytes(), p)?;
     let total = IP4_LEN + usize::from(p.l4_len);
     let Ok(total) = u16::try_from(total) else { return Err(NatError::Truncated) };
     let pkt = f.bytes();
@@ -251,18 +255,19 @@ pub fn v6_to_v4<F: Frame + ?Sized>(
     let pkt = f.bytes();
     pkt[ip4::VER_IHL] = 0x45;
     pkt[1] = tclass;
-    pkt[ip4::TOTAL_LEN..ip4::TOTAL_LEN + 2].copy_from_slice(&total.to_be_bytes());
-    pkt[ip4::IDENT..ip4::IDENT + 2].copy_from_slice(&[0, 0]);
-    pkt[ip4::FLAGS_FRAG..ip4::FLAGS_FRAG + 2].copy_from_slice(&0x4000u16.to_be_bytes());
+    set_be16(pkt, ip4::TOTAL_LEN, total);
+    set_be16(pkt, ip4::IDENT, 0);
+    set_be16(pkt, ip4::FLAGS_FRAG, 0x4000);
     pkt[ip4::TTL] = hop_limit;
     pkt[ip4::PROTOCOL] = p.protocol;
-    pkt[ip4::CHECKSUM..ip4::CHECKSUM + 2].copy_from_slice(&[0, 0]);
+    set_be16(pkt, ip4::CHECKSUM, 0);
     pkt[ip4::SRC].copy_from_slice(&to.src[..4]);
     pkt[ip4::DST].copy_from_slice(&to.dst[..4]);
     let c = checksum::checksum(&pkt[..IP4_LEN]);
-    pkt[ip4::CHECKSUM..ip4::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+    set_be16(pkt, ip4::CHECKSUM, c);
     let new = checksum::sum(&to.src[..4]) + checksum::sum(&to.dst[..4]);
     finish_transport(pkt, IP4_LEN, p, to, replace(old, new), l4);
+    f.family_changed(IpFamily::V4);
     Ok(())
 }
 
@@ -273,58 +278,30 @@ fn replace(old: u64, new: u64) -> u64 {
     u64::from(!checksum::fold(old)) + new
 }
 
-/// Checks the transport header is where `p` says; returns the offset of
-/// its checksum field.
-fn transport_checksum_at(pkt: &[u8], p: &Parsed) -> Result<usize, NatError> {
-    let at = usize::from(p.l4_offset);
-    let (min, csum) = match p.protocol {
-        proto::TCP => (TCP_MIN_HEADER_LEN, tcp::CHECKSUM),
-        proto::UDP => (UDP_HEADER_LEN, udp::CHECKSUM),
-        _ => return Err(NatError::Truncated),
-    };
-    if pkt.len() < at + min {
-        return Err(NatError::Truncated);
-    }
-    Ok(at + csum)
-}
-
 #[inline(always)]
 fn set_ports(pkt: &mut [u8], at: usize, to: &Endpoints) {
     // TCP and UDP keep their ports at the same offsets.
-    pkt[at + udp::SRC_PORT..at + udp::SRC_PORT + 2].copy_from_slice(&to.src_port.to_be_bytes());
-    pkt[at + udp::DST_PORT..at + udp::DST_PORT + 2].copy_from_slice(&to.dst_port.to_be_bytes());
+    set_be16(pkt, at + udp::SRC_PORT, to.src_port);
+    set_be16(pkt, at + udp::DST_PORT, to.dst_port);
 }
 
 /// The ports, and the checksum for the address change `addr_delta` and the
-/// ports' change, of the transport header at `at`.
+/// ports' change, of the transport header at `at` (the same update as a
+/// same-family rewrite: [`nat::update_l4_checksum`]).
 fn finish_transport(pkt: &mut [u8], at: usize, p: &Parsed, to: &Endpoints, addr_delta: u64, l4: L4Checksum) {
     set_ports(pkt, at, to);
     let csum_at = at + if p.protocol == proto::TCP { tcp::CHECKSUM } else { udp::CHECKSUM };
-    let stored = u16::from_be_bytes([pkt[csum_at], pkt[csum_at + 1]]);
-    let updated = match l4 {
-        // A partial sum covers the pseudo-header alone: not the ports.
-        L4Checksum::Partial => checksum::update_partial(stored, addr_delta),
-        L4Checksum::Full => {
-            let ports =
-                checksum::delta16(p.src_port, to.src_port) + checksum::delta16(p.dst_port, to.dst_port);
-            let c = checksum::update(stored, addr_delta + ports);
-            if p.protocol == proto::UDP && c == 0 {
-                0xffff
-            } else {
-                c
-            }
-        }
-    };
-    pkt[csum_at..csum_at + 2].copy_from_slice(&updated.to_be_bytes());
+    let ports = checksum::delta16(p.src_port, to.src_port) + checksum::delta16(p.dst_port, to.dst_port);
+    let field: &mut [u8; 2] = (&mut pkt[csum_at..csum_at + 2]).try_into().unwrap();
+    nat::update_l4_checksum(field, p.protocol, addr_delta, ports, l4);
 }
 
 /// Computes a UDP checksum from scratch (the datagram is all in `pkt`).
 fn fill_udp_checksum(pkt: &mut [u8], at: usize, pseudo: u64) {
     let csum_at = at + udp::CHECKSUM;
-    pkt[csum_at..csum_at + 2].copy_from_slice(&[0, 0]);
+    set_be16(pkt, csum_at, 0);
     let c = !checksum::fold(pseudo + checksum::sum(&pkt[at..]));
-    let c = if c == 0 { 0xffff } else { c };
-    pkt[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+    set_be16(pkt, csum_at, if c == 0 { 0xffff } else { c });
 }
 
 /// The family a translated packet has: the other one.

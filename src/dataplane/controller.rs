@@ -193,11 +193,8 @@ impl Controller {
     pub fn set_xlat(&mut self, change: &XlatChange) -> Result<(), ConfigError> {
         let mut next = self.config.clone();
         next.set_xlat(change)?;
-        let x = &next.xlat;
-        let pool_changed = (&x.nat64_sources, x.nat64_ports)
-            != (&self.config.xlat.nat64_sources, self.config.xlat.nat64_ports);
-        if pool_changed {
-            self.nat64 = nat64_pool(x, self.n_threads)?;
+        if next.xlat.nat64_pool() != self.config.xlat.nat64_pool() {
+            self.nat64 = nat64_pool(&next.xlat, self.n_threads)?;
         }
         self.config.xlat = next.xlat;
         self.publish();

@@ -403,9 +403,9 @@ impl Worker {
                     continue;
                 }
             }
-            if let Some(pool) = dp.nat64.as_deref() {
-                if p.family == IpFamily::V4 && pool.owns(p.dst[..4].try_into().unwrap()) {
-                    verdicts[i] = reply_nat64(batch, i, p, pool, now, dp.flow.timeout);
+            if let Some(pool) = dp.nat64.as_deref().filter(|_| p.family == IpFamily::V4) {
+                if let Some(source) = pool.source_index(p.dst[..4].try_into().unwrap()) {
+                    verdicts[i] = reply_nat64(batch, i, p, pool, source, now, dp.flow.timeout);
                     continue;
                 }
             }
@@ -445,10 +445,7 @@ fn reply_nat46<B: Batch>(batch: &mut B, i: usize, p: &Parsed, o: &Original, dp: 
     let eps = Endpoints { src: o.addr, src_port: o.port, dst, dst_port: p.dst_port };
     let l4 = batch.l4_checksum(i);
     match xlat::v6_to_v4(&mut BatchFrame(batch, i), p, &eps, l4) {
-        Ok(()) => {
-            batch.family_changed(i, IpFamily::V4);
-            ReplyVerdict::TranslatedTo { vip: o.vip, v6: false }
-        }
+        Ok(()) => ReplyVerdict::TranslatedTo { vip: o.vip, v6: false },
         Err(_) => ReplyVerdict::NotKp,
     }
 }
@@ -461,20 +458,18 @@ fn reply_nat64<B: Batch>(
     i: usize,
     p: &Parsed,
     pool: &crate::nat64::PortPool,
+    source: u32,
     now: u32,
     timeout: u32,
 ) -> ReplyVerdict {
-    let Some(b) = pool.lookup_reply(p, now, timeout) else {
+    let Some(b) = pool.lookup_reply(source, p, now, timeout) else {
         return ReplyVerdict::NotKp;
     };
     let eps = Endpoints { src: b.service, src_port: b.service_port, dst: b.client, dst_port: b.client_port };
     let l4 = batch.l4_checksum(i);
     let whole = batch.chain_len(i).is_none();
     match xlat::v4_to_v6(&mut BatchFrame(batch, i), p, &eps, l4, whole) {
-        Ok(()) => {
-            batch.family_changed(i, IpFamily::V6);
-            ReplyVerdict::TranslatedTo { vip: b.vip, v6: true }
-        }
+        Ok(()) => ReplyVerdict::TranslatedTo { vip: b.vip, v6: true },
         Err(_) => ReplyVerdict::NotKp,
     }
 }
@@ -607,7 +602,6 @@ impl FlowCtx<'_> {
                 xlat::v6_to_v4(&mut frame, p, &eps, l4)?;
             }
         }
-        batch.family_changed(i, to.family);
         Ok(())
     }
 
@@ -878,6 +872,9 @@ impl<B: Batch> xlat::Frame for BatchFrame<'_, B> {
     }
     fn move_start(&mut self, delta: isize) -> bool {
         self.0.move_start(self.1, delta)
+    }
+    fn family_changed(&mut self, to: IpFamily) {
+        self.0.family_changed(self.1, to)
     }
 }
 

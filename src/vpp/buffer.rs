@@ -6,6 +6,9 @@
 use super::sys;
 use core::marker::PhantomData;
 
+/// VLIB_BUFFER_PRE_DATA_SIZE: how far `current_data` may go below 0.
+const PRE_DATA: isize = 128;
+
 /// A VPP buffer that the current node call owns.
 ///
 /// Made only by [`BufferRef::from_raw`], whose contract is the whole
@@ -132,8 +135,6 @@ impl<'a> BufferRef<'a> {
     /// checksum offload flag goes (the new packet's checksums are whole).
     /// `false`, and nothing changed, for a chain or too little room.
     pub fn reframe(&mut self, grow: usize, len: usize) -> bool {
-        /// VLIB_BUFFER_PRE_DATA_SIZE: how far `current_data` may go below 0.
-        const PRE_DATA: isize = 128;
         let h = self.header_mut();
         let start = isize::from(h.current_data) - grow as isize;
         if h.flags & sys::KP_VLIB_BUFFER_NEXT_PRESENT != 0
@@ -152,7 +153,6 @@ impl<'a> BufferRef<'a> {
     /// pre-data headroom) within its first buffer. `false`, and nothing
     /// changed, when that leaves the headroom or empties the buffer.
     pub fn move_start(&mut self, delta: isize) -> bool {
-        const PRE_DATA: isize = 128;
         let h = self.header_mut();
         let start = isize::from(h.current_data) + delta;
         let len = h.current_length as isize;

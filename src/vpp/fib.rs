@@ -81,8 +81,7 @@ static VFT: Registration<sys::dpo_vft_t> = Registration::new(sys::dpo_vft_t {
     dv_mk_interpose: core::ptr::null_mut(),
 });
 
-static DPO_TYPES: [AtomicU32; 3] =
-    [AtomicU32::new(u32::MAX), AtomicU32::new(u32::MAX), AtomicU32::new(u32::MAX)];
+static DPO_TYPES: [AtomicU32; 3] = [const { AtomicU32::new(u32::MAX) }; 3];
 static FIB_SOURCE: AtomicU32 = AtomicU32::new(u32::MAX);
 
 /// Registers kp's DPO type and FIB source (init function, main thread).

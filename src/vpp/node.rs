@@ -650,12 +650,24 @@ node_variant!(kp6_nodeport_node, nodeport: true, v6: true, xlat: false);
 const KP4_NAT4_FN: NodeFn = kp4_vip_node;
 const KP6_NAT6_FN: NodeFn = kp6_vip_node;
 
-/// The reply path (`kp-nat4-in2out`, `kp6-nat6-in2out`): an
-/// interface feature on ip4-unicast / ip6-unicast. Replies of kp flows get
-/// their source translated back; every packet continues to the next
-/// feature (VPP's `vnet_feature_next`, inline in VPP, done here).
+/// The reply nodes, one body for both kinds:
+/// - `FEATURE` (`kp-nat4-in2out`, `kp-nat6-in2out`): an interface feature
+///   on ip4-unicast / ip6-unicast. Replies of kp flows get their source
+///   translated back; every other packet continues to the next feature
+///   (VPP's `vnet_feature_next`, inline in VPP, done here).
+/// - not `FEATURE` (`kp4-nat64-reply`, `kp6-nat46-reply`): what reaches
+///   kp's nat64 source addresses and nat46 prefix (captured in the FIB,
+///   from any interface). Anything that is not a live flow's reply is
+///   dropped (nothing else owns these addresses).
+///
+/// A reply now of the other family (nat46/nat64) goes to that family's
+/// lookup.
+///
+/// # Safety
+/// VPP's node-function contract, as for `node_fn`.
+#[inline(always)]
 #[allow(clippy::needless_range_loop)] // parallel per-packet arrays
-unsafe extern "C" fn kp_in2out_node(
+unsafe fn reply_node<const FEATURE: bool>(
     vm: *mut sys::vlib_main_t,
     node: *mut sys::vlib_node_runtime_t,
     frame: *mut sys::vlib_frame_t,
@@ -663,97 +675,76 @@ unsafe extern "C" fn kp_in2out_node(
     // SAFETY: as in `node_fn`.
     unsafe {
         let Some((worker, scratch)) = this_thread(&*vm) else {
-            return without_worker(vm, node, frame, true);
+            return without_worker(vm, node, frame, FEATURE);
         };
         let FrameScratch { bufs, replies: verdicts, nexts, .. } = scratch;
         let (mut batch, from) = FrameBatch::<false, false, false>::from_frame(vm, frame, bufs, nexts);
         let n = batch.n;
-        batch.feature_nexts();
+        if FEATURE {
+            batch.feature_nexts();
+        }
         worker.process_replies(&mut batch, super::time::ticks(vm), verdicts);
         let errors = (*node).errors;
         let mut translated = 0u64;
         let tracing = node_traces(node);
         for i in 0..n {
-            let b = batch.bufs[i];
             let vip = match verdicts[i] {
                 ReplyVerdict::Translated { vip } => {
-                    translated += 1;
+                    // (Off the arc, a same-family reply takes its lookup;
+                    // for these addresses it cannot happen.)
+                    if !FEATURE {
+                        batch.nexts[i] = lookup(batch.packet_v6(i));
+                    }
                     vip
                 }
                 ReplyVerdict::TranslatedTo { vip, v6 } => {
-                    // Now of the other family: off this arc, to its lookup.
-                    translated += 1;
                     batch.nexts[i] = lookup(v6);
                     vip
                 }
-                ReplyVerdict::NotKp => u32::MAX,
+                ReplyVerdict::NotKp => {
+                    if !FEATURE {
+                        batch.nexts[i] = NEXT_DROP;
+                        batch.buffer(i).set_error(*errors.add(REPLY_NO_FLOW));
+                    }
+                    u32::MAX
+                }
             };
+            translated += u64::from(vip != u32::MAX);
             if batch.traced(i, tracing) {
-                let t = Trace::new(vip, u32::MAX, if vip == u32::MAX { 5 } else { 4 }, 0);
-                add_trace(vm, node, b, t);
+                let outcome = match (vip == u32::MAX, FEATURE) {
+                    (false, _) => 4,
+                    (true, true) => 5,
+                    (true, false) => 7,
+                };
+                add_trace(vm, node, batch.bufs[i], Trace::new(vip, u32::MAX, outcome, 0));
             }
         }
         let counters = (*vm).error_counters;
         *counters.add(usize::from(*errors.add(REPLY_TRANSLATED))) += translated;
-        *counters.add(usize::from(*errors.add(REPLY_OTHER))) += n as u64 - translated;
+        if FEATURE {
+            *counters.add(usize::from(*errors.add(REPLY_OTHER))) += n as u64 - translated;
+        }
         enqueue(vm, node, from, batch.nexts, n);
         n as sys::uword
     }
 }
 
-/// `kp4-nat64-reply` and `kp6-nat46-reply`: what reaches kp's nat64
-/// source addresses and nat46 prefix (captured in the FIB, from any
-/// interface). Replies of live flows are translated back to the client's
-/// family; anything else is dropped (nothing else owns these addresses).
-#[allow(clippy::needless_range_loop)] // parallel per-packet arrays
+unsafe extern "C" fn kp_in2out_node(
+    vm: *mut sys::vlib_main_t,
+    node: *mut sys::vlib_node_runtime_t,
+    frame: *mut sys::vlib_frame_t,
+) -> sys::uword {
+    // SAFETY: VPP's node-function contract.
+    unsafe { reply_node::<true>(vm, node, frame) }
+}
+
 unsafe extern "C" fn kp_xlat_reply_node(
     vm: *mut sys::vlib_main_t,
     node: *mut sys::vlib_node_runtime_t,
     frame: *mut sys::vlib_frame_t,
 ) -> sys::uword {
-    // SAFETY: as in `node_fn`.
-    unsafe {
-        let Some((worker, scratch)) = this_thread(&*vm) else {
-            return without_worker(vm, node, frame, false);
-        };
-        let FrameScratch { bufs, replies: verdicts, nexts, .. } = scratch;
-        let (mut batch, from) = FrameBatch::<false, false, false>::from_frame(vm, frame, bufs, nexts);
-        let n = batch.n;
-        worker.process_replies(&mut batch, super::time::ticks(vm), verdicts);
-        let errors = (*node).errors;
-        let mut translated = 0u64;
-        let tracing = node_traces(node);
-        for i in 0..n {
-            let vip = match verdicts[i] {
-                ReplyVerdict::TranslatedTo { vip, v6 } => {
-                    batch.nexts[i] = lookup(v6);
-                    translated += 1;
-                    vip
-                }
-                // (Same family: not a translated flow's; cannot happen
-                // for these addresses, but it is a reply all the same.)
-                ReplyVerdict::Translated { vip } => {
-                    let v6 = batch.packet_v6(i);
-                    batch.nexts[i] = lookup(v6);
-                    translated += 1;
-                    vip
-                }
-                ReplyVerdict::NotKp => {
-                    batch.nexts[i] = NEXT_DROP;
-                    batch.buffer(i).set_error(*errors.add(REPLY_NO_FLOW));
-                    u32::MAX
-                }
-            };
-            if batch.traced(i, tracing) {
-                let t = Trace::new(vip, u32::MAX, if vip == u32::MAX { 7 } else { 4 }, 0);
-                add_trace(vm, node, batch.bufs[i], t);
-            }
-        }
-        let counters = (*vm).error_counters;
-        *counters.add(usize::from(*errors.add(REPLY_TRANSLATED))) += translated;
-        enqueue(vm, node, from, batch.nexts, n);
-        n as sys::uword
-    }
+    // SAFETY: VPP's node-function contract.
+    unsafe { reply_node::<false>(vm, node, frame) }
 }
 
 const REPLY_TRANSLATED: usize = 0;

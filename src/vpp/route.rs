@@ -180,10 +180,11 @@ unsafe fn restack(r: &mut TrackedRoute) {
     let pod_family = usize::from(r.v6);
     // From the nodes of both VIP families: nat44 and nat64 VIPs (or nat66
     // and nat46) can share a pod address.
+    // SAFETY: per the contract; the FIB entry is tracked by this record.
+    let fwd = unsafe { f.fib_entry_contribute_ip_forwarding(r.fib_entry) };
     for vip_family in 0..2 {
-        // SAFETY: per the contract; the FIB entry is tracked by this record.
+        // SAFETY: as above; `fwd` is the entry's current forwarding.
         unsafe {
-            let fwd = f.fib_entry_contribute_ip_forwarding(r.fib_entry);
             f.dpo_stack_from_node(nodes.vip[vip_family][pod_family], &mut r.from_vip[vip_family], fwd);
             f.dpo_stack_from_node(nodes.nodeport[vip_family], &mut r.from_nodeport[vip_family], fwd);
         }
