@@ -71,8 +71,7 @@ pub fn retval_of(e: &ConfigError) -> i32 {
         ConfigError::NodePortClash { .. } => ADDRESS_IN_USE,
         ConfigError::UnknownVip(_) | ConfigError::UnknownPod { .. } => NO_SUCH_ENTRY,
         ConfigError::OutOfMemory { .. } => INVALID_MEMORY_SIZE,
-        ConfigError::BadNat46Prefix(_)
-        | ConfigError::BadNat64Source(_)
+        ConfigError::BadNat64Source(_)
         | ConfigError::BadNat64Ports(..)
         | ConfigError::TooManyNat64Sources => INVALID_VALUE,
         ConfigError::Nat64NoSource | ConfigError::XlatInUse { .. } | ConfigError::MixedNat { .. } => {

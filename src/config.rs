@@ -299,7 +299,6 @@ pub enum ConfigError {
     OutOfMemory {
         bytes: u64,
     },
-    BadNat46Prefix(String),
     Nat64NoSource,
     BadNat64Source(Ipv4Addr),
     TooManyNat64Sources,
@@ -357,7 +356,6 @@ impl fmt::Display for ConfigError {
                 write!(f, "too many pods: at most {max} (pods of all VIPs, draining ones included)")
             }
             ConfigError::OutOfMemory { bytes } => write!(f, "cannot allocate {bytes} bytes for flow state"),
-            ConfigError::BadNat46Prefix(e) => write!(f, "nat46 prefix: {e}"),
             ConfigError::Nat64NoSource => {
                 write!(f, "a nat64 VIP needs a source address first: kp conf nat64 source <ipv4-address>")
             }

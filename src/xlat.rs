@@ -304,14 +304,6 @@ fn fill_udp_checksum(pkt: &mut [u8], at: usize, pseudo: u64) {
     set_be16(pkt, csum_at, if c == 0 { 0xffff } else { c });
 }
 
-/// The family a translated packet has: the other one.
-pub fn other(f: IpFamily) -> IpFamily {
-    match f {
-        IpFamily::V4 => IpFamily::V6,
-        IpFamily::V6 => IpFamily::V4,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

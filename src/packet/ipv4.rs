@@ -137,11 +137,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         self.buffer.as_mut()[field::DST].copy_from_slice(&a);
     }
 
-    /// (Unused until nat46/nat64: RFC 7915 carries the TTL across.)
-    pub fn set_ttl(&mut self, ttl: u8) {
-        self.buffer.as_mut()[field::TTL] = ttl;
-    }
-
     pub fn set_checksum(&mut self, c: u16) {
         set_be16(self.buffer.as_mut(), field::CHECKSUM, c);
     }
@@ -152,13 +147,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         let hlen = self.header_len();
         let c = checksum::checksum(&self.buffer.as_ref()[..hlen]);
         self.set_checksum(c);
-    }
-
-    /// (Unused until nat46/nat64, which rewrite the payload's L4 header
-    /// behind a new IP header.)
-    pub fn payload_mut(&mut self) -> &mut [u8] {
-        let (h, t) = (self.header_len(), usize::from(self.total_len()));
-        &mut self.buffer.as_mut()[h..t]
     }
 }
 

@@ -163,11 +163,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
     pub fn set_dst_addr(&mut self, a: [u8; 16]) {
         self.buffer.as_mut()[field::DST].copy_from_slice(&a);
     }
-
-    /// (Unused until nat46/nat64: RFC 7915 carries the hop limit across.)
-    pub fn set_hop_limit(&mut self, h: u8) {
-        self.buffer.as_mut()[field::HOP_LIMIT] = h;
-    }
 }
 
 #[cfg(test)]

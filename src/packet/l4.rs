@@ -198,12 +198,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
     pub fn set_checksum(&mut self, c: u16) {
         set_be16(self.buffer.as_mut(), icmp_field::CHECKSUM, c);
     }
-
-    /// (Unused until ICMP echo through NAT64, whose identifier is the
-    /// mapped "port".)
-    pub fn set_echo_ident(&mut self, id: u16) {
-        set_be16(self.buffer.as_mut(), icmp_field::IDENT, id);
-    }
 }
 
 #[cfg(test)]

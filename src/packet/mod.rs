@@ -296,13 +296,6 @@ pub fn parse_v4_fast(packet: &[u8]) -> Option<V4Fast> {
     })
 }
 
-#[inline]
-pub fn parse_ipv6(packet: &[u8]) -> Result<Parsed> {
-    let mut p = Parsed::default();
-    parse_ipv6_into(packet, packet.len(), &mut p)?;
-    Ok(p)
-}
-
 /// The IPv4 header of a packet of `len` bytes whose first buffer is
 /// `head`: checked (options included, in `head`), with the packet's bounds
 /// (`declared`: its total length).

@@ -5,10 +5,10 @@
 //! barrier around them, as for CLI commands.
 
 use super::barrier::BarrierHeld;
-use super::state::{adopt_flow, global, sync_vpp, WorkersView};
+use super::state::{adopt_flow, global, sync_vpp, Global, WorkersView};
 use super::{fns, sys};
 use crate::api::{self, Host, Msg, MESSAGES};
-use crate::control::Kp;
+use crate::control::{DataPathView, Kp};
 use core::ffi::{c_char, c_void};
 use std::ffi::CString;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -106,7 +106,35 @@ unsafe extern "C" fn kp_api_calc_size(msg: *mut c_void) -> sys::uword {
 /// The VPP side of an API request: what `crate::api` needs of VPP, with
 /// the workers parked for as long as it lives.
 struct VppHost<'a> {
+    g: &'a Global,
+    /// The one proof for the whole request: `show` data borrows it shared,
+    /// a flow-table resize exclusively.
     held: core::cell::RefCell<BarrierHeld<'a>>,
+}
+
+impl VppHost<'_> {
+    fn with_view<T>(&self, f: impl FnOnce(&WorkersView) -> T) -> T {
+        let held = self.held.borrow();
+        f(&WorkersView::new(self.g, &held))
+    }
+}
+
+impl DataPathView for VppHost<'_> {
+    fn flow_tables(&self) -> Vec<crate::control::FlowTableStats> {
+        self.with_view(|v| v.flow_tables())
+    }
+
+    fn vip_counters(&self, vip: u32) -> crate::control::VipCounters {
+        self.with_view(|v| v.vip_counters(vip))
+    }
+
+    fn pod_packets(&self, pod: u32) -> u64 {
+        self.with_view(|v| v.pod_packets(pod))
+    }
+
+    fn now(&self) -> u32 {
+        self.with_view(|v| v.now())
+    }
 }
 
 impl Host for VppHost<'_> {
@@ -115,8 +143,7 @@ impl Host for VppHost<'_> {
     }
 
     fn resize_flow_tables(&self, flow: crate::config::FlowConf) -> Result<(), crate::config::ConfigError> {
-        let g = global().ok_or(crate::config::ConfigError::OutOfMemory { bytes: 0 })?;
-        adopt_flow(g, flow, &mut self.held.borrow_mut())
+        adopt_flow(self.g, flow, &mut self.held.borrow_mut())
     }
 
     fn applied(&self, kp: &mut Kp, applied: &crate::control::Applied) {
@@ -144,10 +171,9 @@ unsafe extern "C" fn kp_api_handler(msg: *mut c_void) {
         let mut kp = g.kp.lock();
         // SAFETY: kp's handlers are not mp-safe: VPP runs them on the main
         // thread with the worker barrier held.
-        let (view_held, host_held) = unsafe { (BarrierHeld::assume(), BarrierHeld::assume()) };
-        let view = WorkersView::new(g, &view_held);
-        let host = VppHost { held: core::cell::RefCell::new(host_held) };
-        Some(api::handle(&mut kp, m, bytes, &view, &host))
+        let held = unsafe { BarrierHeld::assume() };
+        let host = VppHost { g, held: core::cell::RefCell::new(held) };
+        Some(api::handle(&mut kp, m, bytes, &host, &host))
     });
     let Ok(Some(replies)) = replies else { return };
     let f = fns();
