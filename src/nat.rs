@@ -1,13 +1,13 @@
 //! NAT rewrite of parsed TCP/UDP packets with incremental checksums.
 //!
-//! A [`Rewrite`] names the new source and/or destination endpoint. When the
-//! address family stays the same (nat44, nat66) the packet is rewritten in
-//! place: addresses, ports, the IPv4 header checksum and the TCP/UDP
-//! checksum, each updated with RFC 1624 from one precomputed delta.
-//!
-//! nat46 and nat64 change the IP header itself (20 bytes more or fewer), so
-//! the entry point takes a [`PacketBuf`] that can move the packet's start
-//! into headroom; the same `Rewrite` then carries both translated endpoints.
+//! When the address family stays the same (nat44, nat66) a packet is
+//! rewritten in place ([`rewrite_dst`], [`rewrite_src`], and [`dnat_v4`],
+//! the IPv4 fast lane's twin of `rewrite_dst`): addresses, ports, the IPv4
+//! header checksum and the TCP/UDP checksum, each updated with RFC 1624
+//! from one precomputed delta. The tests hold the fast twins equal to a
+//! general rewrite of either or both endpoints, and to checksums computed
+//! from scratch. nat46 and nat64 change the IP header itself: see
+//! [`crate::xlat`].
 
 use crate::packet::icmp_error::IcmpError;
 use crate::packet::ipv4::{field as ip4, MIN_HEADER_LEN as IP4_LEN};
@@ -94,13 +94,16 @@ impl Endpoint {
     }
 }
 
-/// What to change: the new source and/or destination endpoint.
+/// What to change: the new source and/or destination endpoint (the tests'
+/// general rewrite, which the data path's one-endpoint twins must match).
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rewrite {
     pub src: Option<Endpoint>,
     pub dst: Option<Endpoint>,
 }
 
+#[cfg(test)]
 impl Rewrite {
     /// Forward direction of a Service: client -> VIP becomes client -> pod.
     pub fn dnat(to: Endpoint) -> Rewrite {
@@ -156,8 +159,8 @@ impl fmt::Display for NatError {
 
 impl std::error::Error for NatError {}
 
-/// Same-family rewrite in place.
-#[inline]
+/// Same-family rewrite in place, of either or both endpoints.
+#[cfg(test)]
 pub fn rewrite_in_place(
     pkt: &mut [u8],
     parsed: &Parsed,
@@ -181,7 +184,7 @@ pub fn rewrite_in_place(
 }
 
 /// Destination NAT of a same-family packet: the data path's forward
-/// rewrite, without the generality of [`Rewrite`].
+/// rewrite, one endpoint only.
 #[inline(always)]
 pub fn rewrite_dst(pkt: &mut [u8], parsed: &Parsed, to: &Endpoint, l4: L4Checksum) -> Result<(), NatError> {
     rewrite_one::<true>(pkt, parsed, to, l4)
