@@ -23,6 +23,7 @@ pub mod control;
 pub mod dataplane;
 pub mod flowtable;
 pub mod fragment;
+pub mod fuzzing;
 pub mod maglev;
 pub mod mem;
 pub mod nat;

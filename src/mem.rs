@@ -37,7 +37,11 @@ impl<T: Zeroable> ZeroedArray<T> {
     /// Maps `len` zeroed elements; `None` if the kernel refuses.
     pub fn new(len: usize) -> Option<Self> {
         let bytes = len.checked_mul(core::mem::size_of::<T>())?.max(1);
-        let map_len = bytes.checked_next_multiple_of(HUGE_PAGE)?;
+        // Big tables in whole huge pages (fewer TLB misses); a small one
+        // in small pages, so it neither costs nor zeroes 2 MiB on first
+        // touch.
+        let huge = bytes >= HUGE_PAGE;
+        let map_len = bytes.checked_next_multiple_of(if huge { HUGE_PAGE } else { 4096 })?;
         // SAFETY: an anonymous private mapping with no address hint has no
         // preconditions; the result is checked against MAP_FAILED.
         let p = unsafe {
@@ -53,9 +57,11 @@ impl<T: Zeroable> ZeroedArray<T> {
         if p == libc::MAP_FAILED {
             return None;
         }
-        // SAFETY: advice on a range we just mapped; failure (no THP) is
-        // harmless, the memory just stays in small pages.
-        unsafe { libc::madvise(p, map_len, libc::MADV_HUGEPAGE) };
+        if huge {
+            // SAFETY: advice on a range we just mapped; failure (no THP) is
+            // harmless, the memory just stays in small pages.
+            unsafe { libc::madvise(p, map_len, libc::MADV_HUGEPAGE) };
+        }
         // Page-aligned, so aligned for any T with align <= 4096.
         debug_assert!(core::mem::align_of::<T>() <= 4096);
         Some(ZeroedArray { ptr: NonNull::new(p.cast())?, len, map_len })

@@ -5,7 +5,7 @@ use kp_plugin::dataplane::{
     Batch, Capture, Controller, DropReason, FlowOutcome, PodState, ReplyVerdict, VecBatch, Verdict, Worker,
 };
 use kp_plugin::nat::{NatError, NatType};
-use kp_plugin::packet::build::{emit, verify, Spec};
+use kp_plugin::packet::build::{emit, icmp_error, verify, verify_icmp, Spec};
 use kp_plugin::packet::{checksum, parse, proto, IpFamily};
 use kp_plugin::xlat::Rfc6052Prefix;
 use std::collections::HashMap;
@@ -1118,82 +1118,6 @@ fn fragmented_datagrams_are_translated_both_ways() {
     }
 }
 
-/// An ICMP error about `about` (its first 28 bytes, or IPv6's 48), from
-/// `from` to `to`, with every checksum right: type/code as given, the
-/// 4-byte field (an MTU for "fragmentation needed" / "packet too big").
-fn icmp_error(
-    family: IpFamily,
-    from: &[u8],
-    to: &[u8],
-    icmp_type: u8,
-    code: u8,
-    mtu: u32,
-    about: &[u8],
-) -> Vec<u8> {
-    let quoted = &about[..about.len().min(if family == IpFamily::V4 { 28 } else { 48 })];
-    let mut icmp = vec![icmp_type, code, 0, 0];
-    icmp.extend_from_slice(&mtu.to_be_bytes());
-    icmp.extend_from_slice(quoted);
-    let mut pkt = match family {
-        IpFamily::V4 => {
-            let total = (20 + icmp.len()) as u16;
-            let mut h = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, proto::ICMP, 0, 0];
-            h[2..4].copy_from_slice(&total.to_be_bytes());
-            h.extend_from_slice(from);
-            h.extend_from_slice(to);
-            let c = checksum::checksum(&h);
-            h[10..12].copy_from_slice(&c.to_be_bytes());
-            h
-        }
-        IpFamily::V6 => {
-            let mut h = vec![0x60, 0, 0, 0, 0, 0, proto::ICMPV6, 64];
-            h[4..6].copy_from_slice(&(icmp.len() as u16).to_be_bytes());
-            h.extend_from_slice(from);
-            h.extend_from_slice(to);
-            h
-        }
-    };
-    let at = pkt.len();
-    pkt.extend_from_slice(&icmp);
-    fix_icmp_checksum(&mut pkt, at, family);
-    pkt
-}
-
-fn icmp_checksum_of(pkt: &[u8], at: usize, family: IpFamily) -> u16 {
-    let mut body = pkt[at..].to_vec();
-    body[2..4].copy_from_slice(&[0, 0]);
-    let mut sum = checksum::sum(&body);
-    if family == IpFamily::V6 {
-        sum += checksum::pseudo_header_v6(
-            &pkt[8..24].try_into().unwrap(),
-            &pkt[24..40].try_into().unwrap(),
-            proto::ICMPV6,
-            body.len() as u32,
-        );
-    }
-    !checksum::fold(sum)
-}
-
-fn fix_icmp_checksum(pkt: &mut [u8], at: usize, family: IpFamily) {
-    let c = icmp_checksum_of(pkt, at, family);
-    pkt[at + 2..at + 4].copy_from_slice(&c.to_be_bytes());
-}
-
-/// Checks an ICMP error from scratch: outer IPv4 header checksum, ICMP
-/// checksum (with IPv6's pseudo-header), the quoted IPv4 header's checksum.
-fn verify_icmp(pkt: &[u8], family: IpFamily) {
-    let at = if family == IpFamily::V4 { 20 } else { 40 };
-    if family == IpFamily::V4 {
-        assert_eq!(checksum::checksum(&pkt[..20]), 0, "outer IPv4 header checksum");
-        assert_eq!(checksum::checksum(&pkt[at + 8..at + 28]), 0, "quoted IPv4 header checksum");
-    }
-    assert_eq!(
-        icmp_checksum_of(pkt, at, family),
-        u16::from_be_bytes([pkt[at + 2], pkt[at + 3]]),
-        "ICMP checksum"
-    );
-}
-
 /// The quoted packet's (src, sport, dst, dport) in an ICMP error.
 fn quoted(pkt: &[u8], family: IpFamily) -> (Vec<u8>, u16, Vec<u8>, u16) {
     let (inner, n, l4) = if family == IpFamily::V4 { (28, 4, 48) } else { (48, 16, 88) };
@@ -1250,7 +1174,7 @@ fn icmp_errors_about_service_flows_are_translated_both_ways() {
             let err = icmp_error(family, &router, &client, too_big, code, 1400, &fwd);
             let (rv, out) = run_replies(&mut w1, vec![err]);
             assert!(matches!(rv[0], ReplyVerdict::Translated { .. }), "{family:?} {protocol}: {rv:?}");
-            verify_icmp(&out[0], family);
+            verify_icmp(&out[0], family).unwrap();
             assert_eq!(quoted(&out[0], family), (client.clone(), 40000, vip_addr.clone(), 80));
             let at = if family == IpFamily::V4 { 12..16 } else { 8..24 };
             assert_eq!(out[0][at.clone()], router[..], "a router's error keeps its source");
@@ -1266,7 +1190,7 @@ fn icmp_errors_about_service_flows_are_translated_both_ways() {
             let unreach = if family == IpFamily::V4 { (3, 3) } else { (1, 4) };
             let err = icmp_error(family, &pod_addr, &client, unreach.0, unreach.1, 0, &fwd);
             let (_, out) = run_replies(&mut w1, vec![err]);
-            verify_icmp(&out[0], family);
+            verify_icmp(&out[0], family).unwrap();
             assert_eq!(out[0][at.clone()], vip_addr[..], "the pod's own error comes from the VIP");
 
             // 3. About the reply (VIP -> client), to the VIP: to the pod,
@@ -1278,7 +1202,7 @@ fn icmp_errors_about_service_flows_are_translated_both_ways() {
                 let (v, out) = run(w, err, cap, 1);
                 assert!(matches!(v, Verdict::Forward { .. }), "{family:?} {protocol}: {v:?}");
                 assert_eq!(pod_of(&c, v), pod);
-                verify_icmp(&out, family);
+                verify_icmp(&out, family).unwrap();
                 let dst_at = if family == IpFamily::V4 { 16..20 } else { 24..40 };
                 assert_eq!(out[dst_at], pod_addr[..]);
                 assert_eq!(quoted(&out, family), (pod_addr.clone(), 8080, client.clone(), 40000));
@@ -1341,7 +1265,7 @@ fn no_endpoints_reject_as_kube_proxy_does() {
         let dgram = emit(&Spec::new(family, proto::UDP, &client, &vip_addr, (40001, 80)).payload(b"query"));
         let (v, icmp) = run(&mut w, dgram.clone(), cap, 1);
         assert!(matches!(v, Verdict::Reject { .. }), "{v:?}");
-        verify_icmp(&icmp, family);
+        verify_icmp(&icmp, family).unwrap();
         let hl = if family == IpFamily::V4 { 20 } else { 40 };
         assert_eq!(icmp[hl..hl + 2], if family == IpFamily::V4 { [3, 3] } else { [1, 4] });
         assert_eq!(&icmp[hl + 8..], &dgram[..], "quotes the datagram");

@@ -160,3 +160,86 @@ pub fn verify(pkt: &[u8]) -> core::result::Result<(), String> {
     }
     Ok(())
 }
+
+/// An ICMP error about `about` (its first 28 bytes, or IPv6's 48), from
+/// `from` to `to`, with every checksum right: type/code as given, the
+/// 4-byte field (an MTU for "fragmentation needed" / "packet too big").
+pub fn icmp_error(
+    family: IpFamily,
+    from: &[u8],
+    to: &[u8],
+    icmp_type: u8,
+    code: u8,
+    mtu: u32,
+    about: &[u8],
+) -> Vec<u8> {
+    let quoted = &about[..about.len().min(if family == IpFamily::V4 { 28 } else { 48 })];
+    let mut icmp = vec![icmp_type, code, 0, 0];
+    icmp.extend_from_slice(&mtu.to_be_bytes());
+    icmp.extend_from_slice(quoted);
+    let mut pkt = match family {
+        IpFamily::V4 => {
+            let total = (20 + icmp.len()) as u16;
+            let mut h = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, proto::ICMP, 0, 0];
+            h[2..4].copy_from_slice(&total.to_be_bytes());
+            h.extend_from_slice(from);
+            h.extend_from_slice(to);
+            let c = checksum::checksum(&h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            h
+        }
+        IpFamily::V6 => {
+            let mut h = vec![0x60, 0, 0, 0, 0, 0, proto::ICMPV6, 64];
+            h[4..6].copy_from_slice(&(icmp.len() as u16).to_be_bytes());
+            h.extend_from_slice(from);
+            h.extend_from_slice(to);
+            h
+        }
+    };
+    let at = pkt.len();
+    pkt.extend_from_slice(&icmp);
+    fix_icmp_checksum(&mut pkt, at, family);
+    pkt
+}
+
+pub fn icmp_checksum_of(pkt: &[u8], at: usize, family: IpFamily) -> u16 {
+    let mut body = pkt[at..].to_vec();
+    body[2..4].copy_from_slice(&[0, 0]);
+    let mut sum = checksum::sum(&body);
+    if family == IpFamily::V6 {
+        sum += checksum::pseudo_header_v6(
+            &pkt[8..24].try_into().unwrap(),
+            &pkt[24..40].try_into().unwrap(),
+            proto::ICMPV6,
+            body.len() as u32,
+        );
+    }
+    !checksum::fold(sum)
+}
+
+pub fn fix_icmp_checksum(pkt: &mut [u8], at: usize, family: IpFamily) {
+    let c = icmp_checksum_of(pkt, at, family);
+    pkt[at + 2..at + 4].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Checks an ICMP error from scratch: outer IPv4 header checksum, ICMP
+/// checksum (with IPv6's pseudo-header), the quoted IPv4 header's checksum.
+/// Returns the reason if one is wrong.
+pub fn verify_icmp(pkt: &[u8], family: IpFamily) -> core::result::Result<(), String> {
+    let at = if family == IpFamily::V4 { 20 } else { 40 };
+    if pkt.len() < at + 8 + if family == IpFamily::V4 { 20 } else { 0 } {
+        return Err("too short for an ICMP error".into());
+    }
+    if family == IpFamily::V4 {
+        if checksum::checksum(&pkt[..20]) != 0 {
+            return Err("outer IPv4 header checksum".into());
+        }
+        if checksum::checksum(&pkt[at + 8..at + 28]) != 0 {
+            return Err("quoted IPv4 header checksum".into());
+        }
+    }
+    if icmp_checksum_of(pkt, at, family) != u16::from_be_bytes([pkt[at + 2], pkt[at + 3]]) {
+        return Err("ICMP checksum".into());
+    }
+    Ok(())
+}
