@@ -74,7 +74,7 @@ fn lookup_hit(c: &mut Criterion) {
                         let i = j - LEAD;
                         let (h, id) = (hashes[i], keys[i].compact(hashes[i]));
                         let c = t.candidates(h, id, 2);
-                        out[i] = t.whole_key_hit(h, c, 2);
+                        out[i] = t.whole_key_hit(h, c, 2, true);
                     }
                 }
                 b = (b + 1) % batches.len();

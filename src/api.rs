@@ -6,7 +6,7 @@
 //! ([`MESSAGES`]); the VPP glue (`crate::vpp::api`) only registers them,
 //! hands bytes in and sends bytes out.
 
-use crate::config::{ConfigError, IpPrefix, PodTarget, Protocol, VipKey, VipSpec, XlatChange};
+use crate::config::{ConfigError, FlowChange, IpPrefix, PodTarget, Protocol, VipKey, VipSpec, XlatChange};
 use crate::control::{Change, DataPathView, Kp};
 use crate::nat::NatType;
 use crate::nat64::MAX_SOURCES;
@@ -218,8 +218,12 @@ pub fn decode(msg: Msg, bytes: &[u8]) -> Result<Request, i32> {
     let keep = |v: u32| (v != u32::MAX).then_some(v);
     Ok(match msg {
         Msg::Conf => {
-            let (b, t) = (r.u32()?, r.u32()?);
-            Request::Change(Change::Conf { buckets: keep(b), timeout: keep(t) })
+            let (b, t, e) = (r.u32()?, r.u32()?, r.u32()?);
+            Request::Change(Change::Conf(FlowChange {
+                buckets: keep(b),
+                timeout: keep(t),
+                embryonic: keep(e),
+            }))
         }
         Msg::ConfGet => Request::ConfGet,
         Msg::XlatSet => {
@@ -374,8 +378,8 @@ pub fn handle(kp: &mut Kp, msg: Msg, bytes: &[u8], view: &dyn DataPathView, ifs:
     match req {
         Request::Change(cmd) => {
             let done = match cmd {
-                Change::Conf { buckets, timeout } => kp
-                    .apply_conf(buckets, timeout, |flow| ifs.resize_flow_tables(flow))
+                Change::Conf(f) => kp
+                    .apply_conf(f, |flow| ifs.resize_flow_tables(flow))
                     .map(|()| ifs.applied(kp, &Default::default())),
                 _ => kp.apply_typed(&cmd).map(|a| ifs.applied(kp, &a)),
             };
@@ -385,7 +389,10 @@ pub fn handle(kp: &mut Kp, msg: Msg, bytes: &[u8], view: &dyn DataPathView, ifs:
             let f = kp.controller.config().flow;
             let mut r = reply(reply_msg, context, 0);
             let mut w = Writer(core::mem::take(&mut r.body));
-            w.u32(f.buckets).u32(f.timeout).u32(view.flow_tables().len() as u32);
+            w.u32(f.buckets)
+                .u32(f.timeout)
+                .u32(view.flow_tables().len() as u32)
+                .u32(f.embryonic.min(f.timeout));
             r.body = w.0;
             vec![r]
         }
@@ -753,8 +760,11 @@ mod tests {
             retval::INVALID_ADDRESS_FAMILY
         );
         let mut w = header(1);
-        w.u32(1000).u32(u32::MAX);
+        w.u32(1000).u32(u32::MAX).u32(u32::MAX);
         assert_eq!(rv(&handle(&mut kp, Msg::Conf, &w.0, &View, &Ifs)), retval::INVALID_VALUE);
+        let mut w = header(1);
+        w.u32(u32::MAX).u32(u32::MAX).u32(0);
+        assert_eq!(rv(&handle(&mut kp, Msg::Conf, &w.0, &View, &Ifs)), retval::INVALID_VALUE, "embryonic 0");
         assert_eq!(kp.controller.config(), &before);
     }
 
@@ -772,10 +782,10 @@ mod tests {
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].body, [0, 0, 0, 3, 0, 0, 0, 1, 0]);
         let mut w = header(1);
-        w.u32(4096).u32(u32::MAX);
+        w.u32(4096).u32(u32::MAX).u32(3);
         assert_eq!(rv(&handle(&mut kp, Msg::Conf, &w.0, &View, &Ifs)), 0);
         let r = handle(&mut kp, Msg::ConfGet, &header(5).0, &View, &Ifs);
-        assert_eq!(r[0].body, [0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 0, 40, 0, 0, 0, 1]);
+        assert_eq!(r[0].body, [0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 0, 40, 0, 0, 0, 1, 0, 0, 0, 3]);
         assert_eq!(r[0].body.len() + 2, Msg::ConfGetReply.size());
     }
 }

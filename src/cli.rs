@@ -16,7 +16,7 @@
 //! show kp vip [<prefix>] [verbose]
 //! ```
 
-use crate::config::{IpPrefix, PodTarget, Protocol, VipKey, VipSpec, XlatChange};
+use crate::config::{FlowChange, IpPrefix, PodTarget, Protocol, VipKey, VipSpec, XlatChange};
 use crate::control::Change;
 use crate::nat::NatType;
 use crate::packet::IpFamily;
@@ -117,12 +117,12 @@ fn protocol(s: &str) -> Result<Protocol, String> {
 
 /// `kp conf ...` (also the body of the startup.conf `kp { }` section):
 /// the buckets and timeout to set (at least one of them).
-pub fn parse_conf(args: &str) -> Result<(Option<u32>, Option<u32>), String> {
+pub fn parse_conf(args: &str) -> Result<FlowChange, String> {
     let c = parse_conf_all(args)?;
     if c.reject.is_some() || c.xlat != XlatChange::default() {
         return Err("reject, nat46 and nat64 are run-time settings (kp conf), not startup ones".into());
     }
-    Ok((c.buckets, c.timeout))
+    Ok(c.flow())
 }
 
 /// What `kp conf` sets; each part if given.
@@ -130,11 +130,19 @@ pub fn parse_conf(args: &str) -> Result<(Option<u32>, Option<u32>), String> {
 pub struct ConfArgs {
     pub buckets: Option<u32>,
     pub timeout: Option<u32>,
+    pub embryonic: Option<u32>,
     pub reject: Option<bool>,
     pub xlat: XlatChange,
 }
 
-/// `kp conf [buckets <n>] [timeout <s>] [reject on|off]
+impl ConfArgs {
+    /// The flow-table part.
+    pub fn flow(&self) -> FlowChange {
+        FlowChange { buckets: self.buckets, timeout: self.timeout, embryonic: self.embryonic }
+    }
+}
+
+/// `kp conf [buckets <n>] [timeout <s>] [embryonic-timeout <s>] [reject on|off]
 /// [nat46 prefix <ip6-prefix>] [nat64 source <ip4>[,<ip4>...]|none]
 /// [nat64 ports <first>-<last>]`.
 pub fn parse_conf_all(args: &str) -> Result<ConfArgs, String> {
@@ -152,6 +160,9 @@ pub fn parse_conf_all(args: &str) -> Result<ConfArgs, String> {
             }
             "buckets" => set_once(&mut c.buckets, tok, number(tok, t.value(tok)?, u64::from(u32::MAX))?)?,
             "timeout" => set_once(&mut c.timeout, tok, number(tok, t.value(tok)?, u64::from(u32::MAX))?)?,
+            "embryonic-timeout" => {
+                set_once(&mut c.embryonic, tok, number(tok, t.value(tok)?, u64::from(u32::MAX))?)?
+            }
             "nat46" => match t.next() {
                 Some("prefix") => {
                     let p = nat46_prefix(t.value("nat46 prefix")?)?;
@@ -193,7 +204,7 @@ pub fn parse_conf_all(args: &str) -> Result<ConfArgs, String> {
         }
     }
     if c == ConfArgs::default() {
-        return Err("nothing to set: give buckets, timeout, reject, nat46 or nat64".into());
+        return Err("nothing to set: give buckets, timeout, embryonic-timeout, reject, nat46 or nat64".into());
     }
     Ok(c)
 }
@@ -402,7 +413,11 @@ mod tests {
 
     #[test]
     fn other_commands() {
-        assert_eq!(parse_conf("buckets 1024 timeout 30").unwrap(), (Some(1024), Some(30)));
+        assert_eq!(
+            parse_conf("buckets 1024 timeout 30").unwrap(),
+            FlowChange { buckets: Some(1024), timeout: Some(30), embryonic: None }
+        );
+        assert_eq!(parse_conf("embryonic-timeout 3").unwrap().embryonic, Some(3));
         assert_eq!(
             parse_conf_all("reject off").unwrap(),
             ConfArgs { reject: Some(false), ..Default::default() }
@@ -495,7 +510,7 @@ mod tests {
             (
                 |l| parse_conf(l).map(drop),
                 "",
-                "nothing to set: give buckets, timeout, reject, nat46 or nat64",
+                "nothing to set: give buckets, timeout, embryonic-timeout, reject, nat46 or nat64",
             ),
             (|l| parse_conf_all(l).map(drop), "reject maybe", "reject takes on or off, not 'maybe'"),
             (|l| parse_conf_all(l).map(drop), "reject on reject off", "reject given twice"),

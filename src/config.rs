@@ -4,7 +4,9 @@
 //! path: every operation either applies completely or returns an error and
 //! leaves the configuration exactly as it was.
 
-use crate::flowtable::{DEFAULT_BUCKETS, DEFAULT_TIMEOUT, MAX_BUCKETS, MIN_BUCKETS};
+use crate::flowtable::{
+    DEFAULT_BUCKETS, DEFAULT_EMBRYONIC_TIMEOUT, DEFAULT_TIMEOUT, MAX_BUCKETS, MIN_BUCKETS,
+};
 use crate::maglev::{self, NewLenError, DEFAULT_NEW_LEN, MAX_WEIGHT};
 use crate::nat::NatType;
 use crate::packet::IpFamily;
@@ -184,11 +186,34 @@ pub struct FlowConf {
     pub buckets: u32,
     /// Idle timeout, seconds.
     pub timeout: u32,
+    /// Idle timeout of a flow that has sent one packet (or only TCP SYNs)
+    /// so far, seconds: a flood of new flows then cannot hold the table
+    /// for long. A flow uses the smaller of the two.
+    pub embryonic: u32,
 }
 
 impl Default for FlowConf {
     fn default() -> Self {
-        FlowConf { buckets: DEFAULT_BUCKETS, timeout: DEFAULT_TIMEOUT }
+        FlowConf { buckets: DEFAULT_BUCKETS, timeout: DEFAULT_TIMEOUT, embryonic: DEFAULT_EMBRYONIC_TIMEOUT }
+    }
+}
+
+/// A `kp conf` change of the flow tables: each part if given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowChange {
+    pub buckets: Option<u32>,
+    pub timeout: Option<u32>,
+    pub embryonic: Option<u32>,
+}
+
+impl FlowChange {
+    /// The change that puts `flow` back.
+    pub fn to(flow: FlowConf) -> FlowChange {
+        FlowChange {
+            buckets: Some(flow.buckets),
+            timeout: Some(flow.timeout),
+            embryonic: Some(flow.embryonic),
+        }
     }
 }
 
@@ -418,8 +443,17 @@ pub fn validate_timeout(t: u32) -> Result<u32, ConfigError> {
 impl Config {
     /// `kp conf`: `None` keeps the current value.
     pub fn set_flow(&mut self, buckets: Option<u32>, timeout: Option<u32>) -> Result<(), ConfigError> {
-        let buckets = buckets.map(validate_buckets).transpose()?;
-        let timeout = timeout.map(validate_timeout).transpose()?;
+        self.change_flow(&FlowChange { buckets, timeout, embryonic: None })
+    }
+
+    /// `kp conf [buckets] [timeout] [embryonic-timeout]`, all or nothing.
+    pub fn change_flow(&mut self, c: &FlowChange) -> Result<(), ConfigError> {
+        let buckets = c.buckets.map(validate_buckets).transpose()?;
+        let timeout = c.timeout.map(validate_timeout).transpose()?;
+        let embryonic = c.embryonic.map(validate_timeout).transpose()?;
+        if let Some(e) = embryonic {
+            self.flow.embryonic = e;
+        }
         if let Some(b) = buckets {
             self.flow.buckets = b;
         }
@@ -767,12 +801,16 @@ mod tests {
         let mut c = Config::default();
         c.set_flow(Some(1 << 20), None).unwrap();
         c.set_flow(None, Some(300)).unwrap();
-        assert_eq!(c.flow, FlowConf { buckets: 1 << 20, timeout: 300 });
+        assert_eq!(c.flow, FlowConf { buckets: 1 << 20, timeout: 300, embryonic: DEFAULT_EMBRYONIC_TIMEOUT });
         assert_eq!(
             c.set_flow(Some(1000), Some(5)).unwrap_err().to_string(),
             format!("buckets 1000 must be a power of two from {MIN_BUCKETS} to {MAX_BUCKETS}")
         );
         assert_eq!(c.set_flow(Some(1024), Some(0)).unwrap_err(), ConfigError::BadTimeout(0));
-        assert_eq!(c.flow, FlowConf { buckets: 1 << 20, timeout: 300 }, "all or nothing");
+        assert_eq!(
+            c.flow,
+            FlowConf { buckets: 1 << 20, timeout: 300, embryonic: DEFAULT_EMBRYONIC_TIMEOUT },
+            "all or nothing"
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! change is validated completely before anything is modified, so a
 //! rejected command leaves the configuration exactly as it was.
 
-use crate::config::{ConfigError, IpPrefix, PodTarget, VipKey, VipSpec, XlatChange};
+use crate::config::{ConfigError, FlowChange, IpPrefix, PodTarget, VipKey, VipSpec, XlatChange};
 use crate::dataplane::Controller;
 use crate::packet::IpFamily;
 use std::collections::BTreeSet;
@@ -15,10 +15,7 @@ use std::net::IpAddr;
 /// A configuration change, as the CLI and the binary API both ask for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Conf {
-        buckets: Option<u32>,
-        timeout: Option<u32>,
-    },
+    Conf(FlowChange),
     /// Whether VIPs without pods reject new flows (else drop them).
     Reject(bool),
     /// The nat46 prefix and nat64 source pool.
@@ -141,7 +138,7 @@ impl Kp {
         let mut applied = Applied::default();
         let e = |e: ConfigError| e;
         match cmd {
-            Change::Conf { buckets, timeout } => c.set_flow(*buckets, *timeout).map_err(e)?,
+            Change::Conf(f) => c.change_flow(f).map_err(e)?,
             Change::Reject(on) => c.set_reject(*on),
             Change::Xlat(x) => c.set_xlat(x).map_err(e)?,
             Change::AddVip(spec) => {
@@ -172,14 +169,13 @@ impl Kp {
     /// back (tables included) and the change is refused: nothing changed.
     pub fn apply_conf(
         &mut self,
-        buckets: Option<u32>,
-        timeout: Option<u32>,
+        change: FlowChange,
         mut resize: impl FnMut(crate::config::FlowConf) -> Result<(), ConfigError>,
     ) -> Result<(), ConfigError> {
         let old = self.controller.config().flow;
-        self.apply_typed(&Change::Conf { buckets, timeout })?;
+        self.apply_typed(&Change::Conf(change))?;
         if let Err(e) = resize(self.controller.config().flow) {
-            self.apply_typed(&Change::Conf { buckets: Some(old.buckets), timeout: Some(old.timeout) })?;
+            self.apply_typed(&Change::Conf(FlowChange::to(old)))?;
             let _ = resize(old);
             return Err(e);
         }
@@ -195,7 +191,13 @@ impl Kp {
         let n_vips = c.config().vips.len();
         let n_pods: usize = c.config().vips.values().map(|v| v.pods.len()).sum();
         let _ = writeln!(s, "kp: {n_vips} VIPs, {n_pods} pods, {} draining", c.draining_pods().count());
-        let _ = writeln!(s, "  flow table: {} buckets per thread, timeout {} s", flow.buckets, flow.timeout);
+        let _ = writeln!(
+            s,
+            "  flow table: {} buckets per thread, timeout {} s, embryonic timeout {} s",
+            flow.buckets,
+            flow.timeout,
+            flow.embryonic.min(flow.timeout)
+        );
         let _ = writeln!(
             s,
             "  no endpoints: {}",
@@ -352,10 +354,10 @@ mod tests {
     fn conf_that_cannot_be_sized_changes_nothing() {
         let mut kp = Kp::new(1);
         let before = kp.controller.config().flow;
-        let (b, t) = crate::cli::parse_conf("buckets 1024 timeout 7").unwrap();
+        let change = crate::cli::parse_conf("buckets 1024 timeout 7").unwrap();
         let sized = std::cell::RefCell::new(Vec::new());
         let err = kp
-            .apply_conf(b, t, |f: crate::config::FlowConf| {
+            .apply_conf(change, |f: crate::config::FlowConf| {
                 sized.borrow_mut().push(f.buckets);
                 if f.buckets == 1024 {
                     Err(ConfigError::OutOfMemory { bytes: 1 })
@@ -367,7 +369,7 @@ mod tests {
         assert_eq!(err, ConfigError::OutOfMemory { bytes: 1 });
         assert_eq!(kp.controller.config().flow, before);
         assert_eq!(*sized.borrow(), vec![1024, before.buckets], "tables put back too");
-        kp.apply_conf(b, t, |_| Ok(())).unwrap();
+        kp.apply_conf(change, |_| Ok(())).unwrap();
         assert_eq!(kp.controller.config().flow.timeout, 7);
     }
 

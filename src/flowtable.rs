@@ -24,10 +24,16 @@
 //! candidate keys where needed) and [`FlowTable::resolve`] (confirms);
 //! the worker's pipeline runs them packets apart.
 //!
-//! **Expiry** is lazy: a slot is live while `expiry > now`; a hit moves the
-//! expiry to `now + timeout`; a miss inserts into the first dead slot of its
-//! bucket. When all three are live, the insert fails and the caller
-//! forwards the packet untracked.
+//! **Expiry** is lazy: a slot is live while `expiry > now`. A new entry is
+//! *embryonic*: it lives `embryonic` ticks (a few seconds). A hit by a
+//! packet that establishes the flow (anything but a TCP SYN: the client's
+//! second packet, e.g. the ACK that follows the pod's SYN-ACK) moves the
+//! expiry to `now + timeout`; a SYN only to `now + embryonic`. So a flood
+//! of new flows (spoofed SYNs, one-packet UDP) is gone within seconds,
+//! while established flows are never pushed out: a miss inserts only into
+//! a dead slot of its bucket, and when all three are live the insert fails
+//! and the caller forwards the packet untracked (by Maglev, which sends it
+//! to the pod it would have had anyway while the pods stay the same).
 
 use crate::mem::{prefetch, Zeroable, ZeroedArray};
 use crate::packet::{IpFamily, Parsed, V4Fast};
@@ -43,6 +49,12 @@ pub const MAX_BUCKETS: u32 = 1 << 22;
 pub const DEFAULT_BUCKETS: u32 = 1 << 16;
 /// Default idle timeout, seconds (the seed plugin's 40 s).
 pub const DEFAULT_TIMEOUT: u32 = 40;
+/// Default idle timeout of an embryonic flow (one packet so far, or TCP
+/// SYNs only), seconds: long enough for the first SYN retransmissions
+/// (1 s, 3 s), short enough that a flood of one-packet flows leaves the
+/// table within seconds. An expired embryonic flow that comes back is
+/// simply new again: Maglev sends it to the same pod.
+pub const DEFAULT_EMBRYONIC_TIMEOUT: u32 = 5;
 
 /// The full identity of a flow, packed into six words so comparing and
 /// hashing are a handful of word operations.
@@ -408,6 +420,8 @@ pub struct FlowTable {
     keys: ZeroedArray<KeySlot>,
     mask: u32,
     timeout: u32,
+    /// Idle timeout of embryonic entries (at most `timeout`).
+    embryonic: u32,
 }
 
 impl FlowTable {
@@ -421,7 +435,7 @@ impl FlowTable {
         let bytes = n * (64 + ENTRIES_PER_BUCKET * 64);
         let buckets = ZeroedArray::new(n).ok_or(OutOfMemory { bytes })?;
         let keys = ZeroedArray::new(n * ENTRIES_PER_BUCKET).ok_or(OutOfMemory { bytes })?;
-        Ok(FlowTable { buckets, keys, mask: n_buckets - 1, timeout })
+        Ok(FlowTable { buckets, keys, mask: n_buckets - 1, timeout, embryonic: timeout })
     }
 
     pub fn n_buckets(&self) -> u32 {
@@ -438,6 +452,19 @@ impl FlowTable {
 
     pub fn set_timeout(&mut self, timeout: u32) {
         self.timeout = timeout;
+        self.embryonic = self.embryonic.min(timeout);
+    }
+
+    pub fn embryonic_timeout(&self) -> u32 {
+        self.embryonic
+    }
+
+    /// Timeouts of established and of embryonic entries (the latter at
+    /// most the former). New entries are embryonic until a hit that
+    /// `establishes` them.
+    pub fn set_timeouts(&mut self, timeout: u32, embryonic: u32) {
+        self.timeout = timeout;
+        self.embryonic = embryonic.min(timeout);
     }
 
     /// The bucket a hash maps to.
@@ -484,9 +511,17 @@ impl FlowTable {
     /// already the whole key) and refreshes its expiry. Returns the hit,
     /// or `None` for a miss.
     #[inline(always)]
-    pub fn resolve(&mut self, key: &FlowKey, hash: u64, id: u128, candidates: u8, now: u32) -> Option<Hit> {
+    pub fn resolve(
+        &mut self,
+        key: &FlowKey,
+        hash: u64,
+        id: u128,
+        candidates: u8,
+        now: u32,
+        establishes: bool,
+    ) -> Option<Hit> {
         if is_whole_key(id) {
-            return self.whole_key_hit(hash, candidates, now);
+            return self.whole_key_hit(hash, candidates, now, establishes);
         }
         let bi = self.bucket_of(hash);
         let mut m = candidates;
@@ -494,7 +529,7 @@ impl FlowTable {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
             if self.keys[bi * ENTRIES_PER_BUCKET + i].0.same(key) {
-                return Some(self.refresh(bi, i, now));
+                return Some(self.refresh(bi, i, now, establishes));
             }
         }
         None
@@ -503,15 +538,19 @@ impl FlowTable {
     /// Step 3 for a whole-key id: its candidate (there is at most one live
     /// slot with the same whole key) is the hit.
     #[inline(always)]
-    pub fn whole_key_hit(&mut self, hash: u64, candidates: u8, now: u32) -> Option<Hit> {
+    pub fn whole_key_hit(&mut self, hash: u64, candidates: u8, now: u32, establishes: bool) -> Option<Hit> {
         // Slots are bits 0..3 of a candidate mask.
         let slots = candidates & ((1 << ENTRIES_PER_BUCKET) - 1);
-        (slots != 0).then(|| self.refresh(self.bucket_of(hash), slots.trailing_zeros() as usize, now))
+        (slots != 0)
+            .then(|| self.refresh(self.bucket_of(hash), slots.trailing_zeros() as usize, now, establishes))
     }
 
+    /// A hit: the entry lives on for the established timeout if this
+    /// packet `establishes` the flow (anything but a TCP SYN), else for the
+    /// embryonic one.
     #[inline(always)]
-    fn refresh(&mut self, bi: usize, i: usize, now: u32) -> Hit {
-        let expiry = now.saturating_add(self.timeout);
+    fn refresh(&mut self, bi: usize, i: usize, now: u32, establishes: bool) -> Hit {
+        let expiry = now.saturating_add(if establishes { self.timeout } else { self.embryonic });
         debug_assert!(bi < self.buckets.len());
         // SAFETY: every caller passes a `bi` from `bucket_of`, in bounds as
         // in `bucket_at`.
@@ -529,7 +568,7 @@ impl FlowTable {
         let h = key.hash();
         let id = key.compact(h);
         let c = self.candidates(h, id, now);
-        self.resolve(key, h, id, c, now)
+        self.resolve(key, h, id, c, now, true)
     }
 
     /// The key of the entry in slot `i` of bucket `bi` (which must have
@@ -563,7 +602,7 @@ impl FlowTable {
             (self.buckets[bi].expiry[i] != 0).then(|| (self.buckets[bi].pod(i), self.key_at(bi, i)));
         let id = key.compact(hash);
         let (a, b, c, tag) = unpack_id(id);
-        let expiry = now.saturating_add(self.timeout);
+        let expiry = now.saturating_add(self.embryonic);
         let bk = &mut self.buckets[bi];
         (bk.a[i], bk.b[i], bk.c[i], bk.expiry[i]) = (a, b, c, expiry);
         bk.pod_tag[i] = u32::from(tag) << 24;
@@ -746,11 +785,11 @@ mod tests {
             t.insert(&a, h, 100, 1).unwrap();
             let c = t.candidates(h, ib, 1);
             assert_eq!(c.count_ones(), u32::from(shared_id), "{family:?}");
-            assert_eq!(t.resolve(&b, h, ib, c, 1), None);
+            assert_eq!(t.resolve(&b, h, ib, c, 1, true), None);
             t.insert(&b, h, 200, 1).unwrap();
             let (ca, cb) = (t.candidates(h, ia, 1), t.candidates(h, ib, 1));
-            assert_eq!(t.resolve(&a, h, ia, ca, 1).unwrap().pod, 100);
-            assert_eq!(t.resolve(&b, h, ib, cb, 1).unwrap().pod, 200);
+            assert_eq!(t.resolve(&a, h, ia, ca, 1, true).unwrap().pod, 100);
+            assert_eq!(t.resolve(&b, h, ib, cb, 1, true).unwrap().pod, 200);
             // Keys come back whole from either kind of id.
             let first = (h as u32 & 15) * ENTRIES_PER_BUCKET as u32;
             let slots: Vec<FlowKey> = (0..2).map(|i| t.key(first + i)).collect();
@@ -859,7 +898,7 @@ mod tests {
         for (i, k) in keys[..N].iter().enumerate() {
             let id = k.compact(h);
             let c = t.candidates(h, id, 2);
-            assert_eq!(t.resolve(k, h, id, c, 2).unwrap().pod, i as u32);
+            assert_eq!(t.resolve(k, h, id, c, 2, true).unwrap().pod, i as u32);
         }
         assert!(t.insert(&keys[N], h, 9, 20).is_ok());
     }

@@ -1,6 +1,6 @@
 //! The whole host-independent data path: controller, snapshots, worker.
 
-use kp_plugin::config::{PodTarget, Protocol, VipKey, VipSpec, XlatChange};
+use kp_plugin::config::{FlowChange, PodTarget, Protocol, VipKey, VipSpec, XlatChange};
 use kp_plugin::dataplane::{
     Batch, Capture, Controller, DropReason, FlowOutcome, PodState, ReplyVerdict, VecBatch, Verdict, Worker,
 };
@@ -1302,4 +1302,86 @@ fn echo_requests_to_a_vip_are_not_answered() {
     let (v, out) = run(&mut w, echo.clone(), cap, 1);
     assert_eq!(v, Verdict::Drop(DropReason::Packet(kp_plugin::packet::Error::UnsupportedProtocol)));
     assert_eq!(out, echo, "untouched");
+}
+
+fn tcp(src: [u8; 4], sport: u16, flags: u8) -> Vec<u8> {
+    let mut s = Spec::new(IpFamily::V4, proto::TCP, &src, &[10, 96, 0, 10], (sport, 80));
+    s.tcp_flags = flags;
+    emit(&s)
+}
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+fn outcome(w: &mut Worker, pkt: Vec<u8>, cap: Capture, now: u32) -> FlowOutcome {
+    match run(w, pkt, cap, now).0 {
+        Verdict::Forward { outcome, .. } => outcome,
+        v => panic!("{v:?}"),
+    }
+}
+
+/// A flood of new flows (SYNs from random sources) fills the table but
+/// pushes out no established flow, and is gone after the embryonic
+/// timeout; a flow whose SYNs are never answered stays embryonic, one
+/// that sent its handshake's ACK lives the full timeout.
+#[test]
+fn syn_flood_keeps_established_flows_and_expires_soon() {
+    let (mut c, _, cap) = setup();
+    c.set_flow(Some(1024), Some(40)).unwrap();
+    assert_eq!(c.config().flow.embryonic, 5, "default embryonic timeout");
+    let mut w = c.worker(0).unwrap();
+    // 200 established connections: SYN, then the ACK of the handshake.
+    let est: Vec<([u8; 4], u16)> =
+        (0..200u16).map(|k| ([192, 168, (k >> 8) as u8, k as u8], 1000 + k)).collect();
+    let mut tracked = Vec::new();
+    for &(src, sport) in &est {
+        if outcome(&mut w, tcp(src, sport, SYN), cap, 1) == FlowOutcome::New {
+            tracked.push((src, sport));
+        }
+    }
+    assert!(tracked.len() > 190, "{} of 200 tracked", tracked.len());
+    for &(src, sport) in &tracked {
+        assert_eq!(outcome(&mut w, tcp(src, sport, ACK), cap, 1), FlowOutcome::Hit);
+    }
+    // The flood: 50,000 SYNs from random sources, 16x the table.
+    let mut x = 0x9e37_79b9u32;
+    let mut untracked = 0;
+    for _ in 0..50_000 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let src = [100, (x >> 16) as u8, (x >> 8) as u8, x as u8];
+        if outcome(&mut w, tcp(src, (x >> 3) as u16 | 1024, SYN), cap, 2) == FlowOutcome::Untracked {
+            untracked += 1;
+        }
+    }
+    assert!(untracked > 40_000, "the table filled up ({untracked} untracked)");
+    // Every established flow is still there.
+    for &(src, sport) in &tracked {
+        assert_eq!(outcome(&mut w, tcp(src, sport, ACK), cap, 3), FlowOutcome::Hit, "{src:?}:{sport}");
+    }
+    // After the embryonic timeout only the established flows are left.
+    assert_eq!(w.flows().live_entries(2 + 5), tracked.len());
+    // A SYN retransmitted keeps a flow embryonic; an ACK establishes it.
+    let (lonely, answered) = (([198, 18, 0, 1], 5000), ([198, 18, 0, 2], 5000));
+    for (src, sport) in [lonely, answered] {
+        assert_eq!(outcome(&mut w, tcp(src, sport, SYN), cap, 10), FlowOutcome::New);
+    }
+    assert_eq!(outcome(&mut w, tcp(lonely.0, lonely.1, SYN), cap, 13), FlowOutcome::Hit);
+    assert_eq!(outcome(&mut w, tcp(answered.0, answered.1, ACK), cap, 13), FlowOutcome::Hit);
+    // 13 + 5: the unanswered one is new again; the other one lives on.
+    assert_eq!(outcome(&mut w, tcp(lonely.0, lonely.1, SYN), cap, 18), FlowOutcome::New);
+    assert_eq!(outcome(&mut w, tcp(answered.0, answered.1, ACK), cap, 18), FlowOutcome::Hit);
+    // UDP: the second datagram establishes.
+    let udp = v4(proto::UDP, [198, 18, 0, 3], 53, [10, 96, 0, 10], 80);
+    assert_eq!(outcome(&mut w, udp.clone(), cap, 20), FlowOutcome::New);
+    assert_eq!(outcome(&mut w, udp.clone(), cap, 21), FlowOutcome::Hit);
+    assert_eq!(outcome(&mut w, udp, cap, 30), FlowOutcome::Hit, "established: 21 + 40");
+    // The embryonic timeout is configurable, and never beyond the timeout.
+    let bad = FlowChange { embryonic: Some(0), ..Default::default() };
+    assert!(c.change_flow(&bad).is_err());
+    assert_eq!(c.config().flow.embryonic, 5, "nothing changed");
+    c.change_flow(&FlowChange { embryonic: Some(60), ..Default::default() }).unwrap();
+    let _ = outcome(&mut w, tcp([198, 18, 0, 4], 1, SYN), cap, 31);
+    assert_eq!((w.flows().timeout(), w.flows().embryonic_timeout()), (40, 40));
 }

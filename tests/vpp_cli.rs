@@ -48,7 +48,7 @@ fn loads_and_configures_the_readme_example() {
     let show = vpp.ctl("show kp");
     assert!(
         show.starts_with(
-            "kp: 3 VIPs, 6 pods, 0 draining\n  flow table: 65536 buckets per thread, timeout 40 s\n"
+            "kp: 3 VIPs, 6 pods, 0 draining\n  flow table: 65536 buckets per thread, timeout 40 s, embryonic timeout 5 s\n"
         ),
         "{show}"
     );

@@ -4,7 +4,9 @@
 
 use super::{Dataplane, FastPodV4, PodRuntime, PodState, VipRuntime, Worker};
 use crate::config::MAX_POD_INDICES;
-use crate::config::{Config, ConfigError, FlowConf, PodTarget, VipKey, VipSpec, XlatChange, XlatConf};
+use crate::config::{
+    Config, ConfigError, FlowChange, FlowConf, PodTarget, VipKey, VipSpec, XlatChange, XlatConf,
+};
 use crate::flowtable::OutOfMemory;
 use crate::maglev::{self, Table};
 use crate::nat::Endpoint;
@@ -170,8 +172,13 @@ impl Controller {
     }
 
     pub fn set_flow(&mut self, buckets: Option<u32>, timeout: Option<u32>) -> Result<(), ConfigError> {
+        self.change_flow(&FlowChange { buckets, timeout, embryonic: None })
+    }
+
+    /// Buckets, timeout and embryonic timeout, all or nothing.
+    pub fn change_flow(&mut self, change: &FlowChange) -> Result<(), ConfigError> {
         let mut next = self.config.clone();
-        next.set_flow(buckets, timeout)?;
+        next.change_flow(change)?;
         if next.flow.buckets != self.config.flow.buckets {
             // Flow tables start empty at a new size; so does reply state.
             self.reverse = Arc::new(reverse_table(&next.flow, self.n_threads)?);

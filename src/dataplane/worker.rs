@@ -8,7 +8,7 @@ use crate::flowtable::{FlowKey, FlowTable, Hit, OutOfMemory};
 use crate::fragment::{FragKey, FragTarget, FragmentCache};
 use crate::nat::{self, Endpoint, L4Checksum, NatError};
 use crate::nat64::Binding;
-use crate::packet::{self, IpFamily, Parsed};
+use crate::packet::{self, l4, IpFamily, Parsed};
 use crate::refcount::RefCounts;
 use crate::reverse::Original;
 use crate::snapshot::{Reader, SnapshotCell};
@@ -104,7 +104,11 @@ impl Worker {
         let blank = Parsed::default();
         Ok(Worker {
             thread,
-            flows: FlowTable::new(flow.buckets, flow.timeout)?,
+            flows: {
+                let mut t = FlowTable::new(flow.buckets, flow.timeout)?;
+                t.set_timeouts(flow.timeout, flow.embryonic);
+                t
+            },
             reader: cell.reader(thread),
             cell: Arc::clone(cell),
             refs: Arc::clone(refs),
@@ -131,7 +135,7 @@ impl Worker {
             let old = core::mem::replace(&mut self.flows, FlowTable::new(flow.buckets, flow.timeout)?);
             release_all(&old, self.thread, &self.refs);
         }
-        self.flows.set_timeout(flow.timeout);
+        self.flows.set_timeouts(flow.timeout, flow.embryonic);
         Ok(())
     }
 
@@ -191,8 +195,11 @@ impl Worker {
                 let old = core::mem::replace(flows, t);
                 release_all(&old, thread, refs);
             }
-        } else if dp.flow.timeout != flows.timeout() {
-            flows.set_timeout(dp.flow.timeout);
+        }
+        if dp.flow.timeout != flows.timeout()
+            || dp.flow.embryonic.min(dp.flow.timeout) != flows.embryonic_timeout()
+        {
+            flows.set_timeouts(dp.flow.timeout, dp.flow.embryonic);
         }
 
         let mut pipe = Pipeline {
@@ -397,13 +404,15 @@ impl<B: Batch> Pipeline<'_, B> {
         }
         let cands = self.flows.candidates(scratch.hashes[i], scratch.ids[i], self.now);
         if scratch.lane[i] == Lane::FastV4 && cands != 0 {
-            let hit = self.flows.whole_key_hit(scratch.hashes[i], cands, self.now);
+            let protocol = FlowKey::id_protocol(scratch.ids[i]);
+            // (The fast lane's IPv4 header has no options.)
+            let establishes = l4::establishes(self.batch.packet(i), protocol, packet::ipv4::MIN_HEADER_LEN);
+            let hit = self.flows.whole_key_hit(scratch.hashes[i], cands, self.now, establishes);
             if let Some((pod, to)) = hit.and_then(|h| Some((h.pod, dp.fast_v4.get(h.pod as usize)?))) {
                 // The entry keeps no VIP index: its pod must serve this VIP
                 // (and be IPv4, and not flushed).
                 if to.vip == v {
                     let l4 = self.batch.l4_checksum(i);
-                    let protocol = FlowKey::id_protocol(scratch.ids[i]);
                     self.verdicts[i] =
                         match nat::dnat_v4(self.batch.packet(i), protocol, to.addr, to.port, l4) {
                             Ok(()) => {
@@ -545,7 +554,8 @@ impl FlowCtx<'_> {
     ) -> Verdict {
         let (dp, now) = (self.dp, self.now);
         let cands = self.flows.candidates(hash, id, now);
-        let hit = self.flows.resolve(key, hash, id, cands, now);
+        let establishes = l4::establishes(batch.packet(i), parsed.protocol, usize::from(parsed.l4_offset));
+        let hit = self.flows.resolve(key, hash, id, cands, now, establishes);
         let (pod, outcome) = match hit {
             // IPv4 entries keep no VIP index: a pod of another VIP (the
             // address now belongs to a different Service) makes the entry
@@ -720,7 +730,7 @@ impl FlowCtx<'_> {
         let hash = key.hash();
         let id = key.compact(hash);
         let cands = self.flows.candidates(hash, id, self.now);
-        let known = self.flows.resolve(&key, hash, id, cands, self.now).map(|h| h.pod);
+        let known = self.flows.resolve(&key, hash, id, cands, self.now, true).map(|h| h.pod);
         let vip = dp.vips[v as usize].as_ref()?;
         let candidate = known.or_else(|| vip.table.lookup(tuple_hash(&forward)))?;
         let to = *dp.pod_of_vip(candidate, v)?;

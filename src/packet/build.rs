@@ -20,6 +20,8 @@ pub struct Spec<'a> {
     pub ipv4_options: &'a [u8],
     /// UDP over IPv4 only: send a zero ("no checksum") UDP checksum.
     pub udp_no_checksum: bool,
+    /// TCP only: the flags byte (default ACK|PSH).
+    pub tcp_flags: u8,
 }
 
 impl<'a> Spec<'a> {
@@ -38,6 +40,7 @@ impl<'a> Spec<'a> {
             payload: &[],
             ipv4_options: &[],
             udp_no_checksum: false,
+            tcp_flags: 0x18,
         }
     }
 
@@ -80,8 +83,8 @@ pub fn emit(spec: &Spec) -> Vec<u8> {
     p.extend_from_slice(&spec.src_port.to_be_bytes());
     p.extend_from_slice(&spec.dst_port.to_be_bytes());
     if spec.protocol == proto::TCP {
-        // seq, ack, data offset 5, flags ACK|PSH, window, checksum, urgent
-        p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+        // seq, ack, data offset 5, flags, window, checksum, urgent
+        p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, spec.tcp_flags, 0xff, 0xff, 0, 0, 0, 0]);
     } else {
         p.extend_from_slice(&(l4_len as u16).to_be_bytes());
         p.extend_from_slice(&[0, 0]);

@@ -6,10 +6,24 @@ pub(crate) mod tcp_field {
     pub const SRC_PORT: usize = 0;
     pub const DST_PORT: usize = 2;
     pub const DATA_OFFSET: usize = 12;
+    pub const FLAGS: usize = 13;
     pub const CHECKSUM: usize = 16;
 }
 
 pub const TCP_MIN_HEADER_LEN: usize = 20;
+
+/// TCP flag bits (in the byte at `tcp_field::FLAGS`).
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
+
+/// Whether a packet whose TCP header (if `protocol` is TCP) starts at
+/// `l4` can establish its flow: anything but a SYN without ACK (a
+/// connection attempt, answered or not, says nothing about the pod).
+#[inline(always)]
+pub fn establishes(packet: &[u8], protocol: u8, l4: usize) -> bool {
+    protocol != super::proto::TCP
+        || packet.get(l4 + tcp_field::FLAGS).is_none_or(|f| f & (TCP_SYN | TCP_ACK) != TCP_SYN)
+}
 
 /// A TCP segment view (RFC 9293).
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@ use super::state::{apply_conf, global, sync_vpp, Global, WorkersView};
 use super::sys;
 use super::text::{cli_output, guarded, sw_if_index, take_line};
 use crate::cli::{self, SetInterface, Show};
+use crate::config::FlowChange;
 use crate::control::Change;
 use crate::packet::IpFamily;
 use core::ffi::c_char;
@@ -104,8 +105,8 @@ fn run_cli(g: &Global, which: sys::uword, line: &str, held: &mut BarrierHeld) ->
                 // Checked first, so a refused part changes nothing.
                 g.kp.lock().controller.config().clone().set_xlat(&c.xlat).map_err(|e| e.to_string())?;
             }
-            if c.buckets.is_some() || c.timeout.is_some() {
-                apply_conf(g, c.buckets, c.timeout, held)?;
+            if c.flow() != FlowChange::default() {
+                apply_conf(g, c.flow(), held)?;
             }
             let mut kp = g.kp.lock();
             if let Some(on) = c.reject {

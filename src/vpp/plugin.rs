@@ -74,12 +74,12 @@ unsafe extern "C" fn kp_config(
         if body.trim().is_empty() {
             return Ok(());
         }
-        let (buckets, timeout) = cli::parse_conf(&body).map_err(|e| format!("startup.conf kp {{ }}: {e}"))?;
+        let change = cli::parse_conf(&body).map_err(|e| format!("startup.conf kp {{ }}: {e}"))?;
         let g = global().ok_or("kp is not initialised")?;
         // SAFETY: config functions run on the main thread before the
         // workers start (so flow tables take their size here).
         let mut held = unsafe { BarrierHeld::assume() };
-        apply_conf(g, buckets, timeout, &mut held).map_err(|e| format!("startup.conf kp {{ }}: {e}"))
+        apply_conf(g, change, &mut held).map_err(|e| format!("startup.conf kp {{ }}: {e}"))
     })
 }
 

@@ -8,7 +8,7 @@ use super::barrier::BarrierHeld;
 use super::counters::{POD_PACKETS, VIP_EXISTING, VIP_FIRST, VIP_NO_POD, VIP_UNTRACKED};
 use super::feature::set_nodeport_feature;
 use super::sys;
-use crate::config::{ConfigError, FlowConf};
+use crate::config::{ConfigError, FlowChange, FlowConf};
 use crate::control::{Applied, DataPathView, FlowTableStats, Kp, VipCounters};
 use crate::dataplane::{DropReason, ReplyVerdict, Verdict, Worker, MAX_BATCH};
 use core::cell::UnsafeCell;
@@ -93,13 +93,8 @@ pub fn adopt_flow(g: &Global, flow: FlowConf, held: &mut BarrierHeld) -> Result<
 }
 
 /// Applies `kp conf` and sizes the flow tables; on failure nothing changes.
-pub fn apply_conf(
-    g: &Global,
-    buckets: Option<u32>,
-    timeout: Option<u32>,
-    held: &mut BarrierHeld,
-) -> Result<(), String> {
-    g.kp.lock().apply_conf(buckets, timeout, |flow| adopt_flow(g, flow, held)).map_err(|e| e.to_string())
+pub fn apply_conf(g: &Global, change: FlowChange, held: &mut BarrierHeld) -> Result<(), String> {
+    g.kp.lock().apply_conf(change, |flow| adopt_flow(g, flow, held)).map_err(|e| e.to_string())
 }
 
 /// Per-thread arrays a kp node fills for each frame, kept between frames
