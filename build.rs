@@ -69,7 +69,7 @@ fn main() {
         .header("wrapper.h")
         .clang_arg("-Ivpp-headers")
         .allowlist_type("vlib_.*|_vlib_.*|vnet_.*|dpo_.*|fib_.*|vl_.*|api_main_t|clib_.*|unformat_input_t|vec_attr_t|kp_.*|format_function_t")
-        .allowlist_function("vlib_.*|vnet_.*|dpo_.*|fib_.*|vl_.*|format|_clib_error_return|_vec_.*|vec_free_not_inline|unformat_.*|clib_time_verify_frequency|format_vnet_.*")
+        .allowlist_function("vlib_.*|vnet_.*|dpo_.*|fib_.*|vl_.*|format|_clib_error_return|_vec_.*|vec_free_not_inline|unformat_.*|clib_time_verify_frequency|clib_mem_get_heap_usage|format_vnet_.*")
         .allowlist_var("vlib_.*|feature_main|KP_.*")
         // Functions are looked up in the running VPP at load time (through
         // libloading on the process itself) rather than linked: the crate's

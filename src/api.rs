@@ -70,7 +70,7 @@ pub fn retval_of(e: &ConfigError) -> i32 {
         ConfigError::DuplicateVip(_) => ENTRY_ALREADY_EXISTS,
         ConfigError::NodePortClash { .. } => ADDRESS_IN_USE,
         ConfigError::UnknownVip(_) | ConfigError::UnknownPod { .. } => NO_SUCH_ENTRY,
-        ConfigError::OutOfMemory { .. } => INVALID_MEMORY_SIZE,
+        ConfigError::OutOfMemory { .. } | ConfigError::CounterMemory { .. } => INVALID_MEMORY_SIZE,
         ConfigError::BadNat64Source(_)
         | ConfigError::BadNat64Ports(..)
         | ConfigError::TooManyNat64Sources => INVALID_VALUE,

@@ -321,6 +321,11 @@ pub enum ConfigError {
     TooManyPods {
         max: u32,
     },
+    /// Per-index counters (VPP's stats segment) have no room for this.
+    CounterMemory {
+        needed: u64,
+        free: u64,
+    },
     OutOfMemory {
         bytes: u64,
     },
@@ -381,6 +386,13 @@ impl fmt::Display for ConfigError {
                 write!(f, "too many pods: at most {max} (pods of all VIPs, draining ones included)")
             }
             ConfigError::OutOfMemory { bytes } => write!(f, "cannot allocate {bytes} bytes for flow state"),
+            ConfigError::CounterMemory { needed, free } => write!(
+                f,
+                "the stats segment cannot hold the counters of this change: it needs {} KiB more and {} KiB \
+                 are free beyond VPP's reserve (raise statseg {{ size }} in startup.conf)",
+                needed / 1024,
+                free / 1024
+            ),
             ConfigError::Nat64NoSource => {
                 write!(f, "a nat64 VIP needs a source address first: kp conf nat64 source <ipv4-address>")
             }

@@ -23,6 +23,7 @@ fn vppinfra() {
         seconds_per_clock @ 24, last_verify_cpu_time @ 48, log2_clocks_per_frequency_verify @ 68);
     layout!(kp_vec_header_t, size 8, align 4, len @ 0);
     layout!(vec_attr_t, size 16, align 8, heap @ 0, elt_sz @ 8, hdr_sz @ 12, align @ 14);
+    layout!(clib_mem_usage_t, size 72, align 8, bytes_total @ 8, bytes_used @ 16, bytes_free @ 24, bytes_max @ 64);
 }
 
 #[test]
@@ -41,6 +42,7 @@ fn vlib_main_and_globals() {
         worker_init_function_registrations @ 176, config_function_registrations @ 200);
     assert_eq!(offset_of!(vlib_thread_main_t, n_vlib_mains), 40);
     layout!(vlib_buffer_main_t, size 256, align 64, buffer_mem_start @ 0, buffer_mem_size @ 8);
+    layout!(kp_stats_segment_t, size 112, align 8, memory_size @ 72, heap @ 88);
 }
 
 #[test]

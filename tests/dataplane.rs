@@ -1385,3 +1385,36 @@ fn syn_flood_keeps_established_flows_and_expires_soon() {
     let _ = outcome(&mut w, tcp([198, 18, 0, 4], 1, SYN), cap, 31);
     assert_eq!((w.flows().timeout(), w.flows().embryonic_timeout()), (40, 40));
 }
+
+/// The host may refuse changes that need more VIP or pod indices than it
+/// has room for (VPP: counters in its fixed-size stats segment); the
+/// change is refused whole, nothing changed, and smaller ones still pass.
+#[test]
+fn host_room_for_indices_is_asked_before_anything_changes() {
+    use std::sync::{Arc, Mutex};
+    let mut c = Controller::new(1);
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&asked);
+    c.set_index_room(Box::new(move |vips, pods| {
+        seen.lock().unwrap().push((vips, pods));
+        if pods > 4 || vips > 2 {
+            Err(kp_plugin::config::ConfigError::CounterMemory { needed: 1, free: 0 })
+        } else {
+            Ok(())
+        }
+    }));
+    c.add_vip(&vip("10.96.0.10/32", Protocol::Any, 80, 8080, 0)).unwrap();
+    let target = all_ports("10.96.0.10/32");
+    c.add_pods(&target, &[(ip("10.1.0.1"), 1), (ip("10.1.0.2"), 1), (ip("10.1.0.3"), 1)]).unwrap();
+    let before = c.config().clone();
+    let five: Vec<(IpAddr, u32)> = (4..=5).map(|k| (ip(&format!("10.1.0.{k}")), 1)).collect();
+    let e = c.add_pods(&target, &five).unwrap_err();
+    assert!(matches!(e, kp_plugin::config::ConfigError::CounterMemory { .. }), "{e}");
+    assert!(e.to_string().contains("statseg"), "{e}");
+    assert_eq!(c.config(), &before, "nothing changed");
+    c.add_pods(&target, &five[..1]).unwrap();
+    c.add_vip(&vip("10.96.0.11/32", Protocol::Any, 80, 8080, 0)).unwrap();
+    assert!(c.add_vip(&vip("10.96.0.12/32", Protocol::Any, 80, 8080, 0)).is_err());
+    // What was asked: (VIP indices, pod indices) each change may need.
+    assert_eq!(asked.lock().unwrap()[..3], [(1, 0), (1, 3), (1, 5)]);
+}

@@ -188,3 +188,41 @@ fn workers_each_get_a_flow_table() {
     let show = vpp.ctl("show kp");
     assert!(show.contains("thread 0: 4096 buckets") && show.contains("thread 1: 4096 buckets"), "{show}");
 }
+
+/// VPP aborts when its stats segment runs out, and kp's counters grow in
+/// it with every new pod index: a change that might not fit is refused
+/// with a clear error, nothing changed, and VPP stays up. (A small
+/// segment, so the cliff comes at tens of thousands of pods.)
+#[test]
+fn counters_never_overflow_the_stats_segment() {
+    let o = Options { statseg: Some("4m"), ..Default::default() };
+    let Some(mut vpp) = start("counters_never_overflow_the_stats_segment", o) else { return };
+    let file = vpp.dir.join("many-pods.cli");
+    let mut cli = String::new();
+    // IPv6 pods: the documentation ranges hold too few IPv4 addresses.
+    for v in 0..500u32 {
+        cli += &format!(
+            "kp vip 2001:db8:ffff::{v:x}/128 port 80 target_port 8080 node_port {} new_len 65536\n",
+            30000 + v
+        );
+        cli += &format!("kp pod 2001:db8:ffff::{v:x}/128");
+        for p in 0..1000u32 {
+            cli += &format!(" 2001:db8:{v:x}::{p:x}");
+        }
+        cli += "\n";
+    }
+    std::fs::write(&file, &cli).unwrap();
+    // exec stops at the first line refused.
+    let out = vpp.ctl(&format!("exec {}", file.display()));
+    assert!(vpp.is_running(), "VPP died: {}", vpp.output());
+    assert!(out.contains("CLI line error"), "{out}");
+    let show = vpp.ctl("show kp");
+    let pods: usize = show.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!((10_000..500_000).contains(&pods) && pods % 1000 == 0, "whole lines only: {show}");
+    // Refused again, with its reason; nothing changed.
+    let more: String = (0..1000).map(|p| format!(" 2001:db8:fffe::{p:x}")).collect();
+    let out = vpp.ctl(&format!("kp pod 2001:db8:ffff::/128{more}"));
+    assert!(out.contains("the stats segment cannot hold the counters of this change"), "{out}");
+    assert_eq!(vpp.ctl("show kp"), show);
+    assert!(vpp.is_running());
+}

@@ -297,6 +297,19 @@ extern vlib_thread_main_t vlib_thread_main;
 extern vlib_buffer_func_main_t vlib_buffer_func_main;
 extern char *vlib_plugin_app_version;
 
+/* vlib_stats_main: its first (and only) member is the stats segment,
+ * vlib_stats_segment_t, 112 bytes; kp reads memory_size (i64 @72) and
+ * heap (@88), the heap counters live in. */
+typedef struct kp_stats_segment_t
+{
+  u8 _before_memory_size[72];
+  i64 memory_size;
+  u8 _log2_page_sz_and_flag[8];
+  void *heap;
+  u8 _after_heap[16];
+} kp_stats_segment_t;
+extern kp_stats_segment_t vlib_stats_main;
+
 void vlib_cli_output (vlib_main_t *vm, char *fmt, ...);
 void vlib_cli_command_registration_helper (vlib_cli_command_t *c);
 void *vlib_add_trace (vlib_main_t *vm, vlib_node_runtime_t *r,

@@ -33,6 +33,23 @@ typedef struct kp_vec_header_t
   u8 grow_elts;
 } kp_vec_header_t; /* 8 bytes */
 
+/* clib_mem_usage_t: 72 bytes, all uword; for a dlmalloc heap bytes_free
+ * (@24) is mallinfo's fordblks: the free space, top chunk included. */
+typedef struct clib_mem_usage_t
+{
+  uword object_count;
+  uword bytes_total;
+  uword bytes_used;
+  uword bytes_free;
+  uword bytes_overhead;
+  uword bytes_free_reclaimed;
+  uword bytes_used_sbrk;
+  uword bytes_used_mmap;
+  uword bytes_max;
+} clib_mem_usage_t;
+
+void clib_mem_get_heap_usage (void *heap, clib_mem_usage_t *usage);
+
 /* Argument of _vec_alloc_internal / _vec_resize_internal. */
 typedef struct vec_attr_t
 {

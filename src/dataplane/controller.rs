@@ -33,6 +33,12 @@ struct PodSlot {
     removed_at: u64,
 }
 
+/// Asked before a change that may need higher indices, with the number of
+/// VIP and pod indices it may need: what the host keeps per index (VPP:
+/// packet counters, in a stats segment of fixed size) must have room for
+/// them. An error refuses the change before anything changed.
+pub type IndexRoom = Box<dyn Fn(u32, u32) -> Result<(), ConfigError> + Send + Sync>;
+
 /// Owns the configuration and everything derived from it; runs on the
 /// main thread (in VPP: under the worker barrier).
 pub struct Controller {
@@ -49,6 +55,8 @@ pub struct Controller {
     /// Pod indices that may be in use at once ([`MAX_POD_INDICES`]; lower in
     /// tests).
     pod_limit: usize,
+    /// The host's say on higher indices (see [`IndexRoom`]).
+    index_room: Option<IndexRoom>,
     tables: HashMap<u32, Arc<Table>>,
     /// Deleted VIP indices and the generation that deleted them, waiting
     /// for their pods to be freed before reuse.
@@ -100,6 +108,7 @@ impl Controller {
             pod_index: HashMap::new(),
             free_pods: Vec::new(),
             pod_limit: MAX_POD_INDICES as usize,
+            index_room: None,
             tables: HashMap::new(),
             retired_vips: Vec::new(),
             freed_pods: Vec::new(),
@@ -213,8 +222,24 @@ impl Controller {
         self.nat64.as_deref()
     }
 
+    /// Lets the host refuse changes that need VIP or pod indices it has no
+    /// room for (see [`IndexRoom`]).
+    pub fn set_index_room(&mut self, room: IndexRoom) {
+        self.index_room = Some(room);
+    }
+
+    /// Asks the host whether `vips` VIP and `pods` pod indices fit.
+    fn check_room(&self, vips: u32, pods: usize) -> Result<(), ConfigError> {
+        match &self.index_room {
+            Some(room) => room(vips, u32::try_from(pods).unwrap_or(u32::MAX)),
+            None => Ok(()),
+        }
+    }
+
     /// Adds a VIP; returns its index.
     pub fn add_vip(&mut self, spec: &VipSpec) -> Result<u32, ConfigError> {
+        let vips = if self.free_vips.is_empty() { self.n_vips + 1 } else { self.n_vips };
+        self.check_room(vips, self.pods.len())?;
         self.config.add_vip(spec)?;
         let idx = self.free_vips.pop().unwrap_or_else(|| {
             self.n_vips += 1;
@@ -265,6 +290,8 @@ impl Controller {
         if in_use.saturating_add(most_new) > self.pod_limit {
             return Err(ConfigError::TooManyPods { max: self.pod_limit as u32 });
         }
+        let grown = self.pods.len() + most_new.saturating_sub(self.free_pods.len());
+        self.check_room(self.n_vips, grown)?;
         let keys = self.config.add_pods(t, pods)?;
         for k in &keys {
             let vip = self.vip_index[k];

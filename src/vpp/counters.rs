@@ -5,6 +5,7 @@
 use super::barrier::BarrierHeld;
 use super::reg::Registration;
 use super::{fns, sys};
+use crate::config::ConfigError;
 use crate::control::VipCounters;
 use core::ffi::c_char;
 /// A VPP simple counter (per thread, in the stats segment).
@@ -37,6 +38,32 @@ impl Counter {
                 *(*rows.add(t)).add(index as usize) = 0;
             }
         }
+    }
+
+    /// Indices validated so far (0 before the first validation).
+    fn len(&self) -> usize {
+        // SAFETY: rows are VPP vectors (a null one has length 0); every
+        // row has the same length.
+        unsafe {
+            let rows = (*self.0.get()).counters;
+            if super::text::vec_len(rows) == 0 {
+                0
+            } else {
+                super::text::vec_len(*rows)
+            }
+        }
+    }
+
+    /// Stats-segment bytes growing to `indices` takes at worst: per row
+    /// (one per thread), VPP reallocates the row to 1.5 times its new
+    /// length, the old one still allocated while it copies.
+    fn growth_bytes(&self, indices: u32, rows: usize) -> u64 {
+        let have = self.len() as u64;
+        let want = u64::from(indices);
+        if want <= have {
+            return 0;
+        }
+        rows as u64 * (want * 8 * 3 / 2 + have * 8)
     }
 
     /// The sum over threads (0 for an index never validated).
@@ -94,4 +121,46 @@ pub fn vip_counters(vip: u32) -> VipCounters {
         untracked: VIP_UNTRACKED.sum(vip),
         no_pod: VIP_NO_POD.sum(vip),
     }
+}
+
+/// Stats-segment bytes kp leaves for VPP itself (interface, node and error
+/// counters of what is added later): a sixteenth of the segment.
+const STATS_RESERVE_DIVISOR: u64 = 16;
+
+/// Whether the stats segment can hold kp's counters for `vips` VIP and
+/// `pods` pod indices (VPP aborts when the segment runs out, so a change
+/// that might need more is refused before anything changes). Main thread.
+pub fn room_for(vips: u32, pods: u32) -> Result<(), ConfigError> {
+    let f = fns();
+    // SAFETY: vlib_thread_main is VPP's global thread table.
+    let rows = unsafe { (*f.vlib_thread_main()).n_vlib_mains }.max(1) as usize;
+    let own = [&VIP_EXISTING, &VIP_FIRST, &VIP_UNTRACKED, &VIP_NO_POD]
+        .iter()
+        .map(|c| c.growth_bytes(vips, rows))
+        .sum::<u64>()
+        + POD_PACKETS.growth_bytes(pods, rows);
+    if own == 0 {
+        return Ok(());
+    }
+    // Every VIP and pod address is also a FIB entry kp routes by, with a
+    // load-balance object whose two combined counters (/net/route/to and
+    // /via, 16 bytes per thread each) VPP grows in the same segment, and
+    // reallocates whole (1.5 times) when they fill. kp cannot see their
+    // capacity, so it leaves room for that at any change that grows.
+    let routes = rows as u64 * 2 * 16 * 3 / 2 * (u64::from(vips) + u64::from(pods));
+    let needed = own + routes;
+    // SAFETY: vlib_stats_main is VPP's stats segment, set up before any
+    // plugin runs; its heap is a clib heap, read on the main thread (the
+    // only one that allocates in it).
+    let (size, free) = unsafe {
+        let seg = f.vlib_stats_main();
+        let mut usage: sys::clib_mem_usage_t = core::mem::zeroed();
+        f.clib_mem_get_heap_usage((*seg).heap, &mut usage);
+        ((*seg).memory_size.max(0) as u64, usage.bytes_free)
+    };
+    let free = free.saturating_sub(size / STATS_RESERVE_DIVISOR);
+    if needed > free {
+        return Err(ConfigError::CounterMemory { needed, free });
+    }
+    Ok(())
 }

@@ -73,7 +73,10 @@ pub fn global() -> Option<&'static Global> {
 
 /// Creates the state for `n_threads` threads (kp's init function).
 pub fn init(n_threads: usize) -> Result<&'static Global, String> {
-    let kp = Kp::new(n_threads);
+    let mut kp = Kp::new(n_threads);
+    // Counters live in VPP's fixed-size stats segment, which aborts VPP
+    // when it runs out: changes that might not fit are refused instead.
+    kp.controller.set_index_room(Box::new(super::counters::room_for));
     let workers = (0..n_threads)
         .map(|t| kp.controller.worker(t).map(WorkerCell::new))
         .collect::<Result<Box<[_]>, _>>()

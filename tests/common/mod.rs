@@ -46,6 +46,8 @@ pub struct Options {
     pub extra: String,
     /// Other stock plugins to load besides kp (e.g. "lb_plugin.so").
     pub plugins: Vec<&'static str>,
+    /// The stats segment's size (default 32m).
+    pub statseg: Option<&'static str>,
 }
 
 pub struct Vpp {
@@ -67,7 +69,7 @@ fn startup_conf(dir: &Path, plugins: &Path, o: &Options) -> String {
         "unix {{ nodaemon cli-listen {d}/cli.sock log {d}/vpp.log runtime-dir {d} }}\n\
          api-segment {{ prefix kp{pid} }}\n\
          socksvr {{ socket-name {d}/api.sock }}\n\
-         statseg {{ socket-name {d}/stats.sock size 32m page-size 4k update-interval 1 }}\n\
+         statseg {{ socket-name {d}/stats.sock size {statseg} page-size 4k update-interval 1 }}\n\
          memory {{ main-heap-size 1G main-heap-page-size 4k }}\n\
          buffers {{ buffers-per-numa 16384 page-size 4k }}\n\
          cpu {{ main-core 0 {workers} }}\n\
@@ -75,6 +77,7 @@ fn startup_conf(dir: &Path, plugins: &Path, o: &Options) -> String {
          {extra}\n",
         pid = std::process::id(),
         plugins = plugins.display(),
+        statseg = o.statseg.unwrap_or("32m"),
         extra = o.extra
     )
 }
