@@ -121,3 +121,28 @@ fn json_equals_vppapigen() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Hostile API input through the API socket: every kp request with random
+/// field values, mutated, truncated and oversized, 2,000 messages. VPP
+/// stays up; one shorter than its size VPP drops itself, before kp sees it
+/// (no reply); each request that fails changes nothing (checked after every
+/// one by dumping everything back).
+#[test]
+fn hostile_messages_change_nothing_and_keep_vpp_up() {
+    let Some(vpp_bin) = installed_vpp("hostile_messages_change_nothing_and_keep_vpp_up") else { return };
+    let Some(py) = python() else { return };
+    let mut vpp = Vpp::start(&vpp_bin, Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    let api = apidir(&vpp.dir);
+    let out = Command::new(&py)
+        .arg(root().join("tests/python/kp_api_hostile.py"))
+        .arg(&vpp.api)
+        .arg(&api)
+        .args(["2000", "7"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\nVPP: {}", vpp.output());
+    assert!(text.contains("OK: 2000 messages"), "{text}");
+    eprintln!("{text}");
+    assert!(vpp.is_running(), "{}", vpp.output());
+}
