@@ -364,6 +364,17 @@ pub trait Host {
 /// details of a dump). Every failure is a reply with a negative retval;
 /// nothing is changed then.
 pub fn handle(kp: &mut Kp, msg: Msg, bytes: &[u8], view: &dyn DataPathView, ifs: &dyn Host) -> Vec<Reply> {
+    let mut replies = handle_message(kp, msg, bytes, view, ifs);
+    // An error reply carries only context and retval; the message is still
+    // of its full size (the rest zero), as clients decode it by its
+    // definition.
+    for r in &mut replies {
+        r.body.resize(r.msg.size() - 2, 0);
+    }
+    replies
+}
+
+fn handle_message(kp: &mut Kp, msg: Msg, bytes: &[u8], view: &dyn DataPathView, ifs: &dyn Host) -> Vec<Reply> {
     let context = context_of(bytes);
     let Some(reply_msg) = msg.reply() else { return Vec::new() };
     let req = match decode(msg, bytes) {
