@@ -374,7 +374,13 @@ pub fn handle(kp: &mut Kp, msg: Msg, bytes: &[u8], view: &dyn DataPathView, ifs:
     replies
 }
 
-fn handle_message(kp: &mut Kp, msg: Msg, bytes: &[u8], view: &dyn DataPathView, ifs: &dyn Host) -> Vec<Reply> {
+fn handle_message(
+    kp: &mut Kp,
+    msg: Msg,
+    bytes: &[u8],
+    view: &dyn DataPathView,
+    ifs: &dyn Host,
+) -> Vec<Reply> {
     let context = context_of(bytes);
     let Some(reply_msg) = msg.reply() else { return Vec::new() };
     let req = match decode(msg, bytes) {

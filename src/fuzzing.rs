@@ -142,6 +142,13 @@ struct Sent {
     pod_family: Option<IpFamily>,
 }
 
+impl Sent {
+    /// Whole, with a full checksum, nothing to check it against.
+    fn untested(bytes: Vec<u8>, capture: Capture) -> Sent {
+        Sent { bytes, capture, chained: None, partial: false, valid: false, icmp: None, pod_family: None }
+    }
+}
+
 /// Where a record goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Path {
@@ -193,15 +200,7 @@ pub fn dataplane(data: &[u8]) -> Reached {
 
 fn record(kind: u8, body: &[u8], history: &[Vec<Vec<u8>>; 2]) -> Option<(Path, Sent)> {
     let byte = |i: usize| body.get(i).copied().unwrap_or(0);
-    let raw = |capture| Sent {
-        bytes: body.to_vec(),
-        capture,
-        chained: None,
-        partial: false,
-        valid: false,
-        icmp: None,
-        pod_family: None,
-    };
+    let raw = |capture| Sent::untested(body.to_vec(), capture);
     let earlier = |h: &Vec<Vec<u8>>| (!h.is_empty()).then(|| h[usize::from(byte(0)) % h.len()].clone());
     Some(match kind {
         0 => (Path::Forward, raw(capture_of(byte(0)))),
@@ -301,18 +300,7 @@ fn record(kind: u8, body: &[u8], history: &[Vec<Vec<u8>>; 2]) -> Option<(Path, S
                 bytes[at] ^= byte(3).max(1);
             }
             let capture = capture_of(byte(4));
-            (
-                path,
-                Sent {
-                    bytes,
-                    capture,
-                    chained: None,
-                    partial: false,
-                    valid: false,
-                    icmp: None,
-                    pod_family: None,
-                },
-            )
+            (path, Sent::untested(bytes, capture))
         }
     })
 }

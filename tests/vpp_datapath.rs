@@ -36,6 +36,12 @@ struct Pkt {
 }
 
 impl Pkt {
+    /// pg_tool's list form of this packet.
+    fn spec(&self) -> String {
+        let p = self;
+        format!("[{}, \"{}\", \"{}\", \"{}\", {}, {}]", p.family, p.proto, p.src, p.dst, p.sport, p.dport)
+    }
+
     fn new(proto: &str, src: &str, sport: u16, dst: &str, dport: u16) -> Pkt {
         let family = if src.contains(':') { 6 } else { 4 };
         Pkt { family, proto: proto.into(), src: src.into(), dst: dst.into(), sport, dport }
@@ -112,15 +118,7 @@ impl Lab {
 
     /// Sends packets in on pg`inp`; returns what left on pg`out`, decoded.
     fn send_on(&mut self, inp: usize, outp: usize, pkts: &[Pkt]) -> Vec<(Pkt, bool)> {
-        let list: Vec<String> = pkts
-            .iter()
-            .map(|p| {
-                format!(
-                    "[{}, \"{}\", \"{}\", \"{}\", {}, {}]",
-                    p.family, p.proto, p.src, p.dst, p.sport, p.dport
-                )
-            })
-            .collect();
+        let list: Vec<String> = pkts.iter().map(Pkt::spec).collect();
         self.send_json(inp, outp, &list).into_iter().map(|v| decoded(&v)).collect()
     }
 
@@ -175,15 +173,7 @@ impl Lab {
         self.n += 1;
         let dir = &self.vpp.dir;
         let spec = dir.join(format!("spec{}.json", self.n));
-        let list: Vec<String> = good
-            .iter()
-            .map(|p| {
-                format!(
-                    "[{}, \"{}\", \"{}\", \"{}\", {}, {}]",
-                    p.family, p.proto, p.src, p.dst, p.sport, p.dport
-                )
-            })
-            .collect();
+        let list: Vec<String> = good.iter().map(Pkt::spec).collect();
         std::fs::write(
             &spec,
             format!(
