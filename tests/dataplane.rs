@@ -1418,3 +1418,94 @@ fn host_room_for_indices_is_asked_before_anything_changes() {
     // What was asked: (VIP indices, pod indices) each change may need.
     assert_eq!(asked.lock().unwrap()[..3], [(1, 0), (1, 3), (1, 5)]);
 }
+
+/// Every configurable limit at its maximum: accepted, with traffic still
+/// right; one beyond it refused with an error naming the limit, nothing
+/// changed.
+#[test]
+fn every_limit_at_its_maximum() {
+    use kp_plugin::config::{ConfigError, MAX_TIMEOUT};
+    use kp_plugin::flowtable::MAX_BUCKETS;
+    use kp_plugin::maglev::{MAX_NEW_LEN, MAX_WEIGHT};
+    use kp_plugin::nat64::MAX_SOURCES;
+    let mut c = Controller::new(1);
+    // Flow table: the most buckets, the longest timeouts.
+    c.change_flow(&FlowChange {
+        buckets: Some(MAX_BUCKETS),
+        timeout: Some(MAX_TIMEOUT),
+        embryonic: Some(MAX_TIMEOUT),
+    })
+    .unwrap();
+    let before = c.config().clone();
+    for bad in [
+        FlowChange { buckets: Some(MAX_BUCKETS * 2), ..Default::default() },
+        FlowChange { timeout: Some(MAX_TIMEOUT + 1), ..Default::default() },
+        FlowChange { embryonic: Some(MAX_TIMEOUT + 1), ..Default::default() },
+    ] {
+        let e = c.change_flow(&bad).unwrap_err();
+        assert!(matches!(e, ConfigError::BadBuckets(_) | ConfigError::BadTimeout(_)), "{e}");
+        assert_eq!(c.config(), &before, "{bad:?} changed nothing");
+    }
+    // The longest Maglev table, the heaviest weight.
+    let mut s = vip("10.96.0.10/32", Protocol::Any, 80, 8080, 30080);
+    s.new_len = Some(MAX_NEW_LEN);
+    c.add_vip(&s).unwrap();
+    let mut too_long = vip("10.96.0.11/32", Protocol::Any, 80, 8080, 30081);
+    too_long.new_len = Some(MAX_NEW_LEN * 2);
+    let e = c.add_vip(&too_long).unwrap_err();
+    assert!(e.to_string().contains("new_len"), "{e}");
+    let target = all_ports("10.96.0.10/32");
+    c.add_pods(&target, &[(ip("10.1.0.1"), MAX_WEIGHT), (ip("10.1.0.2"), 1)]).unwrap();
+    let before = c.config().clone();
+    assert!(matches!(
+        c.add_pods(&target, &[(ip("10.1.0.3"), MAX_WEIGHT + 1)]),
+        Err(ConfigError::BadWeight(_))
+    ));
+    assert_eq!(c.config(), &before);
+    // nat64: every source address, every port.
+    let sources: Vec<std::net::Ipv4Addr> =
+        (0..MAX_SOURCES as u32).map(|i| std::net::Ipv4Addr::from(0xc000_0200u32 + i)).collect();
+    c.set_xlat(&XlatChange {
+        nat64_sources: Some(sources.clone()),
+        nat64_ports: Some((1, 65535)),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut more = sources.clone();
+    more.push("192.0.2.200".parse().unwrap());
+    let before = c.config().clone();
+    let e = c.set_xlat(&XlatChange { nat64_sources: Some(more), ..Default::default() }).unwrap_err();
+    assert!(matches!(e, ConfigError::TooManyNat64Sources), "{e}");
+    assert!(c.set_xlat(&XlatChange { nat64_ports: Some((0, 65535)), ..Default::default() }).is_err());
+    assert_eq!(c.config(), &before);
+    let mut s64 = vip("2001:db8:64::10/128", Protocol::Any, 80, 8080, 30064);
+    s64.nat = Some(NatType::Nat64);
+    c.add_vip(&s64).unwrap();
+    c.add_pods(&all_ports("2001:db8:64::10/128"), &[(ip("198.51.100.5"), 1)]).unwrap();
+    // Traffic at the maximum: the heavy pod takes (nearly) all new flows,
+    // and the packets are right.
+    let mut w = c.worker(0).unwrap();
+    assert_eq!(w.flows().n_buckets(), MAX_BUCKETS);
+    let cap = Capture::Prefix(c.prefix_index(&"10.96.0.10/32".parse().unwrap()).unwrap());
+    let mut heavy = 0;
+    for k in 0..200u16 {
+        let (v, out) = run(
+            &mut w,
+            v4(proto::TCP, [203, 0, 113, (k % 200) as u8], 10_000 + k, [10, 96, 0, 10], 80),
+            cap,
+            1,
+        );
+        assert_eq!(verify(&out), Ok(()));
+        heavy += usize::from(pod_of(&c, v) == ip("10.1.0.1"));
+    }
+    assert!(heavy >= 199, "weight {MAX_WEIGHT} against 1: {heavy} of 200");
+    let cap64 = Capture::Prefix(c.prefix_index(&"2001:db8:64::10/128".parse().unwrap()).unwrap());
+    let vip6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0x64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+    let client = [0x20, 0x01, 0x0d, 0xb8, 0xc, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+    let pkt = emit(&Spec::new(IpFamily::V6, proto::UDP, &client, &vip6, (5555, 80)).payload(b"64"));
+    let (v, out) = run(&mut w, pkt, cap64, 1);
+    assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+    assert_eq!(verify(&out), Ok(()));
+    let p = parse(&out).unwrap();
+    assert!(sources.contains(&std::net::Ipv4Addr::from([p.src[0], p.src[1], p.src[2], p.src[3]])), "{p:?}");
+}
