@@ -304,6 +304,212 @@ fn fill_udp_checksum(pkt: &mut [u8], at: usize, pseudo: u64) {
     set_be16(pkt, csum_at, if c == 0 { 0xffff } else { c });
 }
 
+/// The largest translated ICMP error kp makes: an ICMPv6 error is at
+/// most 1280 bytes (RFC 4443 §2.4), an ICMPv4 one 576 (RFC 1812 §4.3.2.3);
+/// the quote is cut to fit.
+pub const MAX_ICMP6_ERROR: usize = 1280;
+pub const MAX_ICMP4_ERROR: usize = 576;
+
+/// What a translated ICMP error becomes, in the other family: its outer
+/// addresses, and the quoted packet's endpoints (an IPv4 address in the
+/// first four bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IcmpXlat {
+    pub outer_src: [u8; 16],
+    pub outer_dst: [u8; 16],
+    pub inner: Endpoints,
+}
+
+/// The other family's type and code for an ICMP error (RFC 7915 §4.2 and
+/// §5.2), and whether its 4-byte field is an MTU; `None` for what is not
+/// translated (parameter problems other than an unknown next header,
+/// source route failed...).
+fn map_icmp(from: IpFamily, t: u8, code: u8) -> Option<(u8, u8, bool)> {
+    Some(match (from, t, code) {
+        // Destination unreachable.
+        (IpFamily::V4, 3, 0 | 1 | 5..=8 | 11 | 12) => (1, 0, false),
+        (IpFamily::V4, 3, 9 | 10 | 13 | 15) => (1, 1, false),
+        (IpFamily::V4, 3, 3) => (1, 4, false),
+        (IpFamily::V4, 3, 4) => (2, 0, true),
+        (IpFamily::V4, 3, 2) => (4, 1, false),
+        (IpFamily::V4, 11, c) => (3, c, false),
+        (IpFamily::V6, 1, 0 | 2 | 3) => (3, 1, false),
+        (IpFamily::V6, 1, 1) => (3, 10, false),
+        (IpFamily::V6, 1, 4) => (3, 3, false),
+        (IpFamily::V6, 2, _) => (3, 4, true),
+        (IpFamily::V6, 3, c) => (11, c, false),
+        (IpFamily::V6, 4, 1) => (3, 2, false),
+        _ => return None,
+    })
+}
+
+/// Translates an ICMP error about a TCP/UDP packet to the other family
+/// (RFC 7915 §4.2, §5.2), into `out`: a new outer header (hop limit / TTL
+/// carried over) to `x`'s outer addresses, the mapped type and code, the
+/// MTU of "fragmentation needed" / "packet too big" adjusted for the 20
+/// bytes the header differs by, the quoted packet's IP header translated
+/// with `x.inner`'s endpoints and its transport header's ports and
+/// checksum updated, the rest of the quote as it was (cut to the size
+/// limit). Every checksum of the result is computed afresh. Returns the
+/// new packet's length.
+pub fn translate_icmp_error(
+    pkt: &[u8],
+    e: &crate::packet::icmp_error::IcmpError,
+    x: &IcmpXlat,
+    out: &mut [u8; MAX_ICMP6_ERROR],
+) -> Result<usize, NatError> {
+    let from = e.family;
+    let icmp = e.icmp_at;
+    let (t, code, has_mtu) =
+        map_icmp(from, pkt[icmp], pkt[icmp + 1]).ok_or(NatError::TranslationNotSupported)?;
+    let hop = if from == IpFamily::V4 { pkt[ip4::TTL] } else { pkt[ip6::HOP_LIMIT] };
+    let quoted = &pkt[e.inner_at..e.end];
+    let inner_l4 = e.inner_l4_at - e.inner_at;
+    let rest = &pkt[e.inner_l4_at..e.end];
+    let (outer_len, inner_len, limit) = match from {
+        IpFamily::V4 => (IP6_LEN, IP6_LEN, MAX_ICMP6_ERROR),
+        IpFamily::V6 => (IP4_LEN, IP4_LEN, MAX_ICMP4_ERROR),
+    };
+    let head = outer_len + 8 + inner_len;
+    let rest_len = rest.len().min(limit.saturating_sub(head));
+    if rest_len < 8 {
+        return Err(NatError::Truncated);
+    }
+    let total = head + rest_len;
+    let out = &mut out[..total];
+    out.fill(0);
+    // The quoted packet's own length and hop count, as it was sent.
+    let (q_payload, q_hop, q_tos) = match from {
+        IpFamily::V4 => {
+            let ihl = usize::from(quoted[0] & 0x0f) * 4;
+            (u16::from_be_bytes([quoted[2], quoted[3]]).saturating_sub(ihl as u16), quoted[8], quoted[1])
+        }
+        IpFamily::V6 => {
+            // (Extension headers are dropped: what follows them is the
+            // payload the IPv4 packet carries.)
+            let ext = (inner_l4 - IP6_LEN) as u16;
+            let plen = u16::from_be_bytes([quoted[4], quoted[5]]).saturating_sub(ext);
+            (plen, quoted[7], (quoted[0] << 4) | (quoted[1] >> 4))
+        }
+    };
+    // The quoted transport header: ports, and its checksum for the new
+    // pseudo-header (updated, as the quote is usually cut short).
+    let r = &mut out[head..];
+    r.copy_from_slice(&rest[..rest_len]);
+    let (old_src, old_dst) = (&e.inner_src[..addr_len(from)], &e.inner_dst[..addr_len(from)]);
+    let to = other_family(from);
+    let (new_src, new_dst) = (&x.inner.src[..addr_len(to)], &x.inner.dst[..addr_len(to)]);
+    let csum_at = if e.protocol == proto::TCP { tcp::CHECKSUM } else { udp::CHECKSUM };
+    if rest_len >= csum_at + 2 {
+        let stored = u16::from_be_bytes([r[csum_at], r[csum_at + 1]]);
+        if !(e.protocol == proto::UDP && stored == 0) {
+            let mut delta = checksum::delta(&[old_src, old_dst].concat(), &[new_src, new_dst].concat());
+            delta += checksum::delta16(e.inner_src_port, x.inner.src_port);
+            delta += checksum::delta16(e.inner_dst_port, x.inner.dst_port);
+            set_be16(r, csum_at, checksum::update(stored, delta));
+        }
+    }
+    set_be16(r, 0, x.inner.src_port);
+    set_be16(r, 2, x.inner.dst_port);
+    // The quoted IP header.
+    let q = &mut out[outer_len + 8..head];
+    match to {
+        IpFamily::V6 => {
+            q[0] = 0x60 | (q_tos >> 4);
+            q[1] = q_tos << 4;
+            set_be16(q, ip6::PAYLOAD_LEN, q_payload);
+            q[ip6::NEXT_HEADER] = e.protocol;
+            q[ip6::HOP_LIMIT] = q_hop;
+            q[ip6::SRC].copy_from_slice(&x.inner.src);
+            q[ip6::DST].copy_from_slice(&x.inner.dst);
+        }
+        IpFamily::V4 => {
+            q[0] = 0x45;
+            q[1] = q_tos;
+            set_be16(q, ip4::TOTAL_LEN, q_payload.saturating_add(IP4_LEN as u16));
+            q[6] = 0x40; // don't fragment
+            q[ip4::TTL] = q_hop;
+            q[ip4::PROTOCOL] = e.protocol;
+            q[ip4::SRC].copy_from_slice(&x.inner.src[..4]);
+            q[ip4::DST].copy_from_slice(&x.inner.dst[..4]);
+            let c = checksum::checksum(q);
+            set_be16(q, ip4::CHECKSUM, c);
+        }
+    }
+    // The ICMP header.
+    let icmp_len = total - outer_len;
+    {
+        let h = &mut out[outer_len..outer_len + 8];
+        h[0] = t;
+        h[1] = code;
+        if has_mtu {
+            let mtu = match from {
+                IpFamily::V4 => u32::from(u16::from_be_bytes([pkt[icmp + 6], pkt[icmp + 7]])),
+                IpFamily::V6 => {
+                    u32::from_be_bytes([pkt[icmp + 4], pkt[icmp + 5], pkt[icmp + 6], pkt[icmp + 7]])
+                }
+            };
+            match to {
+                // An IPv4 router's MTU; the IPv6 path is 20 bytes more, and
+                // never below IPv6's minimum.
+                IpFamily::V6 => h[4..8].copy_from_slice(&(mtu + 20).max(1280).to_be_bytes()),
+                IpFamily::V4 => set_be16(h, 6, mtu.saturating_sub(20).clamp(68, 65535) as u16),
+            }
+        } else if (from, pkt[icmp], pkt[icmp + 1]) == (IpFamily::V4, 3, 2) {
+            // Protocol unreachable: IPv6's parameter problem at the next
+            // header field.
+            h[0] = 4;
+            h[1] = 1;
+            h[4..8].copy_from_slice(&6u32.to_be_bytes());
+        }
+    }
+    // The outer header, and the ICMP checksum.
+    match to {
+        IpFamily::V6 => {
+            let o = &mut out[..IP6_LEN];
+            o[0] = 0x60;
+            set_be16(o, ip6::PAYLOAD_LEN, icmp_len as u16);
+            o[ip6::NEXT_HEADER] = proto::ICMPV6;
+            o[ip6::HOP_LIMIT] = hop;
+            o[ip6::SRC].copy_from_slice(&x.outer_src);
+            o[ip6::DST].copy_from_slice(&x.outer_dst);
+            let ph = checksum::pseudo_header_v6(&x.outer_src, &x.outer_dst, proto::ICMPV6, icmp_len as u32);
+            let c = !checksum::fold(ph + checksum::sum(&out[IP6_LEN..]));
+            set_be16(out, IP6_LEN + 2, c);
+        }
+        IpFamily::V4 => {
+            let o = &mut out[..IP4_LEN];
+            o[0] = 0x45;
+            set_be16(o, ip4::TOTAL_LEN, total as u16);
+            o[6] = 0x40;
+            o[ip4::TTL] = hop;
+            o[ip4::PROTOCOL] = proto::ICMP;
+            o[ip4::SRC].copy_from_slice(&x.outer_src[..4]);
+            o[ip4::DST].copy_from_slice(&x.outer_dst[..4]);
+            let c = checksum::checksum(o);
+            set_be16(o, ip4::CHECKSUM, c);
+            let c = checksum::checksum(&out[IP4_LEN..]);
+            set_be16(out, IP4_LEN + 2, c);
+        }
+    }
+    Ok(total)
+}
+
+fn addr_len(f: IpFamily) -> usize {
+    match f {
+        IpFamily::V4 => 4,
+        IpFamily::V6 => 16,
+    }
+}
+
+/// The family a translation goes to.
+pub fn other_family(f: IpFamily) -> IpFamily {
+    match f {
+        IpFamily::V4 => IpFamily::V6,
+        IpFamily::V6 => IpFamily::V4,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

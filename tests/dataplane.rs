@@ -1509,3 +1509,95 @@ fn every_limit_at_its_maximum() {
     let p = parse(&out).unwrap();
     assert!(sources.contains(&std::net::Ipv4Addr::from([p.src[0], p.src[1], p.src[2], p.src[3]])), "{p:?}");
 }
+
+/// The quoted packet's (src, sport, dst, dport) in an ICMP error, and its
+/// type, code and MTU field.
+fn icmp_parts(pkt: &[u8]) -> (IpAddr, u16, IpAddr, u16, u8, u8, u32) {
+    let v4 = pkt[0] >> 4 == 4;
+    let icmp = if v4 { 20 } else { 40 };
+    let inner = icmp + 8;
+    let (s, d, l4) = if v4 {
+        let s: [u8; 4] = pkt[inner + 12..inner + 16].try_into().unwrap();
+        let d: [u8; 4] = pkt[inner + 16..inner + 20].try_into().unwrap();
+        (IpAddr::from(s), IpAddr::from(d), inner + 20)
+    } else {
+        let s: [u8; 16] = pkt[inner + 8..inner + 24].try_into().unwrap();
+        let d: [u8; 16] = pkt[inner + 24..inner + 40].try_into().unwrap();
+        (IpAddr::from(s), IpAddr::from(d), inner + 40)
+    };
+    let port = |at: usize| u16::from_be_bytes([pkt[at], pkt[at + 1]]);
+    let mtu = u32::from_be_bytes(pkt[icmp + 4..icmp + 8].try_into().unwrap());
+    (s, port(l4), d, port(l4 + 2), pkt[icmp], pkt[icmp + 1], mtu)
+}
+
+fn outer(pkt: &[u8]) -> (IpAddr, IpAddr) {
+    if pkt[0] >> 4 == 4 {
+        let s: [u8; 4] = pkt[12..16].try_into().unwrap();
+        let d: [u8; 4] = pkt[16..20].try_into().unwrap();
+        (IpAddr::from(s), IpAddr::from(d))
+    } else {
+        let s: [u8; 16] = pkt[8..24].try_into().unwrap();
+        let d: [u8; 16] = pkt[24..40].try_into().unwrap();
+        (IpAddr::from(s), IpAddr::from(d))
+    }
+}
+
+/// ICMP errors of nat64 and nat46 flows cross the families (RFC 7915 §4.2,
+/// §5.2), so PMTUD and port unreachables work through such a Service: from
+/// the pods' side, about a translated request, to the client about what
+/// it sent; for nat46 also from the clients' side, about a translated
+/// reply, to the pod about what it sent. Types, codes and the MTU (20
+/// bytes apart) are mapped; every checksum is verified from scratch.
+#[test]
+fn nat46_nat64_icmp_errors_cross_families() {
+    // nat64: an IPv4 router on the pods' side says the request was too big.
+    let c = xlat_setup(NatType::Nat64, "2001:db8:64::10/128", &["198.51.100.5"], 2);
+    let (mut w0, mut w1) = (c.worker(0).unwrap(), c.worker(1).unwrap());
+    let client = [0x20, 0x01, 0x0d, 0xb8, 0xc, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+    let vip6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0x64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+    let req = emit(&Spec::new(IpFamily::V6, proto::TCP, &client, &vip6, (5555, 80)).payload(&[1; 100]));
+    let (_, out) = run(&mut w0, req, Capture::Prefix(0), 1);
+    let (src, _) = outer(&out);
+    for (t, code, want) in [(3u8, 4u8, (2u8, 0u8, 1420u32)), (3, 3, (1, 4, 0)), (11, 0, (3, 0, 0))] {
+        let err = icmp_error(IpFamily::V4, &[198, 51, 100, 254], &out[12..16], t, code, 1400, &out);
+        let (rv, back) = run_replies(&mut w1, vec![err]);
+        assert_eq!(rv[0], ReplyVerdict::TranslatedTo { vip: 0, v6: true }, "type {t} code {code}");
+        let e = &back[0];
+        assert_eq!(verify_icmp(e, IpFamily::V6), Ok(()));
+        assert_eq!(outer(e), (IpAddr::from(vip6), IpAddr::from(client)), "from the VIP to the client");
+        let (qs, qsp, qd, qdp, et, ec, mtu) = icmp_parts(e);
+        assert_eq!((qs, qsp, qd, qdp), (IpAddr::from(client), 5555, IpAddr::from(vip6), 80), "what it sent");
+        assert_eq!((et, ec), (want.0, want.1));
+        if want.2 != 0 {
+            assert_eq!(mtu, want.2, "IPv4's 1400 is IPv6's 1420");
+        }
+        assert_ne!(src, IpAddr::from(vip6));
+    }
+    // nat46: an IPv6 router on the pods' side, and an IPv4 one on the
+    // clients' side.
+    let c = xlat_setup(NatType::Nat46, "192.0.2.10/32", &["2001:db8:b::1"], 2);
+    let (mut w0, mut w1) = (c.worker(0).unwrap(), c.worker(1).unwrap());
+    let req = v4(proto::UDP, [198, 51, 100, 7], 40000, [192, 0, 2, 10], 80);
+    let (_, out) = run(&mut w0, req, Capture::Prefix(0), 1);
+    let router6 = [0x20, 0x01, 0x0d, 0xb8, 0xb, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xfe];
+    let err = icmp_error(IpFamily::V6, &router6, &out[8..24], 2, 0, 1300, &out);
+    let (rv, back) = run_replies(&mut w1, vec![err]);
+    assert_eq!(rv[0], ReplyVerdict::TranslatedTo { vip: 0, v6: false });
+    let e = &back[0];
+    assert_eq!(verify_icmp(e, IpFamily::V4), Ok(()));
+    assert_eq!(outer(e), (ip("192.0.2.10"), ip("198.51.100.7")));
+    let (qs, qsp, qd, qdp, et, ec, mtu) = icmp_parts(e);
+    assert_eq!((qs, qsp, qd, qdp), (ip("198.51.100.7"), 40000, ip("192.0.2.10"), 80));
+    assert_eq!((et, ec, mtu & 0xffff), (3, 4, 1280), "packet too big 1300 is fragmentation needed 1280");
+    // The pod's reply, translated, then too big on the clients' side.
+    let (_, replied) = run_replies(&mut w1, vec![reply_to(&out)]);
+    let err = icmp_error(IpFamily::V4, &[203, 0, 113, 1], &[192, 0, 2, 10], 3, 4, 1200, &replied[0]);
+    let (v, e) = run(&mut w0, err, Capture::Prefix(0), 2);
+    assert!(matches!(v, Verdict::Forward { vip: 0, .. }), "{v:?}");
+    assert_eq!(verify_icmp(&e, IpFamily::V6), Ok(()));
+    let embedded = |a: &str| ip(&format!("2001:db8:46::{a}"));
+    assert_eq!(outer(&e), (embedded("203.0.113.1"), ip("2001:db8:b::1")), "to the pod");
+    let (qs, qsp, qd, qdp, et, ec, mtu) = icmp_parts(&e);
+    assert_eq!((qs, qsp, qd, qdp), (ip("2001:db8:b::1"), 8080, embedded("198.51.100.7"), 40000));
+    assert_eq!((et, ec, mtu), (2, 0, 1280), "1200 + 20 is below IPv6's minimum");
+}

@@ -280,7 +280,7 @@ impl Worker {
                     continue;
                 }
                 Err(packet::Error::UnsupportedProtocol) => {
-                    verdicts[i] = reply_icmp_error(batch, i, &dp);
+                    verdicts[i] = reply_icmp_error(batch, i, &dp, now);
                     continue;
                 }
                 Err(_) => {
@@ -735,8 +735,7 @@ impl FlowCtx<'_> {
         let candidate = known.or_else(|| vip.table.lookup(tuple_hash(&forward)))?;
         let to = *dp.pod_of_vip(candidate, v)?;
         if to.family != e.family {
-            // nat46/nat64 ICMP errors are not translated (yet).
-            return Some(Verdict::Drop(DropReason::Nat(NatError::TranslationNotSupported)));
+            return Some(self.icmp_error_xlat(batch, i, &e, &key, v, candidate, &to));
         }
         // The flow must be the pod's (its replies are known to come from it).
         let original = dp.reverse.lookup(&key.reply_key(&to.addr, to.port))?;
@@ -751,6 +750,53 @@ impl FlowCtx<'_> {
             }
             Err(err) => Verdict::Drop(DropReason::Nat(err)),
         })
+    }
+
+    /// An ICMP error to a nat46 VIP about a reply (VIP -> client) goes to
+    /// the pod, about what the pod sent (pod -> the client's embedded
+    /// address), from the embedded address of whoever sent the error.
+    /// nat64's (an IPv6 error about a reply from the VIP) are not
+    /// translated: kp does not look a flow's source port up without
+    /// binding one.
+    #[cold]
+    #[allow(clippy::too_many_arguments)]
+    fn icmp_error_xlat<B: Batch>(
+        &mut self,
+        batch: &mut B,
+        i: usize,
+        e: &packet::icmp_error::IcmpError,
+        key: &FlowKey,
+        v: u32,
+        pod: u32,
+        to: &Endpoint,
+    ) -> Verdict {
+        let dp = self.dp;
+        let unsupported = Verdict::Drop(DropReason::Nat(NatError::TranslationNotSupported));
+        if e.family != IpFamily::V4 {
+            return unsupported;
+        }
+        // The flow's reply state must say the pod answers it.
+        let Some(original) = reply_key(dp, key, to).and_then(|k| dp.reverse.lookup(&k)) else {
+            return unsupported;
+        };
+        if original.vip != v {
+            return unsupported;
+        }
+        let embed = |a: &[u8; 16]| dp.nat46_prefix.embed(a[..4].try_into().unwrap());
+        let inner = Endpoints {
+            src: to.addr,
+            src_port: to.port,
+            dst: embed(&e.inner_dst),
+            dst_port: e.inner_dst_port,
+        };
+        let x = xlat::IcmpXlat { outer_src: embed(&e.src), outer_dst: to.addr, inner };
+        match rebuild_icmp_xlat(batch, i, e, &x) {
+            Ok(family) => {
+                batch.translated(i, pod, family);
+                Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit }
+            }
+            Err(err) => Verdict::Drop(DropReason::Nat(err)),
+        }
     }
 
     /// A new flow to a VIP with no pod taking new flows: answered as
@@ -871,12 +917,39 @@ fn reply_from_service<B: Batch>(batch: &mut B, i: usize, p: &Parsed, o: &Origina
 /// packet it sent (client -> VIP:port), and from the VIP if the pod itself
 /// sent it.
 #[cold]
-fn reply_icmp_error<B: Batch>(batch: &mut B, i: usize, dp: &Dataplane) -> ReplyVerdict {
+fn reply_icmp_error<B: Batch>(batch: &mut B, i: usize, dp: &Dataplane, now: u32) -> ReplyVerdict {
     let len = batch.chain_len(i).unwrap_or(0);
     let Ok(e) = packet::icmp_error::parse(batch.packet(i), len) else { return ReplyVerdict::NotKp };
     // The reply direction of the flow: pod -> client.
     let reply = e.quoted_reversed();
+    if let Some(pool) = dp.nat64.as_deref().filter(|_| e.family == IpFamily::V4) {
+        if let Some(source) = pool.source_index(e.dst[..4].try_into().unwrap()) {
+            // About a nat64 flow's request (source:port -> pod): to the
+            // client, about what it sent (client -> VIP).
+            let Some(b) = pool.lookup_reply(source, &reply, now, dp.flow.timeout) else {
+                return ReplyVerdict::NotKp;
+            };
+            let inner = Endpoints {
+                src: b.client,
+                src_port: b.client_port,
+                dst: b.service,
+                dst_port: b.service_port,
+            };
+            let x = xlat::IcmpXlat { outer_src: b.service, outer_dst: b.client, inner };
+            return reply_icmp_xlat(batch, i, &e, &x, b.vip);
+        }
+    }
     let Some(o) = dp.reverse.lookup(&FlowKey::new(0, &reply)) else { return ReplyVerdict::NotKp };
+    if vip_family(dp, o.vip) != Some(e.family) {
+        // About a nat46 flow's request (embedded client -> pod): to the
+        // IPv4 client, about what it sent (client -> VIP), from the VIP.
+        let Some(client) = dp.nat46_prefix.extract(&e.inner_src) else { return ReplyVerdict::NotKp };
+        let mut c = [0u8; 16];
+        c[..4].copy_from_slice(&client);
+        let inner = Endpoints { src: c, src_port: e.inner_src_port, dst: o.addr, dst_port: o.port };
+        let x = xlat::IcmpXlat { outer_src: o.addr, outer_dst: c, inner };
+        return reply_icmp_xlat(batch, i, &e, &x, o.vip);
+    }
     let service = Endpoint { family: e.family, addr: o.addr, port: o.port };
     let rw = nat::IcmpRewrite {
         outer_src: (e.src == e.inner_dst).then_some(o.addr),
@@ -887,6 +960,43 @@ fn reply_icmp_error<B: Batch>(batch: &mut B, i: usize, dp: &Dataplane) -> ReplyV
         Ok(()) => ReplyVerdict::Translated { vip: o.vip },
         Err(_) => ReplyVerdict::NotKp,
     }
+}
+
+/// Packet `i`, an ICMP error of a nat46/nat64 flow, as `x` says in the
+/// other family.
+#[cold]
+fn reply_icmp_xlat<B: Batch>(
+    batch: &mut B,
+    i: usize,
+    e: &packet::icmp_error::IcmpError,
+    x: &xlat::IcmpXlat,
+    vip: u32,
+) -> ReplyVerdict {
+    match rebuild_icmp_xlat(batch, i, e, x) {
+        Ok(to) => ReplyVerdict::TranslatedTo { vip, v6: to == IpFamily::V6 },
+        Err(_) => ReplyVerdict::NotKp,
+    }
+}
+
+/// Rebuilds packet `i` as the translated ICMP error (built aside, then
+/// written over the packet, which grows or shrinks by 40 bytes or less).
+/// Returns its new family.
+fn rebuild_icmp_xlat<B: Batch>(
+    batch: &mut B,
+    i: usize,
+    e: &packet::icmp_error::IcmpError,
+    x: &xlat::IcmpXlat,
+) -> Result<IpFamily, NatError> {
+    let mut out = [0u8; xlat::MAX_ICMP6_ERROR];
+    let len = xlat::translate_icmp_error(batch.packet(i), e, x, &mut out)?;
+    let grow = len.saturating_sub(e.end);
+    if !batch.reframe(i, grow, len) {
+        return Err(NatError::NoHeadroom);
+    }
+    batch.packet(i)[..len].copy_from_slice(&out[..len]);
+    let to = xlat::other_family(e.family);
+    batch.family_changed(i, to);
+    Ok(to)
 }
 
 #[inline(always)]
