@@ -731,6 +731,21 @@ fn datapath_nat46_nat64_translate_both_ways() {
         assert_eq!((&r.src, r.sport), (&s.dst, s.dport), "from what the client sent to");
         assert_eq!((&r.dst, r.dport), (&s.src, s.sport));
     }
+    // An IPv6 router on the pods' side says the first request was too
+    // big: the client gets fragmentation needed, from the VIP, about what
+    // it sent; scapy verifies every checksum.
+    let q = |s: &str| serde_json::to_string(s).unwrap();
+    let err = format!(
+        "IPv6(src='fd00::9', dst='2001:db8:46::a00:2')/ICMPv6PacketTooBig(mtu=1300)/IPv6(src='2001:db8:46::a00:2', dst='{}')/TCP(sport=7000, dport=8080, flags='A')",
+        got[0].0.dst
+    );
+    let e = lab.send_json(1, 0, &[q(&err)]);
+    assert_eq!(e.len(), 1, "{}", lab.vpp.ctl("show errors"));
+    let e = &e[0];
+    assert_eq!((e["icmp"].as_bool(), e["ok"].as_bool()), (Some(true), Some(true)), "{e}");
+    assert_eq!((e["src"].as_str(), e["dst"].as_str()), (Some("10.96.0.46"), Some("10.0.0.2")), "{e}");
+    assert_eq!((e["inner_src"].as_str(), e["inner_sport"].as_u64()), (Some("10.0.0.2"), Some(7000)), "{e}");
+    assert_eq!((e["inner_dst"].as_str(), e["inner_dport"].as_u64()), (Some("10.96.0.46"), Some(80)), "{e}");
     // The nat44 VIP beside it is untouched by all this.
     let plain = vec![Pkt::new("tcp", "10.0.0.2", 7300, "10.96.0.44", 80)];
     let got44 = lab.send(&plain);
@@ -756,6 +771,24 @@ fn datapath_nat46_nat64_translate_both_ways() {
         assert_eq!((r.family, &r.src, r.sport), (6, &s.dst, s.dport));
         assert_eq!((&r.dst, r.dport), (&s.src, s.sport));
     }
+    // An IPv4 router on the pods' side says the TCP request was too big:
+    // the client gets packet too big (MTU 20 bytes more), from the VIP,
+    // about what it sent.
+    let err = format!(
+        "IP(src='10.1.0.9', dst='192.0.2.1')/ICMP(type=3, code=4, nexthopmtu=1400)/IP(src='192.0.2.1', dst='10.1.0.3', flags='DF')/TCP(sport={}, dport=8080, flags='A')",
+        got[0].0.sport
+    );
+    let e = lab.send_json(1, 0, &[q(&err)]);
+    assert_eq!(e.len(), 1, "{}", lab.vpp.ctl("show errors"));
+    let e = &e[0];
+    assert_eq!((e["icmp"].as_bool(), e["ok"].as_bool()), (Some(true), Some(true)), "{e}");
+    assert_eq!((e["src"].as_str(), e["dst"].as_str()), (Some("2001:db8:64::10"), Some("fd01::2")), "{e}");
+    assert_eq!((e["inner_src"].as_str(), e["inner_sport"].as_u64()), (Some("fd01::2"), Some(8000)), "{e}");
+    assert_eq!(
+        (e["inner_dst"].as_str(), e["inner_dport"].as_u64()),
+        (Some("2001:db8:64::10"), Some(80)),
+        "{e}"
+    );
     // The pool has 8 ports: 6 more flows get one, the 7th and 8th do not
     // (counted), and the established flows keep theirs.
     let more: Vec<Pkt> =
