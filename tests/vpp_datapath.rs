@@ -83,6 +83,11 @@ impl Lab {
             "set interface ip address pg1 fd00::ff/64",
             "set interface state pg0 up",
             "set interface state pg1 up",
+            // pg flows here are mostly one packet each, seconds apart on a
+            // busy machine: keep them as long as established ones, so the
+            // tests of affinity and draining see flows, not embryos (the
+            // embryonic timeout has its own tests).
+            "kp conf embryonic-timeout 40",
         ] {
             let out = vpp.ctl(cmd);
             assert!(out.trim().is_empty(), "{cmd}: {out}");
