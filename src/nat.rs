@@ -149,7 +149,7 @@ impl fmt::Display for NatError {
         f.write_str(match self {
             NatError::Truncated => "packet shorter than its parsed headers",
             NatError::FamilyMismatch => "rewrite endpoint of the wrong address family",
-            NatError::TranslationNotSupported => "nat46/nat64: fragments and this ICMP error not translated",
+            NatError::TranslationNotSupported => "nat46/nat64: fragment, or ICMP error about no known flow",
             NatError::NoHeadroom => "no headroom to grow the packet header",
             NatError::ChecksumNeedsWholeDatagram => "IPv4 UDP without checksum to IPv6, in a buffer chain",
             NatError::PortsExhausted => "nat64: no source port free",

@@ -222,6 +222,22 @@ impl PortPool {
             return None;
         }
         let slot = &self.slots[(a * self.ports + off) as usize];
+        let (used, w) = Self::read(slot)?;
+        if !Self::live(used, now, timeout) {
+            return None;
+        }
+        let b = Binding::from_words(&w);
+        let pod: [u8; 4] = pod;
+        if b.pod != pod || b.pod_port != pod_port || b.protocol != protocol {
+            return None;
+        }
+        slot.used.store(now.max(1), Ordering::Relaxed);
+        Some(b)
+    }
+
+    /// A slot's use stamp and words, read consistently from any thread
+    /// (`None` if its owner kept writing it).
+    fn read(slot: &Slot) -> Option<(u32, [u64; 6])> {
         for _ in 0..READ_TRIES {
             let s1 = slot.seq.load(Ordering::Acquire);
             if s1 & 1 == 1 {
@@ -234,19 +250,35 @@ impl PortPool {
                 *dst = src.load(Ordering::Relaxed);
             }
             fence(Ordering::Acquire);
-            if slot.seq.load(Ordering::Relaxed) != s1 {
+            if slot.seq.load(Ordering::Relaxed) == s1 {
+                return Some((used, w));
+            }
+        }
+        None
+    }
+
+    /// The source address and port `b`'s flow (hash `hash`) is bound to,
+    /// without binding one, from any thread: each thread's part is probed
+    /// where [`PortPool::bind`] would have put it (for ICMP errors about
+    /// the flow, which may arrive on any thread).
+    pub fn find_flow(&self, b: &Binding, hash: u64, now: u32, timeout: u32) -> Option<([u8; 4], u16)> {
+        let want = b.words();
+        for &(lo, hi) in &self.parts {
+            let n = hi - lo;
+            if n == 0 {
                 continue;
             }
-            if !Self::live(used, now, timeout) {
-                return None;
+            let start = ((hash >> 32) % u64::from(n)) as u32;
+            for k in 0..PROBES.min(n) {
+                let index = lo + (start + k) % n;
+                let Some((used, w)) = Self::read(&self.slots[index as usize]) else { continue };
+                if used == 0 {
+                    break;
+                }
+                if Self::live(used, now, timeout) && w[..FLOW_WORDS] == want[..FLOW_WORDS] {
+                    return Some(self.address_of(index));
+                }
             }
-            let b = Binding::from_words(&w);
-            let pod: [u8; 4] = pod;
-            if b.pod != pod || b.pod_port != pod_port || b.protocol != protocol {
-                return None;
-            }
-            slot.used.store(now.max(1), Ordering::Relaxed);
-            return Some(b);
         }
         None
     }

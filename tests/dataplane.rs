@@ -1545,8 +1545,8 @@ fn outer(pkt: &[u8]) -> (IpAddr, IpAddr) {
 /// ICMP errors of nat64 and nat46 flows cross the families (RFC 7915 §4.2,
 /// §5.2), so PMTUD and port unreachables work through such a Service: from
 /// the pods' side, about a translated request, to the client about what
-/// it sent; for nat46 also from the clients' side, about a translated
-/// reply, to the pod about what it sent. Types, codes and the MTU (20
+/// it sent; and from the clients' side, about a translated reply, to the
+/// pod about what it sent. Types, codes and the MTU (20
 /// bytes apart) are mapped; every checksum is verified from scratch.
 #[test]
 fn nat46_nat64_icmp_errors_cross_families() {
@@ -1573,6 +1573,27 @@ fn nat46_nat64_icmp_errors_cross_families() {
         }
         assert_ne!(src, IpAddr::from(vip6));
     }
+    // nat64, the other way: the pod's reply, translated, is too big on the
+    // clients' side (an IPv6 router): the pod gets fragmentation needed
+    // from the nat64 source, about what it sent (pod -> source:port).
+    let (_, replied) = run_replies(&mut w1, vec![reply_to(&out)]);
+    let router6 = [0x20, 0x01, 0x0d, 0xb8, 0xc, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xfe];
+    let err = icmp_error(IpFamily::V6, &router6, &vip6, 2, 0, 1300, &replied[0]);
+    // (On the other worker than the flow's: the binding is found anyway.)
+    let (v, e) = run(&mut w1, err, Capture::Prefix(0), 2);
+    assert!(matches!(v, Verdict::Forward { vip: 0, .. }), "{v:?}");
+    assert_eq!(verify_icmp(&e, IpFamily::V4), Ok(()));
+    let (source, pod) = (outer(&out).0, ip("198.51.100.5"));
+    assert_eq!(outer(&e), (source, pod));
+    let (qs, qsp, qd, qdp, et, ec, mtu) = icmp_parts(&e);
+    let sport = u16::from_be_bytes([out[20], out[21]]);
+    assert_eq!((qs, qsp, qd, qdp), (pod, 8080, source, sport), "what the pod sent");
+    assert_eq!((et, ec, mtu & 0xffff), (3, 4, 1280));
+    // About a flow that has no binding: not translated.
+    let stray = emit(&Spec::new(IpFamily::V6, proto::TCP, &vip6, &client, (80, 5999)));
+    let err = icmp_error(IpFamily::V6, &router6, &vip6, 2, 0, 1300, &stray);
+    let (v, _) = run(&mut w1, err, Capture::Prefix(0), 2);
+    assert_eq!(v, Verdict::Drop(DropReason::Nat(NatError::TranslationNotSupported)));
     // nat46: an IPv6 router on the pods' side, and an IPv4 one on the
     // clients' side.
     let c = xlat_setup(NatType::Nat46, "192.0.2.10/32", &["2001:db8:b::1"], 2);

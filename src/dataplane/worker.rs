@@ -752,12 +752,11 @@ impl FlowCtx<'_> {
         })
     }
 
-    /// An ICMP error to a nat46 VIP about a reply (VIP -> client) goes to
-    /// the pod, about what the pod sent (pod -> the client's embedded
-    /// address), from the embedded address of whoever sent the error.
-    /// nat64's (an IPv6 error about a reply from the VIP) are not
-    /// translated: kp does not look a flow's source port up without
-    /// binding one.
+    /// An ICMP error to a nat46/nat64 VIP about a reply (VIP -> client)
+    /// goes to the pod, about what the pod sent: for nat46 to the client's
+    /// embedded address, from the embedded address of whoever sent the
+    /// error; for nat64 to the flow's source address and port, from that
+    /// address (the translator's, as RFC 6146 has it).
     #[cold]
     #[allow(clippy::too_many_arguments)]
     fn icmp_error_xlat<B: Batch>(
@@ -772,24 +771,43 @@ impl FlowCtx<'_> {
     ) -> Verdict {
         let dp = self.dp;
         let unsupported = Verdict::Drop(DropReason::Nat(NatError::TranslationNotSupported));
-        if e.family != IpFamily::V4 {
-            return unsupported;
-        }
-        // The flow's reply state must say the pod answers it.
-        let Some(original) = reply_key(dp, key, to).and_then(|k| dp.reverse.lookup(&k)) else {
-            return unsupported;
+        let x = if e.family == IpFamily::V4 {
+            // The flow's reply state must say the pod answers it.
+            let Some(original) = reply_key(dp, key, to).and_then(|k| dp.reverse.lookup(&k)) else {
+                return unsupported;
+            };
+            if original.vip != v {
+                return unsupported;
+            }
+            let embed = |a: &[u8; 16]| dp.nat46_prefix.embed(a[..4].try_into().unwrap());
+            let inner = Endpoints {
+                src: to.addr,
+                src_port: to.port,
+                dst: embed(&e.inner_dst),
+                dst_port: e.inner_dst_port,
+            };
+            xlat::IcmpXlat { outer_src: embed(&e.src), outer_dst: to.addr, inner }
+        } else {
+            // The flow's binding must be live.
+            let Some(pool) = dp.nat64.as_deref() else { return unsupported };
+            let b = Binding {
+                client: e.inner_dst,
+                client_port: e.inner_dst_port,
+                service: e.inner_src,
+                service_port: e.inner_src_port,
+                vip: v,
+                pod: to.addr[..4].try_into().unwrap(),
+                pod_port: to.port,
+                protocol: e.protocol,
+            };
+            let Some((addr, port)) = pool.find_flow(&b, key.hash(), self.now, dp.flow.timeout) else {
+                return unsupported;
+            };
+            let mut source = [0u8; 16];
+            source[..4].copy_from_slice(&addr);
+            let inner = Endpoints { src: to.addr, src_port: to.port, dst: source, dst_port: port };
+            xlat::IcmpXlat { outer_src: source, outer_dst: to.addr, inner }
         };
-        if original.vip != v {
-            return unsupported;
-        }
-        let embed = |a: &[u8; 16]| dp.nat46_prefix.embed(a[..4].try_into().unwrap());
-        let inner = Endpoints {
-            src: to.addr,
-            src_port: to.port,
-            dst: embed(&e.inner_dst),
-            dst_port: e.inner_dst_port,
-        };
-        let x = xlat::IcmpXlat { outer_src: embed(&e.src), outer_dst: to.addr, inner };
         match rebuild_icmp_xlat(batch, i, e, &x) {
             Ok(family) => {
                 batch.translated(i, pod, family);
