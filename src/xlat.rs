@@ -403,7 +403,11 @@ pub fn translate_icmp_error(
     if rest_len >= csum_at + 2 {
         let stored = u16::from_be_bytes([r[csum_at], r[csum_at + 1]]);
         if !(e.protocol == proto::UDP && stored == 0) {
-            let mut delta = checksum::delta(&[old_src, old_dst].concat(), &[new_src, new_dst].concat());
+            // (Zeros pad the shorter family's addresses: they add nothing.)
+            let (mut old, mut new) = ([0u8; 32], [0u8; 32]);
+            old[..old_src.len() * 2].copy_from_slice(&[old_src, old_dst].concat());
+            new[..new_src.len() * 2].copy_from_slice(&[new_src, new_dst].concat());
+            let mut delta = checksum::delta(&old, &new);
             delta += checksum::delta16(e.inner_src_port, x.inner.src_port);
             delta += checksum::delta16(e.inner_dst_port, x.inner.dst_port);
             set_be16(r, csum_at, checksum::update(stored, delta));

@@ -1599,6 +1599,7 @@ fn nat46_nat64_icmp_errors_cross_families() {
     let c = xlat_setup(NatType::Nat46, "192.0.2.10/32", &["2001:db8:b::1"], 2);
     let (mut w0, mut w1) = (c.worker(0).unwrap(), c.worker(1).unwrap());
     let req = v4(proto::UDP, [198, 51, 100, 7], 40000, [192, 0, 2, 10], 80);
+    let req_copy = req.clone();
     let (_, out) = run(&mut w0, req, Capture::Prefix(0), 1);
     let router6 = [0x20, 0x01, 0x0d, 0xb8, 0xb, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xfe];
     let err = icmp_error(IpFamily::V6, &router6, &out[8..24], 2, 0, 1300, &out);
@@ -1610,6 +1611,7 @@ fn nat46_nat64_icmp_errors_cross_families() {
     let (qs, qsp, qd, qdp, et, ec, mtu) = icmp_parts(e);
     assert_eq!((qs, qsp, qd, qdp), (ip("198.51.100.7"), 40000, ip("192.0.2.10"), 80));
     assert_eq!((et, ec, mtu & 0xffff), (3, 4, 1280), "packet too big 1300 is fragmentation needed 1280");
+    assert_eq!(&e[54..56], &req_copy[26..28], "the quoted UDP checksum is the client's own again");
     // The pod's reply, translated, then too big on the clients' side.
     let (_, replied) = run_replies(&mut w1, vec![reply_to(&out)]);
     let err = icmp_error(IpFamily::V4, &[203, 0, 113, 1], &[192, 0, 2, 10], 3, 4, 1200, &replied[0]);
