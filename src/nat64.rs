@@ -161,15 +161,12 @@ impl PortPool {
         timeout: u32,
     ) -> Result<([u8; 4], u16), NatError> {
         let (lo, hi) = self.part(thread);
-        let n = hi - lo;
-        if n == 0 {
+        if lo == hi {
             return Err(NatError::PortsExhausted);
         }
         let want = b.words();
-        let start = ((hash >> 32) % u64::from(n)) as u32;
         let mut free = None;
-        for k in 0..PROBES.min(n) {
-            let index = lo + (start + k) % n;
+        for index in Self::probes(lo, hi, hash) {
             let slot = &self.slots[index as usize];
             // Only this thread writes this part: plain loads see its own
             // writes.
@@ -196,6 +193,15 @@ impl PortPool {
         self.write(slot, &want);
         slot.used.store(now.max(1), Ordering::Release);
         Ok(self.address_of(index))
+    }
+
+    /// The slots of the part `lo..hi` a flow of hash `hash` may be bound
+    /// in, in the order [`PortPool::bind`] tries them.
+    #[inline(always)]
+    fn probes(lo: u32, hi: u32, hash: u64) -> impl Iterator<Item = u32> {
+        let n = hi - lo;
+        let start = if n == 0 { 0 } else { ((hash >> 32) % u64::from(n)) as u32 };
+        (0..PROBES.min(n)).map(move |k| lo + (start + k) % n)
     }
 
     /// Writes a slot's words (its owner only) under its sequence number.
@@ -264,13 +270,7 @@ impl PortPool {
     pub fn find_flow(&self, b: &Binding, hash: u64, now: u32, timeout: u32) -> Option<([u8; 4], u16)> {
         let want = b.words();
         for &(lo, hi) in &self.parts {
-            let n = hi - lo;
-            if n == 0 {
-                continue;
-            }
-            let start = ((hash >> 32) % u64::from(n)) as u32;
-            for k in 0..PROBES.min(n) {
-                let index = lo + (start + k) % n;
+            for index in Self::probes(lo, hi, hash) {
                 let Some((used, w)) = Self::read(&self.slots[index as usize]) else { continue };
                 if used == 0 {
                     break;

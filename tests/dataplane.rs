@@ -1513,21 +1513,15 @@ fn every_limit_at_its_maximum() {
 /// The quoted packet's (src, sport, dst, dport) in an ICMP error, and its
 /// type, code and MTU field.
 fn icmp_parts(pkt: &[u8]) -> (IpAddr, u16, IpAddr, u16, u8, u8, u32) {
-    let v4 = pkt[0] >> 4 == 4;
-    let icmp = if v4 { 20 } else { 40 };
-    let inner = icmp + 8;
-    let (s, d, l4) = if v4 {
-        let s: [u8; 4] = pkt[inner + 12..inner + 16].try_into().unwrap();
-        let d: [u8; 4] = pkt[inner + 16..inner + 20].try_into().unwrap();
-        (IpAddr::from(s), IpAddr::from(d), inner + 20)
-    } else {
-        let s: [u8; 16] = pkt[inner + 8..inner + 24].try_into().unwrap();
-        let d: [u8; 16] = pkt[inner + 24..inner + 40].try_into().unwrap();
-        (IpAddr::from(s), IpAddr::from(d), inner + 40)
+    let family = if pkt[0] >> 4 == 4 { IpFamily::V4 } else { IpFamily::V6 };
+    let icmp = if family == IpFamily::V4 { 20 } else { 40 };
+    let (s, sport, d, dport) = quoted(pkt, family);
+    let addr = |a: Vec<u8>| match <[u8; 4]>::try_from(a.as_slice()) {
+        Ok(v4) => IpAddr::from(v4),
+        Err(_) => IpAddr::from(<[u8; 16]>::try_from(a.as_slice()).unwrap()),
     };
-    let port = |at: usize| u16::from_be_bytes([pkt[at], pkt[at + 1]]);
     let mtu = u32::from_be_bytes(pkt[icmp + 4..icmp + 8].try_into().unwrap());
-    (s, port(l4), d, port(l4 + 2), pkt[icmp], pkt[icmp + 1], mtu)
+    (addr(s), sport, addr(d), dport, pkt[icmp], pkt[icmp + 1], mtu)
 }
 
 fn outer(pkt: &[u8]) -> (IpAddr, IpAddr) {

@@ -42,29 +42,27 @@ fn dataplane_inputs_hold_their_oracle_and_reach_every_path() {
     assert!(total.rejected > 0 && total.replies > 0 && total.icmp_translated > 0, "{total:?}");
 }
 
+/// Every input of `target` through its harness (which panics when its
+/// oracle fails).
+fn replay(target: &str, harness: fn(&[u8])) {
+    let all = inputs(target);
+    assert!(!all.is_empty(), "{target}: seed corpus missing");
+    for (_, data) in &all {
+        harness(data);
+    }
+}
+
 #[test]
 fn cli_inputs_hold_their_oracle() {
-    let all = inputs("cli");
-    assert!(!all.is_empty(), "seed corpus missing");
-    for (_, data) in &all {
-        fuzzing::cli(data);
-    }
+    replay("cli", fuzzing::cli);
 }
 
 #[test]
 fn api_inputs_hold_their_oracle() {
-    let all = inputs("api");
-    assert!(!all.is_empty(), "seed corpus missing");
-    for (_, data) in &all {
-        fuzzing::api(data);
-    }
+    replay("api", fuzzing::api);
 }
 
 #[test]
 fn apigen_inputs_hold_their_oracle() {
-    let all = inputs("apigen");
-    assert!(!all.is_empty(), "seed corpus missing");
-    for (_, data) in &all {
-        fuzzing::apigen(data);
-    }
+    replay("apigen", fuzzing::apigen);
 }

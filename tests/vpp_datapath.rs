@@ -745,12 +745,7 @@ fn datapath_nat46_nat64_translate_both_ways() {
         got[0].0.dst
     );
     let e = lab.send_json(1, 0, &[q(&err)]);
-    assert_eq!(e.len(), 1, "{}", lab.vpp.ctl("show errors"));
-    let e = &e[0];
-    assert_eq!((e["icmp"].as_bool(), e["ok"].as_bool()), (Some(true), Some(true)), "{e}");
-    assert_eq!((e["src"].as_str(), e["dst"].as_str()), (Some("10.96.0.46"), Some("10.0.0.2")), "{e}");
-    assert_eq!((e["inner_src"].as_str(), e["inner_sport"].as_u64()), (Some("10.0.0.2"), Some(7000)), "{e}");
-    assert_eq!((e["inner_dst"].as_str(), e["inner_dport"].as_u64()), (Some("10.96.0.46"), Some(80)), "{e}");
+    assert_icmp_error(&lab, &e, ("10.96.0.46", "10.0.0.2"), ("10.0.0.2", 7000), ("10.96.0.46", 80));
     // The nat44 VIP beside it is untouched by all this.
     let plain = vec![Pkt::new("tcp", "10.0.0.2", 7300, "10.96.0.44", 80)];
     let got44 = lab.send(&plain);
@@ -784,16 +779,7 @@ fn datapath_nat46_nat64_translate_both_ways() {
         got[0].0.sport
     );
     let e = lab.send_json(1, 0, &[q(&err)]);
-    assert_eq!(e.len(), 1, "{}", lab.vpp.ctl("show errors"));
-    let e = &e[0];
-    assert_eq!((e["icmp"].as_bool(), e["ok"].as_bool()), (Some(true), Some(true)), "{e}");
-    assert_eq!((e["src"].as_str(), e["dst"].as_str()), (Some("2001:db8:64::10"), Some("fd01::2")), "{e}");
-    assert_eq!((e["inner_src"].as_str(), e["inner_sport"].as_u64()), (Some("fd01::2"), Some(8000)), "{e}");
-    assert_eq!(
-        (e["inner_dst"].as_str(), e["inner_dport"].as_u64()),
-        (Some("2001:db8:64::10"), Some(80)),
-        "{e}"
-    );
+    assert_icmp_error(&lab, &e, ("2001:db8:64::10", "fd01::2"), ("fd01::2", 8000), ("2001:db8:64::10", 80));
     // The pool has 8 ports: 6 more flows get one, the 7th and 8th do not
     // (counted), and the established flows keep theirs.
     let more: Vec<Pkt> =
@@ -825,6 +811,31 @@ fn datapath_nat46_nat64_translate_both_ways() {
     let out = lab.vpp.ctl("kp conf nat46 prefix 2001:db8:47::/96");
     assert!(out.contains("cannot change while VIP"), "{out}");
     assert!(lab.vpp.ctl("show kp").contains("nat46 prefix: 2001:db8:46::/96"));
+}
+
+/// `got` is one ICMP error, every checksum verified by scapy, from and to
+/// `outer`, quoting a packet from `inner_src` to `inner_dst`.
+fn assert_icmp_error(
+    lab: &Lab,
+    got: &[serde_json::Value],
+    outer: (&str, &str),
+    inner_src: (&str, u64),
+    inner_dst: (&str, u64),
+) {
+    assert_eq!(got.len(), 1, "{}", lab.vpp.ctl("show errors"));
+    let e = &got[0];
+    assert_eq!((e["icmp"].as_bool(), e["ok"].as_bool()), (Some(true), Some(true)), "{e}");
+    assert_eq!((e["src"].as_str(), e["dst"].as_str()), (Some(outer.0), Some(outer.1)), "{e}");
+    assert_eq!(
+        (e["inner_src"].as_str(), e["inner_sport"].as_u64()),
+        (Some(inner_src.0), Some(inner_src.1)),
+        "{e}"
+    );
+    assert_eq!(
+        (e["inner_dst"].as_str(), e["inner_dport"].as_u64()),
+        (Some(inner_dst.0), Some(inner_dst.1)),
+        "{e}"
+    );
 }
 
 /// The sum of kp's drop counters in `show errors` (every kp node).
