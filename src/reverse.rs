@@ -22,11 +22,14 @@
 //!
 //! A bucket is one 64-byte line of sequence number and slot signatures,
 //! plus one 64-byte line per slot (five key words, three value words), so a
-//! lookup touches two cache lines.
+//! lookup touches two cache lines. Each key has two buckets and goes into
+//! either (see `place`); a lookup tries the second only when the first
+//! lacks the key.
 
 use crate::flowtable::FlowKey;
 use crate::mem::{Zeroable, ZeroedArray};
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 
 pub const SLOTS: usize = 4;
 
@@ -87,64 +90,99 @@ impl ReverseTable {
         self.mask + 1
     }
 
+    /// A key's two buckets and its signature. Two choices: a key goes to
+    /// whichever of them has room, so an insert fails only when both are
+    /// full (with one choice, about 0.3% of keys found their bucket full
+    /// at one key per bucket, and their replies passed untranslated).
     #[inline(always)]
-    fn place(&self, hash: u64) -> (usize, u32) {
-        ((hash as u32 & self.mask) as usize, (hash >> 32) as u32 | 1)
+    fn place(&self, hash: u64) -> ([usize; 2], u32) {
+        let sig = (hash >> 32) as u32 | 1;
+        let other = sig.wrapping_mul(0x9e37_79b9).rotate_left(16) ^ hash as u32;
+        ([(hash as u32 & self.mask) as usize, (other & self.mask) as usize], sig)
     }
 
-    /// Records `orig` for the reply key. Returns false when the bucket is
-    /// full (the reply will pass untranslated).
+    /// Records `orig` for the reply key. Returns false when both its
+    /// buckets are full (the reply will pass untranslated).
     pub fn insert(&self, key: &FlowKey, orig: Original) -> bool {
-        let (b, sig) = self.place(key.hash());
-        let head = &self.heads[b];
-        let s = lock(head);
-        let mut free = None;
-        let mut done = false;
-        for i in 0..SLOTS {
-            let cur = head.sig[i].load(Ordering::Relaxed);
-            if cur == sig && self.key_at(b, i) == key.words5() {
-                self.write_value(b, i, &orig);
-                done = true;
-                break;
-            }
-            if cur == 0 && free.is_none() {
-                free = Some(i);
+        let (buckets, sig) = self.place(key.hash());
+        let want = key.words5();
+        // An entry already there is updated in place (only the flow's own
+        // worker writes its key, so it cannot appear meanwhile elsewhere).
+        for b in buckets {
+            let updated = self.with_bucket(b, |i, cur| {
+                (cur == sig && self.key_at(b, i) == want).then(|| self.write_value(b, i, &orig))
+            });
+            if updated.is_some() {
+                return true;
             }
         }
-        if !done {
-            if let Some(i) = free {
-                let w = &self.slots[b * SLOTS + i].words;
-                for (dst, src) in w.iter().zip(key.words5()) {
-                    dst.store(src, Ordering::Relaxed);
-                }
-                self.write_value(b, i, &orig);
-                head.sig[i].store(sig, Ordering::Relaxed);
-                done = true;
+        // The first bucket while it is less than half full or no fuller
+        // than the second, else the second: most keys stay in their first
+        // bucket (one probe per lookup) and, up to half the table's slots
+        // in use, no insert fails (`two_bucket_choices_...` below).
+        let used = |b: usize| self.heads[b].sig.iter().filter(|s| s.load(Ordering::Relaxed) != 0).count();
+        let (first, second) = (used(buckets[0]), used(buckets[1]));
+        let order = if first < SLOTS / 2 || first <= second { buckets } else { [buckets[1], buckets[0]] };
+        for b in order {
+            let put = self.with_bucket(b, |i, cur| {
+                (cur == 0).then(|| {
+                    let w = &self.slots[b * SLOTS + i].words;
+                    for (dst, src) in w.iter().zip(want) {
+                        dst.store(src, Ordering::Relaxed);
+                    }
+                    self.write_value(b, i, &orig);
+                    self.heads[b].sig[i].store(sig, Ordering::Relaxed);
+                })
+            });
+            if put.is_some() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Runs `f(slot, signature)` over bucket `b`'s slots, holding the
+    /// bucket for writing, until it returns `Some`.
+    fn with_bucket<T>(&self, b: usize, mut f: impl FnMut(usize, u32) -> Option<T>) -> Option<T> {
+        let head = &self.heads[b];
+        let s = lock(head);
+        let mut out = None;
+        for i in 0..SLOTS {
+            out = f(i, head.sig[i].load(Ordering::Relaxed));
+            if out.is_some() {
+                break;
             }
         }
         head.seq.store(s + 2, Ordering::Release);
-        done
+        out
     }
 
     /// Forgets the reply key (its flow ended).
     pub fn remove(&self, key: &FlowKey) {
-        let (b, sig) = self.place(key.hash());
-        let head = &self.heads[b];
-        let s = lock(head);
-        for i in 0..SLOTS {
-            if head.sig[i].load(Ordering::Relaxed) == sig && self.key_at(b, i) == key.words5() {
-                head.sig[i].store(0, Ordering::Relaxed);
+        let (buckets, sig) = self.place(key.hash());
+        let want = key.words5();
+        for b in buckets {
+            let gone = self.with_bucket(b, |i, cur| {
+                (cur == sig && self.key_at(b, i) == want)
+                    .then(|| self.heads[b].sig[i].store(0, Ordering::Relaxed))
+            });
+            if gone.is_some() {
+                return;
             }
         }
-        head.seq.store(s + 2, Ordering::Release);
     }
 
     /// Where a reply's source must go back to, if it belongs to a flow.
     #[inline]
     pub fn lookup(&self, key: &FlowKey) -> Option<Original> {
-        let (b, sig) = self.place(key.hash());
-        let head = &self.heads[b];
+        let (buckets, sig) = self.place(key.hash());
         let want = key.words5();
+        self.lookup_in(buckets[0], sig, &want).or_else(|| self.lookup_in(buckets[1], sig, &want))
+    }
+
+    #[inline(always)]
+    fn lookup_in(&self, b: usize, sig: u32, want: &[u64; 5]) -> Option<Original> {
+        let head = &self.heads[b];
         for _ in 0..READ_TRIES {
             let s1 = head.seq.load(Ordering::Acquire);
             if s1 & 1 == 1 {
@@ -153,7 +191,7 @@ impl ReverseTable {
             }
             let mut found = None;
             for i in 0..SLOTS {
-                if head.sig[i].load(Ordering::Relaxed) == sig && self.key_at(b, i) == want {
+                if head.sig[i].load(Ordering::Relaxed) == sig && self.key_at(b, i) == *want {
                     found = Some(self.read_value(b, i));
                     break;
                 }
@@ -169,7 +207,7 @@ impl ReverseTable {
     /// Prefetches the bucket head of a key's hash.
     #[inline(always)]
     pub fn prefetch(&self, hash: u64) {
-        let (b, _) = self.place(hash);
+        let ([b, _], _) = self.place(hash);
         crate::mem::prefetch(&self.heads[b]);
     }
 
@@ -205,6 +243,85 @@ impl ReverseTable {
     }
 }
 
+/// The reply tables a snapshot reads: the current one and, while the flow
+/// tables are being resized (`kp conf buckets`), the ones it replaced,
+/// until every worker has moved its flows over (see
+/// [`crate::dataplane::Worker`]'s drain). Lookups try the current table
+/// first, so the older ones cost only misses, and only while they last.
+#[derive(Clone)]
+pub struct Replies {
+    current: Arc<ReverseTable>,
+    older: Vec<Arc<ReverseTable>>,
+}
+
+impl Replies {
+    pub fn new(current: Arc<ReverseTable>, older: Vec<Arc<ReverseTable>>) -> Replies {
+        Replies { current, older }
+    }
+
+    pub fn current(&self) -> &ReverseTable {
+        &self.current
+    }
+
+    /// Tables still being drained into the current one.
+    pub fn n_older(&self) -> usize {
+        self.older.len()
+    }
+
+    /// Records `orig` for the reply key, in the current table.
+    #[inline]
+    pub fn insert(&self, key: &FlowKey, orig: Original) -> bool {
+        self.current.insert(key, orig)
+    }
+
+    /// Forgets the reply key wherever it is.
+    #[inline]
+    pub fn remove(&self, key: &FlowKey) {
+        self.current.remove(key);
+        for t in &self.older {
+            t.remove(key);
+        }
+    }
+
+    #[inline(always)]
+    pub fn lookup(&self, key: &FlowKey) -> Option<Original> {
+        match self.current.lookup(key) {
+            None if !self.older.is_empty() => self.older.iter().find_map(|t| t.lookup(key)),
+            found => found,
+        }
+    }
+
+    #[inline(always)]
+    pub fn prefetch(&self, hash: u64) {
+        self.current.prefetch(hash);
+    }
+
+    /// Live entries in all tables (a full scan, for `show kp` and tests).
+    pub fn len(&self) -> usize {
+        self.current.len() + self.older.iter().map(|t| t.len()).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Moves the reply key's entry from an older table into the current
+    /// one (its flow moved to a resized flow table). Returns false when it
+    /// has no entry any more or the current bucket is full.
+    pub fn adopt(&self, key: &FlowKey) -> bool {
+        if self.current.lookup(key).is_some() {
+            return true;
+        }
+        for t in &self.older {
+            if let Some(o) = t.lookup(key) {
+                t.remove(key);
+                return self.current.insert(key, o);
+            }
+        }
+        false
+    }
+}
+
 /// Takes a bucket for writing: waits for an even sequence number and makes
 /// it odd. Returns the even value it started from.
 #[inline]
@@ -226,7 +343,6 @@ fn lock(head: &Head) -> u64 {
 mod tests {
     use super::*;
     use crate::packet::{proto, IpFamily, Parsed};
-    use std::sync::Arc;
 
     fn key(i: u32) -> FlowKey {
         let mut src = [0u8; 16];
@@ -322,5 +438,62 @@ mod tests {
         writers.into_iter().for_each(|h| h.join().unwrap());
         let seen: usize = readers.into_iter().map(|h| h.join().unwrap()).sum();
         assert!(seen > 0);
+    }
+
+    #[test]
+    fn replies_read_older_tables_until_entries_move() {
+        let (old, new) = (Arc::new(ReverseTable::new(4).unwrap()), Arc::new(ReverseTable::new(64).unwrap()));
+        assert!(old.insert(&key(1), orig(1)) && old.insert(&key(2), orig(2)));
+        let r = Replies::new(Arc::clone(&new), vec![Arc::clone(&old)]);
+        assert_eq!(r.lookup(&key(1)), Some(orig(1)), "found in the older table");
+        assert!(r.adopt(&key(1)));
+        assert_eq!((new.lookup(&key(1)), old.lookup(&key(1))), (Some(orig(1)), None), "moved");
+        assert!(r.adopt(&key(1)), "already current");
+        assert!(!r.adopt(&key(3)), "nothing to move");
+        r.remove(&key(2));
+        assert_eq!(r.lookup(&key(2)), None, "removed from the older table too");
+        assert!(r.insert(&key(4), orig(4)));
+        assert_eq!(
+            (new.lookup(&key(4)), old.lookup(&key(4))),
+            (Some(orig(4)), None),
+            "inserts go to the current table"
+        );
+    }
+
+    /// Two choices per key: with half the slots in use no insert fails
+    /// (one choice: 3.5% did), and at three quarters (the most a full set
+    /// of flow tables can need) about 1% do (one choice: 18%).
+    #[test]
+    fn two_bucket_choices_keep_inserts_from_failing_under_load() {
+        // Reply keys of a few pods, client ports counting up.
+        let reply = |i: u32| {
+            let mut src = [0u8; 16];
+            src[..4].copy_from_slice(&[10, 1, 0, (i % 7) as u8]);
+            let mut dst = [0u8; 16];
+            dst[..4].copy_from_slice(&[198, 51, 100, (i / 7 % 64) as u8]);
+            let p = Parsed {
+                family: IpFamily::V4,
+                protocol: proto::TCP,
+                src,
+                dst,
+                src_port: 8080,
+                dst_port: (10_000 + i / 448) as u16,
+                l4_offset: 20,
+                l4_len: 20,
+            };
+            FlowKey::new(0, &p)
+        };
+        for (per_bucket, max_failed) in [(2, 0), (3, 1 << 12 >> 5)] {
+            let t = ReverseTable::new(1 << 12).unwrap();
+            let keys: Vec<FlowKey> = (0..per_bucket << 12).map(reply).collect();
+            let failed = keys.iter().zip(0..).filter(|(k, i)| !t.insert(k, orig(*i))).count();
+            assert!(failed <= max_failed, "{failed} of {} inserts failed", keys.len());
+            let found = keys.iter().zip(0..).filter(|(k, i)| t.lookup(k) == Some(orig(*i))).count();
+            assert_eq!(found, keys.len() - failed);
+            for k in &keys {
+                t.remove(k);
+            }
+            assert!(t.is_empty());
+        }
     }
 }

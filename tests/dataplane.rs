@@ -1618,3 +1618,158 @@ fn nat46_nat64_icmp_errors_cross_families() {
     assert_eq!((qs, qsp, qd, qdp), (ip("2001:db8:b::1"), 8080, embedded("198.51.100.7"), 40000));
     assert_eq!((et, ec, mtu), (2, 0, 1280), "1200 + 20 is below IPv6's minimum");
 }
+
+/// Runs `pkts` in batches of at most `MAX_BATCH`; returns each verdict and
+/// packet after processing.
+fn run_batches(w: &mut Worker, pkts: &[(Vec<u8>, Capture)], now: u32) -> Vec<(Verdict, Vec<u8>)> {
+    let mut out = Vec::with_capacity(pkts.len());
+    for chunk in pkts.chunks(kp_plugin::dataplane::MAX_BATCH) {
+        let mut b = VecBatch::default();
+        for (p, cap) in chunk {
+            b.push(p.clone(), *cap);
+        }
+        let mut v = vec![Verdict::Drop(DropReason::NoVip); chunk.len()];
+        w.process(&mut b, now, &mut v);
+        out.extend(v.into_iter().zip(b.packets));
+    }
+    out
+}
+
+/// `kp conf buckets` on a loaded table: every established flow keeps its
+/// pod (though Maglev now picks others for half of them) and its replies
+/// are still translated, on both workers; the old tables drain (moved by
+/// their own packets and a few buckets a batch) and are freed; pod
+/// references follow the flows exactly, also for flows a shrunk table has
+/// no room for.
+#[test]
+fn resizes_keep_established_flows_on_their_pods() {
+    let mut c = Controller::new(2);
+    c.add_vip(&vip("10.96.0.10/32", Protocol::Any, 80, 8080, 0)).unwrap();
+    c.add_vip(&vip("fd00::10/128", Protocol::Any, 80, 8080, 0)).unwrap();
+    // (A timeout longer than the test's ticks: nothing expires on its own.)
+    c.set_flow(Some(1 << 10), Some(10_000)).unwrap();
+    c.add_pods(&all_ports("10.96.0.10/32"), &[(ip("10.1.0.1"), 1), (ip("10.1.0.2"), 1)]).unwrap();
+    c.add_pods(&all_ports("fd00::10/128"), &[(ip("fd01::1"), 1), (ip("fd01::2"), 1)]).unwrap();
+    let mut workers = [c.worker(0).unwrap(), c.worker(1).unwrap()];
+    let vip6: [u8; 16] = "fd00::10".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let flows: Vec<Vec<(Vec<u8>, Capture)>> = (0..2u32)
+        .map(|t| {
+            (0..1000u32)
+                .map(|i| {
+                    let src = [172, 16 + t as u8, (i >> 8) as u8, i as u8];
+                    if i % 2 == 0 {
+                        (v4(proto::UDP, src, 1000 + i as u16, [10, 96, 0, 10], 80), Capture::Prefix(0))
+                    } else {
+                        let mut s6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                        s6[12..].copy_from_slice(&src);
+                        let pkt =
+                            emit(&Spec::new(IpFamily::V6, proto::TCP, &s6, &vip6, (1000, 80)).payload(b"x"));
+                        (pkt, Capture::Prefix(1))
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let dst_of = |out: &[u8]| parse(out).unwrap().dst;
+    let mut pods: Vec<Vec<[u8; 16]>> = Vec::new();
+    let mut tracked = Vec::new();
+    for (w, f) in workers.iter_mut().zip(flows) {
+        let out = run_batches(w, &f, 1);
+        // A second packet establishes each flow (a first one alone is
+        // embryonic, soon expired).
+        run_batches(w, &f, 1);
+        // (A bucket may be full already: such flows are not tracked.)
+        let new: Vec<bool> = out
+            .iter()
+            .map(|(v, _)| matches!(v, Verdict::Forward { outcome: FlowOutcome::New, .. }))
+            .collect();
+        assert!(new.iter().filter(|&&n| n).count() > 950);
+        pods.push(out.iter().zip(&new).filter(|(_, &n)| n).map(|((_, p), _)| dst_of(p)).collect());
+        tracked.push(f.into_iter().zip(&new).filter(|(_, &n)| n).map(|(p, _)| p).collect::<Vec<_>>());
+    }
+    let flows = tracked;
+    let n_tracked = flows[0].len() + flows[1].len();
+    // New pods: Maglev would now send many of these flows elsewhere.
+    c.add_pods(&all_ports("10.96.0.10/32"), &[(ip("10.1.0.3"), 1), (ip("10.1.0.4"), 1)]).unwrap();
+    c.add_pods(&all_ports("fd00::10/128"), &[(ip("fd01::3"), 1), (ip("fd01::4"), 1)]).unwrap();
+    let live_refs = |c: &Controller| -> i64 {
+        let dp = c.cell().load();
+        (0..dp.pods.len() as u32).map(|p| c.refs().sum(p)).sum()
+    };
+    let check = |w: &mut Worker, f: &[(Vec<u8>, Capture)], pods: &[[u8; 16]], now: u32| {
+        let out = run_batches(w, f, now);
+        let mut replies = Vec::new();
+        let bad: Vec<_> = out
+            .iter()
+            .enumerate()
+            .filter(|(_, (v, _))| !matches!(v, Verdict::Forward { outcome: FlowOutcome::Hit, .. }))
+            .map(|(i, (v, p))| (i, *v, parse(p).unwrap().family))
+            .collect();
+        assert!(bad.is_empty(), "{} of {} at {now}: {:?}", bad.len(), out.len(), &bad[..bad.len().min(4)]);
+        for ((v, pkt), pod) in out.iter().zip(pods) {
+            assert!(matches!(v, Verdict::Forward { outcome: FlowOutcome::Hit, .. }), "{v:?} at {now}");
+            assert_eq!(&dst_of(pkt), pod, "a flow changed pod");
+            replies.push(reply_to(pkt));
+        }
+        let rv: Vec<ReplyVerdict> = replies
+            .chunks(kp_plugin::dataplane::MAX_BATCH)
+            .flat_map(|r| run_replies(w, r.to_vec()).0)
+            .collect();
+        let lost: Vec<_> =
+            rv.iter().enumerate().filter(|(_, v)| !matches!(v, ReplyVerdict::Translated { .. })).collect();
+        assert!(
+            lost.is_empty(),
+            "replies lost at {now}: {} of {}: {:?}",
+            lost.len(),
+            rv.len(),
+            &lost[..lost.len().min(5)]
+        );
+    };
+
+    // Grow: worker 0 sees its flows right after the resize (each moves on
+    // its own miss), worker 1 first drains without them.
+    c.set_flow(Some(1 << 12), None).unwrap();
+    check(&mut workers[0], &flows[0], &pods[0], 2);
+    assert!(workers[0].draining() && c.resizing());
+    let idle = (v4(proto::UDP, [1, 1, 1, 1], 1, [10, 96, 0, 99], 1), Capture::Prefix(0));
+    for now in 2..2 + (1 << 10) / kp_plugin::dataplane::DRAIN_PER_BATCH {
+        run_batches(&mut workers[1], std::slice::from_ref(&idle), now);
+        run_batches(&mut workers[0], std::slice::from_ref(&idle), now);
+    }
+    assert!(!workers[0].draining() && !workers[1].draining(), "old tables drained and freed");
+    assert_eq!(c.cell().load().reverse.n_older(), 1, "the old reply table waits for the controller");
+    c.collect_garbage();
+    assert!(!c.resizing());
+    assert_eq!(c.cell().load().reverse.n_older(), 0, "then goes");
+    for (t, w) in workers.iter_mut().enumerate() {
+        check(w, &flows[t], &pods[t], 300);
+        assert_eq!(w.flows().n_buckets(), 1 << 12);
+        assert_eq!(w.live_flows(300), flows[t].len());
+    }
+    assert_eq!(live_refs(&c), n_tracked as i64);
+    assert_eq!(c.cell().load().reverse.len(), n_tracked);
+
+    // Two resizes before the workers see either: the first drain is done at
+    // once, the second as before.
+    c.set_flow(Some(1 << 11), None).unwrap();
+    c.set_flow(Some(1 << 13), None).unwrap();
+    for (t, w) in workers.iter_mut().enumerate() {
+        check(w, &flows[t], &pods[t], 301);
+        w.sweep_idle(u32::MAX, 301);
+        assert!(!w.draining());
+    }
+    c.collect_garbage();
+    assert!(!c.resizing());
+
+    // Shrink below what fits (64 buckets x 3 entries per worker): flows
+    // without room end, their references and reply state with them.
+    c.set_flow(Some(64), None).unwrap();
+    for w in workers.iter_mut() {
+        w.sweep_idle(u32::MAX, 302);
+    }
+    c.collect_garbage();
+    let live: usize = workers.iter().map(|w| w.live_flows(302)).sum();
+    assert!(live <= 2 * 64 * kp_plugin::flowtable::ENTRIES_PER_BUCKET && live > 0, "{live}");
+    assert_eq!(live_refs(&c), live as i64, "one reference per live flow");
+    assert_eq!(c.cell().load().reverse.len(), live, "one reply entry per live flow");
+}

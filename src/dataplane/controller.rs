@@ -12,10 +12,11 @@ use crate::maglev::{self, Table};
 use crate::nat::Endpoint;
 use crate::nat64::PortPool;
 use crate::refcount::RefCounts;
-use crate::reverse::ReverseTable;
+use crate::reverse::{Replies, ReverseTable};
 use crate::snapshot::SnapshotCell;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Control-plane state of one pod index.
@@ -68,6 +69,13 @@ pub struct Controller {
     cell: Arc<SnapshotCell<Dataplane>>,
     refs: Arc<RefCounts>,
     reverse: Arc<ReverseTable>,
+    /// Reply tables replaced by resizes, each with the flow-table
+    /// generation that replaced it: kept until every worker has moved its
+    /// flows out of the older flow tables (`settled`).
+    older_reverse: Vec<(Arc<ReverseTable>, u64)>,
+    flow_gen: u64,
+    /// Per thread, written by the workers (see [`Worker`]'s resize).
+    settled: Arc<[AtomicU64]>,
     /// nat64 source bindings (rebuilt, empty, when the pool changes).
     nat64: Option<Arc<PortPool>>,
     n_threads: usize,
@@ -88,7 +96,8 @@ impl Controller {
         let initial = Dataplane {
             reject: true,
             flow: config.flow,
-            reverse: Arc::clone(&reverse),
+            flow_gen: 0,
+            reverse: Replies::new(Arc::clone(&reverse), Vec::new()),
             nat46_prefix: config.xlat.nat46_prefix,
             nat64: None,
             vips: Vec::new(),
@@ -116,6 +125,9 @@ impl Controller {
             cell: Arc::new(SnapshotCell::new(initial, n_threads)),
             refs: Arc::new(RefCounts::new(n_threads)),
             reverse,
+            older_reverse: Vec::new(),
+            flow_gen: 0,
+            settled: (0..n_threads.max(1)).map(|_| AtomicU64::new(0)).collect(),
             nat64: None,
             n_threads,
         }
@@ -135,7 +147,7 @@ impl Controller {
 
     /// A worker for data-plane thread `thread`.
     pub fn worker(&self, thread: usize) -> Result<Worker, OutOfMemory> {
-        Worker::new(thread, &self.cell, &self.refs)
+        Worker::new(thread, &self.cell, &self.refs, &self.settled)
     }
 
     pub fn vip_index(&self, key: &VipKey) -> Option<u32> {
@@ -189,8 +201,13 @@ impl Controller {
         let mut next = self.config.clone();
         next.change_flow(change)?;
         if next.flow.buckets != self.config.flow.buckets {
-            // Flow tables start empty at a new size; so does reply state.
-            self.reverse = Arc::new(reverse_table(&next.flow, self.n_threads)?);
+            // Reply state gets a table of the new size too; until every
+            // worker has drained its old flow table into its new one, the
+            // old reply table is read as well (see `Worker`'s resize).
+            let table = Arc::new(reverse_table(&next.flow, self.n_threads)?);
+            self.retire_replies();
+            self.flow_gen += 1;
+            self.older_reverse.push((core::mem::replace(&mut self.reverse, table), self.flow_gen));
         }
         self.config.flow = next.flow;
         self.publish();
@@ -399,10 +416,24 @@ impl Controller {
         });
         self.freed_vips.extend(&reusable);
         self.free_vips.extend(reusable);
-        if freed > 0 {
+        if self.retire_replies() | (freed > 0) {
             self.publish();
         }
         freed
+    }
+
+    /// Drops the reply tables no worker needs any more; returns whether
+    /// there were any.
+    fn retire_replies(&mut self) -> bool {
+        let before = self.older_reverse.len();
+        let settled = &self.settled;
+        self.older_reverse.retain(|&(_, gen)| settled.iter().any(|s| s.load(Ordering::Acquire) < gen));
+        self.older_reverse.len() != before
+    }
+
+    /// Whether a flow-table resize is still being drained by some worker.
+    pub fn resizing(&self) -> bool {
+        !self.older_reverse.is_empty()
     }
 
     fn rebuild_table(&mut self, vip: u32, key: &VipKey) {
@@ -445,9 +476,11 @@ impl Controller {
             .map(|p| PodRuntime { vip: p.vip, endpoint: endpoint(&p.addr, p.target_port), state: p.state })
             .collect();
         let fast_v4 = pods.iter().map(FastPodV4::of).collect();
-        let reverse = Arc::clone(&self.reverse);
+        let older = self.older_reverse.iter().map(|(t, _)| Arc::clone(t)).collect();
+        let reverse = Replies::new(Arc::clone(&self.reverse), older);
         self.cell.publish(Dataplane {
             flow: self.config.flow,
+            flow_gen: self.flow_gen,
             reject: !self.config.no_endpoint_drop,
             reverse,
             nat46_prefix: self.config.xlat.nat46_prefix,

@@ -11,14 +11,14 @@ mod controller;
 mod worker;
 
 pub use controller::Controller;
-pub use worker::{Worker, REJECTS_PER_TICK, SWEEP_PER_BATCH};
+pub use worker::{Worker, DRAIN_PER_BATCH, REJECTS_PER_TICK, SWEEP_PER_BATCH};
 
 use crate::config::{FlowConf, Protocol, VipKey};
 use crate::maglev::Table;
 use crate::nat::{Endpoint, L4Checksum, NatError, NatType};
 use crate::nat64::PortPool;
 use crate::packet::{self, IpFamily};
-use crate::reverse::ReverseTable;
+use crate::reverse::Replies;
 use crate::xlat::{self, Rfc6052Prefix};
 use std::sync::Arc;
 
@@ -108,8 +108,11 @@ pub struct Dataplane {
     /// New flows to a VIP without pods get a TCP reset / ICMP port
     /// unreachable (else they are dropped silently).
     pub reject: bool,
+    /// Bumped by every flow-table resize; a worker that has not taken the
+    /// current generation resizes its table at its next batch.
+    pub flow_gen: u64,
     /// Reply state, shared by all workers (see [`crate::reverse`]).
-    pub reverse: Arc<ReverseTable>,
+    pub reverse: Replies,
     /// Where nat46 embeds IPv4 clients in IPv6.
     pub nat46_prefix: Rfc6052Prefix,
     /// nat64 source bindings, shared by all workers (see

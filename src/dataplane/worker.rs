@@ -13,6 +13,7 @@ use crate::refcount::RefCounts;
 use crate::reverse::Original;
 use crate::snapshot::{Reader, SnapshotCell};
 use crate::xlat::{self, Endpoints};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Buckets a worker sweeps per batch, so references held by dead entries
@@ -20,6 +21,11 @@ use std::sync::Arc;
 /// 2-3 clocks a packet at 32): while deleted pods drain, kp's periodic
 /// upkeep sweeps a larger slice of every table as well.
 pub const SWEEP_PER_BATCH: u32 = 8;
+
+/// Buckets of a replaced flow table a worker moves into the new one per
+/// batch (each moved entry is a write at a random place of the new table,
+/// so this is kept small; packets of flows not moved yet move themselves).
+pub const DRAIN_PER_BATCH: u32 = 4;
 
 /// Packets between the start (pass 1) and the end (pass 2) of a packet's
 /// fast path in [`Worker::process`]: enough for its bucket to arrive from
@@ -80,6 +86,25 @@ pub struct Worker {
     sweep_at: u32,
     frags: FragmentCache,
     rejects: RejectBudget,
+    resize: Resize,
+}
+
+/// Where a worker is in the flow-table resizes of `kp conf buckets`.
+/// Established flows must survive a resize (and keep their pod, even when
+/// Maglev would now choose another), so the old table is not dropped but
+/// drained: a packet that misses in the new table takes its entry from the
+/// old one, and every batch moves a few buckets more; when the old table
+/// is empty it is freed. Meanwhile reply state lives in the old and new
+/// shared reply tables, moved along with each entry (see
+/// [`crate::reverse::Replies`]).
+struct Resize {
+    /// The replaced table and the next bucket of it to move.
+    draining: Option<(FlowTable, u32)>,
+    /// The flow-table generation ([`Dataplane::flow_gen`]) this worker took.
+    gen: u64,
+    /// Per thread: the generation up to which the thread has nothing left
+    /// in older tables (the controller frees old reply tables by it).
+    settled: Arc<[AtomicU64]>,
 }
 
 /// Rejects (TCP resets, ICMP port unreachables) a thread may send per
@@ -99,8 +124,13 @@ impl Worker {
         thread: usize,
         cell: &Arc<SnapshotCell<Dataplane>>,
         refs: &Arc<RefCounts>,
+        settled: &Arc<[AtomicU64]>,
     ) -> Result<Worker, OutOfMemory> {
-        let flow = cell.load().flow;
+        let (flow, gen) = {
+            let dp = cell.load();
+            (dp.flow, dp.flow_gen)
+        };
+        settled[thread].store(gen, Ordering::Release);
         let blank = Parsed::default();
         Ok(Worker {
             thread,
@@ -124,19 +154,30 @@ impl Worker {
             sweep_at: 0,
             frags: FragmentCache::new(),
             rejects: RejectBudget::default(),
+            resize: Resize { draining: None, gen, settled: Arc::clone(settled) },
         })
     }
 
-    /// Takes a new flow-table size or timeout now (from the main thread
-    /// before workers start, or under the barrier); otherwise the worker
+    /// Takes the latest flow-table size and timeouts now (from the main
+    /// thread before workers start, or under the barrier, so a table that
+    /// cannot be allocated refuses the change); otherwise the worker
     /// notices the change at its next batch.
-    pub fn adopt_flow_conf(&mut self, flow: FlowConf) -> Result<(), OutOfMemory> {
-        if flow.buckets != self.flows.n_buckets() {
-            let old = core::mem::replace(&mut self.flows, FlowTable::new(flow.buckets, flow.timeout)?);
-            release_all(&old, self.thread, &self.refs);
-        }
-        self.flows.set_timeouts(flow.timeout, flow.embryonic);
-        Ok(())
+    pub fn adopt_flow_conf(&mut self, now: u32) -> Result<(), OutOfMemory> {
+        let Worker { thread, flows, reader, cell, refs, rejects, resize, .. } = self;
+        let dp = reader.enter(cell);
+        adopt_flow_conf(&mut FlowCtx { flows, dp: &dp, refs, thread: *thread, now, rejects, resize })
+    }
+
+    /// Live flow entries, also those still in a table being drained (a
+    /// full scan: for `show kp`).
+    pub fn live_flows(&self, now: u32) -> usize {
+        let draining = self.resize.draining.as_ref().map_or(0, |(t, _)| t.live_entries(now));
+        self.flows.live_entries(now) + draining
+    }
+
+    /// Whether a replaced flow table is still being drained.
+    pub fn draining(&self) -> bool {
+        self.resize.draining.is_some()
     }
 
     /// The VIP packet `i` of the last batch was classified to.
@@ -185,21 +226,14 @@ impl Worker {
     /// ICMP errors ([`Pipeline::finish_deferred`]).
     pub fn process<B: Batch>(&mut self, batch: &mut B, now: u32, verdicts: &mut [Verdict]) {
         let n = batch.len().min(MAX_BATCH);
-        let Worker { thread, flows, reader, cell, refs, scratch, sweep_at, frags, rejects } = self;
+        let Worker { thread, flows, reader, cell, refs, scratch, sweep_at, frags, rejects, resize } = self;
         let thread = *thread;
         let dp = reader.enter(cell);
 
-        // A changed `kp conf` reaches the worker here, between batches.
-        if dp.flow.buckets != flows.n_buckets() {
-            if let Ok(t) = FlowTable::new(dp.flow.buckets, dp.flow.timeout) {
-                let old = core::mem::replace(flows, t);
-                release_all(&old, thread, refs);
-            }
-        }
-        if dp.flow.timeout != flows.timeout()
-            || dp.flow.embryonic.min(dp.flow.timeout) != flows.embryonic_timeout()
-        {
-            flows.set_timeouts(dp.flow.timeout, dp.flow.embryonic);
+        // A changed `kp conf` reaches the worker here, between batches (a
+        // table that cannot be allocated is tried again next batch).
+        if flow_conf_changed(&dp, flows, resize) {
+            let _ = adopt_flow_conf(&mut FlowCtx { flows, dp: &dp, refs, thread, now, rejects, resize });
         }
 
         let mut pipe = Pipeline {
@@ -236,13 +270,16 @@ impl Worker {
             }
         }
         let Pipeline { batch, flows, scratch, verdicts, pending, n_deferred, .. } = pipe;
-        let mut ctx = FlowCtx { flows, dp: &dp, refs, thread, now, rejects };
+        let mut ctx = FlowCtx { flows, dp: &dp, refs, thread, now, rejects, resize };
         // Pass 3 only when passes 1 and 2 left something.
         if pending != 0 || n_deferred != 0 {
             finish_general(&mut ctx, batch, scratch, verdicts);
             finish_deferred(&mut ctx, batch, scratch, verdicts, frags, n_deferred);
         }
         *sweep_at = ctx.sweep(*sweep_at, SWEEP_PER_BATCH);
+        if ctx.resize.draining.is_some() {
+            ctx.drain(DRAIN_PER_BATCH);
+        }
     }
 
     /// Sweeps up to `buckets` buckets of the flow table, going on from
@@ -250,12 +287,17 @@ impl Worker {
     /// data path sweeps a little per batch; this is for when no packets
     /// come (from the main thread, with this worker parked).
     pub fn sweep_idle(&mut self, buckets: u32, now: u32) {
-        let Worker { thread, flows, reader, cell, refs, sweep_at, rejects, .. } = self;
+        let Worker { thread, flows, reader, cell, refs, sweep_at, rejects, resize, .. } = self;
         let thread = *thread;
         // The latest snapshot, as the worker's next batch would see it (an
         // empty batch, as far as the reader's bookkeeping goes).
         let dp = reader.enter(cell);
-        *sweep_at = FlowCtx { flows, dp: &dp, refs, thread, now, rejects }.sweep(*sweep_at, buckets);
+        let mut ctx = FlowCtx { flows, dp: &dp, refs, thread, now, rejects, resize };
+        if flow_conf_changed(&dp, ctx.flows, ctx.resize) {
+            let _ = adopt_flow_conf(&mut ctx);
+        }
+        *sweep_at = ctx.sweep(*sweep_at, buckets);
+        ctx.drain(buckets);
     }
 
     /// The reply path: for each packet of `batch` that is a reply of a kp
@@ -532,6 +574,7 @@ struct FlowCtx<'a> {
     thread: usize,
     now: u32,
     rejects: &'a mut RejectBudget,
+    resize: &'a mut Resize,
 }
 
 impl FlowCtx<'_> {
@@ -553,7 +596,11 @@ impl FlowCtx<'_> {
         let (dp, now) = (self.dp, self.now);
         let cands = self.flows.candidates(hash, id, now);
         let establishes = l4::establishes(batch.packet(i), parsed.protocol, usize::from(parsed.l4_offset));
-        let hit = self.flows.resolve(key, hash, id, cands, now, establishes);
+        let mut hit = self.flows.resolve(key, hash, id, cands, now, establishes);
+        if hit.is_none() && self.resize.draining.is_some() && self.move_from_old_table(key) {
+            let cands = self.flows.candidates(hash, id, now);
+            hit = self.flows.resolve(key, hash, id, cands, now, establishes);
+        }
         let (pod, outcome) = match hit {
             // IPv4 entries keep no VIP index: a pod of another VIP (the
             // address now belongs to a different Service) makes the entry
@@ -858,6 +905,60 @@ impl FlowCtx<'_> {
         forget(entry, self.thread, self.refs, self.dp)
     }
 
+    /// A packet missed in a freshly resized table: its flow may still be
+    /// in the old one. Returns whether it was moved over.
+    #[cold]
+    fn move_from_old_table(&mut self, key: &FlowKey) -> bool {
+        let Some((old, _)) = self.resize.draining.as_mut() else { return false };
+        match old.take(key, self.now) {
+            Some((pod, expiry)) => self.move_entry(key, pod, expiry),
+            None => false,
+        }
+    }
+
+    /// Puts an entry taken from a replaced table into the current one,
+    /// with its pod, expiry and reply state; an expired entry, or one whose
+    /// bucket is full of live flows, ends instead. Returns whether it moved.
+    fn move_entry(&mut self, key: &FlowKey, pod: u32, expiry: u32) -> bool {
+        if expiry <= self.now {
+            self.forget(Some((pod, *key)));
+            return false;
+        }
+        match self.flows.insert_until(key, key.hash(), pod, self.now, expiry) {
+            Ok((_, evicted)) => {
+                self.forget(evicted);
+                let dp = self.dp;
+                if let Some(reply) = dp.pods.get(pod as usize).and_then(|p| reply_key(dp, key, &p.endpoint)) {
+                    // A full bucket leaves the replies untranslated, as for
+                    // a new flow.
+                    dp.reverse.adopt(&reply);
+                }
+                true
+            }
+            Err(_) => {
+                self.forget(Some((pod, *key)));
+                false
+            }
+        }
+    }
+
+    /// Moves `count` more buckets of a replaced table into the current
+    /// one; frees the old table when it is empty.
+    fn drain(&mut self, count: u32) {
+        let Some((mut old, next)) = self.resize.draining.take() else { return };
+        let end = next.saturating_add(count).min(old.n_buckets());
+        for bi in next..end {
+            old.drain_bucket(bi, |key, pod, expiry| {
+                self.move_entry(key, pod, expiry);
+            });
+        }
+        if end < old.n_buckets() {
+            self.resize.draining = Some((old, end));
+        } else {
+            self.resize.settled[self.thread].store(self.resize.gen, Ordering::Release);
+        }
+    }
+
     /// Sweeps `count` buckets from `from`: entries expired or of pods that
     /// no longer serve flows go, with their references and reply state.
     /// Returns where the next sweep starts.
@@ -1056,8 +1157,31 @@ impl<B: Batch> xlat::Frame for BatchFrame<'_, B> {
     }
 }
 
-fn release_all(t: &FlowTable, thread: usize, refs: &RefCounts) {
-    t.for_each_live(0, |pod| refs.add(thread, pod, -1));
+/// Whether the snapshot's flow-table size or timeouts are not yet taken.
+#[inline(always)]
+fn flow_conf_changed(dp: &Dataplane, flows: &FlowTable, resize: &Resize) -> bool {
+    dp.flow_gen != resize.gen
+        || dp.flow.timeout != flows.timeout()
+        || dp.flow.embryonic.min(dp.flow.timeout) != flows.embryonic_timeout()
+}
+
+/// Takes the snapshot's flow-table size and timeouts. A new size starts a
+/// drain of the current table into a new one (an older drain still going
+/// is finished first, at once).
+fn adopt_flow_conf(ctx: &mut FlowCtx) -> Result<(), OutOfMemory> {
+    let flow: FlowConf = ctx.dp.flow;
+    if flow.buckets != ctx.flows.n_buckets() {
+        let table = FlowTable::new(flow.buckets, flow.timeout)?;
+        ctx.drain(u32::MAX);
+        let old = core::mem::replace(ctx.flows, table);
+        ctx.resize.draining = Some((old, 0));
+    }
+    ctx.flows.set_timeouts(flow.timeout, flow.embryonic);
+    ctx.resize.gen = ctx.dp.flow_gen;
+    if ctx.resize.draining.is_none() {
+        ctx.resize.settled[ctx.thread].store(ctx.resize.gen, Ordering::Release);
+    }
+    Ok(())
 }
 
 /// What [`Dataplane::classify`] depends on for a fast-lane packet, packed

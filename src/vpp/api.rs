@@ -142,8 +142,9 @@ impl Host for VppHost<'_> {
         super::text::sw_if_index_name(sw_if_index)
     }
 
-    fn resize_flow_tables(&self, flow: crate::config::FlowConf) -> Result<(), crate::config::ConfigError> {
-        adopt_flow(self.g, flow, &mut self.held.borrow_mut())
+    fn resize_flow_tables(&self, _: crate::config::FlowConf) -> Result<(), crate::config::ConfigError> {
+        // The workers take the size the controller just published.
+        adopt_flow(self.g, &mut self.held.borrow_mut())
     }
 
     fn applied(&self, kp: &mut Kp, applied: &crate::control::Applied) {

@@ -8,7 +8,7 @@ use super::barrier::BarrierHeld;
 use super::counters::{POD_PACKETS, VIP_EXISTING, VIP_FIRST, VIP_NO_POD, VIP_UNTRACKED};
 use super::feature::set_nodeport_feature;
 use super::sys;
-use crate::config::{ConfigError, FlowChange, FlowConf};
+use crate::config::{ConfigError, FlowChange};
 use crate::control::{Applied, DataPathView, FlowTableStats, Kp, VipCounters};
 use crate::dataplane::{DropReason, ReplyVerdict, Verdict, Worker, MAX_BATCH};
 use core::cell::UnsafeCell;
@@ -86,10 +86,12 @@ pub fn init(n_threads: usize) -> Result<&'static Global, String> {
 }
 
 /// Resizes every worker's flow table to `flow` now.
-pub fn adopt_flow(g: &Global, flow: FlowConf, held: &mut BarrierHeld) -> Result<(), ConfigError> {
+pub fn adopt_flow(g: &Global, held: &mut BarrierHeld) -> Result<(), ConfigError> {
+    // SAFETY: the main thread's vlib_main_t (the barrier is held).
+    let now = unsafe { super::time::ticks(super::fns().vlib_get_main_not_inline()) };
     for cell in g.workers.iter() {
         cell.parked_mut(held)
-            .adopt_flow_conf(flow)
+            .adopt_flow_conf(now)
             .map_err(|e| ConfigError::OutOfMemory { bytes: e.bytes as u64 })?;
     }
     Ok(())
@@ -97,7 +99,7 @@ pub fn adopt_flow(g: &Global, flow: FlowConf, held: &mut BarrierHeld) -> Result<
 
 /// Applies `kp conf` and sizes the flow tables; on failure nothing changes.
 pub fn apply_conf(g: &Global, change: FlowChange, held: &mut BarrierHeld) -> Result<(), String> {
-    g.kp.lock().apply_conf(change, |flow| adopt_flow(g, flow, held)).map_err(|e| e.to_string())
+    g.kp.lock().apply_conf(change, |_| adopt_flow(g, held)).map_err(|e| e.to_string())
 }
 
 /// Per-thread arrays a kp node fills for each frame, kept between frames
@@ -236,7 +238,7 @@ impl DataPathView for WorkersView<'_> {
                     thread,
                     buckets: t.n_buckets(),
                     capacity: t.capacity(),
-                    live: t.live_entries(now),
+                    live: w.live_flows(now),
                 }
             })
             .collect()

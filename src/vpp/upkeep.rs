@@ -40,21 +40,22 @@ unsafe extern "C" fn kp_maintenance(_data: *mut sys::vlib_stats_collector_data_t
     // Nothing may unwind into VPP; a failure here only delays upkeep.
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let Some(g) = global() else { return };
-        let (pending, nodeport) = {
+        let (pending, resizing, nodeport) = {
             let kp = g.kp.lock();
-            (kp.controller.draining_pods().count(), nodeport_missing(&kp))
+            (kp.controller.draining_pods().count(), kp.controller.resizing(), nodeport_missing(&kp))
         };
         let gauge = DRAINING_GAUGE.load(std::sync::atomic::Ordering::Relaxed);
         // SAFETY: main thread (the collector process); exported functions.
         unsafe {
             let vm = super::fns().vlib_get_main_not_inline();
-            let draining = if pending > 0 || nodeport {
+            let draining = if pending > 0 || resizing || nodeport {
                 // Counters and features change only with workers parked.
                 let mut barrier = Barrier::sync(vm);
                 let mut held = barrier.held();
-                if pending > 0 {
-                    // Without traffic nothing sweeps the flow tables: go
-                    // through a slice of each (bounded, as workers wait).
+                if pending > 0 || resizing {
+                    // Without traffic nothing sweeps the flow tables (or
+                    // drains the ones a resize replaced): go through a
+                    // slice of each (bounded, as workers wait).
                     let now = super::time::ticks(vm);
                     for cell in g.workers.iter() {
                         cell.parked_mut(&mut held).sweep_idle(IDLE_SWEEP_BUCKETS, now);
