@@ -441,7 +441,7 @@ impl FlowTable {
         let n = n_buckets as usize;
         let bytes = n * (64 + ENTRIES_PER_BUCKET * 64);
         let buckets = ZeroedArray::new(n).ok_or(OutOfMemory { bytes })?;
-        let keys = ZeroedArray::new(n * ENTRIES_PER_BUCKET).ok_or(OutOfMemory { bytes })?;
+        let keys = ZeroedArray::sparse(n * ENTRIES_PER_BUCKET).ok_or(OutOfMemory { bytes })?;
         Ok(FlowTable { buckets, keys, mask: n_buckets - 1, timeout, embryonic: timeout })
     }
 

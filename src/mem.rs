@@ -7,10 +7,36 @@
 //! also keeps them out of VPP's fixed-size main heap, and fresh anonymous
 //! memory is already zero.
 //!
+//! A table read by every packet (flow-table buckets, reply-table heads)
+//! can have all its pages faulted in when it is mapped
+//! ([`prefault_hot_tables`], which the VPP plugin turns on): a first touch
+//! of a huge page zeroes 2 MiB, and a frame of new flows into a fresh
+//! 2^21-bucket table touched hundreds of them, keeping a worker in one
+//! node call for over a second, past VPP's barrier timeout (VPP aborted:
+//! "worker thread deadlock"). Faulting in up front costs the time once,
+//! on the main thread, and turns a table too big for the machine into an
+//! error instead of an out-of-memory kill later. Arrays touched once per
+//! flow (keys, reply slots) are [`ZeroedArray::sparse`]: small pages,
+//! faulted in as used, 4 KiB at a time.
+//!
 //! It also holds the one cache prefetch hint every part of kp uses.
 
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static PREFAULT: AtomicBool = AtomicBool::new(false);
+
+/// Whether [`ZeroedArray::new`] faults in every page of the arrays it
+/// maps (the VPP plugin: workers must not stall on first touches; host
+/// tests and fuzzing leave it off, to create tables cheaply).
+pub fn prefault_hot_tables(on: bool) {
+    PREFAULT.store(on, Ordering::Relaxed);
+}
+
+/// `madvise` advice (Linux 5.14): populate the range, writable, as a
+/// write would; fails with ENOMEM rather than faulting later.
+const MADV_POPULATE_WRITE: libc::c_int = 23;
 
 /// Types for which the all-zero bit pattern is a valid value.
 ///
@@ -34,13 +60,29 @@ unsafe impl<T: Zeroable + Send> Send for ZeroedArray<T> {}
 unsafe impl<T: Zeroable + Sync> Sync for ZeroedArray<T> {}
 
 impl<T: Zeroable> ZeroedArray<T> {
-    /// Maps `len` zeroed elements; `None` if the kernel refuses.
+    /// Maps `len` zeroed elements for access at random by every packet:
+    /// huge pages when big, faulted in now if [`prefault_hot_tables`] is
+    /// on. `None` if the kernel refuses.
     pub fn new(len: usize) -> Option<Self> {
+        let a = Self::map(len, true)?;
+        if PREFAULT.load(Ordering::Relaxed) && !a.populate() {
+            return None;
+        }
+        Some(a)
+    }
+
+    /// Maps `len` zeroed elements that are touched once per use (a slot
+    /// per flow): small pages, faulted in as they are first written.
+    pub fn sparse(len: usize) -> Option<Self> {
+        Self::map(len, false)
+    }
+
+    fn map(len: usize, hot: bool) -> Option<Self> {
         let bytes = len.checked_mul(core::mem::size_of::<T>())?.max(1);
-        // Big tables in whole huge pages (fewer TLB misses); a small one
-        // in small pages, so it neither costs nor zeroes 2 MiB on first
+        // Big hot tables in whole huge pages (fewer TLB misses); a small
+        // one in small pages, so it neither costs nor zeroes 2 MiB on first
         // touch.
-        let huge = bytes >= HUGE_PAGE;
+        let huge = hot && bytes >= HUGE_PAGE;
         let map_len = bytes.checked_next_multiple_of(if huge { HUGE_PAGE } else { 4096 })?;
         // SAFETY: an anonymous private mapping with no address hint has no
         // preconditions; the result is checked against MAP_FAILED.
@@ -57,14 +99,33 @@ impl<T: Zeroable> ZeroedArray<T> {
         if p == libc::MAP_FAILED {
             return None;
         }
-        if huge {
-            // SAFETY: advice on a range we just mapped; failure (no THP) is
-            // harmless, the memory just stays in small pages.
-            unsafe { libc::madvise(p, map_len, libc::MADV_HUGEPAGE) };
-        }
+        // SAFETY: advice on a range we just mapped; failure (no THP) is
+        // harmless, the memory just stays in the pages it has.
+        unsafe { libc::madvise(p, map_len, if huge { libc::MADV_HUGEPAGE } else { libc::MADV_NOHUGEPAGE }) };
         // Page-aligned, so aligned for any T with align <= 4096.
         debug_assert!(core::mem::align_of::<T>() <= 4096);
         Some(ZeroedArray { ptr: NonNull::new(p.cast())?, len, map_len })
+    }
+}
+
+impl<T: Zeroable> ZeroedArray<T> {
+    /// Faults in every page now; false if the memory is not there.
+    fn populate(&self) -> bool {
+        let p = self.ptr.as_ptr().cast::<u8>();
+        // SAFETY: advice on exactly our own mapping.
+        if unsafe { libc::madvise(p.cast(), self.map_len, MADV_POPULATE_WRITE) } == 0 {
+            return true;
+        }
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+            return false;
+        }
+        // An older kernel: a write to each page faults it in (zero stays
+        // zero, so the contents are unchanged).
+        for off in (0..self.map_len).step_by(4096) {
+            // SAFETY: `off` is inside our writable mapping.
+            unsafe { p.add(off).write_volatile(0) };
+        }
+        true
     }
 }
 
@@ -133,5 +194,15 @@ mod tests {
         assert_eq!(a[12345], 7);
         assert_eq!(ZeroedArray::<u64>::new(0).unwrap().len(), 0);
         assert!(ZeroedArray::<u64>::new(usize::MAX / 4).is_none());
+        let mut s = ZeroedArray::<u64>::sparse(1 << 20).unwrap();
+        s[999] = 3;
+        assert_eq!((s[999], s[1000]), (3, 0));
+    }
+
+    #[test]
+    fn populated_arrays_are_zero() {
+        let a = ZeroedArray::<u64>::map(3 << 20, true).unwrap();
+        assert!(a.populate());
+        assert!(a.iter().all(|&x| x == 0));
     }
 }

@@ -81,7 +81,7 @@ impl ReverseTable {
         assert!(n_buckets.is_power_of_two());
         Some(ReverseTable {
             heads: ZeroedArray::new(n_buckets as usize)?,
-            slots: ZeroedArray::new(n_buckets as usize * SLOTS)?,
+            slots: ZeroedArray::sparse(n_buckets as usize * SLOTS)?,
             mask: n_buckets - 1,
         })
     }

@@ -4,46 +4,16 @@
 //! vppapigen when it is installed.
 
 mod common;
-use common::{installed_vpp, vpp_prefix, Options, Vpp};
-use std::path::{Path, PathBuf};
+use common::{apidir, installed_vpp, kp_api_json, vpp_prefix, Options, Vpp};
+use std::path::PathBuf;
 use std::process::Command;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// kp.api.json as the build generates it.
-fn kp_api_json() -> String {
-    let out = Command::new(env!("CARGO"))
-        .args(["run", "--quiet", "--release", "--bin", "kp-apigen"])
-        .current_dir(root())
-        .output()
-        .expect("cargo run kp-apigen");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn python() -> Option<PathBuf> {
-    let venv = root().join("target/venv/bin/python");
-    if venv.exists() {
-        return Some(venv);
-    }
-    eprintln!("SKIPPED: no target/venv with vpp_papi (scripts/setup-deps makes it when VPP is installed)");
-    None
-}
-
-/// An API directory like an installed VPP's: core files plus kp's.
-fn apidir(dir: &Path) -> PathBuf {
-    let api = dir.join("api");
-    std::fs::create_dir_all(api.join("plugins")).unwrap();
-    let core = vpp_prefix().join("share/vpp/api/core");
-    std::fs::create_dir_all(api.join("core")).unwrap();
-    for e in std::fs::read_dir(core).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), api.join("core").join(e.file_name())).unwrap();
-    }
-    std::fs::write(api.join("plugins/kp.api.json"), kp_api_json()).unwrap();
-    api
+    common::venv_python("(vpp_api)")
 }
 
 #[test]

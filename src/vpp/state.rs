@@ -73,6 +73,8 @@ pub fn global() -> Option<&'static Global> {
 
 /// Creates the state for `n_threads` threads (kp's init function).
 pub fn init(n_threads: usize) -> Result<&'static Global, String> {
+    // Workers must never stall on a table's first touches (see crate::mem).
+    crate::mem::prefault_hot_tables(true);
     let mut kp = Kp::new(n_threads);
     // Counters live in VPP's fixed-size stats segment, which aborts VPP
     // when it runs out: changes that might not fit are refused instead.

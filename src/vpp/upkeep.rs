@@ -7,9 +7,10 @@ use super::sys;
 use core::ffi::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// Buckets of each flow table a maintenance run sweeps while pods drain:
-/// 2 MiB of buckets, about a millisecond with workers parked.
-const IDLE_SWEEP_BUCKETS: u32 = 1 << 15;
+/// Buckets of each flow table a maintenance run sweeps (and drains, after
+/// a resize) while pods drain: 8 MiB of buckets, a few milliseconds with
+/// workers parked; a table of 2^20 buckets is gone through in 8 runs.
+const IDLE_SWEEP_BUCKETS: u32 = 1 << 17;
 
 /// Stats-segment index of the `/kp/draining-pods` gauge.
 static DRAINING_GAUGE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);

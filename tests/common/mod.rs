@@ -137,6 +137,16 @@ impl Vpp {
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
+
+    /// VPP's resident memory (kB), from /proc.
+    pub fn rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for Vpp {
@@ -149,6 +159,49 @@ impl Drop for Vpp {
             eprintln!("VPP output kept in {}", self.dir.display());
         }
     }
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The test venv's python (vpp_papi, scapy), or `None` after saying the
+/// test is skipped.
+pub fn venv_python(test: &str) -> Option<PathBuf> {
+    let venv = root().join("target/venv/bin/python");
+    if venv.exists() {
+        return Some(venv);
+    }
+    eprintln!(
+        "SKIPPED {test}: no target/venv with vpp_papi (scripts/setup-deps makes it when VPP is installed)"
+    );
+    None
+}
+
+/// kp.api.json as the build generates it.
+pub fn kp_api_json() -> String {
+    let out = Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "--release", "--bin", "kp-apigen"])
+        .current_dir(root())
+        .output()
+        .expect("cargo run kp-apigen");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// An API directory like an installed VPP's (core files plus kp's), in
+/// the VPP instance's directory `dir`, for vpp_papi.
+pub fn apidir(dir: &Path) -> PathBuf {
+    let api = dir.join("api");
+    std::fs::create_dir_all(api.join("plugins")).unwrap();
+    let core = vpp_prefix().join("share/vpp/api/core");
+    std::fs::create_dir_all(api.join("core")).unwrap();
+    for e in std::fs::read_dir(core).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), api.join("core").join(e.file_name())).unwrap();
+    }
+    std::fs::write(api.join("plugins/kp.api.json"), kp_api_json()).unwrap();
+    api
 }
 
 fn unique() -> u64 {
