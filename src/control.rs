@@ -53,6 +53,8 @@ pub struct FlowTableStats {
     pub buckets: u32,
     pub capacity: usize,
     pub live: usize,
+    /// Still moving flows out of the table a resize replaced.
+    pub resizing: bool,
 }
 
 /// What `show` needs from the running data path.
@@ -225,8 +227,12 @@ impl Kp {
             let pct = if t.capacity == 0 { 0.0 } else { 100.0 * t.live as f64 / t.capacity as f64 };
             let _ = writeln!(
                 s,
-                "  thread {}: {} buckets, {} of {} entries in use ({pct:.1}%)",
-                t.thread, t.buckets, t.live, t.capacity
+                "  thread {}: {} buckets, {} of {} entries in use ({pct:.1}%){}",
+                t.thread,
+                t.buckets,
+                t.live,
+                t.capacity,
+                if t.resizing { ", resizing: moving flows from the old table" } else { "" }
             );
         }
         if !self.interfaces.nodeport.is_empty() {
@@ -340,7 +346,7 @@ mod tests {
     struct NoTraffic;
     impl DataPathView for NoTraffic {
         fn flow_tables(&self) -> Vec<FlowTableStats> {
-            vec![FlowTableStats { thread: 0, buckets: 16, capacity: 64, live: 0 }]
+            vec![FlowTableStats { thread: 0, buckets: 16, capacity: 64, live: 0, resizing: false }]
         }
         fn vip_counters(&self, _: u32) -> VipCounters {
             VipCounters::default()

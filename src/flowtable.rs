@@ -480,6 +480,30 @@ impl FlowTable {
         (hash as u32 & self.mask) as usize
     }
 
+    /// A flow's second bucket, from the hash's high half: where it goes
+    /// when its first bucket is full of live flows. With one choice, 0.35%
+    /// of a million flows found no room in 2^21 buckets (their packets
+    /// then follow Maglev, and move when the pods change); with two, and
+    /// an entry of a full first bucket moved to its own second bucket when
+    /// that has room, practically none do. The data path's fast lane looks
+    /// only at the first bucket; a flow in its second one takes the
+    /// general path.
+    #[inline(always)]
+    fn other_bucket_of(&self, hash: u64) -> usize {
+        ((hash >> 32) as u32).wrapping_mul(0x9e37_79b9).rotate_left(15) as usize & self.mask as usize
+    }
+
+    /// A hash's first and second bucket.
+    pub fn choices(&self, hash: u64) -> [usize; 2] {
+        [self.bucket_of(hash), self.other_bucket_of(hash)]
+    }
+
+    /// The first slot of bucket `bi` free for a new entry at `now`.
+    #[inline(always)]
+    fn free_slot(&self, bi: usize, now: u32) -> Option<usize> {
+        self.buckets[bi].expiry.iter().position(|&e| e <= now)
+    }
+
     /// The bucket a hash maps to, without a bounds check per packet.
     #[inline(always)]
     fn bucket_at(&self, hash: u64) -> &Bucket {
@@ -530,16 +554,60 @@ impl FlowTable {
         if is_whole_key(id) {
             return self.whole_key_hit(hash, candidates, now, establishes);
         }
-        let bi = self.bucket_of(hash);
-        let mut m = candidates;
+        self.resolve_in(self.bucket_of(hash), key, candidates, now, establishes)
+    }
+
+    #[inline(always)]
+    fn resolve_in(
+        &mut self,
+        bi: usize,
+        key: &FlowKey,
+        candidates: u8,
+        now: u32,
+        establishes: bool,
+    ) -> Option<Hit> {
+        let bi = self.confirm(bi, key, candidates)?;
+        Some(self.refresh(bi / ENTRIES_PER_BUCKET, bi % ENTRIES_PER_BUCKET, now, establishes))
+    }
+
+    /// The slot among `candidates` of bucket `bi` that holds `key`.
+    #[inline(always)]
+    fn confirm(&self, bi: usize, key: &FlowKey, candidates: u8) -> Option<usize> {
+        let mut m = candidates & ((1 << ENTRIES_PER_BUCKET) - 1);
         while m != 0 {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
-            if self.keys[bi * ENTRIES_PER_BUCKET + i].0.same(key) {
-                return Some(self.refresh(bi, i, now, establishes));
+            let slot = bi * ENTRIES_PER_BUCKET + i;
+            if is_whole_key(self.buckets[bi].id(i)) || self.keys[slot].0.same(key) {
+                return Some(slot);
             }
         }
         None
+    }
+
+    /// Step 4, after a miss in the first bucket: the flow's second bucket
+    /// (see `other_bucket_of`).
+    #[cold]
+    pub fn resolve_other(
+        &mut self,
+        key: &FlowKey,
+        hash: u64,
+        id: u128,
+        now: u32,
+        establishes: bool,
+    ) -> Option<Hit> {
+        let bi = self.other_bucket_of(hash);
+        let candidates = self.buckets[bi].matches(id, now);
+        self.resolve_in(bi, key, candidates, now, establishes)
+    }
+
+    /// The live entry of `key`, in either of its buckets.
+    fn find(&self, key: &FlowKey, now: u32) -> Option<usize> {
+        let h = key.hash();
+        let id = key.compact(h);
+        [self.bucket_of(h), self.other_bucket_of(h)]
+            .into_iter()
+            .find_map(|bi| self.confirm(bi, key, self.buckets[bi].matches(id, now)))
     }
 
     /// Step 3 for a whole-key id: its candidate (there is at most one live
@@ -572,10 +640,8 @@ impl FlowTable {
 
     /// A whole lookup, unbatched (tests and one-off use).
     pub fn lookup(&mut self, key: &FlowKey, now: u32) -> Option<Hit> {
-        let h = key.hash();
-        let id = key.compact(h);
-        let c = self.candidates(h, id, now);
-        self.resolve(key, h, id, c, now, true)
+        let slot = self.find(key, now)?;
+        Some(self.refresh(slot / ENTRIES_PER_BUCKET, slot % ENTRIES_PER_BUCKET, now, true))
     }
 
     /// The key of the entry in slot `i` of bucket `bi` (which must have
@@ -614,13 +680,21 @@ impl FlowTable {
         now: u32,
         expiry: u32,
     ) -> Result<(SlotId, Option<(u32, FlowKey)>), BucketFull> {
-        let bi = self.bucket_of(hash);
-        let Some(i) = self.buckets[bi].expiry.iter().position(|&e| e <= now) else {
-            return Err(BucketFull);
+        let first = self.bucket_of(hash);
+        let (bi, i, evicted) = match self.free_slot(first, now) {
+            Some(i) => (first, i, self.dead_entry(first, i)),
+            None => {
+                let second = self.other_bucket_of(hash);
+                match self.free_slot(second, now) {
+                    Some(i) => (second, i, self.dead_entry(second, i)),
+                    None => {
+                        let (i, evicted) = self.make_room(first, now).ok_or(BucketFull)?;
+                        (first, i, evicted)
+                    }
+                }
+            }
         };
         let slot = bi * ENTRIES_PER_BUCKET + i;
-        let evicted =
-            (self.buckets[bi].expiry[i] != 0).then(|| (self.buckets[bi].pod(i), self.key_at(bi, i)));
         let id = key.compact(hash);
         let (a, b, c, tag) = unpack_id(id);
         let bk = &mut self.buckets[bi];
@@ -631,6 +705,40 @@ impl FlowTable {
             self.keys[slot].0 = *key;
         }
         Ok((slot as SlotId, evicted))
+    }
+
+    /// The expired entry a new one is about to overwrite in slot `i` of
+    /// bucket `bi`, if the slot was ever used.
+    #[inline(always)]
+    fn dead_entry(&self, bi: usize, i: usize) -> Option<(u32, FlowKey)> {
+        (self.buckets[bi].expiry[i] != 0).then(|| (self.buckets[bi].pod(i), self.key_at(bi, i)))
+    }
+
+    /// Both buckets of a new flow are full: moves one entry of the first
+    /// bucket to its own other bucket, if that has room. Returns the slot
+    /// freed in `first` and the expired entry the move overwrote, if any.
+    #[cold]
+    fn make_room(&mut self, first: usize, now: u32) -> Option<(usize, Option<(u32, FlowKey)>)> {
+        for i in 0..ENTRIES_PER_BUCKET {
+            let key = self.key_at(first, i);
+            let h = key.hash();
+            let to = if self.bucket_of(h) == first { self.other_bucket_of(h) } else { self.bucket_of(h) };
+            if to == first {
+                continue;
+            }
+            if let Some(j) = self.free_slot(to, now) {
+                let evicted = self.dead_entry(to, j);
+                let (src, dst) = (first * ENTRIES_PER_BUCKET + i, to * ENTRIES_PER_BUCKET + j);
+                let b = self.buckets[first];
+                let t = &mut self.buckets[to];
+                (t.a[j], t.b[j], t.c[j], t.expiry[j], t.pod_tag[j]) =
+                    (b.a[i], b.b[i], b.c[i], b.expiry[i], b.pod_tag[i]);
+                self.keys[dst] = self.keys[src];
+                self.buckets[first].expiry[i] = 0;
+                return Some((i, evicted));
+            }
+        }
+        None
     }
 
     /// Points an existing entry at another pod (its old pod was flushed)
@@ -658,22 +766,12 @@ impl FlowTable {
     /// Takes the live entry of `key` out of the table, returning its pod
     /// and expiry (a resize moves it to the new table).
     pub fn take(&mut self, key: &FlowKey, now: u32) -> Option<(u32, u32)> {
-        let h = key.hash();
-        let id = key.compact(h);
-        let c = self.candidates(h, id, now);
-        let bi = self.bucket_of(h);
-        let mut m = c;
-        while m != 0 {
-            let i = m.trailing_zeros() as usize;
-            m &= m - 1;
-            if is_whole_key(id) || self.keys[bi * ENTRIES_PER_BUCKET + i].0.same(key) {
-                let b = &mut self.buckets[bi];
-                let found = (b.pod(i), b.expiry[i]);
-                b.expiry[i] = 0;
-                return Some(found);
-            }
-        }
-        None
+        let slot = self.find(key, now)?;
+        let b = &mut self.buckets[slot / ENTRIES_PER_BUCKET];
+        let i = slot % ENTRIES_PER_BUCKET;
+        let found = (b.pod(i), b.expiry[i]);
+        b.expiry[i] = 0;
+        Some(found)
     }
 
     /// Empties bucket `bi`, calling `f(key, pod, expiry)` for each entry it
@@ -941,20 +1039,50 @@ mod tests {
     #[test]
     fn full_bucket_fails_insert_until_an_entry_expires() {
         const N: usize = ENTRIES_PER_BUCKET;
-        let mut t = FlowTable::new(16, 10).unwrap();
+        // One bucket: both choices of every key are the same bucket.
+        let mut t = FlowTable::new(1, 10).unwrap();
         let keys: Vec<FlowKey> = (0..=N as u32).map(|i| FlowKey::new(0, &parsed(i, IpFamily::V6))).collect();
-        let h = keys[0].hash(); // same bucket for all: pass the hash explicitly
         for (i, k) in keys[..N].iter().enumerate() {
-            t.insert(k, h, i as u32, 1).unwrap();
+            t.insert(k, k.hash(), i as u32, 1).unwrap();
         }
-        assert_eq!(t.insert(&keys[N], h, 9, 2), Err(BucketFull));
+        assert_eq!(t.insert(&keys[N], keys[N].hash(), 9, 2), Err(BucketFull));
         // Everything inserted is still found.
         for (i, k) in keys[..N].iter().enumerate() {
-            let id = k.compact(h);
+            let (h, id) = (k.hash(), k.compact(k.hash()));
             let c = t.candidates(h, id, 2);
             assert_eq!(t.resolve(k, h, id, c, 2, true).unwrap().pod, i as u32);
         }
-        assert!(t.insert(&keys[N], h, 9, 20).is_ok());
+        assert!(t.insert(&keys[N], keys[N].hash(), 9, 20).is_ok());
+    }
+
+    /// A flow whose first bucket is full goes to its second one (found
+    /// there by `resolve_other`, not by the first-bucket lookup); when
+    /// both are full, an entry of the first moves to its own second
+    /// bucket to make room.
+    #[test]
+    fn full_first_buckets_send_flows_to_their_second() {
+        let mut t = FlowTable::new(16, 100).unwrap();
+        let first = |k: &FlowKey| t.choices(k.hash())[0];
+        // Keys sharing one first bucket.
+        let all: Vec<FlowKey> = (0..2000).map(|i| FlowKey::new(0, &parsed(i, IpFamily::V4))).collect();
+        let target = first(&all[0]);
+        let same: Vec<FlowKey> = all.iter().copied().filter(|k| first(k) == target).take(8).collect();
+        assert_eq!(same.len(), 8);
+        for (i, k) in same.iter().enumerate() {
+            t.insert(k, k.hash(), i as u32, 1).unwrap();
+        }
+        for (i, k) in same.iter().enumerate() {
+            let (h, id) = (k.hash(), k.compact(k.hash()));
+            let c = t.candidates(h, id, 2);
+            let in_first = t.resolve(k, h, id, c, 2, true);
+            let hit = in_first.or_else(|| t.resolve_other(k, h, id, 2, true));
+            assert_eq!(hit.map(|h| h.pod), Some(i as u32), "flow {i} lost");
+            assert_eq!(t.lookup(k, 2).map(|h| h.pod), Some(i as u32));
+        }
+        assert_eq!(t.live_entries(2), 8, "eight flows of one first bucket (of three slots) all kept");
+        let taken = t.take(&same[7], 2);
+        assert_eq!(taken.map(|(pod, _)| pod), Some(7));
+        assert_eq!(t.lookup(&same[7], 2), None);
     }
 
     proptest::proptest! {
@@ -975,7 +1103,8 @@ mod tests {
             // at most one live per key; dead ones stay until replaced.
             let mut model: Vec<(u32, u32, u32)> = Vec::new();
             let mut now = 1u32;
-            let bucket_of = |j: u32| keys[j as usize].hash() as u32 & 15;
+            let choice: Vec<[usize; 2]> = keys.iter().map(|k| t.choices(k.hash())).collect();
+            let choices = |j: u32| choice[j as usize];
             for (k, pod, dt) in ops {
                 now += dt;
                 let key = &keys[k as usize];
@@ -986,22 +1115,28 @@ mod tests {
                     entry.2 = now + TIMEOUT;
                     continue;
                 }
-                let live_in_bucket =
-                    model.iter().filter(|&&(j, _, e)| e > now && bucket_of(j) == bucket_of(k)).count();
+                // Live entries that may sit in this key's two buckets.
+                let mine = choices(k);
+                let sharing = model
+                    .iter()
+                    .filter(|&&(j, _, e)| e > now && choices(j).iter().any(|b| mine.contains(b)))
+                    .count();
                 match t.insert(key, key.hash(), pod, now) {
                     Ok((_, evicted)) => {
-                        proptest::prop_assert!(live_in_bucket < ENTRIES_PER_BUCKET);
                         if let Some((old_pod, old)) = evicted {
-                            // Only a dead entry of this bucket is replaced.
+                            // Only a dead entry is replaced.
                             let j = keys.iter().position(|x| *x == old).expect("an inserted key") as u32;
                             let at = model.iter().position(|&(m, p, e)| m == j && p == old_pod && e <= now);
                             proptest::prop_assert!(at.is_some(), "evicted a live or unknown entry");
-                            proptest::prop_assert_eq!(bucket_of(j), bucket_of(k));
                             model.swap_remove(at.unwrap());
                         }
                         model.push((k, pod, now + TIMEOUT));
                     }
-                    Err(BucketFull) => proptest::prop_assert_eq!(live_in_bucket, ENTRIES_PER_BUCKET),
+                    // Both buckets full of live entries.
+                    Err(BucketFull) => {
+                        let slots = if mine[0] == mine[1] { 1 } else { 2 } * ENTRIES_PER_BUCKET;
+                        proptest::prop_assert!(sharing >= slots, "refused with {} live sharing", sharing);
+                    }
                 }
                 let live_model = model.iter().filter(|&&(_, _, e)| e > now).count();
                 proptest::prop_assert_eq!(t.live_entries(now), live_model);

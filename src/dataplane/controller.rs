@@ -277,10 +277,11 @@ impl Controller {
     pub fn del_vip(&mut self, key: &VipKey) -> Result<(), ConfigError> {
         let vip = self.config.del_vip(key)?;
         let idx = self.vip_index.remove(key).expect("configured VIP has an index");
-        for addr in vip.pods.keys() {
-            if let Some(&p) = self.pod_index.get(&(idx, *addr)) {
-                self.pods[p as usize].state = PodState::Flushed;
-            }
+        // Its pods end with it, also those deleted earlier and still
+        // draining: no packet can reach their flows any more.
+        let _ = vip;
+        for p in self.pods.iter_mut().filter(|p| p.vip == idx && p.state != PodState::Free) {
+            p.state = PodState::Flushed;
         }
         self.tables.remove(&idx);
         if !self.config.vips.keys().any(|k| k.prefix == key.prefix) {

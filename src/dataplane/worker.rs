@@ -597,9 +597,15 @@ impl FlowCtx<'_> {
         let cands = self.flows.candidates(hash, id, now);
         let establishes = l4::establishes(batch.packet(i), parsed.protocol, usize::from(parsed.l4_offset));
         let mut hit = self.flows.resolve(key, hash, id, cands, now, establishes);
+        if hit.is_none() {
+            hit = self.flows.resolve_other(key, hash, id, now, establishes);
+        }
         if hit.is_none() && self.resize.draining.is_some() && self.move_from_old_table(key) {
             let cands = self.flows.candidates(hash, id, now);
             hit = self.flows.resolve(key, hash, id, cands, now, establishes);
+            if hit.is_none() {
+                hit = self.flows.resolve_other(key, hash, id, now, establishes);
+            }
         }
         let (pod, outcome) = match hit {
             // IPv4 entries keep no VIP index: a pod of another VIP (the

@@ -241,6 +241,7 @@ impl DataPathView for WorkersView<'_> {
                     buckets: t.n_buckets(),
                     capacity: t.capacity(),
                     live: w.live_flows(now),
+                    resizing: w.draining(),
                 }
             })
             .collect()
