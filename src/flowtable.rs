@@ -429,7 +429,16 @@ pub struct FlowTable {
     timeout: u32,
     /// Idle timeout of embryonic entries (at most `timeout`).
     embryonic: u32,
+    /// `make_room` failures in a row, and inserts left that skip it: in a
+    /// table saturated by a flood almost every move fails, and each costs
+    /// three cache misses, so after `KICK_FAILURES` failures the next
+    /// `KICK_BACKOFF` full inserts give up at once.
+    kick_failures: u32,
+    kick_backoff: u32,
 }
+
+const KICK_FAILURES: u32 = 16;
+const KICK_BACKOFF: u32 = 256;
 
 impl FlowTable {
     /// Allocates a table of `n_buckets` (a power of two, already validated)
@@ -442,7 +451,15 @@ impl FlowTable {
         let bytes = n * (64 + ENTRIES_PER_BUCKET * 64);
         let buckets = ZeroedArray::new(n).ok_or(OutOfMemory { bytes })?;
         let keys = ZeroedArray::sparse(n * ENTRIES_PER_BUCKET).ok_or(OutOfMemory { bytes })?;
-        Ok(FlowTable { buckets, keys, mask: n_buckets - 1, timeout, embryonic: timeout })
+        Ok(FlowTable {
+            buckets,
+            keys,
+            mask: n_buckets - 1,
+            timeout,
+            embryonic: timeout,
+            kick_failures: 0,
+            kick_backoff: 0,
+        })
     }
 
     pub fn n_buckets(&self) -> u32 {
@@ -518,6 +535,12 @@ impl FlowTable {
     #[inline(always)]
     pub fn prefetch_bucket(&self, hash: u64) {
         prefetch(self.bucket_at(hash));
+    }
+
+    /// Starts loading a hash's second bucket (see `other_bucket_of`).
+    #[inline(always)]
+    pub fn prefetch_other_bucket(&self, hash: u64) {
+        prefetch(&self.buckets[self.other_bucket_of(hash)]);
     }
 
     /// Step 2: reads the bucket and returns a bitmask of live slots whose
@@ -688,7 +711,7 @@ impl FlowTable {
                 match self.free_slot(second, now) {
                     Some(i) => (second, i, self.dead_entry(second, i)),
                     None => {
-                        let (i, evicted) = self.make_room(first, now).ok_or(BucketFull)?;
+                        let (i, evicted) = self.kick(first, now).ok_or(BucketFull)?;
                         (first, i, evicted)
                     }
                 }
@@ -714,15 +737,41 @@ impl FlowTable {
         (self.buckets[bi].expiry[i] != 0).then(|| (self.buckets[bi].pod(i), self.key_at(bi, i)))
     }
 
+    /// [`make_room`](FlowTable::make_room), backing off while it keeps
+    /// failing (see `kick_failures`).
+    #[inline(always)]
+    fn kick(&mut self, first: usize, now: u32) -> Option<(usize, Option<(u32, FlowKey)>)> {
+        if self.kick_backoff > 0 {
+            self.kick_backoff -= 1;
+            return None;
+        }
+        let made = self.make_room(first, now);
+        if made.is_some() {
+            self.kick_failures = 0;
+        } else {
+            self.kick_failures += 1;
+            if self.kick_failures >= KICK_FAILURES {
+                (self.kick_failures, self.kick_backoff) = (0, KICK_BACKOFF);
+            }
+        }
+        made
+    }
+
     /// Both buckets of a new flow are full: moves one entry of the first
     /// bucket to its own other bucket, if that has room. Returns the slot
     /// freed in `first` and the expired entry the move overwrote, if any.
     #[cold]
     fn make_room(&mut self, first: usize, now: u32) -> Option<(usize, Option<(u32, FlowKey)>)> {
-        for i in 0..ENTRIES_PER_BUCKET {
-            let key = self.key_at(first, i);
-            let h = key.hash();
+        // Each entry's other bucket, all loads started at once: under a
+        // flood that fills the table, every new flow comes here, and three
+        // misses in a row cost three times one.
+        let to: [usize; ENTRIES_PER_BUCKET] = core::array::from_fn(|i| {
+            let h = self.key_at(first, i).hash();
             let to = if self.bucket_of(h) == first { self.other_bucket_of(h) } else { self.bucket_of(h) };
+            prefetch(&self.buckets[to]);
+            to
+        });
+        for (i, &to) in to.iter().enumerate() {
             if to == first {
                 continue;
             }

@@ -103,71 +103,83 @@ impl ReverseTable {
 
     /// Records `orig` for the reply key. Returns false when both its
     /// buckets are full (the reply will pass untranslated).
+    ///
+    /// Only the flow's own worker writes its key, so what the unlocked
+    /// reads below find of it cannot change meanwhile; a bucket is locked
+    /// only to write. The first bucket takes the key while it is less than
+    /// half full (one head read, the common case); then the key goes to
+    /// the less full of the two (`two_bucket_choices_...` below). A key
+    /// left behind in its second bucket is shadowed (lookups try the first
+    /// one first) and removed with it.
     pub fn insert(&self, key: &FlowKey, orig: Original) -> bool {
-        let (buckets, sig) = self.place(key.hash());
+        let ([first, second], sig) = self.place(key.hash());
         let want = key.words5();
-        // An entry already there is updated in place (only the flow's own
-        // worker writes its key, so it cannot appear meanwhile elsewhere).
-        for b in buckets {
-            let updated = self.with_bucket(b, |i, cur| {
-                (cur == sig && self.key_at(b, i) == want).then(|| self.write_value(b, i, &orig))
-            });
-            if updated.is_some() {
-                return true;
-            }
+        if let Some(i) = self.find_in(first, sig, &want) {
+            return self.write_slot(first, |t| t.write_value(first, i, &orig));
         }
-        // The first bucket while it is less than half full or no fuller
-        // than the second, else the second: most keys stay in their first
-        // bucket (one probe per lookup) and, up to half the table's slots
-        // in use, no insert fails (`two_bucket_choices_...` below).
-        let used = |b: usize| self.heads[b].sig.iter().filter(|s| s.load(Ordering::Relaxed) != 0).count();
-        let (first, second) = (used(buckets[0]), used(buckets[1]));
-        let order = if first < SLOTS / 2 || first <= second { buckets } else { [buckets[1], buckets[0]] };
-        for b in order {
-            let put = self.with_bucket(b, |i, cur| {
-                (cur == 0).then(|| {
-                    let w = &self.slots[b * SLOTS + i].words;
-                    for (dst, src) in w.iter().zip(want) {
-                        dst.store(src, Ordering::Relaxed);
-                    }
-                    self.write_value(b, i, &orig);
-                    self.heads[b].sig[i].store(sig, Ordering::Relaxed);
-                })
-            });
-            if put.is_some() {
-                return true;
-            }
+        let used_first = self.used(first);
+        if used_first < SLOTS / 2 || first == second {
+            return self.put(first, sig, &want, &orig)
+                || (first != second && self.put(second, sig, &want, &orig));
         }
-        false
+        if let Some(i) = self.find_in(second, sig, &want) {
+            return self.write_slot(second, |t| t.write_value(second, i, &orig));
+        }
+        let order = if used_first <= self.used(second) { [first, second] } else { [second, first] };
+        order.iter().any(|&b| self.put(b, sig, &want, &orig))
     }
 
-    /// Runs `f(slot, signature)` over bucket `b`'s slots, holding the
-    /// bucket for writing, until it returns `Some`.
-    fn with_bucket<T>(&self, b: usize, mut f: impl FnMut(usize, u32) -> Option<T>) -> Option<T> {
+    /// Slots of bucket `b` in use.
+    #[inline(always)]
+    fn used(&self, b: usize) -> usize {
+        self.heads[b].sig.iter().filter(|s| s.load(Ordering::Relaxed) != 0).count()
+    }
+
+    /// The slot of bucket `b` holding the key (an unlocked read: for the
+    /// key's own writer).
+    #[inline(always)]
+    fn find_in(&self, b: usize, sig: u32, want: &[u64; 5]) -> Option<usize> {
+        (0..SLOTS)
+            .find(|&i| self.heads[b].sig[i].load(Ordering::Relaxed) == sig && self.key_at(b, i) == *want)
+    }
+
+    /// Runs `f` with bucket `b` held for writing.
+    #[inline(always)]
+    fn write_slot(&self, b: usize, f: impl FnOnce(&Self)) -> bool {
         let head = &self.heads[b];
         let s = lock(head);
-        let mut out = None;
-        for i in 0..SLOTS {
-            out = f(i, head.sig[i].load(Ordering::Relaxed));
-            if out.is_some() {
-                break;
-            }
-        }
+        f(self);
         head.seq.store(s + 2, Ordering::Release);
-        out
+        true
     }
 
-    /// Forgets the reply key (its flow ended).
+    /// Puts the key in a free slot of bucket `b`; false if it has none.
+    fn put(&self, b: usize, sig: u32, want: &[u64; 5], orig: &Original) -> bool {
+        let head = &self.heads[b];
+        let s = lock(head);
+        let free = (0..SLOTS).find(|&i| head.sig[i].load(Ordering::Relaxed) == 0);
+        if let Some(i) = free {
+            let w = &self.slots[b * SLOTS + i].words;
+            for (dst, src) in w.iter().zip(want) {
+                dst.store(*src, Ordering::Relaxed);
+            }
+            self.write_value(b, i, orig);
+            head.sig[i].store(sig, Ordering::Relaxed);
+        }
+        head.seq.store(s + 2, Ordering::Release);
+        free.is_some()
+    }
+
+    /// Forgets the reply key (its flow ended), in both its buckets.
     pub fn remove(&self, key: &FlowKey) {
         let (buckets, sig) = self.place(key.hash());
         let want = key.words5();
-        for b in buckets {
-            let gone = self.with_bucket(b, |i, cur| {
-                (cur == sig && self.key_at(b, i) == want)
-                    .then(|| self.heads[b].sig[i].store(0, Ordering::Relaxed))
-            });
-            if gone.is_some() {
-                return;
+        for (n, &b) in buckets.iter().enumerate() {
+            if n == 1 && b == buckets[0] {
+                break;
+            }
+            if let Some(i) = self.find_in(b, sig, &want) {
+                self.write_slot(b, |t| t.heads[b].sig[i].store(0, Ordering::Relaxed));
             }
         }
     }

@@ -33,13 +33,21 @@ impl Lab {
 
     /// One pass of every flow; captured on pg1 into the returned file.
     fn pass(&mut self) -> PathBuf {
+        self.send(FLOWS, "UDP: 198.51.100.0 - 198.51.100.250 -> 192.0.2.10 UDP: 1024 - 5012 -> 80", true)
+    }
+
+    /// Sends `n` packets of a pg stream (`data`, at ip4-input); captured
+    /// on pg1 into the returned file if `capture`.
+    fn send(&mut self, n: usize, data: &str, capture: bool) -> PathBuf {
         self.rounds += 1;
         let (name, out) = (format!("r{}", self.rounds), self.vpp.dir.join(format!("r{}.pcap", self.rounds)));
         self.ctl_ok(&format!(
-            "packet-generator new {{ name {name} limit {FLOWS} size 46-46 interface pg0 node ip4-input \
-             data {{ UDP: 198.51.100.0 - 198.51.100.250 -> 192.0.2.10 UDP: 1024 - 5012 -> 80 incrementing 18 }} }}"
+            "packet-generator new {{ name {name} limit {n} size 46-46 interface pg0 node ip4-input \
+             data {{ {data} incrementing 18 }} }}"
         ));
-        self.ctl_ok(&format!("packet-generator capture pg1 pcap {} count {FLOWS}", out.display()));
+        if capture {
+            self.ctl_ok(&format!("packet-generator capture pg1 pcap {} count {n}", out.display()));
+        }
         self.ctl_ok(&format!("packet-generator enable-stream {name}"));
         let deadline = Instant::now() + Duration::from_secs(120);
         let running = |l: &Lab| {
@@ -55,7 +63,9 @@ impl Lab {
         }
         // Anything short of `count` is written when the capture stops.
         std::thread::sleep(Duration::from_millis(300));
-        self.vpp.ctl("packet-generator capture pg1 disable");
+        if capture {
+            self.vpp.ctl("packet-generator capture pg1 disable");
+        }
         self.vpp.ctl(&format!("packet-generator delete {name}"));
         out
     }
@@ -114,31 +124,114 @@ fn parse_size(s: &str) -> Option<u64> {
     num.parse::<f64>().ok().map(|v| (v * mult) as u64)
 }
 
+impl Lab {
+    /// VPP with one worker, pg0 facing clients, pg1 facing pods
+    /// (203.0.113.1-254, static neighbours), `conf` applied.
+    fn start(test: &str, conf: &[&str]) -> Option<Lab> {
+        let bin = installed_vpp(test)?;
+        let py = venv_python(test)?;
+        let vpp = Vpp::start(&bin, Options { workers: 1, statseg: Some("64m"), ..Default::default() })
+            .unwrap_or_else(|e| panic!("{e}"));
+        let lab = Lab { vpp, py, rounds: 0 };
+        for cmd in [
+            "create packet-generator interface pg0",
+            "create packet-generator interface pg1",
+            "set interface ip address pg0 198.51.100.254/24",
+            "set interface ip address pg1 203.0.113.254/24",
+            "set interface state pg0 up",
+            "set interface state pg1 up",
+        ]
+        .iter()
+        .chain(conf)
+        {
+            lab.ctl_ok(cmd);
+        }
+        for i in 1..=254 {
+            lab.ctl_ok(&format!("set ip neighbor pg1 203.0.113.{i} 02:00:00:00:01:{i:02x}"));
+        }
+        Some(lab)
+    }
+
+    /// Live entries of worker 1's flow table (`show kp`).
+    fn live_flows(&self) -> u64 {
+        let show = self.vpp.ctl("show kp");
+        let line =
+            show.lines().find(|l| l.trim_start().starts_with("thread 1:")).expect("thread 1 in show kp");
+        line.split("buckets, ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap()
+    }
+
+    /// kp4-nat4's clocks per packet since the last `clear runtime`.
+    fn clocks_per_packet(&self) -> f64 {
+        let rt = self.vpp.ctl("show runtime");
+        let line =
+            rt.lines().find(|l| l.trim_start().starts_with("kp4-nat4 ")).expect("kp4-nat4 in show runtime");
+        line.split_whitespace().nth(5).unwrap().parse().unwrap()
+    }
+}
+
+/// A flood of a million new flows (TCP SYNs from 1,001,239 sources and
+/// ports, as fast as pg sends) into a table holding a quarter of a
+/// million established flows: none of them is pushed out or moves, and
+/// the flood's entries are gone once the embryonic timeout has passed.
+#[test]
+fn syn_flood_keeps_established_flows_and_leaves_soon() {
+    let test = "syn_flood_keeps_established_flows_and_leaves_soon";
+    // 2^18 buckets of 3: 786,432 entries, the established flows a third
+    // of them; the flood more than fills the rest.
+    let Some(mut lab) =
+        Lab::start(test, &["kp conf buckets 262144", "kp vip 192.0.2.10/32 port 80 target_port 8080"])
+    else {
+        return;
+    };
+    lab.ctl_ok(&format!(
+        "kp pod 192.0.2.10/32 {}",
+        (1..=16).map(|i| format!("203.0.113.{i}")).collect::<Vec<_>>().join(" ")
+    ));
+    // 251 addresses x 1,009 ports (coprime): 253,259 UDP flows, two
+    // packets each (established).
+    const ESTABLISHED: usize = 251 * 1009;
+    let udp = "UDP: 198.51.100.0 - 198.51.100.250 -> 192.0.2.10 UDP: 1024 - 2032 -> 80";
+    let first = lab.send(ESTABLISHED, udp, true);
+    let reference = lab.send(ESTABLISHED, udp, true);
+    let none = lab.vpp.dir.join("none.json");
+    std::fs::write(&none, "{\"deleted_originals\": []}").unwrap();
+    let base = lab.compare(&first, &reference, &none);
+    assert_eq!(
+        (base["flows"].as_u64(), base["moved"].as_u64()),
+        (Some(ESTABLISHED as u64), Some(0)),
+        "{base}"
+    );
+    let before = lab.live_flows();
+    assert_eq!(before, ESTABLISHED as u64, "every established flow has an entry");
+
+    lab.ctl_ok("clear runtime");
+    lab.send(FLOWS, "TCP: 198.51.100.0 - 198.51.100.250 -> 192.0.2.10 TCP: 10000 - 13988 -> 80 SYN", false);
+    let clocks = lab.clocks_per_packet();
+    let during = lab.live_flows();
+    let untracked = lab.errors("without a flow entry");
+
+    let after = lab.send(ESTABLISHED, udp, true);
+    let r = lab.compare(&reference, &after, &none);
+    eprintln!(
+        "SYN flood of {FLOWS} new flows: kp4-nat4 {clocks} clocks/packet; entries {before} before, {during} \
+         right after ({untracked} flood packets untracked, their buckets full); established after: {r}"
+    );
+    assert_eq!((r["flows"].as_u64(), r["moved"].as_u64()), (Some(ESTABLISHED as u64), Some(0)), "{r}");
+    assert!(during > before, "the flood took the free entries");
+    // Embryonic entries live 5 s: then only the established flows are left.
+    lab.wait_for("flood entries expired", 30, |l| l.live_flows() == ESTABLISHED as u64);
+    assert!(lab.vpp.is_running());
+}
+
 #[test]
 fn churn_under_a_million_flows_moves_no_flow() {
-    let test = "churn_under_a_million_flows_moves_no_flow";
-    let Some(bin) = installed_vpp(test) else { return };
-    let Some(py) = venv_python(test) else { return };
-    let vpp = Vpp::start(&bin, Options { workers: 1, statseg: Some("64m"), ..Default::default() })
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut lab = Lab { vpp, py, rounds: 0 };
-    for cmd in [
-        "create packet-generator interface pg0",
-        "create packet-generator interface pg1",
-        "set interface ip address pg0 198.51.100.254/24",
-        "set interface ip address pg1 203.0.113.254/24",
-        "set interface state pg0 up",
-        "set interface state pg1 up",
-        // Room for every flow (2^21 buckets of 3), and nothing expires
-        // during the test.
+    // Room for every flow (2^21 buckets of 3), and nothing expires during
+    // the test.
+    let conf = [
         "kp conf buckets 2097152 timeout 600 embryonic-timeout 600",
         "kp vip 192.0.2.10/32 protocol udp port 80 target_port 8080",
-    ] {
-        lab.ctl_ok(cmd);
-    }
-    for i in 1..=254 {
-        lab.ctl_ok(&format!("set ip neighbor pg1 203.0.113.{i} 02:00:00:00:01:{i:02x}"));
-    }
+    ];
+    let Some(mut lab) = Lab::start("churn_under_a_million_flows_moves_no_flow", &conf) else { return };
     let originals: Vec<String> = (1..=16).map(|i| format!("203.0.113.{i}")).collect();
     lab.ctl_ok(&format!("kp pod 192.0.2.10/32 {}", originals.join(" ")));
     let (rss_empty, heap_empty) = (lab.vpp.rss_kb(), lab.heap_used());

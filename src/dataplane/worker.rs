@@ -479,7 +479,22 @@ fn finish_general<B: Batch>(
     scratch: &mut Scratch,
     verdicts: &mut [Verdict],
 ) {
-    for i in 0..verdicts.len() {
+    // A packet here missed in its first bucket (or is not IPv4 fast-lane
+    // traffic): its second bucket is read next, so its load starts a few
+    // packets ahead (a flood of new flows pays that miss on every packet).
+    const AHEAD: usize = 8;
+    let n = verdicts.len();
+    let pending =
+        |s: &Scratch, i: usize| matches!(s.lane[i], Lane::FastV4 | Lane::General) && s.vip[i] != NO_VIP;
+    for i in 0..AHEAD.min(n) {
+        if pending(scratch, i) {
+            ctx.flows.prefetch_other_bucket(scratch.hashes[i]);
+        }
+    }
+    for i in 0..n {
+        if i + AHEAD < n && pending(scratch, i + AHEAD) {
+            ctx.flows.prefetch_other_bucket(scratch.hashes[i + AHEAD]);
+        }
         let v = scratch.vip[i];
         if v == NO_VIP || scratch.lane[i] == Lane::Done {
             continue;

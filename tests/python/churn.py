@@ -89,7 +89,8 @@ def changes(cli_sock, vppctl, api_sock, apidir, n, seed, out_json):
         via_api = k % 2 == 1
         how = "api" if via_api else "cli"
         live_originals = [p for p in ORIGINAL_PODS if p not in deleted_originals]
-        if k % 100 == 50:
+        # (Resizes and timeouts alternate between the CLI and the API.)
+        if k % 100 == 50 + (k // 100) % 2:
             # A flow-table resize, to the other size (both hold all flows).
             buckets = BUCKETS[1] if buckets == BUCKETS[0] else BUCKETS[0]
             if via_api:
@@ -98,7 +99,7 @@ def changes(cli_sock, vppctl, api_sock, apidir, n, seed, out_json):
                 cli(f"kp conf buckets {buckets}")
             done[f"resize ({how})"] += 1
             continue
-        if k % 100 == 75:
+        if k % 100 == 75 + (k // 100) % 2:
             timeout = r.choice((600, 900))
             if via_api:
                 ok(api.kp_conf(flow_timeout=timeout), "kp_conf timeout")
