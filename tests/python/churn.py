@@ -49,7 +49,10 @@ def prefix(addr, length=32):
 def changes(cli_sock, vppctl, api_sock, apidir, n, seed, out_json):
     from vpp_papi import VPPApiClient
 
-    vpp = VPPApiClient(apidir=apidir, server_address=api_sock)
+    # A resize of a loaded table holds VPP's barrier for seconds (new
+    # tables faulted in, an unfinished earlier drain completed): longer
+    # than vpp_papi's default 5 s wait for a reply.
+    vpp = VPPApiClient(apidir=apidir, server_address=api_sock, read_timeout=60)
     vpp.connect("kp-churn")
     api = vpp.api
     r = random.Random(seed)
