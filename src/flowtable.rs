@@ -766,8 +766,8 @@ impl FlowTable {
         // flood that fills the table, every new flow comes here, and three
         // misses in a row cost three times one.
         let to: [usize; ENTRIES_PER_BUCKET] = core::array::from_fn(|i| {
-            let h = self.key_at(first, i).hash();
-            let to = if self.bucket_of(h) == first { self.other_bucket_of(h) } else { self.bucket_of(h) };
+            let [a, b] = self.choices(self.key_at(first, i).hash());
+            let to = if a == first { b } else { a };
             prefetch(&self.buckets[to]);
             to
         });

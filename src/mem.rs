@@ -106,9 +106,7 @@ impl<T: Zeroable> ZeroedArray<T> {
         debug_assert!(core::mem::align_of::<T>() <= 4096);
         Some(ZeroedArray { ptr: NonNull::new(p.cast())?, len, map_len })
     }
-}
 
-impl<T: Zeroable> ZeroedArray<T> {
     /// Faults in every page now; false if the memory is not there.
     fn populate(&self) -> bool {
         let p = self.ptr.as_ptr().cast::<u8>();

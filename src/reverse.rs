@@ -115,7 +115,8 @@ impl ReverseTable {
         let ([first, second], sig) = self.place(key.hash());
         let want = key.words5();
         if let Some(i) = self.find_in(first, sig, &want) {
-            return self.write_slot(first, |t| t.write_value(first, i, &orig));
+            self.locked(first, || self.write_value(first, i, &orig));
+            return true;
         }
         let used_first = self.used(first);
         if used_first < SLOTS / 2 || first == second {
@@ -123,7 +124,8 @@ impl ReverseTable {
                 || (first != second && self.put(second, sig, &want, &orig));
         }
         if let Some(i) = self.find_in(second, sig, &want) {
-            return self.write_slot(second, |t| t.write_value(second, i, &orig));
+            self.locked(second, || self.write_value(second, i, &orig));
+            return true;
         }
         let order = if used_first <= self.used(second) { [first, second] } else { [second, first] };
         order.iter().any(|&b| self.put(b, sig, &want, &orig))
@@ -135,8 +137,8 @@ impl ReverseTable {
         self.heads[b].sig.iter().filter(|s| s.load(Ordering::Relaxed) != 0).count()
     }
 
-    /// The slot of bucket `b` holding the key (an unlocked read: for the
-    /// key's own writer).
+    /// The slot of bucket `b` holding the key (unlocked reads: by the
+    /// key's own writer, or by a reader inside the seqlock's retry loop).
     #[inline(always)]
     fn find_in(&self, b: usize, sig: u32, want: &[u64; 5]) -> Option<usize> {
         (0..SLOTS)
@@ -145,41 +147,39 @@ impl ReverseTable {
 
     /// Runs `f` with bucket `b` held for writing.
     #[inline(always)]
-    fn write_slot(&self, b: usize, f: impl FnOnce(&Self)) -> bool {
+    fn locked<T>(&self, b: usize, f: impl FnOnce() -> T) -> T {
         let head = &self.heads[b];
         let s = lock(head);
-        f(self);
+        let out = f();
         head.seq.store(s + 2, Ordering::Release);
-        true
+        out
     }
 
     /// Puts the key in a free slot of bucket `b`; false if it has none.
     fn put(&self, b: usize, sig: u32, want: &[u64; 5], orig: &Original) -> bool {
         let head = &self.heads[b];
-        let s = lock(head);
-        let free = (0..SLOTS).find(|&i| head.sig[i].load(Ordering::Relaxed) == 0);
-        if let Some(i) = free {
+        self.locked(b, || {
+            let Some(i) = (0..SLOTS).find(|&i| head.sig[i].load(Ordering::Relaxed) == 0) else {
+                return false;
+            };
             let w = &self.slots[b * SLOTS + i].words;
             for (dst, src) in w.iter().zip(want) {
                 dst.store(*src, Ordering::Relaxed);
             }
             self.write_value(b, i, orig);
             head.sig[i].store(sig, Ordering::Relaxed);
-        }
-        head.seq.store(s + 2, Ordering::Release);
-        free.is_some()
+            true
+        })
     }
 
     /// Forgets the reply key (its flow ended), in both its buckets.
     pub fn remove(&self, key: &FlowKey) {
-        let (buckets, sig) = self.place(key.hash());
+        let ([first, second], sig) = self.place(key.hash());
         let want = key.words5();
-        for (n, &b) in buckets.iter().enumerate() {
-            if n == 1 && b == buckets[0] {
-                break;
-            }
+        let buckets = if first == second { &[first][..] } else { &[first, second][..] };
+        for &b in buckets {
             if let Some(i) = self.find_in(b, sig, &want) {
-                self.write_slot(b, |t| t.heads[b].sig[i].store(0, Ordering::Relaxed));
+                self.locked(b, || self.heads[b].sig[i].store(0, Ordering::Relaxed));
             }
         }
     }
@@ -201,13 +201,7 @@ impl ReverseTable {
                 core::hint::spin_loop();
                 continue;
             }
-            let mut found = None;
-            for i in 0..SLOTS {
-                if head.sig[i].load(Ordering::Relaxed) == sig && self.key_at(b, i) == *want {
-                    found = Some(self.read_value(b, i));
-                    break;
-                }
-            }
+            let found = self.find_in(b, sig, want).map(|i| self.read_value(b, i));
             fence(Ordering::Acquire);
             if head.seq.load(Ordering::Relaxed) == s1 {
                 return found;
@@ -269,10 +263,6 @@ pub struct Replies {
 impl Replies {
     pub fn new(current: Arc<ReverseTable>, older: Vec<Arc<ReverseTable>>) -> Replies {
         Replies { current, older }
-    }
-
-    pub fn current(&self) -> &ReverseTable {
-        &self.current
     }
 
     /// Tables still being drained into the current one.

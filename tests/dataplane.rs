@@ -1768,6 +1768,18 @@ fn resizes_keep_established_flows_on_their_pods() {
     c.collect_garbage();
     assert!(!c.resizing());
 
+    // Away and back to the same size before the workers see it: the reply
+    // tables were replaced all the same, so the flows must still move.
+    c.set_flow(Some(1 << 12), None).unwrap();
+    c.set_flow(Some(1 << 13), None).unwrap();
+    for (t, w) in workers.iter_mut().enumerate() {
+        w.sweep_idle(u32::MAX, 301);
+        assert_eq!(w.flows().n_buckets(), 1 << 13);
+        c.collect_garbage();
+        check(w, &flows[t], &pods[t], 301);
+    }
+    assert!(!c.resizing());
+
     // Shrink below what fits (64 buckets x 3 entries per worker): flows
     // without room end, their references and reply state with them.
     c.set_flow(Some(64), None).unwrap();

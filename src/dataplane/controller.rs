@@ -275,11 +275,10 @@ impl Controller {
     /// Deletes a VIP: its pods are flushed (their flows end) and freed once
     /// no flow references them.
     pub fn del_vip(&mut self, key: &VipKey) -> Result<(), ConfigError> {
-        let vip = self.config.del_vip(key)?;
+        self.config.del_vip(key)?;
         let idx = self.vip_index.remove(key).expect("configured VIP has an index");
         // Its pods end with it, also those deleted earlier and still
         // draining: no packet can reach their flows any more.
-        let _ = vip;
         for p in self.pods.iter_mut().filter(|p| p.vip == idx && p.state != PodState::Free) {
             p.state = PodState::Flushed;
         }

@@ -1188,12 +1188,13 @@ fn flow_conf_changed(dp: &Dataplane, flows: &FlowTable, resize: &Resize) -> bool
         || dp.flow.embryonic.min(dp.flow.timeout) != flows.embryonic_timeout()
 }
 
-/// Takes the snapshot's flow-table size and timeouts. A new size starts a
-/// drain of the current table into a new one (an older drain still going
-/// is finished first, at once).
+/// Takes the snapshot's flow-table size and timeouts. A new generation (a
+/// resize: the reply tables were replaced too) starts a drain of the
+/// current table into a new one, even when a later resize came back to
+/// this table's size (an older drain still going is finished first).
 fn adopt_flow_conf(ctx: &mut FlowCtx) -> Result<(), OutOfMemory> {
     let flow: FlowConf = ctx.dp.flow;
-    if flow.buckets != ctx.flows.n_buckets() {
+    if ctx.dp.flow_gen != ctx.resize.gen {
         let table = FlowTable::new(flow.buckets, flow.timeout)?;
         ctx.drain(u32::MAX);
         let old = core::mem::replace(ctx.flows, table);
