@@ -395,6 +395,7 @@ fn run(
                     ReplyVerdict::NotKp => {
                         assert_eq!(out, &s.bytes, "a packet that is not kp's is untouched")
                     }
+                    ReplyVerdict::Held => unreachable!("this harness's batches cannot hold packets"),
                 }
             }
         }

@@ -1125,6 +1125,199 @@ fn fragmented_datagrams_are_translated_both_ways() {
     }
 }
 
+/// A host that can hold packets (as kp's VPP nodes hold buffers): runs
+/// batches and gives back what leaves in order, released fragments
+/// translated after the batch that released them.
+#[derive(Default)]
+struct HoldingHost {
+    held: HashMap<u32, Vec<u8>>,
+    next_handle: u32,
+}
+
+/// What left a [`HoldingHost`] batch.
+#[derive(Debug, PartialEq)]
+enum Out {
+    /// Sent on (`Some(pod)` translated to, from the request path).
+    Sent(Vec<u8>),
+    /// A held fragment given up.
+    GivenUp(Vec<u8>),
+    Dropped,
+}
+
+impl HoldingHost {
+    fn requests(&mut self, w: &mut Worker, pkts: &[Vec<u8>], cap: Capture, now: u32) -> Vec<Out> {
+        let mut b = self.batch(pkts, cap);
+        let mut v = vec![Verdict::Drop(DropReason::NoVip); pkts.len()];
+        w.process(&mut b, now, &mut v);
+        let mut out = Vec::new();
+        for (i, v) in v.iter().enumerate() {
+            match v {
+                Verdict::Forward { .. } => out.push(Out::Sent(b.packets[i].clone())),
+                Verdict::Held => {
+                    self.held.insert(b.hold_base.unwrap() + i as u32, b.packets[i].clone());
+                }
+                _ => out.push(Out::Dropped),
+            }
+        }
+        self.released(w, &mut out);
+        out
+    }
+
+    fn replies(&mut self, w: &mut Worker, pkts: &[Vec<u8>], now: u32) -> Vec<Out> {
+        let mut b = self.batch(pkts, Capture::Prefix(0));
+        let mut v = vec![ReplyVerdict::NotKp; pkts.len()];
+        w.process_replies(&mut b, now, &mut v);
+        let mut out = Vec::new();
+        for (i, v) in v.iter().enumerate() {
+            match v {
+                ReplyVerdict::Held => {
+                    self.held.insert(b.hold_base.unwrap() + i as u32, b.packets[i].clone());
+                }
+                _ => out.push(Out::Sent(b.packets[i].clone())),
+            }
+        }
+        self.released(w, &mut out);
+        out
+    }
+
+    fn batch(&mut self, pkts: &[Vec<u8>], cap: Capture) -> VecBatch {
+        let mut b = VecBatch { hold_base: Some(self.next_handle), ..Default::default() };
+        self.next_handle += pkts.len() as u32;
+        for p in pkts {
+            b.push(p.clone(), cap);
+        }
+        b
+    }
+
+    fn released(&mut self, w: &mut Worker, out: &mut Vec<Out>) {
+        let mut rel = Vec::new();
+        w.take_released(0, |r| rel.push(r));
+        for r in rel {
+            let mut pkt = self.held.remove(&r.ticket.handle).expect("a released packet was held");
+            if r.apply(&mut pkt) {
+                out.push(Out::Sent(pkt));
+            } else {
+                out.push(Out::GivenUp(pkt));
+            }
+        }
+    }
+}
+
+fn sent(out: &[Out]) -> Vec<Vec<u8>> {
+    out.iter()
+        .filter_map(|o| match o {
+            Out::Sent(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Puts fragments in offset order (a receiving host reassembles so).
+fn by_offset(mut frags: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    frags.sort_by_key(|f| {
+        if f[0] >> 4 == 6 {
+            u16::from_be_bytes([f[42], f[43]]) & !7
+        } else {
+            u16::from_be_bytes([f[6], f[7]]) & 0x1fff
+        }
+    });
+    frags
+}
+
+/// Fragments that come before their datagram's first one are held until
+/// it comes (in the same batch or a later one), then translated as their
+/// datagram, both ways and in both families; without a first fragment
+/// they are given up after the fragment timeout; the fragments of a
+/// datagram that is not kp's are given up at once when its first comes,
+/// and later ones are not held.
+#[test]
+fn fragments_before_their_first_are_held_until_it_comes() {
+    let mut c = Controller::new(1);
+    c.add_vip(&vip("192.0.2.10/32", Protocol::Udp, 53, 5353, 0)).unwrap();
+    c.add_pods(&all_ports("192.0.2.10/32"), &[(ip("203.0.113.1"), 1), (ip("203.0.113.2"), 1)]).unwrap();
+    c.add_vip(&vip("2001:db8::10/128", Protocol::Udp, 53, 5353, 0)).unwrap();
+    c.add_pods(&all_ports("2001:db8::10/128"), &[(ip("2001:db8:1::1"), 1), (ip("2001:db8:1::2"), 1)])
+        .unwrap();
+    let mut w = c.worker(0).unwrap();
+    let mut host = HoldingHost::default();
+    let payload: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+    let v6c = "2001:db8:2::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let v6v = "2001:db8::10".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let cases: [(IpFamily, &[u8], &[u8], &str); 2] = [
+        (IpFamily::V4, &[198, 51, 100, 5], &[192, 0, 2, 10], "192.0.2.10/32"),
+        (IpFamily::V6, &v6c, &v6v, "2001:db8::10/128"),
+    ];
+    for (family, client, vip_addr, prefix) in cases {
+        let n = if family == IpFamily::V4 { 4 } else { 16 };
+        let cap = Capture::Prefix(c.prefix_index(&prefix.parse().unwrap()).unwrap());
+        // The last first, all in one batch.
+        let whole = emit(&Spec::new(family, proto::UDP, client, vip_addr, (40000, 53)).payload(&payload));
+        let mut frags = fragments_of(&whole, 1500, 1);
+        frags.reverse();
+        let out = host.requests(&mut w, &frags, cap, 1);
+        assert_eq!(out.len(), 4, "{family:?}: {out:?}");
+        assert!(out.iter().all(|o| matches!(o, Out::Sent(_))), "{out:?}");
+        assert_eq!(w.held_fragments(), 0);
+        let there = reassemble(&by_offset(sent(&out)));
+        assert_eq!(verify(&there), Ok(()));
+        let p = parse(&there).unwrap();
+        assert_eq!(p.dst_port, 5353);
+        // The first in a later batch.
+        let whole = emit(&Spec::new(family, proto::UDP, client, vip_addr, (40001, 53)).payload(&payload));
+        let frags = fragments_of(&whole, 1500, 2);
+        let out = host.requests(&mut w, &frags[1..], cap, 1);
+        assert!(out.is_empty(), "held: {out:?}");
+        assert_eq!(w.held_fragments(), 3);
+        let out = host.requests(&mut w, &frags[..1], cap, 2);
+        assert_eq!(out.len(), 4);
+        let there = reassemble(&by_offset(sent(&out)));
+        assert_eq!(verify(&there), Ok(()));
+        let q = parse(&there).unwrap();
+        assert_eq!(&q.src[..n], client);
+        // The pod's reply, last fragment first: back from the VIP.
+        let reply =
+            emit(&Spec::new(family, proto::UDP, &q.dst[..n], client, (5353, 40001)).payload(&payload));
+        let mut rfrags = fragments_of(&reply, 1500, 9);
+        rfrags.rotate_left(1);
+        let out = host.replies(&mut w, &rfrags, 2);
+        assert_eq!(out.len(), 4);
+        let back = reassemble(&by_offset(sent(&out)));
+        assert_eq!(verify(&back), Ok(()));
+        let r = parse(&back).unwrap();
+        assert_eq!((&r.src[..n], r.src_port), (vip_addr, 53));
+        // No first fragment: given up once the timeout has passed.
+        let whole = emit(&Spec::new(family, proto::UDP, client, vip_addr, (40002, 53)).payload(&payload));
+        let frags = fragments_of(&whole, 1500, 3);
+        assert!(host.requests(&mut w, &frags[1..3], cap, 5).is_empty());
+        assert!(host.requests(&mut w, &[], cap, 5 + kp_plugin::fragment::TIMEOUT - 1).is_empty());
+        let out = host.requests(&mut w, &[], cap, 5 + kp_plugin::fragment::TIMEOUT);
+        assert_eq!(out, [Out::GivenUp(frags[1].clone()), Out::GivenUp(frags[2].clone())]);
+        assert_eq!(w.held_fragments(), 0);
+        // A datagram that is not kp's (no reply of a kp flow): its held
+        // fragment is given up as its first comes, untouched; a later one
+        // is not held.
+        let other = emit(&Spec::new(family, proto::UDP, client, vip_addr, (7, 7)).payload(&payload));
+        let ofrags = fragments_of(&other, 1500, 4);
+        assert!(host.replies(&mut w, &ofrags[2..3], 20).is_empty());
+        let out = host.replies(&mut w, &ofrags[..1], 20);
+        assert_eq!(out, [Out::Sent(ofrags[0].clone()), Out::GivenUp(ofrags[2].clone())]);
+        assert_eq!(host.replies(&mut w, &ofrags[3..], 20), [Out::Sent(ofrags[3].clone())]);
+        assert_eq!(w.held_fragments(), 0);
+    }
+    // Holding has a bound: beyond it, a counted drop.
+    let whole = emit(
+        &Spec::new(IpFamily::V4, proto::UDP, &[198, 51, 100, 6], &[192, 0, 2, 10], (1, 53)).payload(&payload),
+    );
+    let cap = Capture::Prefix(c.prefix_index(&"192.0.2.10/32".parse().unwrap()).unwrap());
+    let mut dropped = 0;
+    for id in 0..kp_plugin::fragment::HOLD_CAPACITY as u32 + 10 {
+        let frags = fragments_of(&whole, 1500, 100 + id);
+        dropped += host.requests(&mut w, &frags[1..2], cap, 30).len();
+    }
+    assert_eq!(dropped, 10);
+    assert_eq!(w.held_fragments(), kp_plugin::fragment::HOLD_CAPACITY);
+}
+
 /// The quoted packet's (src, sport, dst, dport) in an ICMP error.
 fn quoted(pkt: &[u8], family: IpFamily) -> (Vec<u8>, u16, Vec<u8>, u16) {
     let (inner, n, l4) = if family == IpFamily::V4 { (28, 4, 48) } else { (48, 16, 88) };

@@ -10,6 +10,7 @@
 mod controller;
 mod worker;
 
+pub use crate::fragment::{HoldTicket, Released};
 pub use controller::Controller;
 pub use worker::{Worker, DRAIN_PER_BATCH, REJECTS_PER_TICK, SWEEP_PER_BATCH};
 
@@ -188,6 +189,8 @@ pub enum DropReason {
     /// The VIP has no pod taking new flows.
     NoPod,
     Nat(NatError),
+    /// A fragment before its first one, with no room left to hold it.
+    HoldFull,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +206,10 @@ pub enum Verdict {
         vip: u32,
     },
     Drop(DropReason),
+    /// A fragment that came before its datagram's first one: the host
+    /// keeps the packet (see [`Batch::hold`]) until the worker releases it
+    /// ([`Worker::take_released`]).
+    Held,
 }
 
 /// A batch of packets as the worker needs them. The VPP node implements
@@ -252,6 +259,17 @@ pub trait Batch {
     /// Hints that packet `i`'s first bytes will be read soon (its metadata
     /// was hinted earlier; out of range: nothing).
     fn prefetch_data(&self, _i: usize) {}
+    /// Whether the host can keep packet `i` past this batch (a fragment
+    /// waiting for its first one), and how it names it. `None`: it
+    /// cannot, and such a fragment is dropped.
+    fn hold(&mut self, _i: usize) -> Option<HoldTicket> {
+        None
+    }
+    /// Who in the host this batch comes from: the owner whose held
+    /// fragments the worker gives up (their time over) at this batch.
+    fn owner(&self) -> u32 {
+        0
+    }
 }
 
 /// What the reply path did with a packet.
@@ -264,6 +282,8 @@ pub enum ReplyVerdict {
     TranslatedTo { vip: u32, v6: bool },
     /// Not a kp reply: untouched.
     NotKp,
+    /// A fragment before its first one, kept as [`Verdict::Held`] is.
+    Held,
 }
 
 /// A batch of owned packets: for tests, benches and tools.
@@ -276,6 +296,8 @@ pub struct VecBatch {
     pub chain_lens: Vec<Option<usize>>,
     /// By packet: whether its L4 checksum is a partial (offloaded) sum.
     pub partial: Vec<bool>,
+    /// Packets can be held: packet `i`'s handle is `hold_base + i`.
+    pub hold_base: Option<u32>,
 }
 
 impl VecBatch {
@@ -328,5 +350,8 @@ impl Batch for VecBatch {
         } else {
             L4Checksum::Full
         }
+    }
+    fn hold(&mut self, i: usize) -> Option<HoldTicket> {
+        self.hold_base.map(|b| HoldTicket { handle: b + i as u32, owner: 0, tag: 0 })
     }
 }

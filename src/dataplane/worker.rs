@@ -5,7 +5,7 @@
 use super::{Batch, Capture, Dataplane, DropReason, FlowOutcome, ReplyVerdict, Verdict, MAX_BATCH, NO_VIP};
 use crate::config::FlowConf;
 use crate::flowtable::{FlowKey, FlowTable, Hit, OutOfMemory};
-use crate::fragment::{FragKey, FragTarget, FragmentCache};
+use crate::fragment::{FragKey, FragTarget, Fragments, Released};
 use crate::nat::{self, Endpoint, L4Checksum, NatError};
 use crate::nat64::Binding;
 use crate::packet::{self, l4, IpFamily, Parsed};
@@ -88,7 +88,7 @@ pub struct Worker {
     refs: Arc<RefCounts>,
     scratch: Box<Scratch>,
     sweep_at: u32,
-    frags: FragmentCache,
+    frags: Fragments,
     rejects: RejectBudget,
     resize: Resize,
 }
@@ -157,7 +157,7 @@ impl Worker {
                 pending: [0; MAX_BATCH],
             }),
             sweep_at: 0,
-            frags: FragmentCache::new(),
+            frags: Fragments::new(),
             rejects: RejectBudget::default(),
             resize: Resize { draining: None, gen, settled: Arc::clone(settled) },
         })
@@ -281,6 +281,7 @@ impl Worker {
             finish_general(&mut ctx, batch, scratch, verdicts, pending);
             finish_deferred(&mut ctx, batch, scratch, verdicts, frags, n_deferred);
         }
+        frags.expire(now, batch.owner());
         *sweep_at = ctx.sweep(*sweep_at, SWEEP_PER_BATCH);
         if ctx.resize.draining.is_some() {
             ctx.drain(DRAIN_PER_BATCH);
@@ -355,6 +356,20 @@ impl Worker {
                 Some(o) => reply_nat46(batch, i, p, &o, &dp),
             };
         }
+        frags.expire(now, batch.owner());
+    }
+
+    /// Held fragments released (their first fragment came: translate them
+    /// with [`Released::apply`] and send them on as their datagram) or
+    /// given up (their time ran out), since `owner` last took them. The
+    /// host takes them after each batch.
+    pub fn take_released(&mut self, owner: u32, take: impl FnMut(Released)) {
+        self.frags.take_released(owner, take)
+    }
+
+    /// Fragments this thread holds for a first fragment still to come.
+    pub fn held_fragments(&self) -> usize {
+        self.frags.held()
     }
 }
 
@@ -523,7 +538,7 @@ fn finish_deferred<B: Batch>(
     batch: &mut B,
     scratch: &mut Scratch,
     verdicts: &mut [Verdict],
-    frags: &mut FragmentCache,
+    frags: &mut Fragments,
     n_deferred: usize,
 ) {
     for &i in &scratch.deferred[..n_deferred] {
@@ -728,13 +743,13 @@ impl FlowCtx<'_> {
     /// An IP fragment. The first (with the ports) goes the general way and
     /// records where its datagram went; the others follow that record,
     /// their destination address rewritten (their checksum is in the first
-    /// fragment). One whose first fragment was not seen is dropped.
+    /// fragment). One whose first fragment was not seen is held for it.
     #[cold]
     fn fragment<B: Batch>(
         &mut self,
         batch: &mut B,
         i: usize,
-        frags: &mut FragmentCache,
+        frags: &mut Fragments,
         parsed: &mut Parsed,
         vip_of: &mut u32,
     ) -> Verdict {
@@ -746,7 +761,7 @@ impl FlowCtx<'_> {
         *parsed = f.parsed;
         let key = FragKey::of(&f, false);
         if !f.first {
-            return match frags.lookup(&key, self.now) {
+            return match frags.follow(&key, self.now) {
                 Some(t) if self.dp.pod_of_vip(t.pod, t.vip).is_some() => {
                     match nat::rewrite_addr::<true>(batch.packet(i), parsed.family, &t.addr) {
                         Ok(()) => {
@@ -757,9 +772,30 @@ impl FlowCtx<'_> {
                         Err(e) => Verdict::Drop(DropReason::Nat(e)),
                     }
                 }
-                _ => Verdict::Drop(DropReason::Packet(packet::Error::Fragment)),
+                Some(_) => Verdict::Drop(DropReason::Packet(packet::Error::Fragment)),
+                None => hold(batch, i, frags, key, self.now),
             };
         }
+        let verdict = self.first_fragment(batch, i, parsed, vip_of);
+        match verdict {
+            Verdict::Forward { vip, pod, .. } => {
+                let addr = self.dp.pods[pod as usize].endpoint.addr;
+                // (Full: the datagram's other fragments will be dropped.)
+                frags.first_seen(key, FragTarget { vip, pod, addr }, self.now);
+            }
+            _ => frags.first_refused(key, self.now),
+        }
+        verdict
+    }
+
+    /// A datagram's first fragment, as any packet.
+    fn first_fragment<B: Batch>(
+        &mut self,
+        batch: &mut B,
+        i: usize,
+        parsed: &Parsed,
+        vip_of: &mut u32,
+    ) -> Verdict {
         let Some(v) = self.dp.classify(batch.capture(i), parsed.family, parsed.protocol, parsed.dst_port)
         else {
             return Verdict::Drop(DropReason::NoVip);
@@ -770,13 +806,7 @@ impl FlowCtx<'_> {
         }
         let flow = FlowKey::new(v, parsed);
         let hash = flow.hash();
-        let verdict = self.general(batch, i, parsed, v, &flow, (hash, flow.compact(hash)));
-        if let Verdict::Forward { vip, pod, .. } = verdict {
-            let addr = self.dp.pods[pod as usize].endpoint.addr;
-            // (Full: the datagram's other fragments will be dropped.)
-            frags.insert(key, FragTarget { vip, pod, addr }, self.now);
-        }
-        verdict
+        self.general(batch, i, parsed, v, &flow, (hash, flow.compact(hash)))
     }
 
     /// An ICMP error to a VIP (or a NodePort address) about a packet the
@@ -1010,6 +1040,17 @@ fn defer(e: packet::Error, i: usize, lane: &mut Lane, slot: &mut u16) -> usize {
     1
 }
 
+/// Holds fragment `i` (its first fragment is still to come), if the host
+/// can and there is room.
+#[cold]
+fn hold<B: Batch>(batch: &mut B, i: usize, frags: &mut Fragments, key: FragKey, now: u32) -> Verdict {
+    match batch.hold(i) {
+        Some(ticket) if frags.hold(key, ticket, now) => Verdict::Held,
+        Some(_) => Verdict::Drop(DropReason::HoldFull),
+        None => Verdict::Drop(DropReason::Packet(packet::Error::Fragment)),
+    }
+}
+
 /// A reply that is an IP fragment: the first (with the ports) is looked up
 /// and translated as any reply, and records its datagram; the others get
 /// the recorded source address.
@@ -1018,7 +1059,7 @@ fn reply_fragment<B: Batch>(
     batch: &mut B,
     i: usize,
     dp: &Dataplane,
-    frags: &mut FragmentCache,
+    frags: &mut Fragments,
     now: u32,
 ) -> ReplyVerdict {
     let len = batch.chain_len(i).unwrap_or(0);
@@ -1026,16 +1067,29 @@ fn reply_fragment<B: Batch>(
     let p = &f.parsed;
     let key = FragKey::of(&f, true);
     if !f.first {
-        let Some(t) = frags.lookup(&key, now) else { return ReplyVerdict::NotKp };
+        let Some(t) = frags.follow(&key, now) else {
+            return match hold(batch, i, frags, key, now) {
+                Verdict::Held => ReplyVerdict::Held,
+                _ => ReplyVerdict::NotKp,
+            };
+        };
+        if !t.is_kp() {
+            return ReplyVerdict::NotKp;
+        }
         return match nat::rewrite_addr::<false>(batch.packet(i), p.family, &t.addr) {
             Ok(()) => ReplyVerdict::Translated { vip: t.vip },
             Err(_) => ReplyVerdict::NotKp,
         };
     }
-    let Some(o) = dp.reverse.lookup(&FlowKey::new(0, p)) else { return ReplyVerdict::NotKp };
+    let Some(o) = dp.reverse.lookup(&FlowKey::new(0, p)) else {
+        frags.first_refused(key, now);
+        return ReplyVerdict::NotKp;
+    };
     let verdict = reply_from_service(batch, i, p, &o);
-    if verdict != ReplyVerdict::NotKp {
-        frags.insert(key, FragTarget { vip: o.vip, pod: 0, addr: o.addr }, now);
+    if verdict == ReplyVerdict::NotKp {
+        frags.first_refused(key, now);
+    } else {
+        frags.first_seen(key, FragTarget { vip: o.vip, pod: 0, addr: o.addr }, now);
     }
     verdict
 }

@@ -69,6 +69,18 @@ impl<'a> BufferRef<'a> {
         }
     }
 
+    /// The first buffer's bytes from the current data on, for as long as
+    /// this view is borrowed.
+    #[inline(always)]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `into_data`, for the borrow's lifetime.
+        unsafe {
+            let b = self.b;
+            let start = (*b).data.as_mut_ptr().offset(isize::from((*b).current_data));
+            core::slice::from_raw_parts_mut(start, usize::from((*b).current_length))
+        }
+    }
+
     /// Where the current data starts (for a prefetch).
     #[inline(always)]
     pub fn data_start(&self) -> *const u8 {

@@ -11,7 +11,9 @@ use super::route::NodeIndices;
 use super::state::{global, FrameScratch};
 use super::text::{format_append, va_arg_u64, VaList};
 use super::{fns, sys};
-use crate::dataplane::{Batch, Capture, DropReason, FlowOutcome, ReplyVerdict, Verdict, MAX_BATCH};
+use crate::dataplane::{
+    Batch, Capture, DropReason, FlowOutcome, HoldTicket, Released, ReplyVerdict, Verdict, MAX_BATCH,
+};
 use crate::nat::{L4Checksum, NatError};
 use crate::packet::{self, IpFamily};
 use core::ffi::c_char;
@@ -50,9 +52,10 @@ enum Error {
     NatFailed,
     PortsExhausted,
     ChecksumChain,
+    HoldFull,
 }
 
-struct ErrorDescs([sys::vlib_error_desc_t; 15]);
+struct ErrorDescs([sys::vlib_error_desc_t; 16]);
 // SAFETY: immutable records pointing at static strings.
 unsafe impl Sync for ErrorDescs {}
 
@@ -72,7 +75,7 @@ static ERRORS: ErrorDescs = ErrorDescs([
     desc(c"truncated", c"truncated packet", ERROR),
     desc(c"split-headers", c"headers not in the first buffer", ERROR),
     desc(c"malformed", c"malformed IP or transport header", ERROR),
-    desc(c"fragment", c"IP fragment whose first fragment was not seen", ERROR),
+    desc(c"fragment", c"IP fragment whose first fragment did not come in time", ERROR),
     desc(c"protocol", c"not TCP or UDP", ERROR),
     desc(c"udp6-zero-checksum", c"IPv6 UDP with zero checksum", ERROR),
     desc(c"no-vip", c"no VIP for this protocol and port", ERROR),
@@ -82,6 +85,7 @@ static ERRORS: ErrorDescs = ErrorDescs([
     desc(c"nat-failed", c"translation failed", ERROR),
     desc(c"nat64-ports-exhausted", c"nat64: no source port free for a new flow", ERROR),
     desc(c"udp-no-checksum-chain", c"IPv4 UDP without checksum to IPv6, in a buffer chain", ERROR),
+    desc(c"fragment-hold-full", c"IP fragment before its first one: no room to hold it", ERROR),
 ]);
 
 fn error_of(reason: DropReason) -> Error {
@@ -98,6 +102,7 @@ fn error_of(reason: DropReason) -> Error {
         DropReason::Nat(NatError::PortsExhausted) => Error::PortsExhausted,
         DropReason::Nat(NatError::ChecksumNeedsWholeDatagram) => Error::ChecksumChain,
         DropReason::Nat(_) => Error::NatFailed,
+        DropReason::HoldFull => Error::HoldFull,
     }
 }
 
@@ -155,7 +160,13 @@ unsafe extern "C" fn format_kp_trace(s: *mut u8, args: *mut sys::va_list) -> *mu
         let _node = va_arg_u64(ap);
         let t = (va_arg_u64(ap) as *const Trace).read_unaligned();
         let dst = format!("{}:{}", addr_text(t.family, &t.orig_addr), t.orig_port);
-        let text = if t.outcome == 4 {
+        let text = if t.outcome == 8 {
+            format!("kp: held fragment released: vip {} -> pod {}, translated", t.vip, t.pod)
+        } else if t.outcome == 9 {
+            "kp: held fragment given up (its first fragment did not come)".to_string()
+        } else if t.outcome == 10 {
+            "kp: fragment before its first one: held".to_string()
+        } else if t.outcome == 4 {
             format!("kp reply: translated back to vip {}", t.vip)
         } else if t.outcome == 5 {
             "kp reply: not a kp flow, passed on".to_string()
@@ -195,9 +206,15 @@ struct FrameBatch<'a, const NODEPORT: bool, const V6: bool, const XLAT: bool> {
     vm: *mut sys::vlib_main_t,
     bufs: &'a [*mut sys::vlib_buffer_t],
     nexts: &'a mut [u16; MAX_BATCH],
+    /// The frame's buffer indices.
+    from: *mut u32,
     /// The pods' tracked next hops.
     hops: super::route::NextHops,
     n: usize,
+    /// This node (the owner of the fragments it holds).
+    node_index: u32,
+    /// Each packet's next is its next feature (`feature_nexts`).
+    on_arc: bool,
 }
 
 impl<'a, const NODEPORT: bool, const V6: bool, const XLAT: bool> FrameBatch<'a, NODEPORT, V6, XLAT> {
@@ -209,6 +226,7 @@ impl<'a, const NODEPORT: bool, const V6: bool, const XLAT: bool> FrameBatch<'a, 
     #[inline(always)]
     unsafe fn from_frame(
         vm: *mut sys::vlib_main_t,
+        node: *mut sys::vlib_node_runtime_t,
         frame: *mut sys::vlib_frame_t,
         bufs: &'a mut [*mut sys::vlib_buffer_t; MAX_BATCH],
         nexts: &'a mut [u16; MAX_BATCH],
@@ -222,7 +240,8 @@ impl<'a, const NODEPORT: bool, const V6: bool, const XLAT: bool> FrameBatch<'a, 
                 *b = BufferRef::pointer(vm, *from.add(i));
             }
             let hops = super::route::NextHops::get();
-            (FrameBatch { vm, bufs: &bufs[..n], nexts, hops, n }, from)
+            let node_index = (*node).node_index;
+            (FrameBatch { vm, bufs: &bufs[..n], nexts, from, hops, n, node_index, on_arc: false }, from)
         }
     }
 
@@ -250,6 +269,22 @@ impl<'a, const NODEPORT: bool, const V6: bool, const XLAT: bool> FrameBatch<'a, 
                 *next = BufferRef::from_raw(b).take_feature_next(heap);
             }
         }
+        self.on_arc = true;
+    }
+
+    /// Leaves held packets out of the frame's vectors (they are the
+    /// worker's now): the number of packets left to enqueue.
+    fn without_held(&mut self, held: impl Fn(usize) -> bool) -> usize {
+        let mut kept = 0;
+        for i in 0..self.n {
+            if !held(i) {
+                // SAFETY: `from` has `n` entries (`from_frame`); kept <= i.
+                unsafe { *self.from.add(kept) = *self.from.add(i) };
+                self.nexts[kept] = self.nexts[i];
+                kept += 1;
+            }
+        }
+        kept
     }
 
     /// Whether packet `i` is IPv6 (by its version nibble).
@@ -297,13 +332,55 @@ unsafe fn without_worker(
     // SAFETY: per the contract.
     unsafe {
         let (mut batch, from) =
-            FrameBatch::<false, false, false>::from_frame(vm, frame, &mut bufs, &mut nexts);
+            FrameBatch::<false, false, false>::from_frame(vm, node, frame, &mut bufs, &mut nexts);
         if feature {
             batch.feature_nexts();
         }
         let n = batch.n;
         enqueue(vm, node, from, &mut nexts, n);
         n as sys::uword
+    }
+}
+
+/// Hands on the fragments this node held that the worker has released
+/// since (their first fragment came: `decide` translates them and gives
+/// their next node) or given up (`decide` gives their next node too), in
+/// a second enqueue. Each is traced if its buffer is.
+///
+/// # Safety
+/// The node function's own arguments and this thread's worker; the
+/// released handles are buffers this node held.
+#[inline(always)]
+unsafe fn send_released(
+    vm: *mut sys::vlib_main_t,
+    node: *mut sys::vlib_node_runtime_t,
+    worker: &mut crate::dataplane::Worker,
+    from: &mut [u32; MAX_BATCH],
+    nexts: &mut [u16; MAX_BATCH],
+    mut decide: impl FnMut(BufferRef<'_>, &Released) -> u16,
+) {
+    const { assert!(crate::fragment::HOLD_CAPACITY <= MAX_BATCH) };
+    let mut k = 0;
+    // SAFETY: per the contract: every handle is a buffer this thread holds.
+    unsafe {
+        let owner = (*node).node_index;
+        let tracing = node_traces(node);
+        worker.take_released(owner, |r| {
+            let b = BufferRef::pointer(vm, r.ticket.handle);
+            nexts[k] = decide(BufferRef::from_raw(b), &r);
+            from[k] = r.ticket.handle;
+            k += 1;
+            if tracing && BufferRef::from_raw(b).is_traced() {
+                let (vip, pod, outcome) = match r.to {
+                    Some(t) => (t.vip, t.pod, 8),
+                    None => (u32::MAX, u32::MAX, 9),
+                };
+                add_trace(vm, node, b, Trace::new(vip, pod, outcome, 0));
+            }
+        });
+        if k > 0 {
+            enqueue(vm, node, from.as_mut_ptr(), nexts, k);
+        }
     }
 }
 
@@ -329,6 +406,29 @@ unsafe fn enqueue(
     }
 }
 
+/// The next node of a packet translated to `pod` (IPv6 if `out_v6`):
+/// straight to the pod's tracked forwarding where there is one (its
+/// adjacency set in the buffer), else a fresh lookup.
+#[inline(always)]
+fn to_pod<const NODEPORT: bool, const V6: bool, const XLAT: bool>(
+    hops: &super::route::NextHops,
+    mut b: BufferRef<'_>,
+    pod: u32,
+    out_v6: bool,
+) -> u16 {
+    // A VIP node's stacked hops are for its own NAT type's pods (a packet
+    // of another type can only be one left over from before a change: it
+    // takes the lookup).
+    let stacked_here = NODEPORT || out_v6 == (V6 ^ XLAT);
+    match hops.of(pod, NODEPORT, V6, out_v6).filter(|_| stacked_here) {
+        Some((to, adj)) => {
+            b.set_adj_index_tx(adj);
+            to
+        }
+        None => lookup(out_v6),
+    }
+}
+
 impl<const NODEPORT: bool, const V6: bool, const XLAT: bool> Batch for FrameBatch<'_, NODEPORT, V6, XLAT> {
     /// Straight to the pod's tracked forwarding where there is one (its
     /// adjacency in the buffer, the stacked next node); else a fresh
@@ -338,18 +438,23 @@ impl<const NODEPORT: bool, const V6: bool, const XLAT: bool> Batch for FrameBatc
         if i >= self.n {
             return;
         }
-        let out_v6 = out == IpFamily::V6;
-        // A VIP node's stacked hops are for its own NAT type's pods (a
-        // packet of another type can only be one left over from before a
-        // change: it takes the lookup).
-        let stacked_here = NODEPORT || out_v6 == (V6 ^ XLAT);
-        self.nexts[i] = match self.hops.of(pod, NODEPORT, V6, out_v6).filter(|_| stacked_here) {
-            Some((to, adj)) => {
-                self.buffer(i).set_adj_index_tx(adj);
-                to
-            }
-            None => lookup(out_v6),
-        };
+        self.nexts[i] = to_pod::<NODEPORT, V6, XLAT>(&self.hops, self.buffer(i), pod, out == IpFamily::V6);
+    }
+
+    fn hold(&mut self, i: usize) -> Option<HoldTicket> {
+        // Off an arc a packet given up is dropped; on one it goes on to
+        // its next feature untouched (it may not be kp's).
+        if i >= self.n {
+            return None;
+        }
+        let tag = if self.on_arc { self.nexts[i] } else { NEXT_DROP };
+        // SAFETY: `from` has `n` entries.
+        let handle = unsafe { *self.from.add(i) };
+        Some(HoldTicket { handle, owner: self.node_index, tag })
+    }
+
+    fn owner(&self) -> u32 {
+        self.node_index
     }
 
     fn move_start(&mut self, i: usize, delta: isize) -> bool {
@@ -443,8 +548,8 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool, const XLAT: bool>(
         let Some((worker, scratch)) = this_thread(&*vm) else {
             return without_worker(vm, node, frame, NODEPORT);
         };
-        let FrameScratch { bufs, verdicts, nexts, .. } = scratch;
-        let (mut batch, from) = FrameBatch::<NODEPORT, V6, XLAT>::from_frame(vm, frame, bufs, nexts);
+        let FrameScratch { bufs, verdicts, nexts, held_from, held_nexts, .. } = scratch;
+        let (mut batch, from) = FrameBatch::<NODEPORT, V6, XLAT>::from_frame(vm, node, frame, bufs, nexts);
         let n = batch.n;
         // On the ip4/6-local arc, what is not NodePort traffic goes on to
         // the next feature: each packet's next starts as its next feature.
@@ -455,7 +560,7 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool, const XLAT: bool>(
         worker.process(&mut batch, now, verdicts);
 
         let errors = (*node).errors;
-        let (mut not_translated, mut untracked, mut rejected) = (0u64, 0u64, 0u64);
+        let (mut not_translated, mut untracked, mut rejected, mut held) = (0u64, 0u64, 0u64, 0u64);
         let existing = VIP_EXISTING.row(thread);
         let (mut run_vip, mut run_len) = (u32::MAX, 0u64);
         let pod_packets = POD_PACKETS.row(thread);
@@ -493,6 +598,7 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool, const XLAT: bool>(
                     // already in `nexts`).
                     not_translated += 1;
                 }
+                Verdict::Held => held += 1,
                 Verdict::Drop(reason) => {
                     not_translated += 1;
                     batch.nexts[i] = NEXT_DROP;
@@ -514,10 +620,26 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool, const XLAT: bool>(
         // Non-drop outcomes are counted here; drops by the drop node.
         let counters = (*vm).error_counters;
         *counters.add(usize::from(*errors.add(Error::Translated as usize))) +=
-            n as u64 - not_translated - rejected;
+            n as u64 - not_translated - rejected - held;
         *counters.add(usize::from(*errors.add(Error::Rejected as usize))) += rejected;
         *counters.add(usize::from(*errors.add(Error::Untracked as usize))) += untracked;
-        enqueue(vm, node, from, batch.nexts, n);
+        let out = if held == 0 { n } else { batch.without_held(|i| verdicts[i] == Verdict::Held) };
+        enqueue(vm, node, from, batch.nexts, out);
+        let hops = batch.hops;
+        send_released(vm, node, worker, held_from, held_nexts, |mut b, r| match r.to {
+            Some(t) if r.apply(b.data_mut()) => {
+                *counters.add(usize::from(*errors.add(Error::Translated as usize))) += 1;
+                *existing.add(t.vip as usize) += 1;
+                *pod_packets.add(t.pod as usize) += 1;
+                to_pod::<NODEPORT, V6, XLAT>(&hops, b, t.pod, r.family == IpFamily::V6)
+            }
+            _ => {
+                if r.ticket.tag == NEXT_DROP {
+                    b.set_error(*errors.add(Error::Fragment as usize));
+                }
+                r.ticket.tag
+            }
+        });
         n as sys::uword
     }
 }
@@ -552,6 +674,7 @@ unsafe fn trace_frame<const NODEPORT: bool, const V6: bool, const XLAT: bool>(
                 Verdict::Drop(reason) => {
                     trace(vm, node, b, worker, i, u32::MAX, u32::MAX, 3, error_of(reason) as u8)
                 }
+                Verdict::Held => add_trace(vm, node, b, Trace::new(u32::MAX, u32::MAX, 10, 0)),
             }
         }
     }
@@ -677,15 +800,15 @@ unsafe fn reply_node<const FEATURE: bool>(
         let Some((worker, scratch)) = this_thread(&*vm) else {
             return without_worker(vm, node, frame, FEATURE);
         };
-        let FrameScratch { bufs, replies: verdicts, nexts, .. } = scratch;
-        let (mut batch, from) = FrameBatch::<false, false, false>::from_frame(vm, frame, bufs, nexts);
+        let FrameScratch { bufs, replies: verdicts, nexts, held_from, held_nexts, .. } = scratch;
+        let (mut batch, from) = FrameBatch::<false, false, false>::from_frame(vm, node, frame, bufs, nexts);
         let n = batch.n;
         if FEATURE {
             batch.feature_nexts();
         }
         worker.process_replies(&mut batch, super::time::ticks(vm), verdicts);
         let errors = (*node).errors;
-        let mut translated = 0u64;
+        let (mut translated, mut held) = (0u64, 0u64);
         let tracing = node_traces(node);
         for i in 0..n {
             let vip = match verdicts[i] {
@@ -708,6 +831,13 @@ unsafe fn reply_node<const FEATURE: bool>(
                     }
                     u32::MAX
                 }
+                ReplyVerdict::Held => {
+                    held += 1;
+                    if batch.traced(i, tracing) {
+                        add_trace(vm, node, batch.bufs[i], Trace::new(u32::MAX, u32::MAX, 10, 0));
+                    }
+                    continue;
+                }
             };
             translated += u64::from(vip != u32::MAX);
             if batch.traced(i, tracing) {
@@ -722,9 +852,25 @@ unsafe fn reply_node<const FEATURE: bool>(
         let counters = (*vm).error_counters;
         *counters.add(usize::from(*errors.add(REPLY_TRANSLATED))) += translated;
         if FEATURE {
-            *counters.add(usize::from(*errors.add(REPLY_OTHER))) += n as u64 - translated;
+            *counters.add(usize::from(*errors.add(REPLY_OTHER))) += n as u64 - translated - held;
         }
-        enqueue(vm, node, from, batch.nexts, n);
+        let out = if held == 0 { n } else { batch.without_held(|i| verdicts[i] == ReplyVerdict::Held) };
+        enqueue(vm, node, from, batch.nexts, out);
+        // Released: a translated reply goes on as one (its next feature,
+        // or off the arc its lookup); given up: untouched to its next
+        // feature, or off the arc dropped.
+        send_released(vm, node, worker, held_from, held_nexts, |mut b, r| {
+            if r.apply(b.data_mut()) {
+                *counters.add(usize::from(*errors.add(REPLY_TRANSLATED))) += 1;
+                return if FEATURE { r.ticket.tag } else { lookup(r.family == IpFamily::V6) };
+            }
+            if FEATURE {
+                *counters.add(usize::from(*errors.add(REPLY_OTHER))) += 1;
+            } else {
+                b.set_error(*errors.add(REPLY_NO_FLOW));
+            }
+            r.ticket.tag
+        });
         n as sys::uword
     }
 }

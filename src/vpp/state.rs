@@ -113,6 +113,9 @@ pub struct FrameScratch {
     pub replies: [ReplyVerdict; MAX_BATCH],
     /// Next node per packet; VPP's enqueue reads whole 64-entry blocks.
     pub nexts: [u16; MAX_BATCH],
+    /// Held fragments a node sends on: buffer indices and next nodes.
+    pub held_from: [u32; MAX_BATCH],
+    pub held_nexts: [u16; MAX_BATCH],
 }
 
 // SAFETY: the buffer pointers are scratch, written and read by one thread
@@ -126,6 +129,8 @@ impl FrameScratch {
             verdicts: [Verdict::Drop(DropReason::NoVip); MAX_BATCH],
             replies: [ReplyVerdict::NotKp; MAX_BATCH],
             nexts: [0; MAX_BATCH],
+            held_from: [0; MAX_BATCH],
+            held_nexts: [0; MAX_BATCH],
         })
     }
 }
