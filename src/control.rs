@@ -77,6 +77,9 @@ pub struct Interfaces {
     /// Interfaces whose local addresses capture NodePort traffic (all of
     /// them while any VIP has a NodePort).
     pub nodeport: BTreeSet<u32>,
+    /// Interfaces whose output translates VPP's own ICMP errors about kp
+    /// flows (all of them while any nat44/nat66 VIP exists).
+    pub icmp_out: BTreeSet<u32>,
     /// Installed reply captures of nat46/nat64 flows: the nat46 prefix and
     /// the nat64 source addresses, while VIPs of their type exist.
     pub xlat_captures: BTreeSet<IpPrefix>,
@@ -102,6 +105,13 @@ impl Kp {
     /// capture NodePort traffic).
     pub fn wants_nodeport(&self) -> bool {
         self.controller.config().vips.values().any(|v| v.node_port != 0)
+    }
+
+    /// Whether any VIP's pods are of its own family (nat44/nat66): VPP's
+    /// own ICMP errors about their requests go straight to the client,
+    /// and the interfaces' output must translate them.
+    pub fn wants_icmp_out(&self) -> bool {
+        self.controller.config().vips.values().any(|v| !v.nat.translates())
     }
 
     /// Where replies of nat46/nat64 flows arrive (see

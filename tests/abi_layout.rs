@@ -55,6 +55,12 @@ fn buffers_frames_runtimes() {
     assert_eq!(KP_VNET_SW_IF_INDEX_TX_OFFSET, 28);
     assert_eq!(KP_VNET_IP_ADJ_INDEX_TX_OFFSET, 44);
     assert_eq!(KP_VNET_OFLAGS_OFFSET, 39);
+    assert_eq!(KP_VNET_IP_SAVE_REWRITE_LENGTH_OFFSET, 56);
+    // vnet buffer flag n is 1 << (32 - n): LOCALLY_ORIGINATED is flag 7,
+    // IS_IP4 flag 8, GSO flag 18.
+    assert_eq!(KP_VNET_BUFFER_F_LOCALLY_ORIGINATED, 1 << 25);
+    assert_eq!(KP_VNET_BUFFER_F_IS_IP4, 1 << 24);
+    assert_eq!(KP_VNET_BUFFER_F_GSO, 1 << 14);
     // vnet_buffer_opaque_t: i16 l2/l3/l4_hdr_offset at 8, 10, 12 of the
     // opaque area (buffer offset 24).
     assert_eq!(KP_VNET_L3_HDR_OFFSET_OFFSET, 34);

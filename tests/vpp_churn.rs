@@ -50,14 +50,7 @@ impl Lab {
         }
         self.ctl_ok(&format!("packet-generator enable-stream {name}"));
         let deadline = Instant::now() + Duration::from_secs(120);
-        let running = |l: &Lab| {
-            let out = l.vpp.ctl("show packet-generator");
-            out.lines().any(|line| {
-                let mut w = line.split_whitespace();
-                w.next() == Some(name.as_str()) && w.next() == Some("Yes")
-            })
-        };
-        while running(self) {
+        while self.vpp.stream_running(&name) {
             assert!(Instant::now() < deadline, "pass {name} did not finish");
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -229,7 +229,7 @@ impl Lab {
         let deadline = Instant::now() + Duration::from_secs(30);
         while (upper_bound || !out.exists()) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
-            if self.vpp.ctl("show packet-generator").contains(&format!("{name}  No")) {
+            if !self.vpp.stream_running(&name) {
                 self.vpp.ctl("packet-generator disable");
                 std::thread::sleep(Duration::from_millis(200));
                 self.vpp.ctl(&format!("packet-generator capture pg{outp} disable"));
@@ -627,6 +627,52 @@ fn datapath_extension_headers_and_icmp_errors() {
     assert!(lab.vpp.is_running());
 }
 
+/// VPP itself refuses a translated request: pg1 (the pods' link) is
+/// narrower than the request, which may not be fragmented (IPv4 DF, and
+/// IPv6). VPP's own "fragmentation needed" / "packet too big" goes back
+/// to the client; kp's output feature makes its quote what the client
+/// sent (to the VIP:port), every checksum verified by scapy. A TCP
+/// request too big, and an expired TTL, too.
+#[test]
+fn datapath_vpp_own_icmp_errors_reach_the_client_translated() {
+    let Some(mut lab) = Lab::start("datapath_vpp_own_icmp_errors_reach_the_client_translated", 0) else { return };
+    lab.ctl_ok("kp vip 10.96.0.10/32 protocol udp port 53 target_port 5353");
+    lab.ctl_ok("kp pod 10.96.0.10/32 10.1.0.1");
+    lab.ctl_ok("kp vip 10.96.0.10/32 port 80 target_port 8080");
+    lab.ctl_ok("kp pod 10.96.0.10/32 port 80 10.1.0.1");
+    lab.ctl_ok("kp vip 2001:db8::10/128 protocol udp port 53 target_port 5353");
+    lab.ctl_ok("kp pod 2001:db8::10/128 fd00::1");
+    lab.ctl_ok("set interface mtu packet 1300 pg1");
+    let q = |s: &str| serde_json::to_string(s).unwrap();
+    for (make, what, dport) in [
+        ("IP(src='10.0.0.2', dst='10.96.0.10', flags='DF')/UDP(sport=6000, dport=53)/Raw(b'x'*1400)", "UDP, DF", 53),
+        ("IP(src='10.0.0.2', dst='10.96.0.10', flags='DF')/TCP(sport=6001, dport=80, flags='A')/Raw(b'x'*1400)", "TCP, DF", 80),
+        ("IPv6(src='fd01::2', dst='2001:db8::10')/UDP(sport=6002, dport=53)/Raw(b'x'*1400)", "IPv6 UDP", 53),
+    ] {
+        let got = lab.send_json(0, 0, &[q(make)]);
+        assert_eq!(got.len(), 1, "{what}: the error comes back: {got:?}\n{}", lab.vpp.ctl("show errors"));
+        let e = &got[0];
+        assert_eq!(e["icmp"].as_bool(), Some(true), "{what}: {e}");
+        let (vip, client) = if what.starts_with("IPv6") { ("2001:db8::10", "fd01::2") } else { ("10.96.0.10", "10.0.0.2") };
+        assert_eq!(e["dst"].as_str(), Some(client), "{what}: {e}");
+        assert_eq!((e["inner_dst"].as_str(), e["inner_dport"].as_u64()), (Some(vip), Some(dport)), "{what}: about what the client sent: {e}");
+        assert_eq!(e["inner_src"].as_str(), Some(client), "{what}: {e}");
+        assert_eq!(e["ok"].as_bool(), Some(true), "{what}: scapy verifies every checksum: {e}");
+    }
+    let errors = lab.vpp.ctl("show errors");
+    let line = errors.lines().find(|l| l.contains("VPP's own ICMP errors about kp flows")).unwrap_or_else(|| panic!("{errors}"));
+    assert_eq!(line.split_whitespace().next(), Some("3"), "{line}");
+    // Time exceeded: a request that arrives with TTL 1.
+    let got = lab.send_json(0, 0, &[q("IP(src='10.0.0.2', dst='10.96.0.10', ttl=1)/UDP(sport=6003, dport=53)/Raw(b'x')")]);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["inner_dst"].as_str(), Some("10.96.0.10"), "{:?}", got[0]);
+    assert_eq!(got[0]["ok"].as_bool(), Some(true), "{:?}", got[0]);
+    // Within the MTU the requests pass as ever.
+    let got = lab.send_json(0, 1, &[q("IP(src='10.0.0.2', dst='10.96.0.10', flags='DF')/UDP(sport=6004, dport=53)/Raw(b'x'*1200)")]);
+    assert_eq!((got.len(), got.first().and_then(|g| g["dst"].as_str())), (1, Some("10.1.0.1")), "{got:?}");
+    assert!(lab.vpp.is_running());
+}
+
 /// A VIP without pods in real VPP: a SYN gets a reset from the VIP:port
 /// and a UDP datagram an ICMP port unreachable quoting it, both back out
 /// of the client's interface, checked by scapy; `kp conf reject off`
@@ -672,9 +718,12 @@ fn datapath_no_endpoints_reject() {
 }
 
 /// Fragmented UDP datagrams (IPv4 fragments, the IPv6 fragment header), as
-/// scapy's own fragmenter makes them: every fragment reaches the pod with
-/// its address, and scapy's reassembly of what left gives the translated
-/// datagram with a right checksum.
+/// scapy's own fragmenter makes them, in order and not: every fragment
+/// reaches the pod with its address, and scapy's reassembly of what left
+/// gives the translated datagram with a right checksum. Fragments that
+/// come before their first are held until it comes (the last first, the
+/// first in the middle, the first in a later frame), both ways; without
+/// their first they are dropped once the fragment timeout has passed.
 #[test]
 fn datapath_fragments_reach_the_pod() {
     let Some(mut lab) = Lab::start("datapath_fragments_reach_the_pod", 0) else { return };
@@ -682,19 +731,66 @@ fn datapath_fragments_reach_the_pod() {
     lab.ctl_ok("kp pod 10.96.0.10/32 10.1.0.1");
     lab.ctl_ok("kp vip 2001:db8::10/128 protocol udp port 53 target_port 5353");
     lab.ctl_ok("kp pod 2001:db8::10/128 fd00::1");
+    lab.ctl_ok("kp set interface nat4 in pg1");
+    lab.ctl_ok("kp set interface nat6 in pg1");
     let q = |s: &str| serde_json::to_string(s).unwrap();
-    for (make, n, pod) in [
-        ("fragment(IP(src='10.0.0.2', dst='10.96.0.10', id=77)/UDP(sport=5000, dport=53)/Raw(bytes(range(256))*16), fragsize=1000)", 5, "10.1.0.1"),
-        ("fragment6(IPv6(src='fd01::2', dst='2001:db8::10')/IPv6ExtHdrFragment(id=78)/UDP(sport=5001, dport=53)/Raw(bytes(range(256))*16), 1280)", 4, "fd00::1"),
-    ] {
-        let got = lab.send_decoded(0, 1, &[q(make)], n, "reassemble");
-        assert_eq!(got.len(), 1, "one datagram: {got:?}\n{}", lab.vpp.ctl("show errors"));
-        let d = &got[0];
-        assert_eq!(d["fragments"].as_u64(), Some(n as u64), "{d}");
-        assert_eq!(d["same_dst"].as_bool(), Some(true), "every fragment to the pod: {d}");
-        assert_eq!((d["dst"].as_str(), d["dport"].as_u64()), (Some(pod), Some(5353)), "{d}");
-        assert_eq!(d["l4_ok"].as_bool(), Some(true), "{d}");
+    let v4 = |sport: u16, id: u16| {
+        format!("fragment(IP(src='10.0.0.2', dst='10.96.0.10', id={id})/UDP(sport={sport}, dport=53)/Raw(bytes(range(256))*16), fragsize=1000)")
+    };
+    let v6 = |sport: u16, id: u16| {
+        format!("fragment6(IPv6(src='fd01::2', dst='2001:db8::10')/IPv6ExtHdrFragment(id={id})/UDP(sport={sport}, dport=53)/Raw(bytes(range(256))*16), 1280)")
+    };
+    let orders = [("", "in order"), ("[::-1]", "last first"), ("[2:] + _f[:2]", "first in the middle")];
+    for (k, (order, what)) in orders.iter().enumerate() {
+        let k = k as u16;
+        for (make, n, pod) in [(v4(5000 + k, 77 + k), 5, "10.1.0.1"), (v6(5000 + k, 78 + k), 4, "fd00::1")] {
+            let expr = if order.contains("_f") {
+                format!("(lambda _f: _f{order})({make})")
+            } else {
+                format!("({make}){order}")
+            };
+            let got = lab.send_decoded(0, 1, &[q(&expr)], n, "reassemble");
+            assert_eq!(got.len(), 1, "{what}: one datagram: {got:?}\n{}", lab.vpp.ctl("show errors"));
+            let d = &got[0];
+            assert_eq!(d["fragments"].as_u64(), Some(n as u64), "{what}: {d}");
+            assert_eq!(d["same_dst"].as_bool(), Some(true), "{what}: every fragment to the pod: {d}");
+            assert_eq!((d["dst"].as_str(), d["dport"].as_u64()), (Some(pod), Some(5353)), "{what}: {d}");
+            assert_eq!(d["l4_ok"].as_bool(), Some(true), "{what}: {d}");
+        }
     }
+    // The first fragment in a later frame: the others wait for it.
+    for (make, n, pod) in [(v4(5100, 90), 5, "10.1.0.1"), (v6(5100, 91), 4, "fd00::1")] {
+        let early = lab.send_decoded(0, 1, &[q(&format!("({make})[1:]"))], n - 1, "reassemble");
+        assert!(early.is_empty(), "held, not sent: {early:?}");
+        let got = lab.send_decoded(0, 1, &[q(&format!("({make})[:1]"))], n, "reassemble");
+        assert_eq!(got.len(), 1, "{got:?}\n{}", lab.vpp.ctl("show errors"));
+        assert_eq!((got[0]["dst"].as_str(), got[0]["l4_ok"].as_bool()), (Some(pod), Some(true)), "{:?}", got[0]);
+        assert_eq!(got[0]["fragments"].as_u64(), Some(n as u64));
+    }
+    // The pods' fragmented replies, the last fragment first: back from the
+    // VIP (the flows are the in-order datagrams' above).
+    for (make, n, vip) in [
+        ("fragment(IP(src='10.1.0.1', dst='10.0.0.2', id=300)/UDP(sport=5353, dport=5000)/Raw(bytes(range(256))*16), fragsize=1000)[::-1]", 5, "10.96.0.10"),
+        ("fragment6(IPv6(src='fd00::1', dst='fd01::2')/IPv6ExtHdrFragment(id=301)/UDP(sport=5353, dport=5000)/Raw(bytes(range(256))*16), 1280)[::-1]", 4, "2001:db8::10"),
+    ] {
+        let got = lab.send_decoded(1, 0, &[q(make)], n, "reassemble");
+        assert_eq!(got.len(), 1, "{got:?}\n{}", lab.vpp.ctl("show errors"));
+        let d = &got[0];
+        assert_eq!((d["src"].as_str(), d["sport"].as_u64()), (Some(vip), Some(53)), "{d}");
+        assert_eq!((d["l4_ok"].as_bool(), d["fragments"].as_u64()), (Some(true), Some(n as u64)), "{d}");
+    }
+    // Without their first: held, then dropped once the timeout has passed
+    // (when the node next runs), counted.
+    let before = lab.vpp.ctl("show errors");
+    assert!(!before.contains("did not come in time"), "{before}");
+    let none = lab.send_decoded(0, 1, &[q(&format!("({})[1:]", v4(5200, 95)))], 4, "reassemble");
+    assert!(none.is_empty(), "{none:?}");
+    std::thread::sleep(Duration::from_millis(2500));
+    let one = lab.send_decoded(0, 1, &[q(&v4(5201, 96))], 5, "reassemble");
+    assert_eq!(one.len(), 1, "{one:?}");
+    let errors = lab.vpp.ctl("show errors");
+    let line = errors.lines().find(|l| l.contains("did not come in time")).unwrap_or_else(|| panic!("{errors}"));
+    assert_eq!(line.split_whitespace().next(), Some("4"), "{line}");
 }
 
 #[test]

@@ -86,6 +86,8 @@ typedef struct __attribute__ ((aligned (64))) vlib_buffer_main_t
 #define KP_VNET_BUFFER_F_L3_HDR_OFFSET_VALID (1u << 19)
 #define KP_VNET_BUFFER_F_L4_HDR_OFFSET_VALID (1u << 18)
 #define KP_VNET_BUFFER_F_GSO (1u << 14)
+/* Set by VPP on packets it makes itself (ip4/6-icmp-error among them). */
+#define KP_VNET_BUFFER_F_LOCALLY_ORIGINATED (1u << 25)
 /* oflags: the IPv4 header checksum is left to offload. */
 #define KP_VNET_BUFFER_OFFLOAD_F_IP_CKSUM 0x1
 
@@ -115,6 +117,9 @@ typedef struct __attribute__ ((aligned (64))) vlib_buffer_t
 #define KP_VNET_L4_HDR_OFFSET_OFFSET  36
 #define KP_VNET_OFLAGS_OFFSET	      39
 #define KP_VNET_IP_ADJ_INDEX_TX_OFFSET 44
+/* u8 ip.save_rewrite_length: on an output arc, the L2 header's length
+   before the IP header (ip4/6-rewrite sets it). */
+#define KP_VNET_IP_SAVE_REWRITE_LENGTH_OFFSET 56
 
 /* ---- frames and node runtimes ---- */
 typedef struct vlib_frame_t

@@ -227,6 +227,20 @@ impl<'a> BufferRef<'a> {
         unsafe { self.b.cast::<u8>().add(sys::KP_VNET_IP_ADJ_INDEX_TX_OFFSET as usize).cast::<u32>().read() }
     }
 
+    /// On an output arc: the bytes of L2 header before the IP header
+    /// (`vnet_buffer(b)->ip.save_rewrite_length`).
+    #[inline(always)]
+    pub fn rewrite_length(&self) -> usize {
+        // SAFETY: a byte of the buffer header (vnet opaque area).
+        usize::from(unsafe { self.b.cast::<u8>().add(sys::KP_VNET_IP_SAVE_REWRITE_LENGTH_OFFSET as usize).read() })
+    }
+
+    /// A packet VPP made itself (an ICMP error among them).
+    #[inline(always)]
+    pub fn locally_originated(&self) -> bool {
+        self.flags() & sys::KP_VNET_BUFFER_F_LOCALLY_ORIGINATED != 0
+    }
+
     #[inline(always)]
     pub fn set_adj_index_tx(&mut self, adj: u32) {
         // SAFETY: as in `adj_index_tx`; the invariant allows writing.

@@ -33,6 +33,13 @@ pub fn set_nodeport_feature(sw_if_index: u32, enable: bool, held: &BarrierHeld) 
     set(c"ip6-local", c"kp6-nodeport", sw_if_index, enable, held)
 }
 
+/// Turns the translation of VPP's own ICMP errors on or off for what an
+/// interface sends (both families).
+pub fn set_icmp_out_feature(sw_if_index: u32, enable: bool, held: &BarrierHeld) -> Result<(), i32> {
+    set(c"ip4-output", c"kp4-icmp-out", sw_if_index, enable, held)?;
+    set(c"ip6-output", c"kp6-icmp-out", sw_if_index, enable, held)
+}
+
 /// Turns reply translation on or off on an interface.
 pub fn set_reply_feature(v6: bool, sw_if_index: u32, enable: bool, held: &BarrierHeld) -> Result<(), i32> {
     if v6 {

@@ -166,6 +166,8 @@ unsafe extern "C" fn format_kp_trace(s: *mut u8, args: *mut sys::va_list) -> *mu
             "kp: held fragment given up (its first fragment did not come)".to_string()
         } else if t.outcome == 10 {
             "kp: fragment before its first one: held".to_string()
+        } else if t.outcome == 11 {
+            format!("kp: VPP's own ICMP error about a request of vip {}: translated for the client", t.vip)
         } else if t.outcome == 4 {
             format!("kp reply: translated back to vip {}", t.vip)
         } else if t.outcome == 5 {
@@ -893,6 +895,136 @@ unsafe extern "C" fn kp_xlat_reply_node(
     unsafe { reply_node::<false>(vm, node, frame) }
 }
 
+/// VPP's own ICMP errors on an output arc (from `ip4/6-icmp-error`, as
+/// `ip4/6-rewrite` sends them when a packet is too big for its egress
+/// link or its TTL runs out), as a batch for the reply path: each starts
+/// after its L2 header.
+struct LocalErrors<'a> {
+    bufs: &'a [*mut sys::vlib_buffer_t],
+    picked: &'a [u16],
+}
+
+impl Batch for LocalErrors<'_> {
+    fn len(&self) -> usize {
+        self.picked.len()
+    }
+
+    fn packet(&mut self, i: usize) -> &mut [u8] {
+        // SAFETY: a buffer of this node call's frame; one view at a time.
+        let b = unsafe { BufferRef::from_raw(self.bufs[usize::from(self.picked[i])]) };
+        let rewrite = b.rewrite_length();
+        let data = b.into_data();
+        let at = rewrite.min(data.len());
+        &mut data[at..]
+    }
+
+    fn capture(&self, _i: usize) -> Capture {
+        Capture::Prefix(0)
+    }
+}
+
+/// `kp4-icmp-out`/`kp6-icmp-out`, on the ip4-output/ip6-output arcs of
+/// every interface while nat44/nat66 VIPs exist: when VPP itself refuses
+/// a request kp translated (too big for the pod's link, TTL expired), its
+/// ICMP error goes to the client quoting what kp made of the request (to
+/// the pod); the client's stack would match it to no socket, and Path MTU
+/// Discovery through a Service would fail. Such errors are translated as
+/// the pods' own are: the quote becomes what the client sent (to the VIP
+/// or NodePort), every checksum follows. Only packets VPP made itself are
+/// looked at: for the rest this node costs a flag test.
+///
+/// # Safety
+/// VPP's node-function contract, as for `node_fn`.
+#[allow(clippy::needless_range_loop)] // parallel per-packet arrays
+unsafe fn icmp_out_node<const V6: bool>(
+    vm: *mut sys::vlib_main_t,
+    node: *mut sys::vlib_node_runtime_t,
+    frame: *mut sys::vlib_frame_t,
+) -> sys::uword {
+    // SAFETY: as in `node_fn`.
+    unsafe {
+        let Some((worker, scratch)) = this_thread(&*vm) else {
+            return without_worker(vm, node, frame, true);
+        };
+        let FrameScratch { bufs, replies: verdicts, nexts, held_nexts: picked, .. } = scratch;
+        let (mut batch, from) = FrameBatch::<false, false, false>::from_frame(vm, node, frame, bufs, nexts);
+        let n = batch.n;
+        batch.feature_nexts();
+        let mut k = 0;
+        for i in 0..n {
+            let b = batch.buffer(i);
+            if b.locally_originated() {
+                let rewrite = b.rewrite_length();
+                let ip = b.into_data().get(rewrite..).unwrap_or(&[]);
+                let icmp = if V6 {
+                    ip.len() > 40 && ip[0] >> 4 == 6 && ip[6] == packet::proto::ICMPV6
+                } else {
+                    ip.len() > 20 && ip[0] >> 4 == 4 && ip[9] == packet::proto::ICMP
+                };
+                if icmp {
+                    picked[k] = i as u16;
+                    k += 1;
+                }
+            }
+        }
+        if k > 0 {
+            let mut errors_batch = LocalErrors { bufs: batch.bufs, picked: &picked[..k] };
+            worker.process_replies(&mut errors_batch, super::time::ticks(vm), verdicts);
+            let errors = (*node).errors;
+            let tracing = node_traces(node);
+            let mut translated = 0u64;
+            for j in 0..k {
+                let i = usize::from(picked[j]);
+                let vip = match verdicts[j] {
+                    ReplyVerdict::Translated { vip } => vip,
+                    // (Only the nat46/nat64 capture nodes see errors
+                    // that change family; one here is not passed on.)
+                    ReplyVerdict::TranslatedTo { .. } => {
+                        batch.nexts[i] = NEXT_DROP;
+                        batch.buffer(i).set_error(*errors.add(ICMP_OUT_CROSS_FAMILY));
+                        continue;
+                    }
+                    ReplyVerdict::NotKp | ReplyVerdict::Held => continue,
+                };
+                translated += 1;
+                if batch.traced(i, tracing) {
+                    add_trace(vm, node, batch.bufs[i], Trace::new(vip, u32::MAX, 11, 0));
+                }
+            }
+            let counters = (*vm).error_counters;
+            *counters.add(usize::from(*errors.add(ICMP_OUT_TRANSLATED))) += translated;
+        }
+        enqueue(vm, node, from, batch.nexts, n);
+        n as sys::uword
+    }
+}
+
+unsafe extern "C" fn kp4_icmp_out_node(
+    vm: *mut sys::vlib_main_t,
+    node: *mut sys::vlib_node_runtime_t,
+    frame: *mut sys::vlib_frame_t,
+) -> sys::uword {
+    // SAFETY: VPP's node-function contract.
+    unsafe { icmp_out_node::<false>(vm, node, frame) }
+}
+
+unsafe extern "C" fn kp6_icmp_out_node(
+    vm: *mut sys::vlib_main_t,
+    node: *mut sys::vlib_node_runtime_t,
+    frame: *mut sys::vlib_frame_t,
+) -> sys::uword {
+    // SAFETY: VPP's node-function contract.
+    unsafe { icmp_out_node::<true>(vm, node, frame) }
+}
+
+const ICMP_OUT_TRANSLATED: usize = 0;
+const ICMP_OUT_CROSS_FAMILY: usize = 1;
+static ICMP_OUT_ERRORS: ErrorDescs2 = ErrorDescs2([
+    desc(c"icmp-translated", c"VPP's own ICMP errors about kp flows, translated for the client", INFO),
+    desc(c"icmp-cross-family", c"VPP's own ICMP error of a nat46/nat64 flow on an output arc (dropped)", ERROR),
+    desc(c"unused", c"(not used)", INFO),
+]);
+
 const REPLY_TRANSLATED: usize = 0;
 const REPLY_OTHER: usize = 1;
 const REPLY_NO_FLOW: usize = 2;
@@ -990,6 +1122,23 @@ pub static KP4_NAT64_REPLY: Registration<NodeReg<3>> =
 pub static KP6_NAT46_REPLY: Registration<NodeReg<3>> =
     Registration::new(reply_reg(c"kp6-nat46-reply", kp_xlat_reply_node, 3));
 
+const fn icmp_out_reg(
+    name: &'static core::ffi::CStr,
+    f: unsafe extern "C" fn(
+        *mut sys::vlib_main_t,
+        *mut sys::vlib_node_runtime_t,
+        *mut sys::vlib_frame_t,
+    ) -> sys::uword,
+) -> NodeReg<3> {
+    let mut r = node_reg(name, f);
+    r.reg.error_counters = ICMP_OUT_ERRORS.0.as_ptr();
+    r.reg.n_errors = 2;
+    r
+}
+
+pub static KP4_ICMP_OUT: Registration<NodeReg<3>> = Registration::new(icmp_out_reg(c"kp4-icmp-out", kp4_icmp_out_node));
+pub static KP6_ICMP_OUT: Registration<NodeReg<3>> = Registration::new(icmp_out_reg(c"kp6-icmp-out", kp6_icmp_out_node));
+
 struct Names([*const c_char; 2]);
 // SAFETY: pointers to static strings.
 unsafe impl Sync for Names {}
@@ -1023,6 +1172,10 @@ static NODEPORT4: Registration<sys::vnet_feature_registration_t> =
     Registration::new(feature(c"ip4-local", c"kp4-nodeport", &NO_ORDER));
 static NODEPORT6: Registration<sys::vnet_feature_registration_t> =
     Registration::new(feature(c"ip6-local", c"kp6-nodeport", &NO_ORDER));
+static ICMP_OUT4: Registration<sys::vnet_feature_registration_t> =
+    Registration::new(feature(c"ip4-output", c"kp4-icmp-out", &NO_ORDER));
+static ICMP_OUT6: Registration<sys::vnet_feature_registration_t> =
+    Registration::new(feature(c"ip6-output", c"kp6-icmp-out", &NO_ORDER));
 
 /// Graph node indices of the VIP and NodePort nodes of each family (VPP
 /// writes them into the registrations when it registers the nodes).
@@ -1053,6 +1206,8 @@ pub unsafe fn register_nodes(vgm: *mut sys::vlib_global_main_t) {
         &KP_NAT6_IN2OUT,
         &KP4_NAT64_REPLY,
         &KP6_NAT46_REPLY,
+        &KP4_ICMP_OUT,
+        &KP6_ICMP_OUT,
     ];
     for n in nodes {
         // SAFETY: per the contract; the records are static and writable.
@@ -1065,7 +1220,7 @@ pub unsafe fn register_nodes(vgm: *mut sys::vlib_global_main_t) {
     // SAFETY: VNET_FEATURE_INIT's constructor: link onto feature_main.
     unsafe {
         let fm = fns().feature_main();
-        for f in [&FEATURE4, &FEATURE6, &NODEPORT4, &NODEPORT6] {
+        for f in [&FEATURE4, &FEATURE6, &NODEPORT4, &NODEPORT6, &ICMP_OUT4, &ICMP_OUT6] {
             (*f.get()).next = (*fm).next_feature;
             (*fm).next_feature = f.get();
         }

@@ -6,7 +6,7 @@
 
 use super::barrier::BarrierHeld;
 use super::counters::{POD_PACKETS, VIP_EXISTING, VIP_FIRST, VIP_NO_POD, VIP_UNTRACKED};
-use super::feature::set_nodeport_feature;
+use super::feature::{set_icmp_out_feature, set_nodeport_feature};
 use super::sys;
 use crate::config::{ConfigError, FlowChange};
 use crate::control::{Applied, DataPathView, FlowTableStats, Kp, VipCounters};
@@ -170,32 +170,49 @@ pub fn sync_vpp(kp: &mut Kp, applied: &Applied, held: &BarrierHeld) {
     freed_pods.iter().for_each(|&p| POD_PACKETS.zero(p, held));
     POD_PACKETS.validate(n_pods.saturating_sub(1), held);
     super::route::sync(kp.controller.live_pods(), held);
-    sync_nodeport(kp, held);
+    sync_interface_features(kp, held);
 }
 
-/// NodePort capture follows the configuration: on every interface while
-/// any VIP has a NodePort (interfaces created since are picked up at the
-/// next change), off everywhere otherwise.
-fn sync_nodeport(kp: &mut Kp, held: &BarrierHeld) {
+/// Per-interface features follow the configuration: NodePort capture
+/// while any VIP has a NodePort, the output translation of VPP's own ICMP
+/// errors while any nat44/nat66 VIP exists; on every interface then
+/// (interfaces created since are picked up at the next change or
+/// upkeep), off everywhere otherwise.
+fn sync_interface_features(kp: &mut Kp, held: &BarrierHeld) {
+    let existing = existing_interfaces();
     let want = kp.wants_nodeport();
-    let enabled = &mut kp.interfaces.nodeport;
+    sync_feature(want, &existing, &mut kp.interfaces.nodeport, |sw, on| set_nodeport_feature(sw, on, held));
+    let want = kp.wants_icmp_out();
+    sync_feature(want, &existing, &mut kp.interfaces.icmp_out, |sw, on| set_icmp_out_feature(sw, on, held));
+}
+
+fn sync_feature(
+    want: bool,
+    existing: &[u32],
+    enabled: &mut std::collections::BTreeSet<u32>,
+    mut set: impl FnMut(u32, bool) -> Result<(), i32>,
+) {
     if !want {
         for sw in core::mem::take(enabled) {
-            let _ = set_nodeport_feature(sw, false, held);
+            let _ = set(sw, false);
         }
         return;
     }
-    for sw in existing_interfaces() {
-        if !enabled.contains(&sw) && set_nodeport_feature(sw, true, held).is_ok() {
+    for &sw in existing {
+        if !enabled.contains(&sw) && set(sw, true).is_ok() {
             enabled.insert(sw);
         }
     }
 }
 
-/// Whether NodePort capture is wanted on an interface that lacks it (one
-/// created since the last change). Main thread; needs no barrier.
-pub fn nodeport_missing(kp: &Kp) -> bool {
-    kp.wants_nodeport() && existing_interfaces().iter().any(|sw| !kp.interfaces.nodeport.contains(sw))
+/// Whether a per-interface feature is wanted on an interface that lacks
+/// it (one created since the last change). Main thread; needs no barrier.
+pub fn features_missing(kp: &Kp) -> bool {
+    let (nodeport, icmp) = (kp.wants_nodeport(), kp.wants_icmp_out());
+    (nodeport || icmp)
+        && existing_interfaces().iter().any(|sw| {
+            (nodeport && !kp.interfaces.nodeport.contains(sw)) || (icmp && !kp.interfaces.icmp_out.contains(sw))
+        })
 }
 
 /// The interfaces that exist. Main thread.

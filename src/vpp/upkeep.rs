@@ -2,7 +2,7 @@
 //! flow is gone, and reaches interfaces created since the last change.
 
 use super::barrier::Barrier;
-use super::state::{global, nodeport_missing, sync_vpp};
+use super::state::{global, features_missing, sync_vpp};
 use super::sys;
 use core::ffi::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -41,15 +41,15 @@ unsafe extern "C" fn kp_maintenance(_data: *mut sys::vlib_stats_collector_data_t
     // Nothing may unwind into VPP; a failure here only delays upkeep.
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let Some(g) = global() else { return };
-        let (pending, resizing, nodeport) = {
+        let (pending, resizing, features) = {
             let kp = g.kp.lock();
-            (kp.controller.draining_pods().count(), kp.controller.resizing(), nodeport_missing(&kp))
+            (kp.controller.draining_pods().count(), kp.controller.resizing(), features_missing(&kp))
         };
         let gauge = DRAINING_GAUGE.load(std::sync::atomic::Ordering::Relaxed);
         // SAFETY: main thread (the collector process); exported functions.
         unsafe {
             let vm = super::fns().vlib_get_main_not_inline();
-            let draining = if pending > 0 || resizing || nodeport {
+            let draining = if pending > 0 || resizing || features {
                 // Counters and features change only with workers parked.
                 let mut barrier = Barrier::sync(vm);
                 let mut held = barrier.held();

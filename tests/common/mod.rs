@@ -129,6 +129,15 @@ impl Vpp {
         text.replace("\r\n", "\n")
     }
 
+    /// Whether packet-generator stream `name` is still sending (its
+    /// `show packet-generator` line says `Yes` in the Enabled column).
+    pub fn stream_running(&self, name: &str) -> bool {
+        self.ctl("show packet-generator").lines().any(|line| {
+            let mut w = line.split_whitespace();
+            w.next() == Some(name) && w.next() == Some("Yes")
+        })
+    }
+
     /// What VPP printed on stdout/stderr so far.
     pub fn output(&self) -> String {
         std::fs::read_to_string(self.dir.join("stdout")).unwrap_or_default()

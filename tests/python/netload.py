@@ -149,33 +149,47 @@ def put(host, port, n, timeout):
     return ok, {"sent": n, "peer": peer, "answer_ok": ok, "seconds": round(time.monotonic() - start, 3)}
 
 
-def udp(host, port, size, count, timeout):
+def udp(host, port, size, count, timeout, retries):
+    """Sends `count` datagrams of `size` bytes, each waiting for its echo;
+    one not echoed within `timeout` is sent again up to `retries` times,
+    as DNS clients and other UDP applications do (a datagram lost to Path
+    MTU Discovery is only lost once: the kernel fragments smaller after)."""
     s = socket.socket(family(host), socket.SOCK_DGRAM)
     s.settimeout(timeout)
     s.connect((host, port))
-    echoed = 0
+    echoed, resent = 0, 0
     for i in range(count):
         msg = (i.to_bytes(4, "big") + pattern(i, size))[:size]
-        for attempt in range(5):
-            try:
-                s.send(msg)
+        for attempt in range(retries + 1):
+            send(s, msg)
+            if echo(s, msg):
+                echoed += 1
                 break
-            except OSError as e:
-                # A "packet too big" reported to the socket (PMTUD at
-                # work): the kernel fragments smaller from now on; send
-                # again, as applications do.
-                if e.errno != errno.EMSGSIZE or attempt == 4:
-                    raise
-                time.sleep(0.05)
+            resent += attempt < retries
+    return echoed == count, {"sent": count, "echoed": echoed, "resent": resent, "size": size}
+
+
+def send(s, msg):
+    for attempt in range(5):
         try:
-            while True:
-                b = s.recv(65535)
-                if b == msg:
-                    echoed += 1
-                    break
-        except socket.timeout:
-            pass
-    return echoed == count, {"sent": count, "echoed": echoed, "size": size}
+            s.send(msg)
+            return
+        except OSError as e:
+            # A "packet too big" reported to the socket (PMTUD at work):
+            # the kernel fragments smaller from now on; send again, as
+            # applications do.
+            if e.errno != errno.EMSGSIZE or attempt == 4:
+                raise
+            time.sleep(0.05)
+
+
+def echo(s, msg):
+    try:
+        while True:
+            if s.recv(65535) == msg:
+                return True
+    except socket.timeout:
+        return False
 
 
 def main():
@@ -188,6 +202,7 @@ def main():
     p.add_argument("--size", type=int, default=0)
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--timeout", type=float, default=10)
+    p.add_argument("--retries", type=int, default=0)
     a = p.parse_args()
     if a.cmd == "serve":
         serve_tcp(a.bind, a.port)
@@ -199,7 +214,7 @@ def main():
         elif a.cmd == "put":
             ok, r = put(a.host, a.port, a.bytes, a.timeout)
         else:
-            ok, r = udp(a.host, a.port, a.size, a.count, a.timeout)
+            ok, r = udp(a.host, a.port, a.size, a.count, a.timeout, a.retries)
     except OSError as e:
         ok, r = False, {"error": f"{type(e).__name__}: {e}"}
     r["ok"] = ok
