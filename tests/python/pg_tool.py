@@ -160,8 +160,11 @@ def reassemble(pcap):
     """Reassembles the fragments in a capture (scapy's own reassembly) and
     decodes the datagrams, as `decode` does, plus how many fragments each
     had and whether they all carried the same addresses."""
-    frags4 = [p[IP] for p in rdpcap(pcap) if IP in p]
-    frags6 = [p[IPv6] for p in rdpcap(pcap) if IPv6 in p and IPv6ExtHdrFragment in p]
+    # (Sorted by offset: a host reassembles in any order, scapy's
+    # reassembly wants them in order.)
+    frags4 = sorted((p[IP] for p in rdpcap(pcap) if IP in p), key=lambda f: (f.id, f.frag))
+    frags6 = sorted((p[IPv6] for p in rdpcap(pcap) if IPv6 in p and IPv6ExtHdrFragment in p),
+                    key=lambda f: (f[IPv6ExtHdrFragment].id, f[IPv6ExtHdrFragment].offset))
     out = []
     if frags4:
         # (defrag: packets that were not fragments, reassembled ones, and
