@@ -232,7 +232,9 @@ impl<'a> BufferRef<'a> {
     #[inline(always)]
     pub fn rewrite_length(&self) -> usize {
         // SAFETY: a byte of the buffer header (vnet opaque area).
-        usize::from(unsafe { self.b.cast::<u8>().add(sys::KP_VNET_IP_SAVE_REWRITE_LENGTH_OFFSET as usize).read() })
+        usize::from(unsafe {
+            self.b.cast::<u8>().add(sys::KP_VNET_IP_SAVE_REWRITE_LENGTH_OFFSET as usize).read()
+        })
     }
 
     /// A packet VPP made itself (an ICMP error among them).

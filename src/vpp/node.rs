@@ -1021,7 +1021,11 @@ const ICMP_OUT_TRANSLATED: usize = 0;
 const ICMP_OUT_CROSS_FAMILY: usize = 1;
 static ICMP_OUT_ERRORS: ErrorDescs2 = ErrorDescs2([
     desc(c"icmp-translated", c"VPP's own ICMP errors about kp flows, translated for the client", INFO),
-    desc(c"icmp-cross-family", c"VPP's own ICMP error of a nat46/nat64 flow on an output arc (dropped)", ERROR),
+    desc(
+        c"icmp-cross-family",
+        c"VPP's own ICMP error of a nat46/nat64 flow on an output arc (dropped)",
+        ERROR,
+    ),
     desc(c"unused", c"(not used)", INFO),
 ]);
 
@@ -1136,8 +1140,10 @@ const fn icmp_out_reg(
     r
 }
 
-pub static KP4_ICMP_OUT: Registration<NodeReg<3>> = Registration::new(icmp_out_reg(c"kp4-icmp-out", kp4_icmp_out_node));
-pub static KP6_ICMP_OUT: Registration<NodeReg<3>> = Registration::new(icmp_out_reg(c"kp6-icmp-out", kp6_icmp_out_node));
+pub static KP4_ICMP_OUT: Registration<NodeReg<3>> =
+    Registration::new(icmp_out_reg(c"kp4-icmp-out", kp4_icmp_out_node));
+pub static KP6_ICMP_OUT: Registration<NodeReg<3>> =
+    Registration::new(icmp_out_reg(c"kp6-icmp-out", kp6_icmp_out_node));
 
 struct Names([*const c_char; 2]);
 // SAFETY: pointers to static strings.

@@ -211,7 +211,8 @@ pub fn features_missing(kp: &Kp) -> bool {
     let (nodeport, icmp) = (kp.wants_nodeport(), kp.wants_icmp_out());
     (nodeport || icmp)
         && existing_interfaces().iter().any(|sw| {
-            (nodeport && !kp.interfaces.nodeport.contains(sw)) || (icmp && !kp.interfaces.icmp_out.contains(sw))
+            (nodeport && !kp.interfaces.nodeport.contains(sw))
+                || (icmp && !kp.interfaces.icmp_out.contains(sw))
         })
 }
 

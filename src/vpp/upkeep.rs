@@ -2,7 +2,7 @@
 //! flow is gone, and reaches interfaces created since the last change.
 
 use super::barrier::Barrier;
-use super::state::{global, features_missing, sync_vpp};
+use super::state::{features_missing, global, sync_vpp};
 use super::sys;
 use core::ffi::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
