@@ -195,6 +195,17 @@ impl PortPool {
         Ok(self.address_of(index))
     }
 
+    /// Starts loading the slot where `thread`'s flow of hash `hash` is
+    /// first looked for (where an established flow's binding mostly is),
+    /// so that [`PortPool::bind`] finds it in cache.
+    #[inline(always)]
+    pub fn prefetch(&self, thread: usize, hash: u64) {
+        let (lo, hi) = self.part(thread);
+        if let Some(first) = Self::probes(lo, hi, hash).next() {
+            crate::mem::prefetch(&self.slots[first as usize]);
+        }
+    }
+
     /// The slots of the part `lo..hi` a flow of hash `hash` may be bound
     /// in, in the order [`PortPool::bind`] tries them.
     #[inline(always)]

@@ -163,6 +163,12 @@ impl Dataplane {
     /// Where `pod` takes flows of VIP `vip`, if it still serves them (IPv4
     /// flow entries keep no VIP index: an address that moved to another
     /// Service makes them stale).
+    /// Whether VIP `v` is a nat64 one (its flows take source bindings).
+    #[inline(always)]
+    pub fn is_nat64(&self, v: u32) -> bool {
+        self.vips.get(v as usize).and_then(Option::as_ref).is_some_and(|x| x.nat == NatType::Nat64)
+    }
+
     #[inline(always)]
     pub fn pod_of_vip(&self, pod: u32, vip: u32) -> Option<&Endpoint> {
         self.pods.get(pod as usize).filter(|p| p.vip == vip && p.state.serves_flows()).map(|p| &p.endpoint)

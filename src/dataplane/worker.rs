@@ -249,6 +249,7 @@ impl Worker {
             // One length check here spares one per packet below.
             verdicts: &mut verdicts[..n],
             now,
+            thread,
             last_class: u64::MAX,
             last_vip: NO_VIP,
             pending: 0,
@@ -381,6 +382,7 @@ struct Pipeline<'a, B: Batch> {
     scratch: &'a mut Scratch,
     verdicts: &'a mut [Verdict],
     now: u32,
+    thread: usize,
     /// The last classification, reused while capture, protocol and port
     /// stay the same (packets of a frame mostly go to one Service).
     last_class: u64,
@@ -434,6 +436,12 @@ impl<B: Batch> Pipeline<'_, B> {
                 let key = FlowKey::new(v, p);
                 scratch.keys[i] = key;
                 let hash = key.hash();
+                if p.family == IpFamily::V6 {
+                    // A nat64 flow's binding is read in pass 3: start now.
+                    if let Some(pool) = dp.nat64.as_deref().filter(|_| dp.is_nat64(v)) {
+                        pool.prefetch(self.thread, hash);
+                    }
+                }
                 (v, key.compact(hash), hash)
             }
         };

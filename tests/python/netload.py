@@ -190,6 +190,12 @@ def echo(s, msg):
                 return True
     except socket.timeout:
         return False
+    except OSError as e:
+        # The path refused the datagram as too big (the ICMP error reaches
+        # a connected socket as EMSGSIZE): lost, to be sent again.
+        if e.errno != errno.EMSGSIZE:
+            raise
+        return False
 
 
 def main():
