@@ -1,9 +1,11 @@
 //! A profiling harness for the per-packet path: `cargo run --release
-//! --example hit_loop [flows] [seconds]` runs batches of established flows
-//! in a loop (nothing else), for `perf record` or callgrind.
+//! --example hit_loop [flows] [seconds] [nat44|nat66|nat64|nat46]` runs
+//! batches of established flows of one NAT type in a loop (nothing else),
+//! for `perf record` or callgrind.
 
-use kp_plugin::config::{PodTarget, Protocol, VipKey, VipSpec};
+use kp_plugin::config::{PodTarget, Protocol, VipKey, VipSpec, XlatChange};
 use kp_plugin::dataplane::{Capture, Controller, DropReason, VecBatch, Verdict, MAX_BATCH};
+use kp_plugin::nat::NatType;
 use kp_plugin::packet::build::{emit, Spec};
 use kp_plugin::packet::{proto, IpFamily};
 use std::time::Instant;
@@ -19,18 +21,51 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let flows: u32 = args.next().map_or(1024, |a| a.parse().unwrap());
     let seconds: f64 = args.next().map_or(5.0, |a| a.parse().unwrap());
+    let kind = args.next().unwrap_or_else(|| "nat44".to_string());
+    let (nat, vip, client_v6, pods_v6) = match kind.as_str() {
+        "nat44" => (None, "10.96.0.10/32", false, false),
+        "nat66" => (Some(NatType::Nat66), "2001:db8::10/128", true, true),
+        "nat64" => (Some(NatType::Nat64), "2001:db8::10/128", true, false),
+        "nat46" => (Some(NatType::Nat46), "10.96.0.10/32", false, true),
+        other => panic!("unknown NAT type {other}"),
+    };
     let mut ctl = Controller::new(1);
     // Twice as many buckets as flows, as the table would be sized.
     ctl.set_flow(Some(flows.next_power_of_two().max(16) * 2), Some(3600)).unwrap();
-    let key = VipKey { prefix: "10.96.0.10/32".parse().unwrap(), protocol: Protocol::Any, port: 80 };
-    ctl.add_vip(&VipSpec { key, target_port: 8080, node_port: 0, nat: None, new_len: Some(1024) }).unwrap();
-    let pods: Vec<_> = (1..=16u8).map(|i| (std::net::IpAddr::from([10, 1, 0, i]), 1)).collect();
+    if nat == Some(NatType::Nat64) {
+        // 32 source addresses, as scripts/bench-vpp configures them.
+        let sources = (1..=32u8).map(|i| std::net::Ipv4Addr::new(10, 201, 0, i)).collect();
+        ctl.set_xlat(&XlatChange { nat64_sources: Some(sources), ..Default::default() }).unwrap();
+    }
+    let key = VipKey { prefix: vip.parse().unwrap(), protocol: Protocol::Any, port: 80 };
+    ctl.add_vip(&VipSpec { key, target_port: 8080, node_port: 0, nat, new_len: Some(1024) }).unwrap();
+    let pods: Vec<_> = (1..=16u8)
+        .map(|i| {
+            let a: std::net::IpAddr = if pods_v6 {
+                format!("fd00::{i}").parse().unwrap()
+            } else {
+                std::net::IpAddr::from([10, 1, 0, i])
+            };
+            (a, 1)
+        })
+        .collect();
     ctl.add_pods(&PodTarget { prefix: key.prefix, protocol: None, port: None }, &pods).unwrap();
     let mut w = ctl.worker(0).unwrap();
     let payload = [0u8; 18];
+    let vip_addr: Vec<u8> = match key.prefix.addr() {
+        std::net::IpAddr::V4(a) => a.octets().to_vec(),
+        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+    };
     let packet = |f: u32| {
-        let src = (0x0a00_0000u32 | f).to_be_bytes();
-        emit(&Spec::new(IpFamily::V4, proto::UDP, &src, &[10, 96, 0, 10], (1234, 80)).payload(&payload))
+        if client_v6 {
+            // As scripts/bench-vpp: one client, the flows its source ports.
+            let src = "fd01::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
+            let sport = (f % 65535 + 1) as u16;
+            emit(&Spec::new(IpFamily::V6, proto::UDP, &src, &vip_addr, (sport, 80)).payload(&payload))
+        } else {
+            let src = (0x0a00_0000u32 | f).to_be_bytes();
+            emit(&Spec::new(IpFamily::V4, proto::UDP, &src, &vip_addr, (1234, 80)).payload(&payload))
+        }
     };
     let frames: Vec<Frame> = (0..flows)
         .collect::<Vec<_>>()
@@ -51,7 +86,8 @@ fn main() {
     while start.elapsed().as_secs_f64() < seconds {
         for f in frames.iter_mut() {
             for (l, p) in f.live.packets.iter_mut().zip(&f.pristine) {
-                l.copy_from_slice(p);
+                l.clear();
+                l.extend_from_slice(p);
             }
             w.process(&mut f.live, 2, &mut v);
             packets += f.pristine.len() as u64;
