@@ -67,12 +67,15 @@ pub struct FragTarget {
     pub vip: u32,
     pub pod: u32,
     pub addr: [u8; 16],
+    /// A datagram that changes family (nat46, nat64): its new source, and
+    /// `addr` its new destination.
+    pub cross: Option<[u8; 16]>,
 }
 
 impl FragTarget {
     /// The record of a datagram kp does not translate (its first fragment
     /// was not kp's, or was dropped): its other fragments are not held.
-    pub const NOT_KP: FragTarget = FragTarget { vip: u32::MAX, pod: u32::MAX, addr: [0; 16] };
+    pub const NOT_KP: FragTarget = FragTarget { vip: u32::MAX, pod: u32::MAX, addr: [0; 16], cross: None };
 
     pub fn is_kp(&self) -> bool {
         self.vip != u32::MAX
@@ -108,7 +111,7 @@ impl FragmentCache {
                 dst: [0; 16],
                 id: 0,
             },
-            target: FragTarget { vip: 0, pod: 0, addr: [0; 16] },
+            target: FragTarget::NOT_KP,
             expires: 0,
         };
         FragmentCache { slots: vec![empty; CAPACITY].into_boxed_slice() }
@@ -195,16 +198,32 @@ impl Released {
     }
 
     /// Writes the datagram's translation into the fragment's IP header (a
-    /// request's destination, a reply's source): `false` if given up or
-    /// the bytes are no such header.
-    pub fn apply(&self, packet: &mut [u8]) -> bool {
+    /// request's destination, a reply's source; across families the whole
+    /// header): `false` if given up or the bytes are no such fragment.
+    pub fn apply<F: crate::xlat::Frame + ?Sized>(&self, f: &mut F) -> bool {
         let Some(t) = self.to else { return false };
+        if let Some(src) = t.cross {
+            let Ok(frag) = crate::packet::parse_fragment(f.bytes(), 0) else { return false };
+            let to = crate::xlat::Endpoints { src, src_port: 0, dst: t.addr, dst_port: 0 };
+            // (A held fragment is never a first one: no ports to change.)
+            return !frag.first
+                && crate::xlat::fragment_to_other_family(f, &frag, &to, crate::nat::L4Checksum::Full)
+                    .is_ok();
+        }
         let done = if self.reply {
-            crate::nat::rewrite_addr::<false>(packet, self.family, &t.addr)
+            crate::nat::rewrite_addr::<false>(f.bytes(), self.family, &t.addr)
         } else {
-            crate::nat::rewrite_addr::<true>(packet, self.family, &t.addr)
+            crate::nat::rewrite_addr::<true>(f.bytes(), self.family, &t.addr)
         };
         done.is_ok()
+    }
+
+    /// The family the fragment leaves in, once [`apply`](Self::apply)d.
+    pub fn out_family(&self) -> IpFamily {
+        match self.to.and_then(|t| t.cross) {
+            Some(_) => crate::xlat::other_family(self.family),
+            None => self.family,
+        }
     }
 }
 
@@ -324,7 +343,7 @@ mod tests {
     }
 
     fn target(pod: u32) -> FragTarget {
-        FragTarget { vip: 0, pod, addr: [3; 16] }
+        FragTarget { vip: 0, pod, addr: [3; 16], cross: None }
     }
 
     #[test]
@@ -427,7 +446,7 @@ mod tests {
             ticket: ticket(1, 1, 0),
             family: IpFamily::V4,
             reply: false,
-            to: Some(FragTarget { vip: 0, pod: 0, addr }),
+            to: Some(FragTarget { vip: 0, pod: 0, addr, cross: None }),
         };
         assert!(r.apply(&mut pkt));
         assert_eq!(&pkt[16..20], &[203, 0, 113, 5]);

@@ -271,6 +271,113 @@ pub fn v6_to_v4<F: Frame + ?Sized>(
     Ok(())
 }
 
+/// Translates an IP fragment (`f` as [`crate::packet::parse_fragment`]
+/// found it) to the other family, RFC 7915 §4.1 and §5.1.1: IPv4 to IPv6
+/// gets a Fragment header (identification zero-extended, offset and M
+/// flag copied), IPv6 to IPv4 loses it (identification's low 16 bits,
+/// DF clear, MF and offset copied); extension headers are not carried.
+/// The first fragment's transport header is translated as a whole
+/// packet's (ports, the checksum for the new pseudo-header: the checksum
+/// covers the whole datagram, and only the addresses and ports change);
+/// an IPv4 UDP datagram without a checksum cannot get one fragment by
+/// fragment (`ChecksumNeedsWholeDatagram`). The others get the IP header
+/// alone (`to`'s addresses; ports unused).
+pub fn fragment_to_other_family<F: Frame + ?Sized>(
+    f: &mut F,
+    frag: &crate::packet::Fragment,
+    to: &Endpoints,
+    l4: L4Checksum,
+) -> Result<(), NatError> {
+    let p = &frag.parsed;
+    let data_at = usize::from(frag.data_at);
+    // The first fragment's transport header must follow its IP (and
+    // Fragment) header directly: extension headers between them belong to
+    // the fragmented part, and dropping them would move every offset.
+    if frag.first && usize::from(p.l4_offset) != data_at {
+        return Err(NatError::TranslationNotSupported);
+    }
+    let pkt = f.bytes();
+    if pkt.len() < data_at {
+        return Err(NatError::Truncated);
+    }
+    let declared = match p.family {
+        IpFamily::V4 => usize::from(u16::from_be_bytes([pkt[ip4::TOTAL_LEN], pkt[ip4::TOTAL_LEN + 1]])),
+        IpFamily::V6 => {
+            IP6_LEN + usize::from(u16::from_be_bytes([pkt[ip6::PAYLOAD_LEN], pkt[ip6::PAYLOAD_LEN + 1]]))
+        }
+    };
+    // (The fragment's share as its header declares it: a chain's rest
+    // counts, a pad beyond does not.)
+    let share = declared.checked_sub(data_at).ok_or(NatError::Truncated)?;
+    let mut old = 0;
+    let mut csum_zero = false;
+    if frag.first {
+        let csum_at = nat::check_ports(pkt, p)?;
+        csum_zero = p.protocol == proto::UDP && u16::from_be_bytes([pkt[csum_at], pkt[csum_at + 1]]) == 0;
+        let n = if p.family == IpFamily::V4 { 4 } else { 16 };
+        old = checksum::sum(&p.src[..n]) + checksum::sum(&p.dst[..n]);
+    }
+    match p.family {
+        IpFamily::V4 => {
+            if csum_zero && l4 == L4Checksum::Full {
+                return Err(NatError::ChecksumNeedsWholeDatagram);
+            }
+            let (tos, ttl) = (pkt[1], pkt[ip4::TTL]);
+            let new_len = IP6_LEN + 8;
+            if !f.move_start(data_at as isize - new_len as isize) {
+                return Err(NatError::NoHeadroom);
+            }
+            let pkt = f.bytes();
+            pkt[0] = 0x60 | (tos >> 4);
+            pkt[1] = tos << 4;
+            pkt[2] = 0;
+            pkt[3] = 0;
+            let payload = u16::try_from(8 + share).map_err(|_| NatError::Truncated)?;
+            set_be16(pkt, ip6::PAYLOAD_LEN, payload);
+            pkt[ip6::NEXT_HEADER] = proto::FRAGMENT;
+            pkt[ip6::HOP_LIMIT] = ttl;
+            pkt[ip6::SRC].copy_from_slice(&to.src);
+            pkt[ip6::DST].copy_from_slice(&to.dst);
+            pkt[IP6_LEN] = p.protocol;
+            pkt[IP6_LEN + 1] = 0;
+            set_be16(pkt, IP6_LEN + 2, (frag.offset << 3) | u16::from(frag.more));
+            pkt[IP6_LEN + 4..IP6_LEN + 8].copy_from_slice(&frag.id.to_be_bytes());
+            if frag.first {
+                let new = checksum::sum(&to.src) + checksum::sum(&to.dst);
+                finish_transport(pkt, new_len, p, to, replace(old, new), l4);
+            }
+            f.family_changed(IpFamily::V6);
+        }
+        IpFamily::V6 => {
+            let tclass = (pkt[0] << 4) | (pkt[1] >> 4);
+            let hop_limit = pkt[ip6::HOP_LIMIT];
+            if !f.move_start(data_at as isize - IP4_LEN as isize) {
+                return Err(NatError::Truncated);
+            }
+            let pkt = f.bytes();
+            let total = u16::try_from(IP4_LEN + share).map_err(|_| NatError::Truncated)?;
+            pkt[ip4::VER_IHL] = 0x45;
+            pkt[1] = tclass;
+            set_be16(pkt, ip4::TOTAL_LEN, total);
+            set_be16(pkt, ip4::IDENT, frag.id as u16);
+            set_be16(pkt, ip4::FLAGS_FRAG, if frag.more { 0x2000 } else { 0 } | frag.offset);
+            pkt[ip4::TTL] = hop_limit;
+            pkt[ip4::PROTOCOL] = p.protocol;
+            set_be16(pkt, ip4::CHECKSUM, 0);
+            pkt[ip4::SRC].copy_from_slice(&to.src[..4]);
+            pkt[ip4::DST].copy_from_slice(&to.dst[..4]);
+            let c = checksum::checksum(&pkt[..IP4_LEN]);
+            set_be16(pkt, ip4::CHECKSUM, c);
+            if frag.first {
+                let new = checksum::sum(&to.src[..4]) + checksum::sum(&to.dst[..4]);
+                finish_transport(pkt, IP4_LEN, p, to, replace(old, new), l4);
+            }
+            f.family_changed(IpFamily::V4);
+        }
+    }
+    Ok(())
+}
+
 /// The change to a sum when words summing to `old` are replaced by words
 /// summing to `new` (RFC 1624's `~m + m'`, for fields of different sizes).
 #[inline(always)]
@@ -457,7 +564,14 @@ pub fn translate_icmp_error(
                 // An IPv4 router's MTU; the IPv6 path is 20 bytes more, and
                 // never below IPv6's minimum.
                 IpFamily::V6 => h[4..8].copy_from_slice(&(mtu + 20).max(1280).to_be_bytes()),
-                IpFamily::V4 => set_be16(h, 6, mtu.saturating_sub(20).clamp(68, 65535) as u16),
+                // An IPv6 router's: 20 bytes less, and 8 less again if the
+                // quote had a Fragment header (an IPv4 fragment translated
+                // gains 28 bytes: the sender must fragment that much
+                // smaller).
+                IpFamily::V4 => {
+                    let ext = (inner_l4 - IP6_LEN) as u32;
+                    set_be16(h, 6, mtu.saturating_sub(20 + ext).clamp(68, 65535) as u16)
+                }
             }
         } else if (from, pkt[icmp], pkt[icmp + 1]) == (IpFamily::V4, 3, 2) {
             // Protocol unreachable: IPv6's parameter problem at the next

@@ -5,7 +5,7 @@ use kp_plugin::dataplane::{
     Batch, Capture, Controller, DropReason, FlowOutcome, PodState, ReplyVerdict, VecBatch, Verdict, Worker,
 };
 use kp_plugin::nat::{NatError, NatType};
-use kp_plugin::packet::build::{emit, icmp_error, verify, verify_icmp, Spec};
+use kp_plugin::packet::build::{emit, icmp_error, icmp_error_quoting, verify, verify_icmp, Spec};
 use kp_plugin::packet::{checksum, parse, proto, IpFamily};
 use kp_plugin::xlat::Rfc6052Prefix;
 use std::collections::HashMap;
@@ -1316,6 +1316,127 @@ fn fragments_before_their_first_are_held_until_it_comes() {
     }
     assert_eq!(dropped, 10);
     assert_eq!(w.held_fragments(), kp_plugin::fragment::HOLD_CAPACITY);
+}
+
+/// nat46 and nat64 datagrams too big for one packet, both ways: each
+/// fragment crosses families (IPv4 fragments get an IPv6 Fragment header
+/// with the same identification, offset and M flag; IPv6 fragments lose
+/// it), the first with its ports and checksum translated; what the pod
+/// (or client) reassembles is the translated datagram, checksum right.
+/// In order, and the last fragment first (held until the first comes).
+#[test]
+fn nat46_and_nat64_fragments_cross_families_both_ways() {
+    let payload: Vec<u8> = (0..5000u32).map(|i| (i * 11) as u8).collect();
+    let at = |f: &[u8]| if f[0] >> 4 == 6 { (8..24, 24..40) } else { (12..16, 16..20) };
+    for nat in [NatType::Nat46, NatType::Nat64] {
+        let (c, client, vip_addr, mtu_in, mtu_back) = match nat {
+            NatType::Nat46 => (
+                xlat_setup(nat, "192.0.2.10/32", &["2001:db8:b::1"], 1),
+                vec![198u8, 51, 100, 7],
+                vec![192u8, 0, 2, 10],
+                1500,
+                1280,
+            ),
+            _ => (
+                xlat_setup(nat, "2001:db8:64::10/128", &["198.51.100.5"], 1),
+                "2001:db8:c::7".parse::<std::net::Ipv6Addr>().unwrap().octets().to_vec(),
+                "2001:db8:64::10".parse::<std::net::Ipv6Addr>().unwrap().octets().to_vec(),
+                1280,
+                1500,
+            ),
+        };
+        let mut w = c.worker(0).unwrap();
+        let mut host = HoldingHost::default();
+        let family = if client.len() == 4 { IpFamily::V4 } else { IpFamily::V6 };
+        for (k, reversed) in [(0u16, false), (1, true)] {
+            let sport = 5000 + k;
+            let whole =
+                emit(&Spec::new(family, proto::UDP, &client, &vip_addr, (sport, 80)).payload(&payload));
+            let mut frags = fragments_of(&whole, mtu_in, 70 + u32::from(k));
+            if reversed {
+                frags.reverse();
+            }
+            let out = host.requests(&mut w, &frags, Capture::Prefix(0), 1);
+            let forward = sent(&out);
+            assert_eq!(forward.len(), frags.len(), "{nat:?} reversed={reversed}: {out:?}");
+            for f in &forward {
+                assert_ne!(f[0] >> 4, whole[0] >> 4, "{nat:?}: every fragment crosses families");
+            }
+            let there = reassemble(&by_offset(forward.clone()));
+            assert_eq!(verify(&there), Ok(()), "{nat:?}: the pod's reassembly verifies");
+            let p = parse(&there).unwrap();
+            assert_eq!(p.dst_port, 8080);
+            assert_eq!(&there[p.l4_offset as usize + 8..], &payload[..]);
+            let (src_at, dst_at) = at(&there);
+            for f in &forward {
+                assert_eq!(f[at(f).0], there[src_at.clone()], "{nat:?}: one source");
+                assert_eq!(f[at(f).1], there[dst_at.clone()], "{nat:?}: one destination");
+            }
+            // The identification survives (IPv6's is 32 bits, IPv4's 16).
+            let id = 70 + u32::from(k);
+            for f in &forward {
+                let got = if f[0] >> 4 == 6 {
+                    u32::from_be_bytes([f[44], f[45], f[46], f[47]])
+                } else {
+                    u32::from(u16::from_be_bytes([f[4], f[5]]))
+                };
+                assert_eq!(got, id & if f[0] >> 4 == 6 { u32::MAX } else { 0xffff });
+            }
+            // The pod answers as big, fragmented by its host, the last
+            // fragment first for the second datagram.
+            let reply = emit(
+                &Spec::new(
+                    if family == IpFamily::V4 { IpFamily::V6 } else { IpFamily::V4 },
+                    proto::UDP,
+                    &there[dst_at.clone()],
+                    &there[src_at.clone()],
+                    (8080, p.src_port),
+                )
+                .payload(&payload),
+            );
+            let mut rfrags = fragments_of(&reply, mtu_back, 900 + u32::from(k));
+            if reversed {
+                rfrags.reverse();
+            }
+            let out = host.replies(&mut w, &rfrags, 1);
+            let back = sent(&out);
+            assert_eq!(back.len(), rfrags.len(), "{nat:?}: {out:?}");
+            let back = reassemble(&by_offset(back));
+            assert_eq!(verify(&back), Ok(()), "{nat:?}: the client's reassembly verifies");
+            let r = parse(&back).unwrap();
+            let n = client.len();
+            assert_eq!((&r.src[..n], r.src_port), (&vip_addr[..], 80), "{nat:?}: from the VIP");
+            assert_eq!((&r.dst[..n], r.dst_port), (&client[..], sport), "{nat:?}: to the client");
+            assert_eq!(w.held_fragments(), 0);
+        }
+    }
+}
+
+/// An IPv6 router refuses a nat46 flow's fragment as too big: the IPv4
+/// client is told an MTU 28 bytes smaller (the 20 the header grows by and
+/// the Fragment header's 8), so that its next fragments fit once
+/// translated.
+#[test]
+fn too_big_for_a_translated_fragment_asks_for_28_bytes_less() {
+    let c = xlat_setup(NatType::Nat46, "192.0.2.10/32", &["2001:db8:b::1"], 1);
+    let mut w = c.worker(0).unwrap();
+    let payload = vec![5u8; 3000];
+    let whole = emit(
+        &Spec::new(IpFamily::V4, proto::UDP, &[198, 51, 100, 7], &[192, 0, 2, 10], (4000, 80))
+            .payload(&payload),
+    );
+    let frags = fragments_of(&whole, 1500, 33);
+    let mut host = HoldingHost::default();
+    let first = sent(&host.requests(&mut w, &frags[..1], Capture::Prefix(0), 1)).remove(0);
+    assert_eq!(first.len(), 1528, "1500 bytes of IPv4 fragment: 1528 of IPv6");
+    let router = "2001:db8:b::ff".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let err = icmp_error_quoting(IpFamily::V6, &router, &first[8..24], (2, 0, 1500), &first[..64]);
+    let (rv, out) = run_replies(&mut w, vec![err]);
+    assert!(matches!(rv[0], ReplyVerdict::TranslatedTo { v6: false, .. }), "{rv:?}");
+    let e = &out[0];
+    assert_eq!((e[20], e[21]), (3, 4), "fragmentation needed");
+    assert_eq!(u16::from_be_bytes([e[26], e[27]]), 1472);
+    assert_eq!(verify_icmp(e, IpFamily::V4), Ok(()));
 }
 
 /// The quoted packet's (src, sport, dst, dport) in an ICMP error.

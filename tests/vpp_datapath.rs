@@ -361,7 +361,9 @@ fn nodes_after(trace: &str, node: &str) -> Vec<String> {
 #[test]
 fn datapath_drained_pod_is_freed_without_commands() {
     let Some(mut lab) = Lab::start("datapath_drained_pod_is_freed_without_commands", 0) else { return };
-    lab.ctl_ok("kp conf timeout 3");
+    // (6 s: long enough that a slow machine still sees the pod drain
+    // before its flows expire.)
+    lab.ctl_ok("kp conf timeout 6");
     lab.ctl_ok("kp vip 10.96.0.10/32 port 80 target_port 8080");
     lab.ctl_ok("kp pod 10.96.0.10/32 10.1.0.1 10.1.0.2");
     let flows: Vec<Pkt> = (0..10).map(|i| Pkt::new("udp", "10.0.0.2", 7000 + i, "10.96.0.10", 80)).collect();
@@ -369,7 +371,7 @@ fn datapath_drained_pod_is_freed_without_commands() {
     let victim = assert_translated(&flows, &got, &["10.1.0.1", "10.1.0.2"], 8080)[0].clone();
     lab.ctl_ok(&format!("kp pod 10.96.0.10/32 {victim} del"));
     let gauge = |lab: &Lab| lab.stats(&["/kp/draining-pods"]);
-    // Its flows are alive for 3 s: the upkeep (every second) sees it drain.
+    // Its flows are alive for 6 s: the upkeep (every second) sees it drain.
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert!(gauge(&lab).contains("1.00 /kp/draining-pods"), "{}", gauge(&lab));
     // Then they expire, and it is freed without any command.
@@ -807,6 +809,79 @@ fn datapath_fragments_reach_the_pod() {
     let errors = lab.vpp.ctl("show errors");
     let line = errors.lines().find(|l| l.contains(given_up)).unwrap_or_else(|| panic!("{errors}"));
     assert_eq!(line.split_whitespace().next(), Some("4"), "{line}");
+}
+
+/// nat46 and nat64 datagrams in fragments, both ways, in order and the
+/// last fragment first: every fragment crosses families (scapy reassembles
+/// what left and checks the transport checksum), replies come back from
+/// the VIP.
+#[test]
+fn datapath_nat46_nat64_fragments_both_ways() {
+    let Some(mut lab) = Lab::start("datapath_nat46_nat64_fragments_both_ways", 0) else { return };
+    lab.ctl_ok("kp conf nat46 prefix 2001:db8:46::/96 nat64 source 192.0.2.1 nat64 ports 40000-40063");
+    lab.ctl_ok("kp vip 10.96.0.46/32 protocol udp port 53 target_port 5353 nat46");
+    lab.ctl_ok("kp pod 10.96.0.46/32 fd00::1");
+    lab.ctl_ok("kp vip 2001:db8:64::10/128 protocol udp port 53 target_port 5353 nat64");
+    lab.ctl_ok("kp pod 2001:db8:64::10/128 10.1.0.3");
+    let q = |s: &str| serde_json::to_string(s).unwrap();
+    let data = "Raw(bytes(range(256))*16)";
+    for (k, order) in [(0u16, ""), (1, "[::-1]")] {
+        // nat46: IPv4 fragments to IPv6 ones, and the pod's back.
+        let make = format!("fragment(IP(src='10.0.0.2', dst='10.96.0.46', id={})/UDP(sport={}, dport=53)/{data}, fragsize=1000){order}", 500 + k, 5000 + k);
+        let got = lab.send_decoded(0, 1, &[q(&make)], 5, "reassemble");
+        assert_eq!(got.len(), 1, "nat46 {order}: {got:?}\n{}", lab.vpp.ctl("show errors"));
+        let d = &got[0];
+        assert_eq!((d["family"].as_u64(), d["fragments"].as_u64()), (Some(6), Some(5)), "{d}");
+        assert_eq!(
+            (d["src"].as_str(), d["sport"].as_u64()),
+            (Some("2001:db8:46::a00:2"), Some(u64::from(5000 + k))),
+            "{d}"
+        );
+        assert_eq!((d["dst"].as_str(), d["dport"].as_u64()), (Some("fd00::1"), Some(5353)), "{d}");
+        assert_eq!(d["l4_ok"].as_bool(), Some(true), "{d}");
+        let make = format!("fragment6(IPv6(src='fd00::1', dst='2001:db8:46::a00:2')/IPv6ExtHdrFragment(id={})/UDP(sport=5353, dport={})/{data}, 1280){order}", 600 + k, 5000 + k);
+        let got = lab.send_decoded(1, 0, &[q(&make)], 4, "reassemble");
+        assert_eq!(got.len(), 1, "nat46 reply {order}: {got:?}\n{}", lab.vpp.ctl("show errors"));
+        let d = &got[0];
+        assert_eq!((d["family"].as_u64(), d["fragments"].as_u64()), (Some(4), Some(4)), "{d}");
+        assert_eq!((d["src"].as_str(), d["sport"].as_u64()), (Some("10.96.0.46"), Some(53)), "{d}");
+        assert_eq!(
+            (d["dst"].as_str(), d["dport"].as_u64()),
+            (Some("10.0.0.2"), Some(u64::from(5000 + k))),
+            "{d}"
+        );
+        assert_eq!(d["l4_ok"].as_bool(), Some(true), "{d}");
+        // nat64: IPv6 fragments to IPv4 ones from the nat64 source, and
+        // the pod's back to the client.
+        let make = format!("fragment6(IPv6(src='fd01::2', dst='2001:db8:64::10')/IPv6ExtHdrFragment(id={})/UDP(sport={}, dport=53)/{data}, 1280){order}", 700 + k, 6000 + k);
+        let got = lab.send_decoded(0, 1, &[q(&make)], 4, "reassemble");
+        assert_eq!(got.len(), 1, "nat64 {order}: {got:?}\n{}", lab.vpp.ctl("show errors"));
+        let d = &got[0];
+        assert_eq!((d["family"].as_u64(), d["fragments"].as_u64()), (Some(4), Some(4)), "{d}");
+        assert_eq!(
+            (d["src"].as_str(), d["dst"].as_str(), d["dport"].as_u64()),
+            (Some("192.0.2.1"), Some("10.1.0.3"), Some(5353)),
+            "{d}"
+        );
+        assert_eq!(d["l4_ok"].as_bool(), Some(true), "{d}");
+        let port = d["sport"].as_u64().unwrap();
+        assert!((40000..=40063).contains(&port), "{d}");
+        let make = format!("fragment(IP(src='10.1.0.3', dst='192.0.2.1', id={})/UDP(sport=5353, dport={port})/{data}, fragsize=1000){order}", 800 + k);
+        let got = lab.send_decoded(1, 0, &[q(&make)], 5, "reassemble");
+        assert_eq!(got.len(), 1, "nat64 reply {order}: {got:?}\n{}", lab.vpp.ctl("show errors"));
+        let d = &got[0];
+        assert_eq!((d["family"].as_u64(), d["fragments"].as_u64()), (Some(6), Some(5)), "{d}");
+        assert_eq!((d["src"].as_str(), d["sport"].as_u64()), (Some("2001:db8:64::10"), Some(53)), "{d}");
+        assert_eq!(
+            (d["dst"].as_str(), d["dport"].as_u64()),
+            (Some("fd01::2"), Some(u64::from(6000 + k))),
+            "{d}"
+        );
+        assert_eq!(d["l4_ok"].as_bool(), Some(true), "{d}");
+    }
+    let errors = lab.vpp.ctl("show errors");
+    assert!(!errors.contains("cannot cross families") && !errors.contains("first fragment di"), "{errors}");
+    assert!(lab.vpp.is_running());
 }
 
 #[test]

@@ -170,7 +170,16 @@ impl Worker {
     pub fn adopt_flow_conf(&mut self, now: u32) -> Result<(), OutOfMemory> {
         let Worker { thread, flows, reader, cell, refs, rejects, resize, .. } = self;
         let dp = reader.enter(cell);
-        adopt_flow_conf(&mut FlowCtx { flows, dp: &dp, refs, thread: *thread, now, rejects, resize })
+        adopt_flow_conf(&mut FlowCtx {
+            flows,
+            dp: &dp,
+            refs,
+            thread: *thread,
+            now,
+            rejects,
+            resize,
+            fragment: None,
+        })
     }
 
     /// Live flow entries, also those still in a table being drained (a
@@ -238,7 +247,16 @@ impl Worker {
         // A changed `kp conf` reaches the worker here, between batches (a
         // table that cannot be allocated is tried again next batch).
         if flow_conf_changed(&dp, flows, resize) {
-            let _ = adopt_flow_conf(&mut FlowCtx { flows, dp: &dp, refs, thread, now, rejects, resize });
+            let _ = adopt_flow_conf(&mut FlowCtx {
+                flows,
+                dp: &dp,
+                refs,
+                thread,
+                now,
+                rejects,
+                resize,
+                fragment: None,
+            });
         }
 
         let mut pipe = Pipeline {
@@ -276,7 +294,7 @@ impl Worker {
             }
         }
         let Pipeline { batch, flows, scratch, verdicts, pending, n_deferred, .. } = pipe;
-        let mut ctx = FlowCtx { flows, dp: &dp, refs, thread, now, rejects, resize };
+        let mut ctx = FlowCtx { flows, dp: &dp, refs, thread, now, rejects, resize, fragment: None };
         // Pass 3 only when passes 1 and 2 left something.
         if pending != 0 || n_deferred != 0 {
             finish_general(&mut ctx, batch, scratch, verdicts, pending);
@@ -299,7 +317,7 @@ impl Worker {
         // The latest snapshot, as the worker's next batch would see it (an
         // empty batch, as far as the reader's bookkeeping goes).
         let dp = reader.enter(cell);
-        let mut ctx = FlowCtx { flows, dp: &dp, refs, thread, now, rejects, resize };
+        let mut ctx = FlowCtx { flows, dp: &dp, refs, thread, now, rejects, resize, fragment: None };
         if flow_conf_changed(&dp, ctx.flows, ctx.resize) {
             let _ = adopt_flow_conf(&mut ctx);
         }
@@ -615,6 +633,9 @@ struct FlowCtx<'a> {
     now: u32,
     rejects: &'a mut RejectBudget,
     resize: &'a mut Resize,
+    /// The packet is this first fragment of its datagram (what a
+    /// translation across families needs to know).
+    fragment: Option<packet::Fragment>,
 }
 
 impl FlowCtx<'_> {
@@ -719,12 +740,16 @@ impl FlowCtx<'_> {
     ) -> Result<(), NatError> {
         let dp = self.dp;
         let whole = batch.chain_len(i).is_none();
+        let fragment = self.fragment;
         let mut frame = BatchFrame(batch, i);
         match p.family {
             IpFamily::V4 => {
                 let src = dp.nat46_prefix.embed(p.src[..4].try_into().unwrap());
                 let eps = Endpoints { src, src_port: p.src_port, dst: to.addr, dst_port: to.port };
-                xlat::v4_to_v6(&mut frame, p, &eps, l4, whole)?;
+                match fragment {
+                    Some(f) => xlat::fragment_to_other_family(&mut frame, &f, &eps, l4)?,
+                    None => xlat::v4_to_v6(&mut frame, p, &eps, l4, whole)?,
+                }
             }
             IpFamily::V6 => {
                 let pool = dp.nat64.as_deref().ok_or(NatError::PortsExhausted)?;
@@ -742,7 +767,10 @@ impl FlowCtx<'_> {
                 let mut src = [0u8; 16];
                 src[..4].copy_from_slice(&addr);
                 let eps = Endpoints { src, src_port: port, dst: to.addr, dst_port: to.port };
-                xlat::v6_to_v4(&mut frame, p, &eps, l4)?;
+                match fragment {
+                    Some(f) => xlat::fragment_to_other_family(&mut frame, &f, &eps, l4)?,
+                    None => xlat::v6_to_v4(&mut frame, p, &eps, l4)?,
+                }
             }
         }
         Ok(())
@@ -771,9 +799,21 @@ impl FlowCtx<'_> {
         if !f.first {
             return match frags.follow(&key, self.now) {
                 Some(t) if self.dp.pod_of_vip(t.pod, t.vip).is_some() => {
-                    match nat::rewrite_addr::<true>(batch.packet(i), parsed.family, &t.addr) {
+                    let (done, out) = match t.cross {
+                        None => (
+                            nat::rewrite_addr::<true>(batch.packet(i), parsed.family, &t.addr),
+                            parsed.family,
+                        ),
+                        Some(src) => {
+                            let to = Endpoints { src, src_port: 0, dst: t.addr, dst_port: 0 };
+                            let mut frame = BatchFrame(batch, i);
+                            let done = xlat::fragment_to_other_family(&mut frame, &f, &to, L4Checksum::Full);
+                            (done, xlat::other_family(parsed.family))
+                        }
+                    };
+                    match done {
                         Ok(()) => {
-                            batch.translated(i, t.pod, parsed.family);
+                            batch.translated(i, t.pod, out);
                             *vip_of = t.vip;
                             Verdict::Forward { vip: t.vip, pod: t.pod, outcome: FlowOutcome::Hit }
                         }
@@ -784,12 +824,16 @@ impl FlowCtx<'_> {
                 None => hold(batch, i, frags, key, self.now),
             };
         }
+        self.fragment = Some(f);
         let verdict = self.first_fragment(batch, i, parsed, vip_of);
+        self.fragment = None;
         match verdict {
             Verdict::Forward { vip, pod, .. } => {
-                let addr = self.dp.pods[pod as usize].endpoint.addr;
+                let to = self.dp.pods[pod as usize].endpoint;
+                // Across families the source changed too: as translated.
+                let cross = (to.family != parsed.family).then(|| source_of(batch.packet(i), to.family));
                 // (Full: the datagram's other fragments will be dropped.)
-                frags.first_seen(key, FragTarget { vip, pod, addr }, self.now);
+                frags.first_seen(key, FragTarget { vip, pod, addr: to.addr, cross }, self.now);
             }
             _ => frags.first_refused(key, self.now),
         }
@@ -809,9 +853,6 @@ impl FlowCtx<'_> {
             return Verdict::Drop(DropReason::NoVip);
         };
         *vip_of = v;
-        if self.dp.vips[v as usize].as_ref().is_some_and(|x| x.nat.translates()) {
-            return Verdict::Drop(DropReason::Nat(NatError::TranslationNotSupported));
-        }
         let flow = FlowKey::new(v, parsed);
         let hash = flow.hash();
         self.general(batch, i, parsed, v, &flow, (hash, flow.compact(hash)))
@@ -1048,6 +1089,17 @@ fn defer(e: packet::Error, i: usize, lane: &mut Lane, slot: &mut u16) -> usize {
     1
 }
 
+/// The source address of an IP header of family `family` (an IPv4 one in
+/// the first four bytes).
+fn source_of(pkt: &[u8], family: IpFamily) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    match family {
+        IpFamily::V4 => a[..4].copy_from_slice(&pkt[12..16]),
+        IpFamily::V6 => a.copy_from_slice(&pkt[8..24]),
+    }
+    a
+}
+
 /// Holds fragment `i` (its first fragment is still to come), if the host
 /// can and there is room.
 #[cold]
@@ -1084,22 +1136,80 @@ fn reply_fragment<B: Batch>(
         if !t.is_kp() {
             return ReplyVerdict::NotKp;
         }
-        return match nat::rewrite_addr::<false>(batch.packet(i), p.family, &t.addr) {
-            Ok(()) => ReplyVerdict::Translated { vip: t.vip },
-            Err(_) => ReplyVerdict::NotKp,
+        return match t.cross {
+            None => match nat::rewrite_addr::<false>(batch.packet(i), p.family, &t.addr) {
+                Ok(()) => ReplyVerdict::Translated { vip: t.vip },
+                Err(_) => ReplyVerdict::NotKp,
+            },
+            Some(src) => {
+                let to = Endpoints { src, src_port: 0, dst: t.addr, dst_port: 0 };
+                match xlat::fragment_to_other_family(&mut BatchFrame(batch, i), &f, &to, L4Checksum::Full) {
+                    Ok(()) => ReplyVerdict::TranslatedTo { vip: t.vip, v6: p.family == IpFamily::V4 },
+                    Err(_) => ReplyVerdict::NotKp,
+                }
+            }
         };
     }
-    let Some(o) = dp.reverse.lookup(&FlowKey::new(0, p)) else {
-        frags.first_refused(key, now);
-        return ReplyVerdict::NotKp;
-    };
-    let verdict = reply_from_service(batch, i, p, &o);
-    if verdict == ReplyVerdict::NotKp {
-        frags.first_refused(key, now);
-    } else {
-        frags.first_seen(key, FragTarget { vip: o.vip, pod: 0, addr: o.addr }, now);
+    let (verdict, target) = first_reply_fragment(batch, i, dp, &f, now);
+    match target {
+        Some(t) if verdict != ReplyVerdict::NotKp => {
+            frags.first_seen(key, t, now);
+        }
+        _ => frags.first_refused(key, now),
     }
     verdict
+}
+
+/// A reply's first fragment, translated as any reply (across families as
+/// a fragment, RFC 7915 §4.1/§5.1.1), and the record its datagram's other
+/// fragments follow.
+fn first_reply_fragment<B: Batch>(
+    batch: &mut B,
+    i: usize,
+    dp: &Dataplane,
+    f: &packet::Fragment,
+    now: u32,
+) -> (ReplyVerdict, Option<FragTarget>) {
+    let p = &f.parsed;
+    let l4 = batch.l4_checksum(i);
+    // To a nat64 source address: the client's IPv6 datagram.
+    if let Some(pool) = dp.nat64.as_deref().filter(|_| p.family == IpFamily::V4) {
+        if let Some(source) = pool.source_index(p.dst[..4].try_into().unwrap()) {
+            let Some(b) = pool.lookup_reply(source, p, now, dp.flow.timeout) else {
+                return (ReplyVerdict::NotKp, None);
+            };
+            let to = Endpoints {
+                src: b.service,
+                src_port: b.service_port,
+                dst: b.client,
+                dst_port: b.client_port,
+            };
+            return match xlat::fragment_to_other_family(&mut BatchFrame(batch, i), f, &to, l4) {
+                Ok(()) => (
+                    ReplyVerdict::TranslatedTo { vip: b.vip, v6: true },
+                    Some(FragTarget { vip: b.vip, pod: 0, addr: b.client, cross: Some(b.service) }),
+                ),
+                Err(_) => (ReplyVerdict::NotKp, None),
+            };
+        }
+    }
+    let Some(o) = dp.reverse.lookup(&FlowKey::new(0, p)) else { return (ReplyVerdict::NotKp, None) };
+    if vip_family(dp, o.vip) == Some(p.family) {
+        let verdict = reply_from_service(batch, i, p, &o);
+        return (verdict, Some(FragTarget { vip: o.vip, pod: 0, addr: o.addr, cross: None }));
+    }
+    // A nat46 flow's reply, to the client's embedded address.
+    let Some(client) = dp.nat46_prefix.extract(&p.dst) else { return (ReplyVerdict::NotKp, None) };
+    let mut dst = [0u8; 16];
+    dst[..4].copy_from_slice(&client);
+    let to = Endpoints { src: o.addr, src_port: o.port, dst, dst_port: p.dst_port };
+    match xlat::fragment_to_other_family(&mut BatchFrame(batch, i), f, &to, l4) {
+        Ok(()) => (
+            ReplyVerdict::TranslatedTo { vip: o.vip, v6: false },
+            Some(FragTarget { vip: o.vip, pod: 0, addr: dst, cross: Some(o.addr) }),
+        ),
+        Err(_) => (ReplyVerdict::NotKp, None),
+    }
 }
 
 /// A reply of the flow `o` (packet `i`, parsed as `p`) gets its source

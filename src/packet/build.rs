@@ -176,7 +176,20 @@ pub fn icmp_error(
     mtu: u32,
     about: &[u8],
 ) -> Vec<u8> {
-    let quoted = &about[..about.len().min(if family == IpFamily::V4 { 28 } else { 48 })];
+    let quote = if family == IpFamily::V4 { 28 } else { 48 };
+    icmp_error_quoting(family, from, to, (icmp_type, code, mtu), &about[..about.len().min(quote)])
+}
+
+/// [`icmp_error`] quoting `quoted` whole (type, code and the 4-byte field
+/// in `what`).
+pub fn icmp_error_quoting(
+    family: IpFamily,
+    from: &[u8],
+    to: &[u8],
+    what: (u8, u8, u32),
+    quoted: &[u8],
+) -> Vec<u8> {
+    let (icmp_type, code, mtu) = what;
     let mut icmp = vec![icmp_type, code, 0, 0];
     icmp.extend_from_slice(&mtu.to_be_bytes());
     icmp.extend_from_slice(quoted);

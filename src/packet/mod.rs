@@ -352,6 +352,13 @@ pub struct Fragment {
     /// Whether this is the first fragment (offset 0), which carries the
     /// transport header.
     pub first: bool,
+    /// Where it is in its datagram (8-byte units), and whether more
+    /// fragments follow it.
+    pub offset: u16,
+    pub more: bool,
+    /// Where the fragment's share of the datagram starts: after the IPv4
+    /// header, or after the IPv6 Fragment header.
+    pub data_at: u16,
 }
 
 /// Parses a packet [`parse_chain_into`] reported as [`Error::Fragment`]:
@@ -360,7 +367,7 @@ pub struct Fragment {
 pub fn parse_fragment(head: &[u8], len: usize) -> Result<Fragment> {
     let len = len.max(head.len());
     let mut p = Parsed::default();
-    let (id, first, bounds) = match head.first().map(|b| b >> 4) {
+    let (id, word, data_at, bounds) = match head.first().map(|b| b >> 4) {
         Some(4) => {
             let (ip, bounds) = ipv4_header(head, len)?;
             let hlen = ip.header_len();
@@ -372,8 +379,10 @@ pub fn parse_fragment(head: &[u8], len: usize) -> Result<Fragment> {
             p.src[..4].copy_from_slice(&ip.src_addr());
             p.dst[..4].copy_from_slice(&ip.dst_addr());
             p.l4_offset = hlen as u16;
-            let first = be16(head, ipv4::field::FLAGS_FRAG) & 0x1fff == 0;
-            (u32::from(be16(head, ipv4::field::IDENT)), first, bounds)
+            // (offset, MF) in the IPv6 Fragment header's layout.
+            let w = be16(head, ipv4::field::FLAGS_FRAG);
+            let word = ((w & 0x1fff) << 3) | u16::from(w & 0x2000 != 0);
+            (u32::from(be16(head, ipv4::field::IDENT)), word, hlen, bounds)
         }
         Some(6) => {
             let (ip, bounds) = ipv6_header(head, len)?;
@@ -384,21 +393,22 @@ pub fn parse_fragment(head: &[u8], len: usize) -> Result<Fragment> {
             p.src = ip.src_addr();
             p.dst = ip.dst_addr();
             p.l4_offset = w.at as u16;
-            let first = be16(head, at + 2) & !7 == 0;
             let id = u32::from_be_bytes([head[at + 4], head[at + 5], head[at + 6], head[at + 7]]);
-            (id, first, bounds)
+            (id, be16(head, at + 2), at + 8, bounds)
         }
         Some(_) => return Err(Error::Malformed),
         None => return Err(Error::Truncated),
     };
     let at = usize::from(p.l4_offset);
     p.l4_len = (bounds.declared - at) as u16;
+    let (offset, more) = (word >> 3, word & 1 != 0);
+    let first = offset == 0;
     if first {
         // The transport header must be whole in the first fragment (RFC
         // 8200 §4.5; RFC 1858 for IPv4's tiny fragments).
         (p.src_port, p.dst_port) = ports::<false>(p.protocol, head, at, bounds, p.family)?;
     }
-    Ok(Fragment { parsed: p, id, first })
+    Ok(Fragment { parsed: p, id, first, offset, more, data_at: data_at as u16 })
 }
 
 /// The ports of the TCP/UDP header at `at`, after checking it: its fixed

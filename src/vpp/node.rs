@@ -81,7 +81,7 @@ static ERRORS: ErrorDescs = ErrorDescs([
     desc(c"no-vip", c"no VIP for this protocol and port", ERROR),
     desc(c"no-pod", c"no pod takes new flows (dropped)", ERROR),
     desc(c"rejected", c"no pod: rejected (RST/ICMP sent)", INFO),
-    desc(c"nat-unsupported", c"nat46/nat64 fragment or ICMP error: not translated yet", ERROR),
+    desc(c"nat-unsupported", c"cannot cross families (ICMP type, headers inside a fragment)", ERROR),
     desc(c"nat-failed", c"translation failed", ERROR),
     desc(c"nat64-ports-exhausted", c"nat64: no source port free for a new flow", ERROR),
     desc(c"udp-no-checksum-chain", c"IPv4 UDP without checksum to IPv6, in a buffer chain", ERROR),
@@ -341,6 +341,26 @@ unsafe fn without_worker(
         let n = batch.n;
         enqueue(vm, node, from, &mut nexts, n);
         n as sys::uword
+    }
+}
+
+/// A held buffer as a frame whose start a translation across families may
+/// move (into its headroom, or on).
+struct HeldFrame<'a>(BufferRef<'a>);
+
+impl crate::xlat::Frame for HeldFrame<'_> {
+    fn bytes(&mut self) -> &mut [u8] {
+        self.0.data_mut()
+    }
+
+    fn move_start(&mut self, delta: isize) -> bool {
+        self.0.move_start(delta)
+    }
+
+    fn family_changed(&mut self, to: IpFamily) {
+        let v6 = to == IpFamily::V6;
+        let l4 = if v6 { packet::ipv6::HEADER_LEN } else { packet::ipv4::MIN_HEADER_LEN };
+        self.0.set_family(v6, l4 as i16);
     }
 }
 
@@ -628,18 +648,21 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool, const XLAT: bool>(
         let out = if held == 0 { n } else { batch.without_held(|i| verdicts[i] == Verdict::Held) };
         enqueue(vm, node, from, batch.nexts, out);
         let hops = batch.hops;
-        send_released(vm, node, worker, held_from, held_nexts, |mut b, r| match r.to {
-            Some(t) if r.apply(b.data_mut()) => {
-                *counters.add(usize::from(*errors.add(Error::Translated as usize))) += 1;
-                *existing.add(t.vip as usize) += 1;
-                *pod_packets.add(t.pod as usize) += 1;
-                to_pod::<NODEPORT, V6, XLAT>(&hops, b, t.pod, r.family == IpFamily::V6)
-            }
-            _ => {
-                if r.ticket.tag == NEXT_DROP {
-                    b.set_error(*errors.add(Error::Fragment as usize));
+        send_released(vm, node, worker, held_from, held_nexts, |b, r| {
+            let mut held = HeldFrame(b);
+            match r.to {
+                Some(t) if r.apply(&mut held) => {
+                    *counters.add(usize::from(*errors.add(Error::Translated as usize))) += 1;
+                    *existing.add(t.vip as usize) += 1;
+                    *pod_packets.add(t.pod as usize) += 1;
+                    to_pod::<NODEPORT, V6, XLAT>(&hops, held.0, t.pod, r.out_family() == IpFamily::V6)
                 }
-                r.ticket.tag
+                _ => {
+                    if r.ticket.tag == NEXT_DROP {
+                        held.0.set_error(*errors.add(Error::Fragment as usize));
+                    }
+                    r.ticket.tag
+                }
             }
         });
         n as sys::uword
@@ -861,15 +884,18 @@ unsafe fn reply_node<const FEATURE: bool>(
         // Released: a translated reply goes on as one (its next feature,
         // or off the arc its lookup); given up: untouched to its next
         // feature, or off the arc dropped.
-        send_released(vm, node, worker, held_from, held_nexts, |mut b, r| {
-            if r.apply(b.data_mut()) {
+        // A reply now of the other family takes that family's lookup.
+        send_released(vm, node, worker, held_from, held_nexts, |b, r| {
+            let mut held = HeldFrame(b);
+            if r.apply(&mut held) {
                 *counters.add(usize::from(*errors.add(REPLY_TRANSLATED))) += 1;
-                return if FEATURE { r.ticket.tag } else { lookup(r.family == IpFamily::V6) };
+                let out = r.out_family();
+                return if FEATURE && out == r.family { r.ticket.tag } else { lookup(out == IpFamily::V6) };
             }
             if FEATURE {
                 *counters.add(usize::from(*errors.add(REPLY_OTHER))) += 1;
             } else {
-                b.set_error(*errors.add(REPLY_NO_FLOW));
+                held.0.set_error(*errors.add(REPLY_NO_FLOW));
             }
             r.ticket.tag
         });
