@@ -323,6 +323,27 @@ fn ipv6_header(head: &[u8], len: usize) -> Result<(Ipv6Packet<&[u8]>, Bounds)> {
 
 #[inline]
 fn parse_ipv6_into(head: &[u8], len: usize, out: &mut Parsed) -> Result<()> {
+    // The common case first: TCP or UDP right after the fixed header, all
+    // in bounds (what the walk below would find, without walking).
+    if let Some(h) = head.get(..ipv6::HEADER_LEN) {
+        let protocol = h[6];
+        let declared = ipv6::HEADER_LEN + usize::from(be16(h, 4));
+        if (protocol == proto::TCP || protocol == proto::UDP) && declared <= len {
+            let bounds = Bounds { declared, head: head.len() };
+            let (src_port, dst_port) = ports::<true>(protocol, head, ipv6::HEADER_LEN, bounds, IpFamily::V6)?;
+            *out = Parsed {
+                family: IpFamily::V6,
+                protocol,
+                src: h[8..24].try_into().unwrap(),
+                dst: h[24..40].try_into().unwrap(),
+                src_port,
+                dst_port,
+                l4_offset: ipv6::HEADER_LEN as u16,
+                l4_len: (declared - ipv6::HEADER_LEN) as u16,
+            };
+            return Ok(());
+        }
+    }
     let (ip, bounds) = ipv6_header(head, len)?;
     let declared = bounds.declared;
     let (protocol, l4_offset) = ipv6::upper_layer(head, ip.next_header(), bounds)?;
