@@ -55,9 +55,10 @@ enum Error {
     HoldFull,
 }
 
-struct ErrorDescs([sys::vlib_error_desc_t; 16]);
+/// A node's error counters, as VPP takes them.
+struct ErrorDescs<const N: usize>([sys::vlib_error_desc_t; N]);
 // SAFETY: immutable records pointing at static strings.
-unsafe impl Sync for ErrorDescs {}
+unsafe impl<const N: usize> Sync for ErrorDescs<N> {}
 
 const fn desc(
     name: &'static core::ffi::CStr,
@@ -69,7 +70,7 @@ const fn desc(
 const INFO: u32 = 2;
 const ERROR: u32 = 0;
 
-static ERRORS: ErrorDescs = ErrorDescs([
+static ERRORS: ErrorDescs<16> = ErrorDescs([
     desc(c"translated", c"packets translated to a pod", INFO),
     desc(c"untracked", c"forwarded without a flow entry (bucket full)", INFO),
     desc(c"truncated", c"truncated packet", ERROR),
@@ -773,27 +774,28 @@ type NodeFn = unsafe extern "C" fn(
     *mut sys::vlib_frame_t,
 ) -> sys::uword;
 
-/// Node functions for VPP: the same code for IPv4 and IPv6 (the family is
-/// in the packet; the node's own family picks the pod next hops stacked on
-/// it); NodePort nodes differ only in how packets are captured.
-macro_rules! node_variant {
-    ($name:ident, nodeport: $nodeport:expr, v6: $v6:expr, xlat: $xlat:expr) => {
+/// A node function for VPP around a (monomorphised) node body. The VIP
+/// nodes share one body for IPv4 and IPv6 (the family is in the packet;
+/// the node's own family picks the pod next hops stacked on it); NodePort
+/// nodes differ only in how packets are captured.
+macro_rules! extern_node {
+    ($name:ident => $body:expr) => {
         unsafe extern "C" fn $name(
             vm: *mut sys::vlib_main_t,
             node: *mut sys::vlib_node_runtime_t,
             frame: *mut sys::vlib_frame_t,
         ) -> sys::uword {
             // SAFETY: VPP's node-function contract.
-            unsafe { node_fn::<$nodeport, $v6, $xlat>(vm, node, frame) }
+            unsafe { $body(vm, node, frame) }
         }
     };
 }
-node_variant!(kp4_vip_node, nodeport: false, v6: false, xlat: false);
-node_variant!(kp6_vip_node, nodeport: false, v6: true, xlat: false);
-node_variant!(kp4_xlat_node, nodeport: false, v6: false, xlat: true);
-node_variant!(kp6_xlat_node, nodeport: false, v6: true, xlat: true);
-node_variant!(kp4_nodeport_node, nodeport: true, v6: false, xlat: false);
-node_variant!(kp6_nodeport_node, nodeport: true, v6: true, xlat: false);
+extern_node!(kp4_vip_node => node_fn::<false, false, false>);
+extern_node!(kp6_vip_node => node_fn::<false, true, false>);
+extern_node!(kp4_xlat_node => node_fn::<false, false, true>);
+extern_node!(kp6_xlat_node => node_fn::<false, true, true>);
+extern_node!(kp4_nodeport_node => node_fn::<true, false, false>);
+extern_node!(kp6_nodeport_node => node_fn::<true, true, false>);
 
 const KP4_NAT4_FN: NodeFn = kp4_vip_node;
 const KP6_NAT6_FN: NodeFn = kp6_vip_node;
@@ -903,23 +905,9 @@ unsafe fn reply_node<const FEATURE: bool>(
     }
 }
 
-unsafe extern "C" fn kp_in2out_node(
-    vm: *mut sys::vlib_main_t,
-    node: *mut sys::vlib_node_runtime_t,
-    frame: *mut sys::vlib_frame_t,
-) -> sys::uword {
-    // SAFETY: VPP's node-function contract.
-    unsafe { reply_node::<true>(vm, node, frame) }
-}
+extern_node!(kp_in2out_node => reply_node::<true>);
 
-unsafe extern "C" fn kp_xlat_reply_node(
-    vm: *mut sys::vlib_main_t,
-    node: *mut sys::vlib_node_runtime_t,
-    frame: *mut sys::vlib_frame_t,
-) -> sys::uword {
-    // SAFETY: VPP's node-function contract.
-    unsafe { reply_node::<false>(vm, node, frame) }
-}
+extern_node!(kp_xlat_reply_node => reply_node::<false>);
 
 /// VPP's own ICMP errors on an output arc (from `ip4/6-icmp-error`, as
 /// `ip4/6-rewrite` sends them when a packet is too big for its egress
@@ -1025,34 +1013,19 @@ unsafe fn icmp_out_node<const V6: bool>(
     }
 }
 
-unsafe extern "C" fn kp4_icmp_out_node(
-    vm: *mut sys::vlib_main_t,
-    node: *mut sys::vlib_node_runtime_t,
-    frame: *mut sys::vlib_frame_t,
-) -> sys::uword {
-    // SAFETY: VPP's node-function contract.
-    unsafe { icmp_out_node::<false>(vm, node, frame) }
-}
+extern_node!(kp4_icmp_out_node => icmp_out_node::<false>);
 
-unsafe extern "C" fn kp6_icmp_out_node(
-    vm: *mut sys::vlib_main_t,
-    node: *mut sys::vlib_node_runtime_t,
-    frame: *mut sys::vlib_frame_t,
-) -> sys::uword {
-    // SAFETY: VPP's node-function contract.
-    unsafe { icmp_out_node::<true>(vm, node, frame) }
-}
+extern_node!(kp6_icmp_out_node => icmp_out_node::<true>);
 
 const ICMP_OUT_TRANSLATED: usize = 0;
 const ICMP_OUT_CROSS_FAMILY: usize = 1;
-static ICMP_OUT_ERRORS: ErrorDescs2 = ErrorDescs2([
+static ICMP_OUT_ERRORS: ErrorDescs<2> = ErrorDescs([
     desc(c"icmp-translated", c"VPP's own ICMP errors about kp flows, translated for the client", INFO),
     desc(
         c"icmp-cross-family",
         c"VPP's own ICMP error of a nat46/nat64 flow on an output arc (dropped)",
         ERROR,
     ),
-    desc(c"unused", c"(not used)", INFO),
 ]);
 
 const REPLY_TRANSLATED: usize = 0;
@@ -1060,14 +1033,11 @@ const REPLY_OTHER: usize = 1;
 const REPLY_NO_FLOW: usize = 2;
 /// The reply features count the first two; the nat46/nat64 reply nodes
 /// all three.
-static REPLY_ERRORS: ErrorDescs2 = ErrorDescs2([
+static REPLY_ERRORS: ErrorDescs<3> = ErrorDescs([
     desc(c"reply-translated", c"replies translated back to the Service", INFO),
     desc(c"not-kp", c"packets that are not kp replies (passed on)", INFO),
     desc(c"no-flow", c"to a nat46/nat64 address of no live flow", ERROR),
 ]);
-struct ErrorDescs2([sys::vlib_error_desc_t; 3]);
-// SAFETY: immutable records pointing at static strings.
-unsafe impl Sync for ErrorDescs2 {}
 
 /// A node registration followed by its next-node names.
 #[repr(C)]
@@ -1122,17 +1092,19 @@ pub static KP6_NAT6: Registration<NodeReg<3>> = Registration::new(node_reg(c"kp6
 pub static KP4_NAT6: Registration<NodeReg<3>> = Registration::new(node_reg(c"kp4-nat6", kp4_xlat_node));
 pub static KP6_NAT4: Registration<NodeReg<3>> = Registration::new(node_reg(c"kp6-nat4", kp6_xlat_node));
 
-const fn reply_reg(
+/// A node with its own error counters: the first `n_errors` of `errors`.
+const fn reg_with_errors<const N: usize>(
     name: &'static core::ffi::CStr,
     f: unsafe extern "C" fn(
         *mut sys::vlib_main_t,
         *mut sys::vlib_node_runtime_t,
         *mut sys::vlib_frame_t,
     ) -> sys::uword,
+    errors: &'static ErrorDescs<N>,
     n_errors: u16,
 ) -> NodeReg<3> {
     let mut r = node_reg(name, f);
-    r.reg.error_counters = REPLY_ERRORS.0.as_ptr();
+    r.reg.error_counters = errors.0.as_ptr();
     r.reg.n_errors = n_errors;
     // (Feature arcs add their own next nodes after these.)
     r
@@ -1144,32 +1116,18 @@ pub static KP6_NODEPORT: Registration<NodeReg<3>> =
     Registration::new(node_reg(c"kp6-nodeport", kp6_nodeport_node));
 
 pub static KP_NAT4_IN2OUT: Registration<NodeReg<3>> =
-    Registration::new(reply_reg(c"kp-nat4-in2out", kp_in2out_node, 2));
+    Registration::new(reg_with_errors(c"kp-nat4-in2out", kp_in2out_node, &REPLY_ERRORS, 2));
 pub static KP_NAT6_IN2OUT: Registration<NodeReg<3>> =
-    Registration::new(reply_reg(c"kp-nat6-in2out", kp_in2out_node, 2));
+    Registration::new(reg_with_errors(c"kp-nat6-in2out", kp_in2out_node, &REPLY_ERRORS, 2));
 pub static KP4_NAT64_REPLY: Registration<NodeReg<3>> =
-    Registration::new(reply_reg(c"kp4-nat64-reply", kp_xlat_reply_node, 3));
+    Registration::new(reg_with_errors(c"kp4-nat64-reply", kp_xlat_reply_node, &REPLY_ERRORS, 3));
 pub static KP6_NAT46_REPLY: Registration<NodeReg<3>> =
-    Registration::new(reply_reg(c"kp6-nat46-reply", kp_xlat_reply_node, 3));
-
-const fn icmp_out_reg(
-    name: &'static core::ffi::CStr,
-    f: unsafe extern "C" fn(
-        *mut sys::vlib_main_t,
-        *mut sys::vlib_node_runtime_t,
-        *mut sys::vlib_frame_t,
-    ) -> sys::uword,
-) -> NodeReg<3> {
-    let mut r = node_reg(name, f);
-    r.reg.error_counters = ICMP_OUT_ERRORS.0.as_ptr();
-    r.reg.n_errors = 2;
-    r
-}
+    Registration::new(reg_with_errors(c"kp6-nat46-reply", kp_xlat_reply_node, &REPLY_ERRORS, 3));
 
 pub static KP4_ICMP_OUT: Registration<NodeReg<3>> =
-    Registration::new(icmp_out_reg(c"kp4-icmp-out", kp4_icmp_out_node));
+    Registration::new(reg_with_errors(c"kp4-icmp-out", kp4_icmp_out_node, &ICMP_OUT_ERRORS, 2));
 pub static KP6_ICMP_OUT: Registration<NodeReg<3>> =
-    Registration::new(icmp_out_reg(c"kp6-icmp-out", kp6_icmp_out_node));
+    Registration::new(reg_with_errors(c"kp6-icmp-out", kp6_icmp_out_node, &ICMP_OUT_ERRORS, 2));
 
 struct Names([*const c_char; 2]);
 // SAFETY: pointers to static strings.
