@@ -268,6 +268,12 @@ impl FlowKey {
         unpack_id(id).3
     }
 
+    /// The source address of a whole-key (IPv4) compact id.
+    #[inline(always)]
+    pub fn id_source_v4(id: u128) -> [u8; 4] {
+        unpack_id(id).0.to_ne_bytes()
+    }
+
     /// The key a whole-key compact id stands for (inverse of [`compact`]),
     /// with VIP index 0: IPv4 entries do not keep it.
     ///

@@ -88,6 +88,11 @@ impl Rfc6052Prefix {
     #[inline]
     pub fn embed(&self, v4: [u8; 4]) -> [u8; 16] {
         let mut a = self.bytes;
+        if self.len == 96 {
+            // The usual length (the default's): the last four bytes.
+            a[12..].copy_from_slice(&v4);
+            return a;
+        }
         for (b, at) in v4.into_iter().zip(self.positions()) {
             a[at] = b;
         }
@@ -228,6 +233,66 @@ pub fn v4_to_v6<F: Frame + ?Sized>(
     }
     f.family_changed(IpFamily::V6);
     Ok(())
+}
+
+/// [`v4_to_v6`] for the data path's fast lane (an established nat46 flow):
+/// a packet [`crate::packet::parse_v4_fast`] accepted (20-byte header, not
+/// a fragment, TCP or UDP header checked) gets the IPv6 header for source
+/// `src` (the client's embedded address, its port kept) and destination
+/// `dst`:`dst_port`, with the transport checksum updated, reading only the
+/// fixed-size front of the packet. `false`, and nothing changed, for what
+/// it leaves to [`v4_to_v6`]: a UDP datagram without a checksum (it gets
+/// one computed over the whole datagram) or a buffer without headroom.
+/// A property test holds the two equal.
+#[inline(always)]
+pub fn v4_to_v6_fast<F: Frame + ?Sized>(
+    f: &mut F,
+    protocol: u8,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    dst_port: u16,
+    l4: L4Checksum,
+) -> bool {
+    // TCP and UDP: the front runs to the end of the checksum field.
+    let csum = if protocol == proto::TCP { tcp::CHECKSUM } else { udp::CHECKSUM };
+    let Some(h) = f.bytes().get(..IP4_LEN + csum + 2) else { return false };
+    let (tos, ttl) = (h[1], h[ip4::TTL]);
+    let l4_len = be16(h, ip4::TOTAL_LEN).wrapping_sub(IP4_LEN as u16);
+    let old_addrs = sum_be64(h, ip4::SRC.start);
+    let old_port = be16(h, IP4_LEN + udp::DST_PORT);
+    if protocol == proto::UDP && l4 == L4Checksum::Full && be16(h, IP4_LEN + csum) == 0 {
+        return false;
+    }
+    if !f.move_start(-((IP6_LEN - IP4_LEN) as isize)) {
+        return false;
+    }
+    let Some(h) = f.bytes().get_mut(..IP6_LEN + csum + 2) else { return false };
+    h[..4].copy_from_slice(&[0x60 | (tos >> 4), tos << 4, 0, 0]);
+    set_be16(h, ip6::PAYLOAD_LEN, l4_len);
+    h[ip6::NEXT_HEADER] = protocol;
+    h[ip6::HOP_LIMIT] = ttl;
+    h[ip6::SRC].copy_from_slice(src);
+    h[ip6::DST].copy_from_slice(dst);
+    set_be16(h, IP6_LEN + udp::DST_PORT, dst_port);
+    let new_addrs = sum_be64(src, 0) + sum_be64(src, 8) + sum_be64(dst, 0) + sum_be64(dst, 8);
+    let field: &mut [u8; 2] = (&mut h[IP6_LEN + csum..IP6_LEN + csum + 2]).try_into().unwrap();
+    let ports = checksum::delta16(old_port, dst_port);
+    nat::update_l4_checksum(field, protocol, replace(old_addrs, new_addrs), ports, l4);
+    f.family_changed(IpFamily::V6);
+    true
+}
+
+#[inline(always)]
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// The one's-complement sum of the eight bytes at `at` (as
+/// [`checksum::sum`] would give it), from one load.
+#[inline(always)]
+fn sum_be64(b: &[u8], at: usize) -> u64 {
+    let w = u64::from_be_bytes(b[at..at + 8].try_into().unwrap());
+    (w >> 32) + (w & 0xffff_ffff)
 }
 
 /// Translates an IPv6 TCP/UDP packet (`p`: extension headers walked, not a
@@ -675,6 +740,47 @@ mod props {
     use proptest::prelude::*;
 
     proptest! {
+        /// The fast lane's nat46 translation writes exactly what the
+        /// general one does, for every packet it takes (full or offloaded
+        /// checksum, any TOS and TTL), and leaves alone, to the general
+        /// one, a UDP datagram without a checksum to compute.
+        #[test]
+        fn fast_four_to_six_is_the_general_one(
+            tcp in any::<bool>(),
+            src in any::<[u8; 4]>(),
+            dst in any::<[u8; 4]>(),
+            ports in any::<(u16, u16)>(),
+            to_port in 1u16..,
+            (tos, ttl) in any::<(u8, u8)>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..100),
+            no_checksum in any::<bool>(),
+            partial in any::<bool>(),
+            prefix_len in prop::sample::select(vec![32u8, 40, 48, 56, 64, 96]),
+        ) {
+            let protocol = if tcp { proto::TCP } else { proto::UDP };
+            let mut spec = Spec::new(IpFamily::V4, protocol, &src, &dst, ports).payload(&payload);
+            spec.udp_no_checksum = no_checksum && !tcp;
+            let mut orig = emit(&spec);
+            orig[1] = tos;
+            orig[ip4::TTL] = ttl;
+            let p = parse(&orig).unwrap();
+            let prefix = Rfc6052Prefix::new("2001:db8::".parse().unwrap(), prefix_len).unwrap();
+            let pod = [0x20, 0x01, 0x0d, 0xb8, 0, 0xb, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+            let l4 = if partial { L4Checksum::Partial } else { L4Checksum::Full };
+            let fwd = Endpoints { src: prefix.embed(src), src_port: ports.0, dst: pod, dst_port: to_port };
+            let mut general = orig.clone();
+            v4_to_v6(&mut general, &p, &fwd, l4, true).unwrap();
+            let mut fast = orig.clone();
+            let took = v4_to_v6_fast(&mut fast, protocol, &fwd.src, &pod, to_port, l4);
+            if spec.udp_no_checksum && !partial {
+                prop_assert!(!took);
+                prop_assert_eq!(&fast, &orig);
+            } else {
+                prop_assert!(took);
+                prop_assert_eq!(&fast, &general);
+            }
+        }
+
         /// Any TCP/UDP packet translated 4 -> 6 and back 6 -> 4 has valid
         /// checksums at every step (checked from scratch) and comes back
         /// with its transport bytes as they were sent.

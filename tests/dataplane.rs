@@ -399,6 +399,61 @@ fn nat46_translates_both_ways_with_valid_checksums() {
     assert_eq!(verify(&out), Ok(()));
 }
 
+/// An established nat46 flow's packets take the fast lane: each comes out
+/// exactly as the same packet did when it opened the flow (full and
+/// offloaded checksums, TCP and UDP; a UDP datagram without a checksum
+/// gets one computed either way), and a flushed pod's flow moves on to a
+/// live pod rather than reaching the gone one.
+#[test]
+fn nat46_established_flows_translate_as_their_first_packet() {
+    let mut c = xlat_setup(NatType::Nat46, "192.0.2.10/32", &["2001:db8:b::1", "2001:db8:b::2"], 1);
+    let mut w = c.worker(0).unwrap();
+    let mut sport = 41000;
+    for protocol in [proto::TCP, proto::UDP] {
+        for (partial, no_checksum) in [(false, false), (true, false), (false, true)] {
+            if no_checksum && protocol == proto::TCP {
+                continue;
+            }
+            sport += 1;
+            let mut spec =
+                Spec::new(IpFamily::V4, protocol, &[198, 51, 100, 9], &[192, 0, 2, 10], (sport, 80));
+            spec.udp_no_checksum = no_checksum;
+            let mut pkt = emit(&spec.payload(b"established"));
+            pkt[8] = 33; // TTL, and the header checksum to match
+            pkt[10..12].fill(0);
+            let c = checksum::checksum(&pkt[..20]);
+            pkt[10..12].copy_from_slice(&c.to_be_bytes());
+            let send = |w: &mut Worker| {
+                let mut b = VecBatch::default();
+                b.push_chained(&pkt, pkt.len(), partial, Capture::Prefix(0));
+                let mut v = [Verdict::Drop(DropReason::NoVip); 1];
+                w.process(&mut b, 1, &mut v);
+                (v[0], b.packets.pop().unwrap())
+            };
+            let (first, want) = send(&mut w);
+            assert!(matches!(first, Verdict::Forward { outcome: FlowOutcome::New, .. }), "{first:?}");
+            let (then, got) = send(&mut w);
+            assert!(matches!(then, Verdict::Forward { outcome: FlowOutcome::Hit, .. }), "{then:?}");
+            assert_eq!(got, want, "protocol {protocol} partial {partial} no checksum {no_checksum}");
+            if !partial {
+                assert_eq!(verify(&got), Ok(()));
+            }
+            assert_eq!(got[7], 33, "hop limit from the TTL");
+        }
+    }
+    // The flow of the last packet, its pod flushed: it goes on to the other.
+    let spec = Spec::new(IpFamily::V4, proto::TCP, &[198, 51, 100, 9], &[192, 0, 2, 10], (sport + 1, 80));
+    let pkt = emit(&spec.payload(b"moving"));
+    let (v, _) = run(&mut w, pkt.clone(), Capture::Prefix(0), 1);
+    let gone = pod_of(&c, v);
+    c.del_pods(&all_ports("192.0.2.10/32"), &[gone], true).unwrap();
+    let (v, out) = run(&mut w, pkt, Capture::Prefix(0), 2);
+    assert!(matches!(v, Verdict::Forward { outcome: FlowOutcome::New, .. }), "{v:?}");
+    assert_ne!(pod_of(&c, v), gone);
+    assert_eq!(IpAddr::from(parse(&out).unwrap().dst), pod_of(&c, v));
+    assert_eq!(verify(&out), Ok(()));
+}
+
 #[test]
 fn nat46_gso_partial_checksums_and_chains() {
     let c = xlat_setup(NatType::Nat46, "192.0.2.10/32", &["2001:db8:b::1"], 1);

@@ -479,41 +479,60 @@ impl<B: Batch> Pipeline<'_, B> {
 
     /// Pass 2 for packet `i`: read its bucket (for IPv6 this also
     /// prefetches the candidates' keys for pass 3). A fast-lane hit on a
-    /// live IPv4 pod is finished here: its id is the whole key, so the
-    /// candidate is the flow. Anything else is left for pass 3.
+    /// pod that still serves the VIP is finished here (its id is the whole
+    /// key, so the candidate is the flow): nat44, and nat46 but for what
+    /// its fast translation leaves. Anything else is left for pass 3.
     #[inline(always)]
     fn finish_fast(&mut self, i: usize) {
-        let (dp, scratch) = (self.dp, &mut *self.scratch);
-        let v = scratch.vip[i];
+        let v = self.scratch.vip[i];
         if v == NO_VIP {
             return;
         }
-        let cands = self.flows.candidates(scratch.hashes[i], scratch.ids[i], self.now);
-        if scratch.lane[i] == Lane::FastV4 && cands != 0 {
-            let protocol = FlowKey::id_protocol(scratch.ids[i]);
+        let (hash, id) = (self.scratch.hashes[i], self.scratch.ids[i]);
+        let cands = self.flows.candidates(hash, id, self.now);
+        if self.scratch.lane[i] == Lane::FastV4 && cands != 0 {
+            let protocol = FlowKey::id_protocol(id);
             // (The fast lane's IPv4 header has no options.)
             let establishes = l4::establishes(self.batch.packet(i), protocol, packet::ipv4::MIN_HEADER_LEN);
-            let hit = self.flows.whole_key_hit(scratch.hashes[i], cands, self.now, establishes);
-            if let Some((pod, to)) = hit.and_then(|h| Some((h.pod, dp.fast_v4.get(h.pod as usize)?))) {
-                // The entry keeps no VIP index: its pod must serve this VIP
-                // (and be IPv4, and not flushed).
-                if to.vip == v {
-                    let l4 = self.batch.l4_checksum(i);
-                    self.verdicts[i] =
-                        match nat::dnat_v4(self.batch.packet(i), protocol, to.addr, to.port, l4) {
-                            Ok(()) => {
-                                self.batch.translated(i, pod, IpFamily::V4);
-                                Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit }
-                            }
-                            Err(e) => Verdict::Drop(DropReason::Nat(e)),
-                        };
-                    scratch.lane[i] = Lane::Done;
-                    return;
-                }
+            let hit = self.flows.whole_key_hit(hash, cands, self.now, establishes);
+            if let Some(verdict) = hit.and_then(|h| self.finish_hit_v4(i, v, h.pod, protocol)) {
+                self.verdicts[i] = verdict;
+                self.scratch.lane[i] = Lane::Done;
+                return;
             }
         }
-        scratch.pending[self.pending] = i as u16;
+        self.scratch.pending[self.pending] = i as u16;
         self.pending += 1;
+    }
+
+    /// A fast-lane hit of packet `i` (to VIP `v`) on `pod`, finished if the
+    /// pod still serves this VIP: DNAT to an IPv4 pod, or nat46 to an IPv6
+    /// one (the fast lane's packets are IPv4, so an IPv6 pod of their VIP
+    /// is a nat46 one). `None` leaves the packet to pass 3 (a stale entry,
+    /// or what the fast translation leaves to the general one).
+    #[inline(always)]
+    fn finish_hit_v4(&mut self, i: usize, v: u32, pod: u32, protocol: u8) -> Option<Verdict> {
+        let dp = self.dp;
+        let l4 = self.batch.l4_checksum(i);
+        // The entry keeps no VIP index: its pod must serve this VIP (and
+        // not be flushed).
+        let fast = dp.fast_v4.get(pod as usize)?;
+        if fast.vip == v {
+            return Some(match nat::dnat_v4(self.batch.packet(i), protocol, fast.addr, fast.port, l4) {
+                Ok(()) => {
+                    self.batch.translated(i, pod, IpFamily::V4);
+                    Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit }
+                }
+                Err(e) => Verdict::Drop(DropReason::Nat(e)),
+            });
+        }
+        let to = dp.pod_of_vip(pod, v).filter(|to| to.family == IpFamily::V6)?;
+        let src = dp.nat46_prefix.embed(FlowKey::id_source_v4(self.scratch.ids[i]));
+        if !xlat::v4_to_v6_fast(&mut BatchFrame(self.batch, i), protocol, &src, &to.addr, to.port, l4) {
+            return None;
+        }
+        self.batch.translated(i, pod, IpFamily::V6);
+        Some(Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit })
     }
 }
 
