@@ -105,9 +105,37 @@ pub struct PortPool {
     sources: Vec<[u8; 4]>,
     first_port: u16,
     ports: u32,
+    /// Division by `ports`, without a divide instruction.
+    per_source: Divisor,
     /// By thread: its part `[lo, hi)` of the flat slot array.
     parts: Vec<(u32, u32)>,
     slots: ZeroedArray<Slot>,
+}
+
+/// Division of any `u32` by a fixed nonzero `u32` as a multiply by its
+/// 64-bit reciprocal (Lemire, Kaser and Kurz, "Faster remainder by direct
+/// computation", 2019: `M = ceil(2^64 / d)` gives `n / d = (M * n) >> 64`
+/// exactly for every 32-bit `n` and `d`).
+#[derive(Debug, Clone, Copy)]
+struct Divisor {
+    m: u64,
+}
+
+impl Divisor {
+    fn new(d: u32) -> Divisor {
+        assert!(d != 0);
+        // floor((2^64 - 1) / d) + 1 is ceil(2^64 / d), but for d = 1 it
+        // wraps to 0: `div` takes that as "divide by one".
+        Divisor { m: (u64::MAX / u64::from(d)).wrapping_add(1) }
+    }
+
+    #[inline(always)]
+    fn div(self, n: u32) -> u32 {
+        if self.m == 0 {
+            return n;
+        }
+        ((u128::from(self.m) * u128::from(n)) >> 64) as u32
+    }
 }
 
 /// Reader retries before giving up (the reply then passes untranslated).
@@ -123,7 +151,8 @@ impl PortPool {
         let slots = ZeroedArray::new(sources.len() * ports as usize)?;
         let (total, t) = (slots.len() as u64, threads as u64);
         let parts = (0..t).map(|th| ((total * th / t) as u32, (total * (th + 1) / t) as u32)).collect();
-        Some(PortPool { sources: sources.to_vec(), first_port: first, ports, parts, slots })
+        let per_source = Divisor::new(ports);
+        Some(PortPool { sources: sources.to_vec(), first_port: first, ports, per_source, parts, slots })
     }
 
     /// Which of the pool's source addresses `addr` is, if any.
@@ -138,9 +167,11 @@ impl PortPool {
         self.parts[thread.min(self.parts.len() - 1)]
     }
 
+    #[inline(always)]
     fn address_of(&self, index: u32) -> ([u8; 4], u16) {
-        let src = self.sources[(index / self.ports) as usize];
-        (src, self.first_port + (index % self.ports) as u16)
+        let source = self.per_source.div(index);
+        let port = index - source * self.ports;
+        (self.sources[source as usize], self.first_port + port as u16)
     }
 
     /// (A use stamped by a thread whose clock is a little ahead is live.)
@@ -211,8 +242,14 @@ impl PortPool {
     #[inline(always)]
     fn probes(lo: u32, hi: u32, hash: u64) -> impl Iterator<Item = u32> {
         let n = hi - lo;
-        let start = if n == 0 { 0 } else { ((hash >> 32) % u64::from(n)) as u32 };
-        (0..PROBES.min(n)).map(move |k| lo + (start + k) % n)
+        // The hash's high half scaled to 0..n by a multiply, and the window
+        // wrapped by a compare: no division on the per-packet path (a
+        // 64-bit one costs tens of clocks).
+        let start = ((hash >> 32) * u64::from(n) >> 32) as u32;
+        (0..PROBES.min(n)).map(move |k| {
+            let at = start + k;
+            lo + if at >= n { at - n } else { at }
+        })
     }
 
     /// Writes a slot's words (its owner only) under its sequence number.
@@ -304,6 +341,23 @@ impl PortPool {
 mod tests {
     use super::*;
     use crate::packet::IpFamily;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn divisor_divides_exactly(n in any::<u32>(), d in 1u32..) {
+            prop_assert_eq!(Divisor::new(d).div(n), n / d);
+        }
+    }
+
+    #[test]
+    fn divisor_edges() {
+        for d in [1, 2, 3, 7, 64511, 65536, u32::MAX - 1, u32::MAX] {
+            for n in [0, 1, d - 1, d, d.saturating_add(1), u32::MAX - 1, u32::MAX] {
+                assert_eq!(Divisor::new(d).div(n), n / d, "{n} / {d}");
+            }
+        }
+    }
 
     fn flow(n: u16) -> Binding {
         Binding {
