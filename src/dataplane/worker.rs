@@ -414,8 +414,9 @@ impl<B: Batch> Pipeline<'_, B> {
     /// Pass 1 for packet `i`: parse, classify, hash. IPv4 without options
     /// takes the fast lane: its id and hash come straight from the header
     /// bytes, and `parsed` and `keys` are filled only if it needs the
-    /// general path later. Returns the hash whose bucket to prefetch; a
-    /// packet dropped here gets its verdict and `NO_VIP` instead.
+    /// general path later. IPv6 without extension headers is parsed on
+    /// fixed offsets. Returns the hash whose bucket to prefetch; a packet
+    /// dropped here gets its verdict and `NO_VIP` instead.
     #[inline(always)]
     fn start(&mut self, i: usize) -> Option<u64> {
         let (batch, dp, scratch) = (&mut *self.batch, self.dp, &mut *self.scratch);
@@ -424,37 +425,37 @@ impl<B: Batch> Pipeline<'_, B> {
         let capture = batch.capture(i);
         let (v, id, hash) = match packet::parse_v4_fast(batch.packet(i)) {
             Some(f) => {
-                let class = class_key(capture, &f);
-                if class != self.last_class {
-                    self.last_class = class;
-                    self.last_vip =
-                        dp.classify(capture, IpFamily::V4, f.protocol, f.dst_port()).unwrap_or(NO_VIP);
-                }
-                let v = self.last_vip;
+                let v = self.classify(capture, IpFamily::V4, f.protocol, f.dst_port());
                 if v == NO_VIP {
                     return self.dropped(i, DropReason::NoVip);
                 }
-                scratch.lane[i] = Lane::FastV4;
+                self.scratch.lane[i] = Lane::FastV4;
                 let (id, hash) = FlowKey::v4_id_hash(&f);
                 (v, id, hash)
             }
             None => {
+                // IPv6 without extension headers on fixed offsets; else
+                // the general parser (perhaps a chain).
                 let p = &mut scratch.parsed[i];
-                // Not the fast lane's case; perhaps a chain.
-                let len = batch.chain_len(i).unwrap_or(0);
-                if let Err(e) = packet::parse_chain_into(batch.packet(i), len, p) {
-                    self.n_deferred +=
-                        defer(e, i, &mut scratch.lane[i], &mut scratch.deferred[self.n_deferred]);
-                    return self.dropped(i, DropReason::Packet(e));
+                if !packet::parse_v6_fast_into(batch.packet(i), p) {
+                    let len = batch.chain_len(i).unwrap_or(0);
+                    if let Err(e) = packet::parse_chain_into(batch.packet(i), len, p) {
+                        self.n_deferred +=
+                            defer(e, i, &mut scratch.lane[i], &mut scratch.deferred[self.n_deferred]);
+                        return self.dropped(i, DropReason::Packet(e));
+                    }
                 }
-                let Some(v) = dp.classify(capture, p.family, p.protocol, p.dst_port) else {
+                let (family, protocol, dst_port) = (p.family, p.protocol, p.dst_port);
+                let v = self.classify(capture, family, protocol, dst_port);
+                if v == NO_VIP {
                     return self.dropped(i, DropReason::NoVip);
-                };
+                }
+                let scratch = &mut *self.scratch;
                 scratch.lane[i] = Lane::General;
-                let key = FlowKey::new(v, p);
+                let key = FlowKey::new(v, &scratch.parsed[i]);
                 scratch.keys[i] = key;
                 let hash = key.hash();
-                if p.family == IpFamily::V6 {
+                if family == IpFamily::V6 {
                     // A nat64 flow's binding is read in pass 3: start now.
                     if let Some(pool) = dp.nat64.as_deref().filter(|_| dp.is_nat64(v)) {
                         pool.prefetch(self.thread, hash);
@@ -463,10 +464,24 @@ impl<B: Batch> Pipeline<'_, B> {
                 (v, key.compact(hash), hash)
             }
         };
+        let scratch = &mut *self.scratch;
         scratch.vip[i] = v;
         scratch.hashes[i] = hash;
         scratch.ids[i] = id;
         Some(hash)
+    }
+
+    /// [`Dataplane::classify`], reusing the last answer while capture,
+    /// family, protocol and port stay the same (packets of a frame mostly
+    /// go to one Service). `NO_VIP` for none.
+    #[inline(always)]
+    fn classify(&mut self, capture: Capture, family: IpFamily, protocol: u8, dst_port: u16) -> u32 {
+        let class = class_key(capture, family, protocol, dst_port);
+        if class != self.last_class {
+            self.last_class = class;
+            self.last_vip = self.dp.classify(capture, family, protocol, dst_port).unwrap_or(NO_VIP);
+        }
+        self.last_vip
     }
 
     /// Packet `i` is dropped in pass 1 (a deferred one may yet be taken).
@@ -1399,16 +1414,15 @@ fn adopt_flow_conf(ctx: &mut FlowCtx) -> Result<(), OutOfMemory> {
     Ok(())
 }
 
-/// What [`Dataplane::classify`] depends on for a fast-lane packet, packed
-/// (never `u64::MAX`; the port in wire order: it is only compared).
+/// What [`Dataplane::classify`] depends on, packed (never `u64::MAX`).
 #[inline(always)]
-fn class_key(capture: Capture, f: &packet::V4Fast) -> u64 {
+fn class_key(capture: Capture, family: IpFamily, protocol: u8, dst_port: u16) -> u64 {
     let capture = match capture {
         Capture::Prefix(i) => u64::from(i),
         Capture::NodePort => 1 << 32,
     };
-    let p = f.ports.to_ne_bytes();
-    capture | (u64::from(f.protocol) << 40) | (u64::from(u16::from_ne_bytes([p[2], p[3]])) << 48)
+    let family = u64::from(family == IpFamily::V6) << 33;
+    capture | family | (u64::from(protocol) << 40) | (u64::from(dst_port) << 48)
 }
 
 /// Hash of the 5-tuple alone (no node-local index), for Maglev.

@@ -296,6 +296,52 @@ pub fn parse_v4_fast(packet: &[u8]) -> Option<V4Fast> {
     })
 }
 
+/// The common case of IPv6 in [`parse`], on fixed offsets: TCP or UDP
+/// right after the fixed header, the packet's bytes all in `packet`, a
+/// transport header [`parse`] accepts. `false` means "not this case" (and
+/// `out` is unspecified); whenever this fills `out`, [`parse`] succeeds
+/// with the same fields (a property test holds them equal).
+#[inline(always)]
+pub fn parse_v6_fast_into(packet: &[u8], out: &mut Parsed) -> bool {
+    use ipv6::HEADER_LEN as IP_LEN;
+    use l4::{tcp_field as tcp, udp_field as udp};
+    // The fixed header and a UDP header (TCP's first 8 bytes): one array.
+    const FRONT: usize = IP_LEN + l4::UDP_HEADER_LEN;
+    let Some(h) = packet.get(..FRONT) else { return false };
+    let h: &[u8; FRONT] = h.try_into().unwrap();
+    let l4_len = usize::from(be16(h, 4));
+    let protocol = h[6];
+    if h[0] >> 4 != 6 || IP_LEN + l4_len > packet.len() {
+        return false;
+    }
+    let ok = match protocol {
+        proto::UDP => {
+            (l4::UDP_HEADER_LEN..=l4_len).contains(&usize::from(be16(h, IP_LEN + udp::LENGTH)))
+                && be16(h, IP_LEN + udp::CHECKSUM) != 0
+        }
+        proto::TCP => match packet.get(IP_LEN + tcp::DATA_OFFSET) {
+            Some(&b) => {
+                let data_offset = usize::from(b >> 4) * 4;
+                // (The fixed TCP header is in `packet`: l4_len covers it.)
+                (l4::TCP_MIN_HEADER_LEN..=l4_len).contains(&data_offset)
+            }
+            None => false,
+        },
+        _ => false,
+    };
+    if ok {
+        out.family = IpFamily::V6;
+        out.protocol = protocol;
+        out.src = h[8..24].try_into().unwrap();
+        out.dst = h[24..40].try_into().unwrap();
+        out.src_port = be16(h, IP_LEN);
+        out.dst_port = be16(h, IP_LEN + 2);
+        out.l4_offset = IP_LEN as u16;
+        out.l4_len = l4_len as u16;
+    }
+    ok
+}
+
 /// The IPv4 header of a packet of `len` bytes whose first buffer is
 /// `head`: checked (options included, in `head`), with the packet's bounds
 /// (`declared`: its total length).
@@ -505,6 +551,50 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Any bytes at all: the IPv6 fast path takes exactly the packets
+        /// `parse` accepts with TCP/UDP right after the fixed header, with
+        /// the same fields, and never panics.
+        #[test]
+        fn ipv6_fast_path_equals_general(
+            mut bytes in proptest::collection::vec(any::<u8>(), 0..90),
+            v6 in any::<bool>(),
+            fix_len in any::<bool>(),
+            proto in prop_oneof![Just(6u8), Just(17), Just(0), Just(44), any::<u8>()],
+            fix_udp_len in any::<bool>(),
+            tcp_offset in 0u8..16,
+            zero_udp_checksum in any::<bool>(),
+        ) {
+            if let Some(b) = bytes.first_mut() {
+                *b = if v6 { 0x60 | (*b & 0x0f) } else { *b };
+            }
+            if bytes.len() > 6 {
+                bytes[6] = proto;
+            }
+            if fix_len && bytes.len() >= 40 {
+                let n = bytes.len() as u16 - 40;
+                bytes[4..6].copy_from_slice(&n.to_be_bytes());
+                if fix_udp_len && bytes.len() >= 48 {
+                    bytes[44..46].copy_from_slice(&n.to_be_bytes());
+                }
+                if bytes.len() > 52 {
+                    bytes[52] = tcp_offset << 4;
+                }
+                if zero_udp_checksum && bytes.len() >= 48 {
+                    bytes[46..48].fill(0);
+                }
+            }
+            let mut fast = Parsed::default();
+            let took = parse_v6_fast_into(&bytes, &mut fast);
+            prop_assert_eq!(
+                took,
+                matches!(parse(&bytes), Ok(p) if p.family == IpFamily::V6 && p.l4_offset == 40),
+                "the fast lane takes exactly the packets parse accepts without extension headers"
+            );
+            if took {
+                prop_assert_eq!(Ok(fast), parse(&bytes));
+            }
+        }
 
         /// Any bytes at all: the fast path agrees with the general parser,
         /// error for error, and never panics.
