@@ -245,7 +245,7 @@ impl PortPool {
         // The hash's high half scaled to 0..n by a multiply, and the window
         // wrapped by a compare: no division on the per-packet path (a
         // 64-bit one costs tens of clocks).
-        let start = ((hash >> 32) * u64::from(n) >> 32) as u32;
+        let start = (((hash >> 32) * u64::from(n)) >> 32) as u32;
         (0..PROBES.min(n)).map(move |k| {
             let at = start + k;
             lo + if at >= n { at - n } else { at }
