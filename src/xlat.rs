@@ -183,6 +183,79 @@ pub struct Endpoints {
     pub dst_port: u16,
 }
 
+/// An IPv4 header as a translation writes it: no options, the checksum
+/// computed from the fields (no pass over the bytes).
+#[derive(Debug, Clone, Copy)]
+struct Ip4Header {
+    tos: u8,
+    total_len: u16,
+    ident: u16,
+    /// Flags and fragment offset, as on the wire (0x4000: don't fragment).
+    flags_frag: u16,
+    ttl: u8,
+    protocol: u8,
+    src: [u8; 4],
+    dst: [u8; 4],
+}
+
+impl Ip4Header {
+    #[inline(always)]
+    fn write(&self, h: &mut [u8]) {
+        let h: &mut [u8; IP4_LEN] = (&mut h[..IP4_LEN]).try_into().unwrap();
+        let word = |a: [u8; 4]| {
+            u32::from(u16::from_be_bytes([a[0], a[1]])) + u32::from(u16::from_be_bytes([a[2], a[3]]))
+        };
+        let sum = (0x4500 | u32::from(self.tos))
+            + u32::from(self.total_len)
+            + u32::from(self.ident)
+            + u32::from(self.flags_frag)
+            + (u32::from(self.ttl) << 8 | u32::from(self.protocol))
+            + word(self.src)
+            + word(self.dst);
+        h[0] = 0x45;
+        h[1] = self.tos;
+        set_be16(h, ip4::TOTAL_LEN, self.total_len);
+        set_be16(h, ip4::IDENT, self.ident);
+        set_be16(h, ip4::FLAGS_FRAG, self.flags_frag);
+        h[ip4::TTL] = self.ttl;
+        h[ip4::PROTOCOL] = self.protocol;
+        set_be16(h, ip4::CHECKSUM, !checksum::fold(u64::from(sum)));
+        h[ip4::SRC].copy_from_slice(&self.src);
+        h[ip4::DST].copy_from_slice(&self.dst);
+    }
+}
+
+/// An IPv6 fixed header as a translation writes it (no flow label).
+#[derive(Debug, Clone, Copy)]
+struct Ip6Header<'a> {
+    traffic_class: u8,
+    payload_len: u16,
+    next_header: u8,
+    hop_limit: u8,
+    src: &'a [u8; 16],
+    dst: &'a [u8; 16],
+}
+
+impl Ip6Header<'_> {
+    #[inline(always)]
+    fn write(&self, h: &mut [u8]) {
+        let h: &mut [u8; IP6_LEN] = (&mut h[..IP6_LEN]).try_into().unwrap();
+        let tc = self.traffic_class;
+        h[..4].copy_from_slice(&[0x60 | (tc >> 4), tc << 4, 0, 0]);
+        set_be16(h, ip6::PAYLOAD_LEN, self.payload_len);
+        h[ip6::NEXT_HEADER] = self.next_header;
+        h[ip6::HOP_LIMIT] = self.hop_limit;
+        h[ip6::SRC].copy_from_slice(self.src);
+        h[ip6::DST].copy_from_slice(self.dst);
+    }
+}
+
+/// The first four bytes of an address (an IPv4 one, as kp stores it).
+#[inline(always)]
+fn v4(a: &[u8; 16]) -> [u8; 4] {
+    [a[0], a[1], a[2], a[3]]
+}
+
 /// Translates an IPv4 TCP/UDP packet (`p`, not a fragment) to IPv6 with
 /// endpoints `to` (RFC 7915 §4.1): traffic class from the TOS, hop limit
 /// from the TTL, no flow label, IPv4 options dropped. `whole`: the frame
@@ -210,15 +283,15 @@ pub fn v4_to_v6<F: Frame + ?Sized>(
         return Err(NatError::NoHeadroom);
     }
     let pkt = f.bytes();
-    pkt[0] = 0x60 | (tos >> 4);
-    pkt[1] = tos << 4;
-    pkt[2] = 0;
-    pkt[3] = 0;
-    set_be16(pkt, ip6::PAYLOAD_LEN, p.l4_len);
-    pkt[ip6::NEXT_HEADER] = p.protocol;
-    pkt[ip6::HOP_LIMIT] = ttl;
-    pkt[ip6::SRC].copy_from_slice(&to.src);
-    pkt[ip6::DST].copy_from_slice(&to.dst);
+    Ip6Header {
+        traffic_class: tos,
+        payload_len: p.l4_len,
+        next_header: p.protocol,
+        hop_limit: ttl,
+        src: &to.src,
+        dst: &to.dst,
+    }
+    .write(pkt);
     let new = checksum::sum(&to.src) + checksum::sum(&to.dst);
     let at = IP6_LEN;
     if computes {
@@ -267,12 +340,8 @@ pub fn v4_to_v6_fast<F: Frame + ?Sized>(
         return false;
     }
     let Some(h) = f.bytes().get_mut(..IP6_LEN + csum + 2) else { return false };
-    h[..4].copy_from_slice(&[0x60 | (tos >> 4), tos << 4, 0, 0]);
-    set_be16(h, ip6::PAYLOAD_LEN, l4_len);
-    h[ip6::NEXT_HEADER] = protocol;
-    h[ip6::HOP_LIMIT] = ttl;
-    h[ip6::SRC].copy_from_slice(src);
-    h[ip6::DST].copy_from_slice(dst);
+    Ip6Header { traffic_class: tos, payload_len: l4_len, next_header: protocol, hop_limit: ttl, src, dst }
+        .write(h);
     set_be16(h, IP6_LEN + udp::DST_PORT, dst_port);
     let new_addrs = sum_be64(src, 0) + sum_be64(src, 8) + sum_be64(dst, 0) + sum_be64(dst, 8);
     let field: &mut [u8; 2] = (&mut h[IP6_LEN + csum..IP6_LEN + csum + 2]).try_into().unwrap();
@@ -318,18 +387,17 @@ pub fn v6_to_v4<F: Frame + ?Sized>(
         return Err(NatError::Truncated);
     }
     let pkt = f.bytes();
-    pkt[ip4::VER_IHL] = 0x45;
-    pkt[1] = tclass;
-    set_be16(pkt, ip4::TOTAL_LEN, total);
-    set_be16(pkt, ip4::IDENT, 0);
-    set_be16(pkt, ip4::FLAGS_FRAG, 0x4000);
-    pkt[ip4::TTL] = hop_limit;
-    pkt[ip4::PROTOCOL] = p.protocol;
-    set_be16(pkt, ip4::CHECKSUM, 0);
-    pkt[ip4::SRC].copy_from_slice(&to.src[..4]);
-    pkt[ip4::DST].copy_from_slice(&to.dst[..4]);
-    let c = checksum::checksum(&pkt[..IP4_LEN]);
-    set_be16(pkt, ip4::CHECKSUM, c);
+    Ip4Header {
+        tos: tclass,
+        total_len: total,
+        ident: 0,
+        flags_frag: 0x4000,
+        ttl: hop_limit,
+        protocol: p.protocol,
+        src: v4(&to.src),
+        dst: v4(&to.dst),
+    }
+    .write(pkt);
     let new = checksum::sum(&to.src[..4]) + checksum::sum(&to.dst[..4]);
     finish_transport(pkt, IP4_LEN, p, to, replace(old, new), l4);
     f.family_changed(IpFamily::V4);
@@ -393,16 +461,16 @@ pub fn fragment_to_other_family<F: Frame + ?Sized>(
                 return Err(NatError::NoHeadroom);
             }
             let pkt = f.bytes();
-            pkt[0] = 0x60 | (tos >> 4);
-            pkt[1] = tos << 4;
-            pkt[2] = 0;
-            pkt[3] = 0;
             let payload = u16::try_from(8 + share).map_err(|_| NatError::Truncated)?;
-            set_be16(pkt, ip6::PAYLOAD_LEN, payload);
-            pkt[ip6::NEXT_HEADER] = proto::FRAGMENT;
-            pkt[ip6::HOP_LIMIT] = ttl;
-            pkt[ip6::SRC].copy_from_slice(&to.src);
-            pkt[ip6::DST].copy_from_slice(&to.dst);
+            Ip6Header {
+                traffic_class: tos,
+                payload_len: payload,
+                next_header: proto::FRAGMENT,
+                hop_limit: ttl,
+                src: &to.src,
+                dst: &to.dst,
+            }
+            .write(pkt);
             pkt[IP6_LEN] = p.protocol;
             pkt[IP6_LEN + 1] = 0;
             set_be16(pkt, IP6_LEN + 2, (frag.offset << 3) | u16::from(frag.more));
@@ -421,18 +489,17 @@ pub fn fragment_to_other_family<F: Frame + ?Sized>(
             }
             let pkt = f.bytes();
             let total = u16::try_from(IP4_LEN + share).map_err(|_| NatError::Truncated)?;
-            pkt[ip4::VER_IHL] = 0x45;
-            pkt[1] = tclass;
-            set_be16(pkt, ip4::TOTAL_LEN, total);
-            set_be16(pkt, ip4::IDENT, frag.id as u16);
-            set_be16(pkt, ip4::FLAGS_FRAG, if frag.more { 0x2000 } else { 0 } | frag.offset);
-            pkt[ip4::TTL] = hop_limit;
-            pkt[ip4::PROTOCOL] = p.protocol;
-            set_be16(pkt, ip4::CHECKSUM, 0);
-            pkt[ip4::SRC].copy_from_slice(&to.src[..4]);
-            pkt[ip4::DST].copy_from_slice(&to.dst[..4]);
-            let c = checksum::checksum(&pkt[..IP4_LEN]);
-            set_be16(pkt, ip4::CHECKSUM, c);
+            Ip4Header {
+                tos: tclass,
+                total_len: total,
+                ident: frag.id as u16,
+                flags_frag: if frag.more { 0x2000 } else { 0 } | frag.offset,
+                ttl: hop_limit,
+                protocol: p.protocol,
+                src: v4(&to.src),
+                dst: v4(&to.dst),
+            }
+            .write(pkt);
             if frag.first {
                 let new = checksum::sum(&to.src[..4]) + checksum::sum(&to.dst[..4]);
                 finish_transport(pkt, IP4_LEN, p, to, replace(old, new), l4);
@@ -590,27 +657,26 @@ pub fn translate_icmp_error(
     // The quoted IP header.
     let q = &mut out[outer_len + 8..head];
     match to {
-        IpFamily::V6 => {
-            q[0] = 0x60 | (q_tos >> 4);
-            q[1] = q_tos << 4;
-            set_be16(q, ip6::PAYLOAD_LEN, q_payload);
-            q[ip6::NEXT_HEADER] = e.protocol;
-            q[ip6::HOP_LIMIT] = q_hop;
-            q[ip6::SRC].copy_from_slice(&x.inner.src);
-            q[ip6::DST].copy_from_slice(&x.inner.dst);
+        IpFamily::V6 => Ip6Header {
+            traffic_class: q_tos,
+            payload_len: q_payload,
+            next_header: e.protocol,
+            hop_limit: q_hop,
+            src: &x.inner.src,
+            dst: &x.inner.dst,
         }
-        IpFamily::V4 => {
-            q[0] = 0x45;
-            q[1] = q_tos;
-            set_be16(q, ip4::TOTAL_LEN, q_payload.saturating_add(IP4_LEN as u16));
-            q[6] = 0x40; // don't fragment
-            q[ip4::TTL] = q_hop;
-            q[ip4::PROTOCOL] = e.protocol;
-            q[ip4::SRC].copy_from_slice(&x.inner.src[..4]);
-            q[ip4::DST].copy_from_slice(&x.inner.dst[..4]);
-            let c = checksum::checksum(q);
-            set_be16(q, ip4::CHECKSUM, c);
+        .write(q),
+        IpFamily::V4 => Ip4Header {
+            tos: q_tos,
+            total_len: q_payload.saturating_add(IP4_LEN as u16),
+            ident: 0,
+            flags_frag: 0x4000,
+            ttl: q_hop,
+            protocol: e.protocol,
+            src: v4(&x.inner.src),
+            dst: v4(&x.inner.dst),
         }
+        .write(q),
     }
     // The ICMP header.
     let icmp_len = total - outer_len;
@@ -649,28 +715,31 @@ pub fn translate_icmp_error(
     // The outer header, and the ICMP checksum.
     match to {
         IpFamily::V6 => {
-            let o = &mut out[..IP6_LEN];
-            o[0] = 0x60;
-            set_be16(o, ip6::PAYLOAD_LEN, icmp_len as u16);
-            o[ip6::NEXT_HEADER] = proto::ICMPV6;
-            o[ip6::HOP_LIMIT] = hop;
-            o[ip6::SRC].copy_from_slice(&x.outer_src);
-            o[ip6::DST].copy_from_slice(&x.outer_dst);
+            Ip6Header {
+                traffic_class: 0,
+                payload_len: icmp_len as u16,
+                next_header: proto::ICMPV6,
+                hop_limit: hop,
+                src: &x.outer_src,
+                dst: &x.outer_dst,
+            }
+            .write(out);
             let ph = checksum::pseudo_header_v6(&x.outer_src, &x.outer_dst, proto::ICMPV6, icmp_len as u32);
             let c = !checksum::fold(ph + checksum::sum(&out[IP6_LEN..]));
             set_be16(out, IP6_LEN + 2, c);
         }
         IpFamily::V4 => {
-            let o = &mut out[..IP4_LEN];
-            o[0] = 0x45;
-            set_be16(o, ip4::TOTAL_LEN, total as u16);
-            o[6] = 0x40;
-            o[ip4::TTL] = hop;
-            o[ip4::PROTOCOL] = proto::ICMP;
-            o[ip4::SRC].copy_from_slice(&x.outer_src[..4]);
-            o[ip4::DST].copy_from_slice(&x.outer_dst[..4]);
-            let c = checksum::checksum(o);
-            set_be16(o, ip4::CHECKSUM, c);
+            Ip4Header {
+                tos: 0,
+                total_len: total as u16,
+                ident: 0,
+                flags_frag: 0x4000,
+                ttl: hop,
+                protocol: proto::ICMP,
+                src: v4(&x.outer_src),
+                dst: v4(&x.outer_dst),
+            }
+            .write(out);
             let c = checksum::checksum(&out[IP4_LEN..]);
             set_be16(out, IP4_LEN + 2, c);
         }
