@@ -52,9 +52,11 @@ pub struct FlowTableStats {
     pub thread: usize,
     pub buckets: u32,
     pub capacity: usize,
+    /// Live entries of this table.
     pub live: usize,
-    /// Still moving flows out of the table a resize replaced.
-    pub resizing: bool,
+    /// While flows are still moving out of the table a resize replaced:
+    /// the live entries left there (not in `live`, nor in `capacity`).
+    pub old_table: Option<usize>,
 }
 
 /// What `show` needs from the running data path.
@@ -242,7 +244,10 @@ impl Kp {
                 t.buckets,
                 t.live,
                 t.capacity,
-                if t.resizing { ", resizing: moving flows from the old table" } else { "" }
+                match t.old_table {
+                    Some(n) => format!(", resizing: {n} flows still in the old table"),
+                    None => String::new(),
+                }
             );
         }
         if !self.interfaces.nodeport.is_empty() {
@@ -356,7 +361,7 @@ mod tests {
     struct NoTraffic;
     impl DataPathView for NoTraffic {
         fn flow_tables(&self) -> Vec<FlowTableStats> {
-            vec![FlowTableStats { thread: 0, buckets: 16, capacity: 64, live: 0, resizing: false }]
+            vec![FlowTableStats { thread: 0, buckets: 16, capacity: 64, live: 0, old_table: None }]
         }
         fn vip_counters(&self, _: u32) -> VipCounters {
             VipCounters::default()
@@ -387,6 +392,32 @@ mod tests {
         assert_eq!(*sized.borrow(), vec![1024, before.buckets], "tables put back too");
         kp.apply_conf(change, |_| Ok(())).unwrap();
         assert_eq!(kp.controller.config().flow.timeout, 7);
+    }
+
+    /// While a resize drains the old table, `show kp` counts this table's
+    /// entries against this table's capacity, and the old table's apart.
+    #[test]
+    fn show_counts_a_draining_table_apart() {
+        struct Resizing;
+        impl DataPathView for Resizing {
+            fn flow_tables(&self) -> Vec<FlowTableStats> {
+                vec![FlowTableStats { thread: 0, buckets: 16, capacity: 48, live: 12, old_table: Some(700) }]
+            }
+            fn vip_counters(&self, _: u32) -> VipCounters {
+                VipCounters::default()
+            }
+            fn pod_packets(&self, _: u32) -> u64 {
+                0
+            }
+        }
+        let show = Kp::new(1).show(&Resizing);
+        assert!(
+            show.contains("thread 0: 16 buckets, 12 of 48 entries in use (25.0%), resizing: 700 flows still in the old table"),
+            "{show}"
+        );
+        assert!(Kp::new(1)
+            .show(&NoTraffic)
+            .contains("thread 0: 16 buckets, 0 of 64 entries in use (0.0%)\n"));
     }
 
     #[test]

@@ -440,7 +440,7 @@ struct NoTraffic;
 
 impl DataPathView for NoTraffic {
     fn flow_tables(&self) -> Vec<FlowTableStats> {
-        vec![FlowTableStats { thread: 0, buckets: 16, capacity: 64, live: 0, resizing: false }]
+        vec![FlowTableStats { thread: 0, buckets: 16, capacity: 64, live: 0, old_table: None }]
     }
     fn vip_counters(&self, _: u32) -> VipCounters {
         VipCounters { existing: 0, first: 0, untracked: 0, no_pod: 0 }

@@ -62,6 +62,10 @@ struct Scratch {
     /// costs only what it does: in a frame of hits it is one or two
     /// flows in their second bucket.
     pending: [u16; MAX_BATCH],
+    /// By `pending` entry: whether pass 2 found candidates in the first
+    /// bucket (an IPv6 flow there is most likely a hit: its second
+    /// bucket is not worth loading ahead).
+    first_found: [bool; MAX_BATCH],
 }
 
 /// How pass 1 parsed a packet.
@@ -155,6 +159,7 @@ impl Worker {
                 ids: [0; MAX_BATCH],
                 deferred: [0; MAX_BATCH],
                 pending: [0; MAX_BATCH],
+                first_found: [false; MAX_BATCH],
             }),
             sweep_at: 0,
             frags: Fragments::new(),
@@ -182,8 +187,14 @@ impl Worker {
         })
     }
 
-    /// Live flow entries, also those still in a table being drained (a
+    /// Live entries of the table a resize replaced, while there is one (a
     /// full scan: for `show kp`).
+    pub fn flows_in_old_table(&self, now: u32) -> Option<usize> {
+        self.resize.draining.as_ref().map(|(t, _)| t.live_entries(now))
+    }
+
+    /// Live flows, in the current table and in one a resize replaced (a
+    /// full scan).
     pub fn live_flows(&self, now: u32) -> usize {
         let draining = self.resize.draining.as_ref().map_or(0, |(t, _)| t.live_entries(now));
         self.flows.live_entries(now) + draining
@@ -517,6 +528,7 @@ impl<B: Batch> Pipeline<'_, B> {
             }
         }
         self.scratch.pending[self.pending] = i as u16;
+        self.scratch.first_found[self.pending] = cands != 0;
         self.pending += 1;
     }
 
@@ -564,12 +576,17 @@ fn finish_general<B: Batch>(
     // traffic): its second bucket is read next, so its load starts a few
     // packets ahead (a flood of new flows pays that miss on every packet).
     const AHEAD: usize = 8;
+    let prefetch_other = |flows: &FlowTable, scratch: &Scratch, k: usize| {
+        if !scratch.first_found[k] {
+            flows.prefetch_other_bucket(scratch.hashes[usize::from(scratch.pending[k])]);
+        }
+    };
     for k in 0..AHEAD.min(pending) {
-        ctx.flows.prefetch_other_bucket(scratch.hashes[usize::from(scratch.pending[k])]);
+        prefetch_other(ctx.flows, scratch, k);
     }
     for k in 0..pending {
         if k + AHEAD < pending {
-            ctx.flows.prefetch_other_bucket(scratch.hashes[usize::from(scratch.pending[k + AHEAD])]);
+            prefetch_other(ctx.flows, scratch, k + AHEAD);
         }
         let i = usize::from(scratch.pending[k]);
         let v = scratch.vip[i];

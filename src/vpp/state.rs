@@ -263,8 +263,8 @@ impl DataPathView for WorkersView<'_> {
                     thread,
                     buckets: t.n_buckets(),
                     capacity: t.capacity(),
-                    live: w.live_flows(now),
-                    resizing: w.draining(),
+                    live: t.live_entries(now),
+                    old_table: w.flows_in_old_table(now),
                 }
             })
             .collect()
