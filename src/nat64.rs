@@ -196,6 +196,17 @@ impl PortPool {
             return Err(NatError::PortsExhausted);
         }
         let want = b.words();
+        let stamp = now.max(1);
+        // The common case first: an established flow, unchanged, in the
+        // first slot it probes (where the loop below would find it).
+        let first = lo + Self::start(lo, hi, hash);
+        let slot = &self.slots[first as usize];
+        let used = slot.used.load(Ordering::Relaxed);
+        if Self::live(used, now, timeout) && (0..6).all(|i| slot.words[i].load(Ordering::Relaxed) == want[i])
+        {
+            Self::stamp(slot, used, stamp);
+            return Ok(self.address_of(first));
+        }
         let mut free = None;
         for index in Self::probes(lo, hi, hash) {
             let slot = &self.slots[index as usize];
@@ -215,7 +226,7 @@ impl PortPool {
                 if slot.words[5].load(Ordering::Relaxed) != want[5] {
                     self.write(slot, &want);
                 }
-                slot.used.store(now.max(1), Ordering::Relaxed);
+                Self::stamp(slot, used, stamp);
                 return Ok(self.address_of(index));
             }
         }
@@ -232,8 +243,8 @@ impl PortPool {
     #[inline(always)]
     pub fn prefetch(&self, thread: usize, hash: u64) {
         let (lo, hi) = self.part(thread);
-        if let Some(first) = Self::probes(lo, hi, hash).next() {
-            crate::mem::prefetch(&self.slots[first as usize]);
+        if lo < hi {
+            crate::mem::prefetch(&self.slots[(lo + Self::start(lo, hi, hash)) as usize]);
         }
     }
 
@@ -242,14 +253,30 @@ impl PortPool {
     #[inline(always)]
     fn probes(lo: u32, hi: u32, hash: u64) -> impl Iterator<Item = u32> {
         let n = hi - lo;
-        // The hash's high half scaled to 0..n by a multiply, and the window
-        // wrapped by a compare: no division on the per-packet path (a
-        // 64-bit one costs tens of clocks).
-        let start = (((hash >> 32) * u64::from(n)) >> 32) as u32;
+        let start = Self::start(lo, hi, hash);
+        // (The window wraps by a compare.)
         (0..PROBES.min(n)).map(move |k| {
             let at = start + k;
             lo + if at >= n { at - n } else { at }
         })
+    }
+
+    /// Where in the part `lo..hi` a flow of hash `hash` is first looked
+    /// for (0 for an empty part): the hash's high half scaled to the part
+    /// by a multiply, as no division belongs on the per-packet path (a
+    /// 64-bit one costs tens of clocks).
+    #[inline(always)]
+    fn start(lo: u32, hi: u32, hash: u64) -> u32 {
+        (((hash >> 32) * u64::from(hi - lo)) >> 32) as u32
+    }
+
+    /// A use of a live binding: its stamp moves on only when the tick did
+    /// (a line left clean needs no write-back to memory).
+    #[inline(always)]
+    fn stamp(slot: &Slot, used: u32, stamp: u32) {
+        if used != stamp {
+            slot.used.store(stamp, Ordering::Relaxed);
+        }
     }
 
     /// Writes a slot's words (its owner only) under its sequence number.

@@ -351,6 +351,47 @@ pub fn v4_to_v6_fast<F: Frame + ?Sized>(
     true
 }
 
+/// [`v6_to_v4`] for the data path's IPv6 fast lane (an established nat64
+/// flow): a packet [`crate::packet::parse_v6_fast_into`] accepted (TCP or
+/// UDP right after the fixed header, header checked) gets the IPv4 header
+/// and ports of `to`, with the transport checksum updated, reading only
+/// the fixed-size front of the packet. `false`, and nothing changed, for
+/// what it leaves to [`v6_to_v4`] (a datagram too long for IPv4). A
+/// property test holds the two equal.
+#[inline(always)]
+pub fn v6_to_v4_fast<F: Frame + ?Sized>(f: &mut F, protocol: u8, to: &Endpoints, l4: L4Checksum) -> bool {
+    let csum = if protocol == proto::TCP { tcp::CHECKSUM } else { udp::CHECKSUM };
+    let Some(h) = f.bytes().get(..IP6_LEN + csum + 2) else { return false };
+    let tclass = (h[0] << 4) | (h[1] >> 4);
+    let hop_limit = h[ip6::HOP_LIMIT];
+    let Some(total) = be16(h, ip6::PAYLOAD_LEN).checked_add(IP4_LEN as u16) else { return false };
+    let old_addrs = sum_be64(h, 8) + sum_be64(h, 16) + sum_be64(h, 24) + sum_be64(h, 32);
+    let ports = checksum::delta16(be16(h, IP6_LEN + udp::SRC_PORT), to.src_port)
+        + checksum::delta16(be16(h, IP6_LEN + udp::DST_PORT), to.dst_port);
+    if !f.move_start((IP6_LEN - IP4_LEN) as isize) {
+        return false;
+    }
+    let Some(h) = f.bytes().get_mut(..IP4_LEN + csum + 2) else { return false };
+    let (src, dst) = (v4(&to.src), v4(&to.dst));
+    Ip4Header {
+        tos: tclass,
+        total_len: total,
+        ident: 0,
+        flags_frag: 0x4000,
+        ttl: hop_limit,
+        protocol,
+        src,
+        dst,
+    }
+    .write(h);
+    set_ports(h, IP4_LEN, to);
+    let new_addrs = sum_be64(h, ip4::SRC.start);
+    let field: &mut [u8; 2] = (&mut h[IP4_LEN + csum..IP4_LEN + csum + 2]).try_into().unwrap();
+    nat::update_l4_checksum(field, protocol, replace(old_addrs, new_addrs), ports, l4);
+    f.family_changed(IpFamily::V4);
+    true
+}
+
 #[inline(always)]
 fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
@@ -848,6 +889,38 @@ mod props {
                 prop_assert!(took);
                 prop_assert_eq!(&fast, &general);
             }
+        }
+
+        /// The fast lane's nat64 translation writes exactly what the
+        /// general one does (full or offloaded checksum, any traffic class
+        /// and hop limit).
+        #[test]
+        fn fast_six_to_four_is_the_general_one(
+            tcp in any::<bool>(),
+            src in any::<[u8; 16]>(),
+            dst in any::<[u8; 16]>(),
+            ports in any::<(u16, u16)>(),
+            to in any::<([u8; 4], [u8; 4], u16, u16)>(),
+            (first, second, hop) in any::<(u8, u8, u8)>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..100),
+            partial in any::<bool>(),
+        ) {
+            let protocol = if tcp { proto::TCP } else { proto::UDP };
+            let mut orig = emit(&Spec::new(IpFamily::V6, protocol, &src, &dst, ports).payload(&payload));
+            // Traffic class and flow label bits (version kept).
+            orig[0] = 0x60 | (first & 0x0f);
+            orig[1] = second;
+            orig[ip6::HOP_LIMIT] = hop;
+            let p = parse(&orig).unwrap();
+            let l4 = if partial { L4Checksum::Partial } else { L4Checksum::Full };
+            let mut eps = Endpoints { src: [0; 16], src_port: to.2, dst: [0; 16], dst_port: to.3 };
+            eps.src[..4].copy_from_slice(&to.0);
+            eps.dst[..4].copy_from_slice(&to.1);
+            let mut general = orig.clone();
+            v6_to_v4(&mut general, &p, &eps, l4).unwrap();
+            let mut fast = orig.clone();
+            prop_assert!(v6_to_v4_fast(&mut fast, protocol, &eps, l4));
+            prop_assert_eq!(&fast, &general);
         }
 
         /// Any TCP/UDP packet translated 4 -> 6 and back 6 -> 4 has valid

@@ -76,6 +76,9 @@ enum Lane {
     FastV4,
     /// Fully parsed into `Scratch::parsed`, key in `Scratch::keys`.
     General,
+    /// IPv6 with TCP/UDP right after the fixed header: as `General`, and
+    /// an established flow's rewrite in pass 3 takes fixed offsets.
+    FastV6,
     /// Translated in pass 2.
     Done,
     /// Handled after pass 3: an IP fragment, or perhaps an ICMP error.
@@ -217,7 +220,7 @@ impl Worker {
         let k = match self.scratch.lane[i] {
             // Fast-lane keys were never built; the id is the 5-tuple.
             Lane::FastV4 | Lane::Done => FlowKey::from_compact(self.scratch.ids[i]),
-            Lane::General => self.scratch.keys[i],
+            Lane::General | Lane::FastV6 => self.scratch.keys[i],
             Lane::Fragment => FlowKey::new(0, &self.scratch.parsed[i]),
             // (An ICMP error's destination is its outer one.)
             Lane::Icmp => return None,
@@ -448,7 +451,8 @@ impl<B: Batch> Pipeline<'_, B> {
                 // IPv6 without extension headers on fixed offsets; else
                 // the general parser (perhaps a chain).
                 let p = &mut scratch.parsed[i];
-                if !packet::parse_v6_fast_into(batch.packet(i), p) {
+                let fast = packet::parse_v6_fast_into(batch.packet(i), p);
+                if !fast {
                     let len = batch.chain_len(i).unwrap_or(0);
                     if let Err(e) = packet::parse_chain_into(batch.packet(i), len, p) {
                         self.n_deferred +=
@@ -462,7 +466,7 @@ impl<B: Batch> Pipeline<'_, B> {
                     return self.dropped(i, DropReason::NoVip);
                 }
                 let scratch = &mut *self.scratch;
-                scratch.lane[i] = Lane::General;
+                scratch.lane[i] = if fast { Lane::FastV6 } else { Lane::General };
                 let key = FlowKey::new(v, &scratch.parsed[i]);
                 scratch.keys[i] = key;
                 let hash = key.hash();
@@ -603,6 +607,12 @@ fn finish_general<B: Batch>(
             scratch.keys[i] = FlowKey::new(v, &scratch.parsed[i]);
         }
         let at = (scratch.hashes[i], scratch.ids[i]);
+        if scratch.lane[i] == Lane::FastV6 {
+            if let Some(verdict) = ctx.hit_v6(batch, i, &scratch.parsed[i], v, &scratch.keys[i], at) {
+                verdicts[i] = verdict;
+                continue;
+            }
+        }
         verdicts[i] = ctx.general(batch, i, &scratch.parsed[i], v, &scratch.keys[i], at);
     }
 }
@@ -774,6 +784,66 @@ impl FlowCtx<'_> {
         }
     }
 
+    /// An established IPv6 flow on the fast lane (`p` without extension
+    /// headers): the hit confirmed on the whole key, then nat66's DNAT or
+    /// nat64's translation on fixed offsets. `None` leaves the packet to
+    /// [`FlowCtx::general`] (a miss, a pod that no longer serves the VIP,
+    /// or what the fixed-offset translation leaves to the general one).
+    #[inline(always)]
+    fn hit_v6<B: Batch>(
+        &mut self,
+        batch: &mut B,
+        i: usize,
+        p: &Parsed,
+        v: u32,
+        key: &FlowKey,
+        (hash, id): (u64, u128),
+    ) -> Option<Verdict> {
+        let (dp, now) = (self.dp, self.now);
+        let cands = self.flows.candidates(hash, id, now);
+        let establishes = l4::establishes(batch.packet(i), p.protocol, packet::ipv6::HEADER_LEN);
+        let pod = self.flows.resolve(key, hash, id, cands, now, establishes)?.pod;
+        let to = *dp.pod_of_vip(pod, v)?;
+        let l4 = batch.l4_checksum(i);
+        match to.family {
+            IpFamily::V6 => {
+                if nat::dnat_v6(batch.packet(i), p.protocol, &to.addr, to.port, l4).is_err() {
+                    return None;
+                }
+            }
+            IpFamily::V4 => {
+                let eps = self.nat64_endpoints(p, v, &to, hash).ok()?;
+                if !xlat::v6_to_v4_fast(&mut BatchFrame(batch, i), p.protocol, &eps, l4) {
+                    return None;
+                }
+            }
+        }
+        batch.translated(i, pod, to.family);
+        Some(Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit })
+    }
+
+    /// A nat64 flow's endpoints in IPv4: from its source binding (made if
+    /// it has none) to its pod.
+    #[inline(always)]
+    fn nat64_endpoints(&self, p: &Parsed, v: u32, to: &Endpoint, hash: u64) -> Result<Endpoints, NatError> {
+        let dp = self.dp;
+        let pool = dp.nat64.as_deref().ok_or(NatError::PortsExhausted)?;
+        let b = Binding {
+            client: p.src,
+            client_port: p.src_port,
+            service: p.dst,
+            service_port: p.dst_port,
+            vip: v,
+            pod: to.addr[..4].try_into().unwrap(),
+            pod_port: to.port,
+            protocol: p.protocol,
+        };
+        let (addr, port) = pool.bind(self.thread, &b, hash, self.now, dp.flow.timeout)?;
+        let mut src = [0u8; 16];
+        src[..4].copy_from_slice(&addr);
+        Ok(Endpoints { src, src_port: port, dst: to.addr, dst_port: to.port })
+    }
+
     /// nat46 and nat64: the packet becomes one of the pod's family, from
     /// the client's embedded IPv6 address (nat46) or from a nat64 source
     /// address and port bound to the flow (nat64).
@@ -803,21 +873,7 @@ impl FlowCtx<'_> {
                 }
             }
             IpFamily::V6 => {
-                let pool = dp.nat64.as_deref().ok_or(NatError::PortsExhausted)?;
-                let b = Binding {
-                    client: p.src,
-                    client_port: p.src_port,
-                    service: p.dst,
-                    service_port: p.dst_port,
-                    vip: v,
-                    pod: to.addr[..4].try_into().unwrap(),
-                    pod_port: to.port,
-                    protocol: p.protocol,
-                };
-                let (addr, port) = pool.bind(self.thread, &b, hash, self.now, dp.flow.timeout)?;
-                let mut src = [0u8; 16];
-                src[..4].copy_from_slice(&addr);
-                let eps = Endpoints { src, src_port: port, dst: to.addr, dst_port: to.port };
+                let eps = self.nat64_endpoints(p, v, to, hash)?;
                 match fragment {
                     Some(f) => xlat::fragment_to_other_family(&mut frame, &f, &eps, l4)?,
                     None => xlat::v6_to_v4(&mut frame, p, &eps, l4)?,
