@@ -454,6 +454,80 @@ fn nat46_established_flows_translate_as_their_first_packet() {
     assert_eq!(verify(&out), Ok(()));
 }
 
+/// Established IPv6 flows (nat66 and nat64) take the IPv6 fast lane: each
+/// packet comes out exactly as the same packet did when it opened the
+/// flow, with full and offloaded checksums, any traffic class and hop
+/// limit; one with an extension header takes the general lane to the
+/// same pod.
+#[test]
+fn ipv6_established_flows_translate_as_their_first_packet() {
+    let vip6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0x66, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+    let client = [0x20, 0x01, 0x0d, 0xb8, 0, 0xc, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+    for (nat, pods) in [
+        (NatType::Nat66, &["2001:db8:b::1", "2001:db8:b::2"][..]),
+        (NatType::Nat64, &["198.51.100.5", "198.51.100.6"][..]),
+    ] {
+        let c = xlat_setup(nat, "2001:db8:66::10/128", pods, 1);
+        let mut w = c.worker(0).unwrap();
+        let mut sport = 6000;
+        for protocol in [proto::TCP, proto::UDP] {
+            for partial in [false, true] {
+                sport += 1;
+                let mut pkt =
+                    emit(&Spec::new(IpFamily::V6, protocol, &client, &vip6, (sport, 80)).payload(b"v6"));
+                pkt[0] = 0x6a; // traffic class 0xa5, a flow label
+                pkt[1] = 0x5f;
+                pkt[7] = 21; // hop limit
+                let send = |w: &mut Worker, pkt: &[u8]| {
+                    let mut b = VecBatch::default();
+                    b.push_chained(pkt, pkt.len(), partial, Capture::Prefix(0));
+                    let mut v = [Verdict::Drop(DropReason::NoVip); 1];
+                    w.process(&mut b, 1, &mut v);
+                    (v[0], b.packets.pop().unwrap())
+                };
+                let (first, want) = send(&mut w, &pkt);
+                assert!(
+                    matches!(first, Verdict::Forward { outcome: FlowOutcome::New, .. }),
+                    "{nat:?} {first:?}"
+                );
+                let (then, got) = send(&mut w, &pkt);
+                assert!(
+                    matches!(then, Verdict::Forward { outcome: FlowOutcome::Hit, .. }),
+                    "{nat:?} {then:?}"
+                );
+                assert_eq!(got, want, "{nat:?} protocol {protocol} partial {partial}");
+                if !partial {
+                    assert_eq!(verify(&got), Ok(()));
+                }
+                let p = parse(&got).unwrap();
+                let dst = match p.family {
+                    IpFamily::V4 => IpAddr::from([p.dst[0], p.dst[1], p.dst[2], p.dst[3]]),
+                    IpFamily::V6 => IpAddr::from(p.dst),
+                };
+                assert_eq!(dst, pod_of(&c, then));
+                assert_eq!(p.dst_port, 8080);
+                // A hop-by-hop options header (8 bytes of padding) in front
+                // of the transport header: the general lane, the same pod.
+                let mut ext = pkt[..40].to_vec();
+                ext[6] = 0;
+                ext.extend_from_slice(&[protocol, 0, 1, 4, 0, 0, 0, 0]);
+                ext.extend_from_slice(&pkt[40..]);
+                let plen = (ext.len() - 40) as u16;
+                ext[4..6].copy_from_slice(&plen.to_be_bytes());
+                if !partial {
+                    assert_eq!(verify(&ext), Ok(()), "the packet sent");
+                }
+                let (v, out) = send(&mut w, &ext);
+                assert!(matches!(v, Verdict::Forward { outcome: FlowOutcome::Hit, .. }), "{nat:?} {v:?}");
+                assert_eq!(pod_of(&c, v), pod_of(&c, then));
+                if !partial {
+                    assert_eq!(verify(&out), Ok(()), "{nat:?} protocol {protocol}");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn nat46_gso_partial_checksums_and_chains() {
     let c = xlat_setup(NatType::Nat46, "192.0.2.10/32", &["2001:db8:b::1"], 1);

@@ -92,7 +92,7 @@ pub fn emit(spec: &Spec) -> Vec<u8> {
     p.extend_from_slice(spec.payload);
     let csum_at = l4_at + if spec.protocol == proto::TCP { 16 } else { 6 };
     if !(spec.protocol == proto::UDP && spec.udp_no_checksum && spec.family == IpFamily::V4) {
-        let c = l4_checksum(&p, spec.family, l4_at).expect("just built");
+        let c = l4_checksum(&p, spec.family, spec.protocol, l4_at).expect("just built");
         let c = if c == 0 && spec.protocol == proto::UDP { 0xffff } else { c };
         p[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
     }
@@ -101,25 +101,26 @@ pub fn emit(spec: &Spec) -> Vec<u8> {
 
 /// The transport checksum computed from scratch over the pseudo-header and
 /// every transport byte, treating the checksum field as zero.
-pub fn l4_checksum(pkt: &[u8], family: IpFamily, l4_at: usize) -> Result<u16> {
+pub fn l4_checksum(pkt: &[u8], family: IpFamily, protocol: u8, l4_at: usize) -> Result<u16> {
     let (pseudo, l4) = match family {
         IpFamily::V4 => {
             let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
             let l4 = pkt.get(l4_at..total).ok_or(Error::Truncated)?;
             let src: [u8; 4] = pkt[12..16].try_into().unwrap();
             let dst: [u8; 4] = pkt[16..20].try_into().unwrap();
-            (checksum::pseudo_header_v4(&src, &dst, pkt[9], l4.len() as u32), l4)
+            (checksum::pseudo_header_v4(&src, &dst, protocol, l4.len() as u32), l4)
         }
         IpFamily::V6 => {
             let end = 40 + usize::from(u16::from_be_bytes([pkt[4], pkt[5]]));
             let l4 = pkt.get(l4_at..end).ok_or(Error::Truncated)?;
             let src: [u8; 16] = pkt[8..24].try_into().unwrap();
             let dst: [u8; 16] = pkt[24..40].try_into().unwrap();
-            // Only called on packets without extension headers.
-            (checksum::pseudo_header_v6(&src, &dst, pkt[6], l4.len() as u32), l4)
+            // (The length from the transport header on: extension headers
+            // are not part of the pseudo-header's upper-layer length.)
+            (checksum::pseudo_header_v6(&src, &dst, protocol, l4.len() as u32), l4)
         }
     };
-    let csum_at = match pkt_protocol(pkt, family) {
+    let csum_at = match protocol {
         proto::TCP => 16,
         proto::UDP => 6,
         _ => 2, // ICMP
@@ -128,13 +129,6 @@ pub fn l4_checksum(pkt: &[u8], family: IpFamily, l4_at: usize) -> Result<u16> {
     // Sum everything, then take the checksum field back out.
     let s = pseudo + checksum::sum(l4) + u64::from(!field);
     Ok(!checksum::fold(s))
-}
-
-fn pkt_protocol(pkt: &[u8], family: IpFamily) -> u8 {
-    match family {
-        IpFamily::V4 => pkt[9],
-        IpFamily::V6 => pkt[6],
-    }
 }
 
 /// Verifies from scratch that the IPv4 header checksum (if IPv4) and the
@@ -154,7 +148,7 @@ pub fn verify(pkt: &[u8]) -> core::result::Result<(), String> {
     if parsed.protocol == proto::UDP && stored == 0 && parsed.family == IpFamily::V4 {
         return Ok(());
     }
-    let mut want = l4_checksum(pkt, parsed.family, l4_at).map_err(|e| e.to_string())?;
+    let mut want = l4_checksum(pkt, parsed.family, parsed.protocol, l4_at).map_err(|e| e.to_string())?;
     if want == 0 && parsed.protocol == proto::UDP {
         want = 0xffff;
     }
