@@ -24,7 +24,9 @@
 //! fragment by then is given up (a request dropped, counted; what a
 //! feature node held, passed on untouched, as it might not be kp's).
 
-use crate::packet::IpFamily;
+use crate::nat::{self, L4Checksum, NatError};
+use crate::packet::{Fragment, IpFamily};
+use crate::xlat::{self, Endpoints, Frame};
 
 /// Ticks a datagram's entry lives after its first fragment (1 to 2 s).
 pub const TIMEOUT: u32 = 2;
@@ -79,6 +81,42 @@ impl FragTarget {
 
     pub fn is_kp(&self) -> bool {
         self.vip != u32::MAX
+    }
+
+    /// Writes where the datagram went into one of its fragments that is
+    /// not its first (`family` as it came; `reply`: a reply's, else a
+    /// request's): the destination address of a request, the source of a
+    /// reply, or, across families, the whole IP header (from `frag`, or
+    /// parsed here when `None`). Returns the family it leaves in.
+    pub fn apply_to<F: Frame + ?Sized>(
+        &self,
+        f: &mut F,
+        family: IpFamily,
+        reply: bool,
+        frag: Option<&Fragment>,
+    ) -> Result<IpFamily, NatError> {
+        let Some(src) = self.cross else {
+            match reply {
+                true => nat::rewrite_addr::<false>(f.bytes(), family, &self.addr)?,
+                false => nat::rewrite_addr::<true>(f.bytes(), family, &self.addr)?,
+            }
+            return Ok(family);
+        };
+        let parsed;
+        let frag = match frag {
+            Some(frag) => frag,
+            None => {
+                parsed = crate::packet::parse_fragment(f.bytes(), 0).map_err(|_| NatError::Truncated)?;
+                &parsed
+            }
+        };
+        // (Not a first fragment: no ports to change.)
+        if frag.first || frag.parsed.family != family {
+            return Err(NatError::TranslationNotSupported);
+        }
+        let to = Endpoints { src, src_port: 0, dst: self.addr, dst_port: 0 };
+        xlat::fragment_to_other_family(f, frag, &to, L4Checksum::Full)?;
+        Ok(xlat::other_family(family))
     }
 }
 
@@ -200,28 +238,14 @@ impl Released {
     /// Writes the datagram's translation into the fragment's IP header (a
     /// request's destination, a reply's source; across families the whole
     /// header): `false` if given up or the bytes are no such fragment.
-    pub fn apply<F: crate::xlat::Frame + ?Sized>(&self, f: &mut F) -> bool {
-        let Some(t) = self.to else { return false };
-        if let Some(src) = t.cross {
-            let Ok(frag) = crate::packet::parse_fragment(f.bytes(), 0) else { return false };
-            let to = crate::xlat::Endpoints { src, src_port: 0, dst: t.addr, dst_port: 0 };
-            // (A held fragment is never a first one: no ports to change.)
-            return !frag.first
-                && crate::xlat::fragment_to_other_family(f, &frag, &to, crate::nat::L4Checksum::Full)
-                    .is_ok();
-        }
-        let done = if self.reply {
-            crate::nat::rewrite_addr::<false>(f.bytes(), self.family, &t.addr)
-        } else {
-            crate::nat::rewrite_addr::<true>(f.bytes(), self.family, &t.addr)
-        };
-        done.is_ok()
+    pub fn apply<F: Frame + ?Sized>(&self, f: &mut F) -> bool {
+        self.to.is_some_and(|t| t.apply_to(f, self.family, self.reply, None).is_ok())
     }
 
     /// The family the fragment leaves in, once [`apply`](Self::apply)d.
     pub fn out_family(&self) -> IpFamily {
         match self.to.and_then(|t| t.cross) {
-            Some(_) => crate::xlat::other_family(self.family),
+            Some(_) => xlat::other_family(self.family),
             None => self.family,
         }
     }

@@ -815,6 +815,46 @@ fn datapath_fragments_reach_the_pod() {
 /// last fragment first: every fragment crosses families (scapy reassembles
 /// what left and checks the transport checksum), replies come back from
 /// the VIP.
+/// A fragmented datagram as it should come out: family, fragment count,
+/// source (a port `None`: any) and destination.
+struct Datagram<'a> {
+    family: u64,
+    fragments: u64,
+    src: (&'a str, Option<u16>),
+    dst: (&'a str, u16),
+}
+
+/// Sends one fragmented datagram (`make`, scapy; `sent` fragments) from pg
+/// interface `from`, and checks that it comes out on `to` reassembled as
+/// one datagram as `want` says, its transport checksum valid. Returns it.
+fn fragmented_through(
+    lab: &mut Lab,
+    (from, to): (usize, usize),
+    make: &str,
+    sent: usize,
+    want: &Datagram,
+) -> serde_json::Value {
+    let got = lab.send_decoded(from, to, &[serde_json::to_string(make).unwrap()], sent, "reassemble");
+    assert_eq!(got.len(), 1, "{make}: {got:?}\n{}", lab.vpp.ctl("show errors"));
+    let d = got.into_iter().next().unwrap();
+    assert_eq!(
+        (d["family"].as_u64(), d["fragments"].as_u64()),
+        (Some(want.family), Some(want.fragments)),
+        "{d}"
+    );
+    assert_eq!(d["src"].as_str(), Some(want.src.0), "{d}");
+    if let Some(port) = want.src.1 {
+        assert_eq!(d["sport"].as_u64(), Some(u64::from(port)), "{d}");
+    }
+    assert_eq!(
+        (d["dst"].as_str(), d["dport"].as_u64()),
+        (Some(want.dst.0), Some(u64::from(want.dst.1))),
+        "{d}"
+    );
+    assert_eq!(d["l4_ok"].as_bool(), Some(true), "{d}");
+    d
+}
+
 #[test]
 fn datapath_nat46_nat64_fragments_both_ways() {
     let Some(mut lab) = Lab::start("datapath_nat46_nat64_fragments_both_ways", 0) else { return };
@@ -823,61 +863,36 @@ fn datapath_nat46_nat64_fragments_both_ways() {
     lab.ctl_ok("kp pod 10.96.0.46/32 fd00::1");
     lab.ctl_ok("kp vip 2001:db8:64::10/128 protocol udp port 53 target_port 5353 nat64");
     lab.ctl_ok("kp pod 2001:db8:64::10/128 10.1.0.3");
-    let q = |s: &str| serde_json::to_string(s).unwrap();
     let data = "Raw(bytes(range(256))*16)";
     for (k, order) in [(0u16, ""), (1, "[::-1]")] {
         // nat46: IPv4 fragments to IPv6 ones, and the pod's back.
         let make = format!("fragment(IP(src='10.0.0.2', dst='10.96.0.46', id={})/UDP(sport={}, dport=53)/{data}, fragsize=1000){order}", 500 + k, 5000 + k);
-        let got = lab.send_decoded(0, 1, &[q(&make)], 5, "reassemble");
-        assert_eq!(got.len(), 1, "nat46 {order}: {got:?}\n{}", lab.vpp.ctl("show errors"));
-        let d = &got[0];
-        assert_eq!((d["family"].as_u64(), d["fragments"].as_u64()), (Some(6), Some(5)), "{d}");
-        assert_eq!(
-            (d["src"].as_str(), d["sport"].as_u64()),
-            (Some("2001:db8:46::a00:2"), Some(u64::from(5000 + k))),
-            "{d}"
-        );
-        assert_eq!((d["dst"].as_str(), d["dport"].as_u64()), (Some("fd00::1"), Some(5353)), "{d}");
-        assert_eq!(d["l4_ok"].as_bool(), Some(true), "{d}");
+        let to = Datagram {
+            family: 6,
+            fragments: 5,
+            src: ("2001:db8:46::a00:2", Some(5000 + k)),
+            dst: ("fd00::1", 5353),
+        };
+        fragmented_through(&mut lab, (0, 1), &make, 5, &to);
         let make = format!("fragment6(IPv6(src='fd00::1', dst='2001:db8:46::a00:2')/IPv6ExtHdrFragment(id={})/UDP(sport=5353, dport={})/{data}, 1280){order}", 600 + k, 5000 + k);
-        let got = lab.send_decoded(1, 0, &[q(&make)], 4, "reassemble");
-        assert_eq!(got.len(), 1, "nat46 reply {order}: {got:?}\n{}", lab.vpp.ctl("show errors"));
-        let d = &got[0];
-        assert_eq!((d["family"].as_u64(), d["fragments"].as_u64()), (Some(4), Some(4)), "{d}");
-        assert_eq!((d["src"].as_str(), d["sport"].as_u64()), (Some("10.96.0.46"), Some(53)), "{d}");
-        assert_eq!(
-            (d["dst"].as_str(), d["dport"].as_u64()),
-            (Some("10.0.0.2"), Some(u64::from(5000 + k))),
-            "{d}"
-        );
-        assert_eq!(d["l4_ok"].as_bool(), Some(true), "{d}");
-        // nat64: IPv6 fragments to IPv4 ones from the nat64 source, and
-        // the pod's back to the client.
+        let to =
+            Datagram { family: 4, fragments: 4, src: ("10.96.0.46", Some(53)), dst: ("10.0.0.2", 5000 + k) };
+        fragmented_through(&mut lab, (1, 0), &make, 4, &to);
+        // nat64: IPv6 fragments to IPv4 ones from the nat64 source (any
+        // of its ports), and the pod's back to the client.
         let make = format!("fragment6(IPv6(src='fd01::2', dst='2001:db8:64::10')/IPv6ExtHdrFragment(id={})/UDP(sport={}, dport=53)/{data}, 1280){order}", 700 + k, 6000 + k);
-        let got = lab.send_decoded(0, 1, &[q(&make)], 4, "reassemble");
-        assert_eq!(got.len(), 1, "nat64 {order}: {got:?}\n{}", lab.vpp.ctl("show errors"));
-        let d = &got[0];
-        assert_eq!((d["family"].as_u64(), d["fragments"].as_u64()), (Some(4), Some(4)), "{d}");
-        assert_eq!(
-            (d["src"].as_str(), d["dst"].as_str(), d["dport"].as_u64()),
-            (Some("192.0.2.1"), Some("10.1.0.3"), Some(5353)),
-            "{d}"
-        );
-        assert_eq!(d["l4_ok"].as_bool(), Some(true), "{d}");
+        let to = Datagram { family: 4, fragments: 4, src: ("192.0.2.1", None), dst: ("10.1.0.3", 5353) };
+        let d = fragmented_through(&mut lab, (0, 1), &make, 4, &to);
         let port = d["sport"].as_u64().unwrap();
         assert!((40000..=40063).contains(&port), "{d}");
         let make = format!("fragment(IP(src='10.1.0.3', dst='192.0.2.1', id={})/UDP(sport=5353, dport={port})/{data}, fragsize=1000){order}", 800 + k);
-        let got = lab.send_decoded(1, 0, &[q(&make)], 5, "reassemble");
-        assert_eq!(got.len(), 1, "nat64 reply {order}: {got:?}\n{}", lab.vpp.ctl("show errors"));
-        let d = &got[0];
-        assert_eq!((d["family"].as_u64(), d["fragments"].as_u64()), (Some(6), Some(5)), "{d}");
-        assert_eq!((d["src"].as_str(), d["sport"].as_u64()), (Some("2001:db8:64::10"), Some(53)), "{d}");
-        assert_eq!(
-            (d["dst"].as_str(), d["dport"].as_u64()),
-            (Some("fd01::2"), Some(u64::from(6000 + k))),
-            "{d}"
-        );
-        assert_eq!(d["l4_ok"].as_bool(), Some(true), "{d}");
+        let to = Datagram {
+            family: 6,
+            fragments: 5,
+            src: ("2001:db8:64::10", Some(53)),
+            dst: ("fd01::2", 6000 + k),
+        };
+        fragmented_through(&mut lab, (1, 0), &make, 5, &to);
     }
     let errors = lab.vpp.ctl("show errors");
     assert!(!errors.contains("cannot cross families") && !errors.contains("first fragment di"), "{errors}");

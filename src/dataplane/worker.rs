@@ -906,20 +906,8 @@ impl FlowCtx<'_> {
         if !f.first {
             return match frags.follow(&key, self.now) {
                 Some(t) if self.dp.pod_of_vip(t.pod, t.vip).is_some() => {
-                    let (done, out) = match t.cross {
-                        None => (
-                            nat::rewrite_addr::<true>(batch.packet(i), parsed.family, &t.addr),
-                            parsed.family,
-                        ),
-                        Some(src) => {
-                            let to = Endpoints { src, src_port: 0, dst: t.addr, dst_port: 0 };
-                            let mut frame = BatchFrame(batch, i);
-                            let done = xlat::fragment_to_other_family(&mut frame, &f, &to, L4Checksum::Full);
-                            (done, xlat::other_family(parsed.family))
-                        }
-                    };
-                    match done {
-                        Ok(()) => {
+                    match t.apply_to(&mut BatchFrame(batch, i), parsed.family, false, Some(&f)) {
+                        Ok(out) => {
                             batch.translated(i, t.pod, out);
                             *vip_of = t.vip;
                             Verdict::Forward { vip: t.vip, pod: t.pod, outcome: FlowOutcome::Hit }
@@ -1243,18 +1231,10 @@ fn reply_fragment<B: Batch>(
         if !t.is_kp() {
             return ReplyVerdict::NotKp;
         }
-        return match t.cross {
-            None => match nat::rewrite_addr::<false>(batch.packet(i), p.family, &t.addr) {
-                Ok(()) => ReplyVerdict::Translated { vip: t.vip },
-                Err(_) => ReplyVerdict::NotKp,
-            },
-            Some(src) => {
-                let to = Endpoints { src, src_port: 0, dst: t.addr, dst_port: 0 };
-                match xlat::fragment_to_other_family(&mut BatchFrame(batch, i), &f, &to, L4Checksum::Full) {
-                    Ok(()) => ReplyVerdict::TranslatedTo { vip: t.vip, v6: p.family == IpFamily::V4 },
-                    Err(_) => ReplyVerdict::NotKp,
-                }
-            }
+        return match t.apply_to(&mut BatchFrame(batch, i), p.family, true, Some(&f)) {
+            Ok(out) if out == p.family => ReplyVerdict::Translated { vip: t.vip },
+            Ok(out) => ReplyVerdict::TranslatedTo { vip: t.vip, v6: out == IpFamily::V6 },
+            Err(_) => ReplyVerdict::NotKp,
         };
     }
     let (verdict, target) = first_reply_fragment(batch, i, dp, &f, now);
