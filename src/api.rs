@@ -354,6 +354,11 @@ pub trait Host {
     fn interface_name(&self, sw_if_index: u32) -> Option<String>;
     /// Makes the flow tables take `flow` (see [`Kp::apply_conf`]).
     fn resize_flow_tables(&self, flow: crate::config::FlowConf) -> Result<(), ConfigError>;
+    /// Readies VPP for a change about to be applied (memory it needs);
+    /// an error refuses the change.
+    fn prepare(&self, _change: &Change) -> Result<(), ConfigError> {
+        Ok(())
+    }
     /// Brings VPP in line with an applied change (FIB entries, counters).
     fn applied(&self, kp: &mut Kp, applied: &crate::control::Applied);
     /// Turns the reply-translation feature on or off; false if VPP refuses.
@@ -398,7 +403,7 @@ fn handle_message(
                 Change::Conf(f) => kp
                     .apply_conf(f, |flow| ifs.resize_flow_tables(flow))
                     .map(|()| ifs.applied(kp, &Default::default())),
-                _ => kp.apply_typed(&cmd).map(|a| ifs.applied(kp, &a)),
+                _ => ifs.prepare(&cmd).and_then(|()| kp.apply_typed(&cmd)).map(|a| ifs.applied(kp, &a)),
             };
             vec![reply(reply_msg, context, done.map_or_else(|e| retval_of(&e), |()| 0))]
         }

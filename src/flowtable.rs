@@ -14,7 +14,8 @@
 //! checks that the entry's pod belongs to that VIP (an address that moved
 //! to another Service takes its flows along). Keys that do not fit (IPv6)
 //! store their 64-bit hash and VIP index, tagged, with the full 48-byte key
-//! in a parallel array (one cache line per slot) that confirms the hit.
+//! in a parallel array (one cache line per slot, three times the buckets'
+//! memory, allocated only once there are IPv6 VIPs) that confirms the hit.
 //! Either way a hit is confirmed on the **whole key**, so two flows whose
 //! hashes collide never share a pod.
 //!
@@ -42,8 +43,8 @@ use crate::packet::{IpFamily, Parsed, V4Fast};
 pub const ENTRIES_PER_BUCKET: usize = 3;
 
 /// Limits on `kp conf buckets` (a power of two): 2^22 buckets hold 12M
-/// flows in 256 MiB per worker thread (plus up to 768 MiB of IPv6 keys,
-/// mapped but only backed where used).
+/// flows in 256 MiB per worker thread (plus 768 MiB of IPv6 keys while
+/// there are IPv6 VIPs, see [`FlowTable::add_keys`]).
 pub const MIN_BUCKETS: u32 = 16;
 pub const MAX_BUCKETS: u32 = 1 << 22;
 pub const DEFAULT_BUCKETS: u32 = 1 << 16;
@@ -454,9 +455,10 @@ impl FlowTable {
     pub fn new(n_buckets: u32, timeout: u32) -> Result<FlowTable, OutOfMemory> {
         assert!(n_buckets.is_power_of_two());
         let n = n_buckets as usize;
-        let bytes = n * (64 + ENTRIES_PER_BUCKET * 64);
+        let bytes = n * 64;
         let buckets = ZeroedArray::new(n).ok_or(OutOfMemory { bytes })?;
-        let keys = ZeroedArray::sparse(n * ENTRIES_PER_BUCKET).ok_or(OutOfMemory { bytes })?;
+        // No IPv6 keys until IPv6 flows are to come (`add_keys`).
+        let keys = ZeroedArray::sparse(0).ok_or(OutOfMemory { bytes })?;
         Ok(FlowTable {
             buckets,
             keys,
@@ -466,6 +468,25 @@ impl FlowTable {
             kick_failures: 0,
             kick_backoff: 0,
         })
+    }
+
+    /// Gives the table its IPv6 key array (a line per slot, in huge pages
+    /// and faulted in now, like the buckets: an IPv6 hit reads its key
+    /// there, and small pages cost a TLB miss per packet, some 280 clocks
+    /// at 1M flows), if it has none. Until then IPv6 flows cannot be
+    /// inserted ([`BucketFull`]: forwarded untracked).
+    pub fn add_keys(&mut self) -> Result<(), OutOfMemory> {
+        if self.has_keys() {
+            return Ok(());
+        }
+        let n = self.buckets.len() * ENTRIES_PER_BUCKET;
+        self.keys = ZeroedArray::new(n).ok_or(OutOfMemory { bytes: n * 64 })?;
+        Ok(())
+    }
+
+    /// Whether the table can hold IPv6 flows (see [`FlowTable::add_keys`]).
+    pub fn has_keys(&self) -> bool {
+        !self.keys.is_empty()
     }
 
     pub fn n_buckets(&self) -> u32 {
@@ -709,6 +730,9 @@ impl FlowTable {
         now: u32,
         expiry: u32,
     ) -> Result<(SlotId, Option<(u32, FlowKey)>), BucketFull> {
+        if key.family() != 4 && !self.has_keys() {
+            return Err(BucketFull);
+        }
         let first = self.bucket_of(hash);
         let (bi, i, evicted) = match self.free_slot(first, now) {
             Some(i) => (first, i, self.dead_entry(first, i)),
@@ -788,7 +812,9 @@ impl FlowTable {
                 let t = &mut self.buckets[to];
                 (t.a[j], t.b[j], t.c[j], t.expiry[j], t.pod_tag[j]) =
                     (b.a[i], b.b[i], b.c[i], b.expiry[i], b.pod_tag[i]);
-                self.keys[dst] = self.keys[src];
+                if !is_whole_key(b.id(i)) {
+                    self.keys[dst] = self.keys[src];
+                }
                 self.buckets[first].expiry[i] = 0;
                 return Some((i, evicted));
             }
@@ -894,6 +920,36 @@ impl FlowTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A table that holds IPv6 flows too.
+    fn table(n_buckets: u32, timeout: u32) -> FlowTable {
+        let mut t = FlowTable::new(n_buckets, timeout).unwrap();
+        t.add_keys().unwrap();
+        t
+    }
+
+    /// Without its key array a table holds IPv4 flows only: an IPv6 insert
+    /// fails as a full bucket would (the flow goes untracked), until the
+    /// array is there.
+    #[test]
+    fn ipv6_flows_need_the_key_array() {
+        let mut t = FlowTable::new(16, 10).unwrap();
+        assert!(!t.has_keys());
+        let mut v6 =
+            Parsed { family: IpFamily::V6, protocol: 6, src_port: 1, dst_port: 80, ..Parsed::default() };
+        v6.src[0] = 0x20;
+        let mut v4 = v6;
+        v4.family = IpFamily::V4;
+        let (k6, k4) = (FlowKey::new(1, &v6), FlowKey::new(0, &v4));
+        assert_eq!(t.insert(&k6, k6.hash(), 3, 1), Err(BucketFull));
+        assert!(t.insert(&k4, k4.hash(), 4, 1).is_ok());
+        assert_eq!(t.lookup(&k4, 2).map(|h| h.pod), Some(4));
+        t.add_keys().unwrap();
+        assert!(t.has_keys());
+        assert!(t.insert(&k6, k6.hash(), 3, 1).is_ok());
+        assert_eq!(t.lookup(&k6, 2).map(|h| h.pod), Some(3));
+        assert_eq!(t.lookup(&k4, 2).map(|h| h.pod), Some(4), "IPv4 flows stay");
+    }
     use crate::packet::proto;
 
     fn parsed(i: u32, family: IpFamily) -> Parsed {
@@ -934,7 +990,7 @@ mod tests {
             ("IPv6 clients", |i| (IpFamily::V6, [0x20, 0x01, (i >> 8) as u8, i as u8], 40000, 80)),
         ];
         for (name, shape) in shapes {
-            let mut t = FlowTable::new(2 * FLOWS, 100).unwrap();
+            let mut t = table(2 * FLOWS, 100);
             let mut full = 0;
             for i in 0..FLOWS {
                 let (family, src4, sport, dport) = shape(i);
@@ -959,7 +1015,7 @@ mod tests {
 
     #[test]
     fn insert_then_hit_then_expire() {
-        let mut t = FlowTable::new(16, 10).unwrap();
+        let mut t = table(16, 10);
         let k = FlowKey::new(3, &parsed(1, IpFamily::V4));
         assert_eq!(t.lookup(&k, 1), None);
         let (slot, evicted) = t.insert(&k, k.hash(), 7, 1).unwrap();
@@ -983,7 +1039,7 @@ mod tests {
     #[test]
     fn full_key_decides_a_hit() {
         for (family, shared_id) in [(IpFamily::V4, false), (IpFamily::V6, true)] {
-            let mut t = FlowTable::new(16, 10).unwrap();
+            let mut t = table(16, 10);
             let a = FlowKey::new(0, &parsed(1, family));
             let b = FlowKey::new(0, &parsed(2, family));
             let h = a.hash();
@@ -1021,7 +1077,7 @@ mod tests {
         }
         let k = FlowKey::new(7, &parsed(1, IpFamily::V6));
         assert!(!is_whole_key(k.compact(k.hash())));
-        let mut t = FlowTable::new(16, 10).unwrap();
+        let mut t = table(16, 10);
         let (slot, _) = t.insert(&k, k.hash(), 3, 1).unwrap();
         assert_eq!(t.lookup(&k, 2).map(|h| h.pod), Some(3));
         assert_eq!(t.key(slot), k);
@@ -1095,7 +1151,7 @@ mod tests {
     fn full_bucket_fails_insert_until_an_entry_expires() {
         const N: usize = ENTRIES_PER_BUCKET;
         // One bucket: both choices of every key are the same bucket.
-        let mut t = FlowTable::new(1, 10).unwrap();
+        let mut t = table(1, 10);
         let keys: Vec<FlowKey> = (0..=N as u32).map(|i| FlowKey::new(0, &parsed(i, IpFamily::V6))).collect();
         for (i, k) in keys[..N].iter().enumerate() {
             t.insert(k, k.hash(), i as u32, 1).unwrap();
@@ -1116,7 +1172,7 @@ mod tests {
     /// bucket to make room.
     #[test]
     fn full_first_buckets_send_flows_to_their_second() {
-        let mut t = FlowTable::new(16, 100).unwrap();
+        let mut t = table(16, 100);
         let first = |k: &FlowKey| t.choices(k.hash())[0];
         // Keys sharing one first bucket.
         let all: Vec<FlowKey> = (0..2000).map(|i| FlowKey::new(0, &parsed(i, IpFamily::V4))).collect();
@@ -1150,7 +1206,7 @@ mod tests {
             ops in proptest::collection::vec((0u32..48, 0u32..4, 0u32..5), 1..400),
         ) {
             const TIMEOUT: u32 = 10;
-            let mut t = FlowTable::new(16, TIMEOUT).unwrap();
+            let mut t = table(16, TIMEOUT);
             let keys: Vec<FlowKey> = (0..48)
                 .map(|i| FlowKey::new(0, &parsed(i, if i % 3 == 0 { IpFamily::V6 } else { IpFamily::V4 })))
                 .collect();
@@ -1201,7 +1257,7 @@ mod tests {
 
     #[test]
     fn sweep_releases_expired_and_gone() {
-        let mut t = FlowTable::new(16, 10).unwrap();
+        let mut t = table(16, 10);
         for i in 0..40 {
             let k = FlowKey::new(0, &parsed(i, IpFamily::V4));
             let _ = t.insert(&k, k.hash(), i % 4, 1 + (i % 2) * 100);
@@ -1231,7 +1287,7 @@ mod tests {
 
     #[test]
     fn repoint_and_remove() {
-        let mut t = FlowTable::new(16, 10).unwrap();
+        let mut t = table(16, 10);
         let k = FlowKey::new(0, &parsed(1, IpFamily::V4));
         let (slot, _) = t.insert(&k, k.hash(), 1, 1).unwrap();
         assert_eq!(t.repoint(slot, 2, 2), 1);

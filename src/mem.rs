@@ -16,8 +16,8 @@
 //! "worker thread deadlock"). Faulting in up front costs the time once,
 //! on the main thread, and turns a table too big for the machine into an
 //! error instead of an out-of-memory kill later. Arrays touched once per
-//! flow (keys, reply slots) are [`ZeroedArray::sparse`]: small pages,
-//! faulted in as used, 4 KiB at a time.
+//! flow (reply slots) are [`ZeroedArray::sparse`]: small pages, faulted
+//! in as used, 4 KiB at a time.
 //!
 //! It also holds the one cache prefetch hint every part of kp uses.
 

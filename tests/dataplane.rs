@@ -454,6 +454,31 @@ fn nat46_established_flows_translate_as_their_first_packet() {
     assert_eq!(verify(&out), Ok(()));
 }
 
+/// A worker's flow table holds no IPv6 key array (3 cache lines a bucket)
+/// while there are only IPv4 VIPs; with an IPv6 VIP it gets one, even one
+/// added after the worker started, and IPv6 flows are tracked.
+#[test]
+fn ipv6_key_arrays_come_with_ipv6_vips() {
+    let mut c = Controller::new(1);
+    c.add_vip(&vip("192.0.2.10/32", Protocol::Any, 80, 8080, 0)).unwrap();
+    c.add_pods(&all_ports("192.0.2.10/32"), &[(ip("198.51.100.1"), 1)]).unwrap();
+    let mut w = c.worker(0).unwrap();
+    let pkt = emit(&Spec::new(IpFamily::V4, proto::TCP, &[203, 0, 113, 1], &[192, 0, 2, 10], (1000, 80)));
+    let (v, _) = run(&mut w, pkt, Capture::Prefix(0), 1);
+    assert!(matches!(v, Verdict::Forward { outcome: FlowOutcome::New, .. }), "{v:?}");
+    assert!(!w.flows().has_keys(), "IPv4 only: no key array");
+    c.add_vip(&vip("2001:db8::10/128", Protocol::Any, 80, 8080, 0)).unwrap();
+    c.add_pods(&all_ports("2001:db8::10/128"), &[(ip("2001:db8:b::1"), 1)]).unwrap();
+    let client = [0x20, 0x01, 0x0d, 0xb8, 0, 0xc, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let vip6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+    let pkt = emit(&Spec::new(IpFamily::V6, proto::UDP, &client, &vip6, (1000, 80)).payload(b"six"));
+    let (v, _) = run(&mut w, pkt.clone(), Capture::Prefix(1), 2);
+    assert!(matches!(v, Verdict::Forward { outcome: FlowOutcome::New, .. }), "{v:?}");
+    assert!(w.flows().has_keys());
+    let (v, _) = run(&mut w, pkt, Capture::Prefix(1), 2);
+    assert!(matches!(v, Verdict::Forward { outcome: FlowOutcome::Hit, .. }), "tracked: {v:?}");
+}
+
 /// Established IPv6 flows (nat66 and nat64) take the IPv6 fast lane: each
 /// packet comes out exactly as the same packet did when it opened the
 /// flow, with full and offloaded checksums, any traffic class and hop

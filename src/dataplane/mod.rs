@@ -119,6 +119,9 @@ pub struct Dataplane {
     /// nat64 source bindings, shared by all workers (see
     /// [`crate::nat64`]); `None` without source addresses.
     pub nat64: Option<Arc<PortPool>>,
+    /// Whether any VIP is IPv6 (its flows need the flow tables' key
+    /// arrays, see [`crate::flowtable::FlowTable::add_keys`]).
+    pub ipv6_vips: bool,
     /// By VIP index; `None` for a free index.
     pub vips: Vec<Option<VipRuntime>>,
     /// By pod index.

@@ -98,6 +98,8 @@ pub struct Worker {
     frags: Fragments,
     rejects: RejectBudget,
     resize: Resize,
+    /// The tick the data path last tried to allocate IPv6 keys.
+    keys_tried: Option<u32>,
 }
 
 /// Where a worker is in the flow-table resizes of `kp conf buckets`.
@@ -137,9 +139,9 @@ impl Worker {
         refs: &Arc<RefCounts>,
         settled: &Arc<[AtomicU64]>,
     ) -> Result<Worker, OutOfMemory> {
-        let (flow, gen) = {
+        let (flow, gen, ipv6) = {
             let dp = cell.load();
-            (dp.flow, dp.flow_gen)
+            (dp.flow, dp.flow_gen, dp.ipv6_vips)
         };
         settled[thread].store(gen, Ordering::Release);
         let blank = Parsed::default();
@@ -148,6 +150,9 @@ impl Worker {
             flows: {
                 let mut t = FlowTable::new(flow.buckets, flow.timeout)?;
                 t.set_timeouts(flow.timeout, flow.embryonic);
+                if ipv6 {
+                    t.add_keys()?;
+                }
                 t
             },
             reader: cell.reader(thread),
@@ -168,7 +173,17 @@ impl Worker {
             frags: Fragments::new(),
             rejects: RejectBudget::default(),
             resize: Resize { draining: None, gen, settled: Arc::clone(settled) },
+            keys_tried: None,
         })
+    }
+
+    /// Gives the flow table its IPv6 key array now, if it has none: from
+    /// the main thread, with this worker parked, before an IPv6 VIP is
+    /// added (so no worker allocates one while packets wait;
+    /// [`Worker::process`] does it too, at most once a tick, should IPv6
+    /// VIPs exist without it).
+    pub fn reserve_ipv6_keys(&mut self) -> Result<(), OutOfMemory> {
+        self.flows.add_keys()
     }
 
     /// Takes the latest flow-table size and timeouts now (from the main
@@ -254,9 +269,26 @@ impl Worker {
     /// ICMP errors ([`Pipeline::finish_deferred`]).
     pub fn process<B: Batch>(&mut self, batch: &mut B, now: u32, verdicts: &mut [Verdict]) {
         let n = batch.len().min(MAX_BATCH);
-        let Worker { thread, flows, reader, cell, refs, scratch, sweep_at, frags, rejects, resize } = self;
+        let Worker {
+            thread,
+            flows,
+            reader,
+            cell,
+            refs,
+            scratch,
+            sweep_at,
+            frags,
+            rejects,
+            resize,
+            keys_tried,
+        } = self;
         let thread = *thread;
         let dp = reader.enter(cell);
+        if dp.ipv6_vips && !flows.has_keys() && *keys_tried != Some(now) {
+            // (Normally done beforehand from the main thread.)
+            *keys_tried = Some(now);
+            let _ = flows.add_keys();
+        }
 
         // A changed `kp conf` reaches the worker here, between batches (a
         // table that cannot be allocated is tried again next batch).
@@ -1454,7 +1486,10 @@ fn flow_conf_changed(dp: &Dataplane, flows: &FlowTable, resize: &Resize) -> bool
 fn adopt_flow_conf(ctx: &mut FlowCtx) -> Result<(), OutOfMemory> {
     let flow: FlowConf = ctx.dp.flow;
     if ctx.dp.flow_gen != ctx.resize.gen {
-        let table = FlowTable::new(flow.buckets, flow.timeout)?;
+        let mut table = FlowTable::new(flow.buckets, flow.timeout)?;
+        if ctx.dp.ipv6_vips || ctx.flows.has_keys() {
+            table.add_keys()?;
+        }
         ctx.drain(u32::MAX);
         let old = core::mem::replace(ctx.flows, table);
         ctx.resize.draining = Some((old, 0));

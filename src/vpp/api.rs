@@ -147,6 +147,10 @@ impl Host for VppHost<'_> {
         adopt_flow(self.g, &mut self.held.borrow_mut())
     }
 
+    fn prepare(&self, change: &crate::control::Change) -> Result<(), crate::config::ConfigError> {
+        super::state::prepare_change(self.g, change, &mut self.held.borrow_mut())
+    }
+
     fn applied(&self, kp: &mut Kp, applied: &crate::control::Applied) {
         sync_vpp(kp, applied, &self.held.borrow());
     }

@@ -5,7 +5,7 @@
 use super::barrier::BarrierHeld;
 use super::feature::set_reply_feature;
 use super::reg::Registration;
-use super::state::{apply_conf, global, sync_vpp, Global, WorkersView};
+use super::state::{apply_conf, global, prepare_change, sync_vpp, Global, WorkersView};
 use super::sys;
 use super::text::{cli_output, guarded, sw_if_index, take_line};
 use crate::cli::{self, SetInterface, Show};
@@ -145,6 +145,7 @@ fn run_cli(g: &Global, which: sys::uword, line: &str, held: &mut BarrierHeld) ->
             return Ok(out);
         }
     };
+    prepare_change(g, &change, held).map_err(|e| e.to_string())?;
     let mut kp = g.kp.lock();
     let applied = kp.apply(&change)?;
     sync_vpp(&mut kp, &applied, held);

@@ -9,7 +9,7 @@ use super::counters::{POD_PACKETS, VIP_EXISTING, VIP_FIRST, VIP_NO_POD, VIP_UNTR
 use super::feature::{set_icmp_out_feature, set_nodeport_feature};
 use super::sys;
 use crate::config::{ConfigError, FlowChange};
-use crate::control::{Applied, DataPathView, FlowTableStats, Kp, VipCounters};
+use crate::control::{Applied, Change, DataPathView, FlowTableStats, Kp, VipCounters};
 use crate::dataplane::{DropReason, ReplyVerdict, Verdict, Worker, MAX_BATCH};
 use core::cell::UnsafeCell;
 use parking_lot::Mutex;
@@ -94,6 +94,23 @@ pub fn adopt_flow(g: &Global, held: &mut BarrierHeld) -> Result<(), ConfigError>
     for cell in g.workers.iter() {
         cell.parked_mut(held)
             .adopt_flow_conf(now)
+            .map_err(|e| ConfigError::OutOfMemory { bytes: e.bytes as u64 })?;
+    }
+    Ok(())
+}
+
+/// What a change needs before it is applied: an IPv6 VIP's flows need
+/// the flow tables' IPv6 key arrays, allocated here on the main thread
+/// (faulted in: a worker must not stall on first touches). On failure the
+/// change is refused and nothing configured changes.
+pub fn prepare_change(g: &Global, change: &Change, held: &mut BarrierHeld) -> Result<(), ConfigError> {
+    let Change::AddVip(spec) = change else { return Ok(()) };
+    if spec.key.prefix.family() != crate::packet::IpFamily::V6 {
+        return Ok(());
+    }
+    for cell in g.workers.iter() {
+        cell.parked_mut(held)
+            .reserve_ipv6_keys()
             .map_err(|e| ConfigError::OutOfMemory { bytes: e.bytes as u64 })?;
     }
     Ok(())
