@@ -54,6 +54,8 @@ pub struct FlowTableStats {
     pub capacity: usize,
     /// Live entries of this table.
     pub live: usize,
+    /// Bytes of its IPv6 key array (0 without one: no IPv6 VIPs so far).
+    pub ipv6_key_bytes: usize,
     /// While flows are still moving out of the table a resize replaced:
     /// the live entries left there (not in `live`, nor in `capacity`).
     pub old_table: Option<usize>,
@@ -239,11 +241,15 @@ impl Kp {
             let pct = if t.capacity == 0 { 0.0 } else { 100.0 * t.live as f64 / t.capacity as f64 };
             let _ = writeln!(
                 s,
-                "  thread {}: {} buckets, {} of {} entries in use ({pct:.1}%){}",
+                "  thread {}: {} buckets, {} of {} entries in use ({pct:.1}%){}{}",
                 t.thread,
                 t.buckets,
                 t.live,
                 t.capacity,
+                match t.ipv6_key_bytes {
+                    0 => String::new(),
+                    b => format!(", IPv6 keys {} MiB", b.div_ceil(1 << 20)),
+                },
                 match t.old_table {
                     Some(n) => format!(", resizing: {n} flows still in the old table"),
                     None => String::new(),
@@ -361,7 +367,14 @@ mod tests {
     struct NoTraffic;
     impl DataPathView for NoTraffic {
         fn flow_tables(&self) -> Vec<FlowTableStats> {
-            vec![FlowTableStats { thread: 0, buckets: 16, capacity: 64, live: 0, old_table: None }]
+            vec![FlowTableStats {
+                thread: 0,
+                buckets: 16,
+                capacity: 64,
+                live: 0,
+                ipv6_key_bytes: 0,
+                old_table: None,
+            }]
         }
         fn vip_counters(&self, _: u32) -> VipCounters {
             VipCounters::default()
@@ -401,7 +414,14 @@ mod tests {
         struct Resizing;
         impl DataPathView for Resizing {
             fn flow_tables(&self) -> Vec<FlowTableStats> {
-                vec![FlowTableStats { thread: 0, buckets: 16, capacity: 48, live: 12, old_table: Some(700) }]
+                vec![FlowTableStats {
+                    thread: 0,
+                    buckets: 16,
+                    capacity: 48,
+                    live: 12,
+                    ipv6_key_bytes: 3 << 20,
+                    old_table: Some(700),
+                }]
             }
             fn vip_counters(&self, _: u32) -> VipCounters {
                 VipCounters::default()
@@ -412,7 +432,7 @@ mod tests {
         }
         let show = Kp::new(1).show(&Resizing);
         assert!(
-            show.contains("thread 0: 16 buckets, 12 of 48 entries in use (25.0%), resizing: 700 flows still in the old table"),
+            show.contains("thread 0: 16 buckets, 12 of 48 entries in use (25.0%), IPv6 keys 3 MiB, resizing: 700 flows still in the old table"),
             "{show}"
         );
         assert!(Kp::new(1)

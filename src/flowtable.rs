@@ -484,6 +484,11 @@ impl FlowTable {
         Ok(())
     }
 
+    /// The size of the IPv6 key array (0 without one).
+    pub fn ipv6_key_bytes(&self) -> usize {
+        self.keys.len() * core::mem::size_of::<KeySlot>()
+    }
+
     /// Whether the table can hold IPv6 flows (see [`FlowTable::add_keys`]).
     pub fn has_keys(&self) -> bool {
         !self.keys.is_empty()

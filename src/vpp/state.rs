@@ -281,6 +281,7 @@ impl DataPathView for WorkersView<'_> {
                     buckets: t.n_buckets(),
                     capacity: t.capacity(),
                     live: t.live_entries(now),
+                    ipv6_key_bytes: t.ipv6_key_bytes(),
                     old_table: w.flows_in_old_table(now),
                 }
             })
