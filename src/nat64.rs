@@ -110,7 +110,14 @@ pub struct PortPool {
     /// By thread: its part `[lo, hi)` of the flat slot array.
     parts: Vec<(u32, u32)>,
     slots: ZeroedArray<Slot>,
+    /// Tells this pool from the ones before it (never 0): what a flow
+    /// noted of its binding (see [`crate::flowtable::SourceNote`]) is of
+    /// this pool only.
+    generation: u16,
 }
+
+/// The generation of the next pool made.
+static GENERATIONS: AtomicU32 = AtomicU32::new(0);
 
 /// Division of any `u32` by a fixed nonzero `u32` as a multiply by its
 /// 64-bit reciprocal (Lemire, Kaser and Kurz, "Faster remainder by direct
@@ -152,7 +159,22 @@ impl PortPool {
         let (total, t) = (slots.len() as u64, threads as u64);
         let parts = (0..t).map(|th| ((total * th / t) as u32, (total * (th + 1) / t) as u32)).collect();
         let per_source = Divisor::new(ports);
-        Some(PortPool { sources: sources.to_vec(), first_port: first, ports, per_source, parts, slots })
+        let generation = (GENERATIONS.fetch_add(1, Ordering::Relaxed) % u32::from(u16::MAX)) as u16 + 1;
+        Some(PortPool {
+            sources: sources.to_vec(),
+            first_port: first,
+            ports,
+            per_source,
+            parts,
+            slots,
+            generation,
+        })
+    }
+
+    /// See `generation`.
+    #[inline(always)]
+    pub fn generation(&self) -> u16 {
+        self.generation
     }
 
     /// Which of the pool's source addresses `addr` is, if any.

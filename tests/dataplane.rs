@@ -659,6 +659,66 @@ fn nat64_port_exhaustion_refuses_new_flows_only() {
     assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
 }
 
+/// An established nat64 flow reads its binding once per tick (the note
+/// beside its key covers the rest of the tick), yet the binding lives as
+/// long as the flow has packets: replies still map back and no new flow
+/// takes its port, long after the binding's first stamp would have
+/// expired. A new pool (after the VIP was removed and added back) gives
+/// the flow a source of the new pool at once, within the same tick.
+#[test]
+fn nat64_established_flows_keep_their_binding_live_across_ticks() {
+    let c = xlat_setup(NatType::Nat64, "2001:db8:64::10/128", &["198.51.100.5"], 1);
+    let mut c = c;
+    let mut w = c.worker(0).unwrap();
+    let vip6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0x64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+    let client = [0x20, 1, 0xd, 0xb8, 0, 0xc, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+    let flow = |n: u16| emit(&Spec::new(IpFamily::V6, proto::UDP, &client, &vip6, (n, 80)).payload(b"x"));
+    let (v, first) = run(&mut w, flow(999), Capture::Prefix(0), 1);
+    assert!(matches!(v, Verdict::Forward { outcome: FlowOutcome::New, .. }), "{v:?}");
+    let port = parse(&first).unwrap().src_port;
+    // Ticks 30 s apart (the timeout is 40 s), several packets in each.
+    for now in [1, 1, 1, 30, 30, 59, 88, 88] {
+        let (v, out) = run(&mut w, flow(999), Capture::Prefix(0), now);
+        assert!(matches!(v, Verdict::Forward { outcome: FlowOutcome::Hit, .. }), "tick {now}: {v:?}");
+        let p = parse(&out).unwrap();
+        assert_eq!((&p.src[..4], p.src_port), (&[192u8, 0, 2, 1][..], port), "tick {now}");
+        assert_eq!(verify(&out), Ok(()));
+    }
+    let mut b = VecBatch::default();
+    b.push(reply_to(&first), Capture::Prefix(0));
+    let mut rv = [ReplyVerdict::NotKp; 1];
+    w.process_replies(&mut b, 88, &mut rv);
+    assert!(
+        matches!(rv[0], ReplyVerdict::TranslatedTo { v6: true, .. }),
+        "the binding is live at 88: {rv:?}"
+    );
+    // The other 63 ports go to new flows; then the pool is full: the
+    // flow's port was not given away.
+    for n in 0..63 {
+        let (v, out) = run(&mut w, flow(2000 + n), Capture::Prefix(0), 88);
+        assert!(matches!(v, Verdict::Forward { .. }), "flow {n}: {v:?}");
+        assert_ne!(parse(&out).unwrap().src_port, port);
+    }
+    let (v, _) = run(&mut w, flow(3000), Capture::Prefix(0), 88);
+    assert_eq!(v, Verdict::Drop(DropReason::Nat(NatError::PortsExhausted)));
+
+    // A new pool: the VIP goes, the pool changes, the VIP comes back.
+    let key = VipKey { prefix: "2001:db8:64::10/128".parse().unwrap(), protocol: Protocol::Any, port: 80 };
+    c.del_vip(&key).unwrap();
+    c.set_xlat(&XlatChange { nat64_sources: Some(vec!["192.0.2.2".parse().unwrap()]), ..Default::default() })
+        .unwrap();
+    let mut s = vip("2001:db8:64::10/128", Protocol::Any, 80, 8080, 30080);
+    s.nat = Some(NatType::Nat64);
+    c.add_vip(&s).unwrap();
+    c.add_pods(&all_ports("2001:db8:64::10/128"), &[(ip("198.51.100.5"), 1)]).unwrap();
+    for _ in 0..2 {
+        let (v, out) = run(&mut w, flow(999), Capture::Prefix(0), 88);
+        assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+        assert_eq!(&parse(&out).unwrap().src[..4], &[192u8, 0, 2, 2], "a source of the new pool");
+        assert_eq!(verify(&out), Ok(()));
+    }
+}
+
 #[test]
 fn xlat_settings_are_validated_and_held_while_in_use() {
     let mut c = Controller::new(1);

@@ -4,7 +4,7 @@
 
 use super::{Batch, Capture, Dataplane, DropReason, FlowOutcome, ReplyVerdict, Verdict, MAX_BATCH, NO_VIP};
 use crate::config::FlowConf;
-use crate::flowtable::{FlowKey, FlowTable, Hit, OutOfMemory};
+use crate::flowtable::{FlowKey, FlowTable, Hit, OutOfMemory, SourceNote};
 use crate::fragment::{FragKey, FragTarget, Fragments, Released};
 use crate::nat::{self, Endpoint, L4Checksum, NatError};
 use crate::nat64::Binding;
@@ -834,7 +834,13 @@ impl FlowCtx<'_> {
         let (dp, now) = (self.dp, self.now);
         let cands = self.flows.candidates(hash, id, now);
         let establishes = l4::establishes(batch.packet(i), p.protocol, packet::ipv6::HEADER_LEN);
-        let pod = self.flows.resolve(key, hash, id, cands, now, establishes)?.pod;
+        // (A flow in its second bucket is a hit too: about one in twelve
+        // at 64K flows, which the general path would confirm all over.)
+        let hit = match self.flows.resolve(key, hash, id, cands, now, establishes) {
+            Some(h) => h,
+            None => self.flows.resolve_other(key, hash, id, now, establishes)?,
+        };
+        let pod = hit.pod;
         let to = *dp.pod_of_vip(pod, v)?;
         let l4 = batch.l4_checksum(i);
         match to.family {
@@ -844,7 +850,24 @@ impl FlowCtx<'_> {
                 }
             }
             IpFamily::V4 => {
-                let eps = self.nat64_endpoints(p, v, &to, hash).ok()?;
+                // The binding was confirmed (and stamped live) this tick:
+                // the note beside the key says where the flow leaves from.
+                // Otherwise `bind` confirms it, as for every packet of the
+                // tick before, so a binding lives as long as its flow has
+                // packets, as though each of them had stamped it.
+                let tick = now.max(1);
+                let pool = dp.nat64.as_deref().map_or(0, |p| p.generation());
+                let note = self.flows.source_note(hit.slot);
+                let eps = if note.tick == tick && note.pool == pool {
+                    let mut src = [0u8; 16];
+                    src[..4].copy_from_slice(&note.addr);
+                    Endpoints { src, src_port: note.port, dst: to.addr, dst_port: to.port }
+                } else {
+                    let eps = self.nat64_endpoints(p, v, &to, hash).ok()?;
+                    let addr = eps.src[..4].try_into().unwrap();
+                    self.flows.set_source_note(hit.slot, SourceNote { tick, addr, port: eps.src_port, pool });
+                    eps
+                };
                 if !xlat::v6_to_v4_fast(&mut BatchFrame(batch, i), p.protocol, &eps, l4) {
                     return None;
                 }
