@@ -834,8 +834,9 @@ impl FlowCtx<'_> {
         let (dp, now) = (self.dp, self.now);
         let cands = self.flows.candidates(hash, id, now);
         let establishes = l4::establishes(batch.packet(i), p.protocol, packet::ipv6::HEADER_LEN);
-        // (A flow in its second bucket is a hit too: about one in twelve
-        // at 64K flows, which the general path would confirm all over.)
+        // (A flow in its second bucket is a hit too, which the general
+        // path would confirm all over: a few in a thousand at 64K flows in
+        // 2^16 buckets, more as the table fills.)
         let hit = match self.flows.resolve(key, hash, id, cands, now, establishes) {
             Some(h) => h,
             None => self.flows.resolve_other(key, hash, id, now, establishes)?,
