@@ -836,7 +836,7 @@ impl FlowCtx<'_> {
         let establishes = l4::establishes(batch.packet(i), p.protocol, packet::ipv6::HEADER_LEN);
         // (A flow in its second bucket is a hit too, which the general
         // path would confirm all over: a few in a thousand at 64K flows in
-        // 2^16 buckets, more as the table fills.)
+        // 2^17 buckets, more as the table fills.)
         let hit = match self.flows.resolve(key, hash, id, cands, now, establishes) {
             Some(h) => h,
             None => self.flows.resolve_other(key, hash, id, now, establishes)?,
