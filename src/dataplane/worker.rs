@@ -692,6 +692,15 @@ fn reply_nat46<B: Batch>(batch: &mut B, i: usize, p: &Parsed, o: &Original, dp: 
     }
 }
 
+/// A nat64 flow's endpoints in IPv4: from its source address and port to
+/// its pod.
+#[inline(always)]
+fn nat64_endpoints(addr: [u8; 4], port: u16, to: &Endpoint) -> Endpoints {
+    let mut src = [0u8; 16];
+    src[..4].copy_from_slice(&addr);
+    Endpoints { src, src_port: port, dst: to.addr, dst_port: to.port }
+}
+
 /// A reply to a nat64 source address and port: the client's IPv6 packet,
 /// from the VIP (or node address) and port it sent to.
 #[cold]
@@ -859,16 +868,14 @@ impl FlowCtx<'_> {
                 let tick = now.max(1);
                 let pool = dp.nat64.as_deref().map_or(0, |p| p.generation());
                 let note = self.flows.source_note(hit.slot);
-                let eps = if note.tick == tick && note.pool == pool {
-                    let mut src = [0u8; 16];
-                    src[..4].copy_from_slice(&note.addr);
-                    Endpoints { src, src_port: note.port, dst: to.addr, dst_port: to.port }
+                let (addr, port) = if note.tick == tick && note.pool == pool {
+                    (note.addr, note.port)
                 } else {
-                    let eps = self.nat64_endpoints(p, v, &to, hash).ok()?;
-                    let addr = eps.src[..4].try_into().unwrap();
-                    self.flows.set_source_note(hit.slot, SourceNote { tick, addr, port: eps.src_port, pool });
-                    eps
+                    let (addr, port) = self.nat64_source(p, v, &to, hash).ok()?;
+                    self.flows.set_source_note(hit.slot, SourceNote { tick, addr, port, pool });
+                    (addr, port)
                 };
+                let eps = nat64_endpoints(addr, port, &to);
                 if !xlat::v6_to_v4_fast(&mut BatchFrame(batch, i), p.protocol, &eps, l4) {
                     return None;
                 }
@@ -878,10 +885,10 @@ impl FlowCtx<'_> {
         Some(Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit })
     }
 
-    /// A nat64 flow's endpoints in IPv4: from its source binding (made if
-    /// it has none) to its pod.
+    /// A nat64 flow's source address and port: its binding (made if it
+    /// has none).
     #[inline(always)]
-    fn nat64_endpoints(&self, p: &Parsed, v: u32, to: &Endpoint, hash: u64) -> Result<Endpoints, NatError> {
+    fn nat64_source(&self, p: &Parsed, v: u32, to: &Endpoint, hash: u64) -> Result<([u8; 4], u16), NatError> {
         let dp = self.dp;
         let pool = dp.nat64.as_deref().ok_or(NatError::PortsExhausted)?;
         let b = Binding {
@@ -894,10 +901,7 @@ impl FlowCtx<'_> {
             pod_port: to.port,
             protocol: p.protocol,
         };
-        let (addr, port) = pool.bind(self.thread, &b, hash, self.now, dp.flow.timeout)?;
-        let mut src = [0u8; 16];
-        src[..4].copy_from_slice(&addr);
-        Ok(Endpoints { src, src_port: port, dst: to.addr, dst_port: to.port })
+        pool.bind(self.thread, &b, hash, self.now, dp.flow.timeout)
     }
 
     /// nat46 and nat64: the packet becomes one of the pod's family, from
@@ -929,7 +933,8 @@ impl FlowCtx<'_> {
                 }
             }
             IpFamily::V6 => {
-                let eps = self.nat64_endpoints(p, v, to, hash)?;
+                let (addr, port) = self.nat64_source(p, v, to, hash)?;
+                let eps = nat64_endpoints(addr, port, to);
                 match fragment {
                     Some(f) => xlat::fragment_to_other_family(&mut frame, &f, &eps, l4)?,
                     None => xlat::v6_to_v4(&mut frame, p, &eps, l4)?,
