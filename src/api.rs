@@ -544,14 +544,7 @@ mod tests {
     struct View;
     impl DataPathView for View {
         fn flow_tables(&self) -> Vec<FlowTableStats> {
-            vec![FlowTableStats {
-                thread: 0,
-                buckets: 16,
-                capacity: 64,
-                live: 0,
-                ipv6_key_bytes: 0,
-                old_table: None,
-            }]
+            vec![FlowTableStats { buckets: 16, capacity: 64, ..Default::default() }]
         }
         fn vip_counters(&self, v: u32) -> VipCounters {
             VipCounters { existing: u64::from(v) + 1, first: 2, untracked: 3, no_pod: 4 }

@@ -47,7 +47,7 @@ pub struct VipCounters {
 }
 
 /// One worker thread's flow table, for `show kp`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FlowTableStats {
     pub thread: usize,
     pub buckets: u32,
@@ -367,14 +367,7 @@ mod tests {
     struct NoTraffic;
     impl DataPathView for NoTraffic {
         fn flow_tables(&self) -> Vec<FlowTableStats> {
-            vec![FlowTableStats {
-                thread: 0,
-                buckets: 16,
-                capacity: 64,
-                live: 0,
-                ipv6_key_bytes: 0,
-                old_table: None,
-            }]
+            vec![FlowTableStats { buckets: 16, capacity: 64, ..Default::default() }]
         }
         fn vip_counters(&self, _: u32) -> VipCounters {
             VipCounters::default()

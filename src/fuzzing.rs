@@ -440,14 +440,7 @@ struct NoTraffic;
 
 impl DataPathView for NoTraffic {
     fn flow_tables(&self) -> Vec<FlowTableStats> {
-        vec![FlowTableStats {
-            thread: 0,
-            buckets: 16,
-            capacity: 64,
-            live: 0,
-            ipv6_key_bytes: 0,
-            old_table: None,
-        }]
+        vec![FlowTableStats { buckets: 16, capacity: 64, ..Default::default() }]
     }
     fn vip_counters(&self, _: u32) -> VipCounters {
         VipCounters { existing: 0, first: 0, untracked: 0, no_pod: 0 }
