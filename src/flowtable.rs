@@ -862,13 +862,17 @@ impl FlowTable {
         old
     }
 
-    /// The [`SourceNote`] of the IPv6 entry in `slot` (none for IPv4).
+    /// The [`SourceNote`] of the IPv6 entry in `slot`; none in a table
+    /// without IPv6 keys. An IPv4 entry's key lives in its bucket, so its
+    /// key slot says nothing about it: ask only for IPv6 entries.
     #[inline(always)]
     pub fn source_note(&self, slot: SlotId) -> SourceNote {
         self.keys.get(slot as usize).map_or_else(SourceNote::default, |k| k.note)
     }
 
-    /// Keeps `note` with the IPv6 entry in `slot` (IPv4 entries keep none).
+    /// Keeps `note` with the IPv6 entry in `slot` (nothing in a table
+    /// without IPv6 keys; as for [`FlowTable::source_note`], IPv6 entries
+    /// only).
     #[inline(always)]
     pub fn set_source_note(&mut self, slot: SlotId, note: SourceNote) {
         if let Some(k) = self.keys.get_mut(slot as usize) {
@@ -1035,7 +1039,7 @@ mod tests {
         let mut t4 = FlowTable::new(16, 10).unwrap();
         let (s4, _) = t4.insert(&k4, k4.hash(), 1, 1).unwrap();
         t4.set_source_note(s4, note);
-        assert_eq!(t4.source_note(s4), SourceNote::default(), "IPv4 entries keep none");
+        assert_eq!(t4.source_note(s4), SourceNote::default(), "a table without IPv6 keys keeps none");
     }
 
     use crate::packet::proto;
