@@ -72,13 +72,11 @@ fn lookup_hit(c: &mut Criterion) {
                     }
                     if j >= LEAD {
                         let i = j - LEAD;
-                        let (h, id) = (hashes[i], keys[i].compact(hashes[i]));
+                        let (h, id) = (hashes[i], keys[i].compact());
                         let c = t.candidates(h, id, 2);
                         // (A flow whose first bucket was full lives in its
                         // second: the worker's general path finds it.)
-                        out[i] = t
-                            .whole_key_hit(h, c, 2, true)
-                            .or_else(|| t.resolve_other(&keys[i], h, id, 2, true));
+                        out[i] = t.hit(h, c, 2, true).or_else(|| t.hit_other(h, id, 2, true));
                     }
                 }
                 b = (b + 1) % batches.len();

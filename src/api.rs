@@ -420,10 +420,12 @@ fn handle_message(
         }
         Request::XlatGet => {
             let x = &kp.controller.config().xlat;
-            let bindings = kp
-                .controller
-                .nat64_pool()
-                .map_or(0, |pool| pool.live_bindings(view.now(), kp.controller.config().flow.timeout));
+            let bindings = kp.controller.nat64_pool().map_or(0, |pool| {
+                pool.live_bindings(
+                    view.now(),
+                    crate::nat64::binding_lifetime(kp.controller.config().flow.timeout),
+                )
+            });
             let mut r = reply(reply_msg, context, 0);
             let mut w = Writer(core::mem::take(&mut r.body));
             w.prefix(&IpPrefix::from(x.nat46_prefix))

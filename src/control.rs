@@ -234,7 +234,7 @@ impl Kp {
                 sources.join(","),
                 x.nat64_ports.0,
                 x.nat64_ports.1,
-                pool.live_bindings(view.now(), c.config().flow.timeout)
+                pool.live_bindings(view.now(), crate::nat64::binding_lifetime(c.config().flow.timeout))
             ),
         };
         for t in view.flow_tables() {

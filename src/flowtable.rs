@@ -13,11 +13,16 @@
 //! address and port a flow was sent to decide its VIP, and the data path
 //! checks that the entry's pod belongs to that VIP (an address that moved
 //! to another Service takes its flows along). Keys that do not fit (IPv6)
-//! store their 64-bit hash and VIP index, tagged, with the full 48-byte key
-//! in a parallel array (one cache line per slot, three times the buckets'
-//! memory, allocated only once there are IPv6 VIPs) that confirms the hit.
-//! Either way a hit is confirmed on the **whole key**, so two flows whose
-//! hashes collide never share a pod.
+//! store a 96-bit **signature** instead, tagged: a keyed hash of the whole
+//! key (VIP index included) under a per-process secret
+//! ([`randomize_hash_secret`]), independent of the bits that chose the
+//! bucket, so a signature match is the hit, decided in the bucket's line
+//! as for IPv4. Two live flows with one signature in one bucket happen
+//! with odds of about 3 in 2^96 per lookup (at 10^9 lookups a second, once
+//! in 10^12 years), and nobody can aim for it without the secret. The full
+//! 48-byte key is kept in a parallel array (one cache line per slot, three
+//! times the buckets' memory, allocated only once there are IPv6 VIPs) for
+//! what needs the flow back: expiry, resizes, reply state.
 //!
 //! **Batches.** DRAM latency is hidden by splitting a lookup in three steps
 //! that a caller runs over a whole batch at a time: [`FlowTable::prefetch_bucket`]
@@ -37,7 +42,8 @@
 //! to the pod it would have had anyway while the pods stay the same).
 
 use crate::mem::{prefetch, Zeroable, ZeroedArray};
-use crate::packet::{IpFamily, Parsed, V4Fast};
+use crate::packet::{IpFamily, Parsed, V4Fast, V6Fast};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Slots per bucket: three 20-byte entries fill one cache line.
 pub const ENTRIES_PER_BUCKET: usize = 3;
@@ -179,14 +185,35 @@ impl FlowKey {
         u32::from_ne_bytes(self.words[5].to_ne_bytes()[..4].try_into().unwrap())
     }
 
-    /// A 64-bit hash of the whole key, from 64x64->128-bit multiplies
-    /// folded as in wyhash. The low bits pick the bucket; for IPv6 the
-    /// whole hash is also the slot signature. An IPv4 key (three words that
-    /// carry anything) takes a cheaper one-multiply hash (`hash_v4`),
-    /// which the data path's fast lane calls directly from header fields:
-    /// both ways agree.
+    /// The 64-bit hash that places the key in a table (its low bits pick
+    /// the bucket). An IPv4 key (three words that carry anything) takes a
+    /// one-multiply hash (`hash_v4`), which the data path's fast lane calls
+    /// directly from header fields: both ways agree. An IPv6 key's is keyed
+    /// by the process's secret (see [`FlowKey::id_hash`]).
     #[inline(always)]
     pub fn hash(&self) -> u64 {
+        self.id_hash().1
+    }
+
+    /// The key's compact id (see [`FlowKey::compact`]) and [`hash`]
+    /// (FlowKey::hash), computed together: for IPv6 both come from one
+    /// 128-bit keyed sum of products.
+    #[inline(always)]
+    pub fn id_hash(&self) -> (u128, u64) {
+        let w = &self.words;
+        let (proto, family) = (w[4].to_ne_bytes()[4], w[4].to_ne_bytes()[5]);
+        if family == 4 {
+            let hash = hash_v4(u64::from(low4(w[0])) | (u64::from(low4(w[2])) << 32), w[4]);
+            return (pack_id(low4(w[0]), low4(w[2]), low4(w[4]), proto), hash);
+        }
+        signature_hash(w, proto)
+    }
+
+    /// A hash of the whole key that is the same on every node and in every
+    /// process (the IPv6 [`hash`](FlowKey::hash) is not): for what must
+    /// agree across nodes, as Maglev's choice of pod for ECMP peers.
+    #[inline(always)]
+    pub fn stable_hash(&self) -> u64 {
         let w = &self.words;
         if self.family() == 4 {
             return hash_v4(u64::from(low4(w[0])) | (u64::from(low4(w[2])) << 32), w[4]);
@@ -195,6 +222,39 @@ impl FlowKey {
             ^ mum(w[2] ^ 0x8ebc_6af0_9c88_c6e3, w[3] ^ 0x5899_65cc_7537_4cc3)
             ^ mum(w[4] ^ 0x1d8e_4e27_c47d_124f, w[5] ^ 0xa076_1d64_78bd_642f);
         mum(h, 0xe703_7ed1_a0b4_28db ^ 48)
+    }
+
+    /// The key of an IPv6 packet of the data path's fast lane to VIP `vip`,
+    /// straight from its header words: equal to [`FlowKey::new`] of the
+    /// packet's parse.
+    #[inline(always)]
+    pub fn from_v6_fast(f: &V6Fast, vip: u32) -> FlowKey {
+        // The tail word as `tail_word` lays it out, from whole words.
+        let tail = if cfg!(target_endian = "little") {
+            u64::from(f.ports) | (u64::from(f.protocol) << 32) | (6 << 40)
+        } else {
+            tail_word(f.ports.to_ne_bytes(), f.protocol, 6)
+        };
+        FlowKey { words: [f.src[0], f.src[1], f.dst[0], f.dst[1], tail, vip_word(vip)] }
+    }
+
+    /// The source address of the key (IPv4 in the first four bytes).
+    pub fn src(&self) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a[..8].copy_from_slice(&self.words[0].to_ne_bytes());
+        a[8..].copy_from_slice(&self.words[1].to_ne_bytes());
+        a
+    }
+
+    /// The source port.
+    pub fn src_port(&self) -> u16 {
+        let tail = self.words[4].to_ne_bytes();
+        u16::from_be_bytes([tail[0], tail[1]])
+    }
+
+    /// The transport protocol.
+    pub fn protocol(&self) -> u8 {
+        self.words[4].to_ne_bytes()[4]
     }
 
     /// The compact id and hash of an IPv4 flow straight from header words
@@ -208,6 +268,62 @@ impl FlowKey {
         let tail = u64::from(f.ports) | (u64::from(f.protocol) << 32) | (4 << 40);
         (id, hash_v4(f.addrs, tail))
     }
+}
+
+/// The secret that keys IPv6 hashes and signatures: fixed constants until
+/// [`randomize_hash_secret`] (so host tests are reproducible).
+static HASH_SECRET: [AtomicU64; 6] = [
+    AtomicU64::new(0xa076_1d64_78bd_642f),
+    AtomicU64::new(0xe703_7ed1_a0b4_28db),
+    AtomicU64::new(0x8ebc_6af0_9c88_c6e3),
+    AtomicU64::new(0x5899_65cc_7537_4cc3),
+    AtomicU64::new(0x1d8e_4e27_c47d_124f),
+    AtomicU64::new(0x2d35_8dcc_aa6c_78a5),
+];
+
+/// Draws a new secret for IPv6 hashes from the operating system's
+/// randomness (through std's hash-map keys). Call once, before any table,
+/// reply table or port pool holds an IPv6 key: keys hashed before it are
+/// not found after (the plugin's init does; later calls do nothing).
+pub fn randomize_hash_secret() {
+    use std::hash::BuildHasher;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let state = std::collections::hash_map::RandomState::new();
+        for (i, s) in HASH_SECRET.iter().enumerate() {
+            s.store(state.hash_one(i), Ordering::Relaxed);
+        }
+    });
+}
+
+#[inline(always)]
+fn mul128(a: u64, b: u64) -> u128 {
+    u128::from(a) * u128::from(b)
+}
+
+/// An IPv6 key's signature id and hash. The six words, each xored with a
+/// secret word, multiply in pairs to three exact 128-bit products (a
+/// product changes whenever one of its factors does), summed by xor; that
+/// sum is mixed three independent ways (wyhash's multiply-fold, different
+/// constants): the hash, whose low bits choose the bucket, 64 bits of
+/// signature and 32 more. So the 96 signature bits are not the ones the
+/// bucket already shares.
+#[inline(always)]
+fn signature_hash(w: &[u64; 6], proto: u8) -> (u128, u64) {
+    signature_hash_keyed(w, proto, |i| HASH_SECRET[i].load(Ordering::Relaxed))
+}
+
+/// [`signature_hash`] under the secret `s` gives word by word.
+#[inline(always)]
+fn signature_hash_keyed(w: &[u64; 6], proto: u8, s: impl Fn(usize) -> u64) -> (u128, u64) {
+    let x = mul128(w[0] ^ s(0), w[1] ^ s(1))
+        ^ mul128(w[2] ^ s(2), w[3] ^ s(3))
+        ^ mul128(w[4] ^ s(4), w[5] ^ s(5));
+    let (lo, hi) = (x as u64, (x >> 64) as u64);
+    let hash = mum(lo ^ 0xe703_7ed1_a0b4_28db, hi ^ 0x8ebc_6af0_9c88_c6e3);
+    let sig = mum(lo ^ 0x5899_65cc_7537_4cc3, hi ^ 0x1d8e_4e27_c47d_124f);
+    let more = mum(lo ^ 0xa076_1d64_78bd_642f, hi ^ 0x2d35_8dcc_aa6c_78a5) as u32;
+    (pack_id(sig as u32, (sig >> 32) as u32, more, proto | SIGNATURE_TAG), hash)
 }
 
 #[inline(always)]
@@ -235,38 +351,30 @@ fn hash_v4(addrs: u64, tail: u64) -> u64 {
     h ^ (h >> 32)
 }
 
-/// Set in a compact id's tag byte when the id holds a signature (hash and
-/// VIP index) rather than the whole key.
+/// Set in a compact id's tag byte when the id holds a signature rather
+/// than the whole key.
 const SIGNATURE_TAG: u8 = 0x80;
 
 impl FlowKey {
     /// The 13-byte identity a bucket slot stores and a lookup compares,
     /// packed in a `u128`: words `a`, `b`, `c` (bits 0..96) and a tag byte
-    /// (bits 96..104).
+    /// (bits 96..104). A live slot with the same id is the flow's entry.
     ///
     /// For an IPv4 flow it is the **whole 5-tuple**: source, destination,
-    /// both ports (as on the wire) and the protocol as the tag, so a lookup
-    /// is confirmed inside the bucket's own cache line. The VIP index is not
-    /// stored: the address and port the flow was sent to decide its VIP, and
-    /// the data path checks the entry's pod belongs to it. Anything else
-    /// (IPv6) stores the 64-bit hash and the VIP index, tagged; the full key
-    /// then lives in the parallel key array and confirms the hit.
+    /// both ports (as on the wire) and the protocol as the tag. The VIP
+    /// index is not stored: the address and port the flow was sent to
+    /// decide its VIP, and the data path checks the entry's pod belongs to
+    /// it. Anything else (IPv6) stores a 96-bit signature of the whole key
+    /// (VIP index included) and the protocol, tagged (see the module doc).
     #[inline(always)]
-    pub fn compact(&self, hash: u64) -> u128 {
-        let w = &self.words;
-        let tail = w[4].to_ne_bytes();
-        let (proto, family) = (tail[4], tail[5]);
-        if family == 4 {
-            pack_id(low4(w[0]), low4(w[2]), low4(w[4]), proto)
-        } else {
-            pack_id(hash as u32, (hash >> 32) as u32, low4(w[5]), proto | SIGNATURE_TAG)
-        }
+    pub fn compact(&self) -> u128 {
+        self.id_hash().0
     }
 
-    /// The transport protocol of a whole-key compact id.
+    /// The transport protocol of a compact id.
     #[inline(always)]
     pub fn id_protocol(id: u128) -> u8 {
-        unpack_id(id).3
+        unpack_id(id).3 & !SIGNATURE_TAG
     }
 
     /// The source address of a whole-key (IPv4) compact id.
@@ -293,6 +401,15 @@ fn pack_id(a: u32, b: u32, c: u32, tag: u8) -> u128 {
 #[inline(always)]
 fn unpack_id(id: u128) -> (u32, u32, u32, u8) {
     (id as u32, (id >> 32) as u32, (id >> 64) as u32, (id >> 96) as u8)
+}
+
+impl FlowKey {
+    /// Whether a compact id is the whole key (IPv4) rather than a
+    /// signature (see [`FlowKey::compact`]).
+    #[inline(always)]
+    pub fn id_is_whole_key(id: u128) -> bool {
+        is_whole_key(id)
+    }
 }
 
 #[inline(always)]
@@ -417,24 +534,26 @@ pub struct OutOfMemory {
 
 // SAFETY: plain integers; all-zero is the empty state.
 unsafe impl Zeroable for Bucket {}
-/// A key in a line of its own: a 48-byte key at a 48-byte stride would
-/// straddle two cache lines for half the slots, costing a second DRAM miss.
-/// Only flows whose compact id is a signature (IPv6) use it, so for IPv4
-/// its pages are never touched. The line's spare bytes hold the flow's
-/// [`SourceNote`].
+/// The IPv6 side of a bucket: its entries' full keys and their
+/// [`SourceNote`]s, three lines per bucket. The notes, which an
+/// established nat64 flow reads on its packets, share the first line, so
+/// one prefetch from the flow's hash (before the bucket says which slot is
+/// the flow's) covers it; the keys are only read when an entry ends or
+/// moves. Only flows whose compact id is a signature (IPv6) use it, so for
+/// IPv4 its pages are never touched.
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(C, align(64))]
-struct KeySlot {
-    key: FlowKey,
-    note: SourceNote,
+struct KeyBlock {
+    notes: [SourceNote; ENTRIES_PER_BUCKET],
+    keys: [FlowKey; ENTRIES_PER_BUCKET],
 }
 
 /// The source address and port a flow leaves from (nat64: its binding)
 /// and the tick they were last confirmed at, kept beside the flow's key:
-/// within that tick the flow's packets need not read the binding, which
-/// would be one more cache line (and at a million flows, one more DRAM
-/// miss) per packet. Tick 0: none. A new, moved-in or repointed entry
-/// starts without one.
+/// for a few ticks after (nat64: [`crate::nat64::note_trust`]) the flow's
+/// packets need not read the binding, which would be one more cache line
+/// (and at a million flows, one more DRAM miss) per packet. Tick 0: none.
+/// A new, moved-in or repointed entry starts without one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SourceNote {
     pub tick: u32,
@@ -445,12 +564,13 @@ pub struct SourceNote {
 }
 
 // SAFETY: as above.
-unsafe impl Zeroable for KeySlot {}
+unsafe impl Zeroable for KeyBlock {}
 
 #[derive(Debug)]
 pub struct FlowTable {
     buckets: ZeroedArray<Bucket>,
-    keys: ZeroedArray<KeySlot>,
+    /// By bucket (empty without IPv6 VIPs).
+    keys: ZeroedArray<KeyBlock>,
     mask: u32,
     timeout: u32,
     /// Idle timeout of embryonic entries (at most `timeout`).
@@ -489,23 +609,23 @@ impl FlowTable {
         })
     }
 
-    /// Gives the table its IPv6 key array (a line per slot, in huge pages
-    /// and faulted in now, like the buckets: an IPv6 hit reads its key
-    /// there, and small pages cost a TLB miss per packet, some 280 clocks
-    /// at 1M flows), if it has none. Until then IPv6 flows cannot be
+    /// Gives the table its IPv6 key array (three lines per bucket, in huge
+    /// pages and faulted in now, like the buckets: a nat64 hit reads its
+    /// note there, and small pages cost a TLB miss per packet, some 280
+    /// clocks at 1M flows), if it has none. Until then IPv6 flows cannot be
     /// inserted ([`BucketFull`]: forwarded untracked).
     pub fn add_keys(&mut self) -> Result<(), OutOfMemory> {
         if self.has_keys() {
             return Ok(());
         }
-        let n = self.buckets.len() * ENTRIES_PER_BUCKET;
-        self.keys = ZeroedArray::new(n).ok_or(OutOfMemory { bytes: n * 64 })?;
+        let n = self.buckets.len();
+        self.keys = ZeroedArray::new(n).ok_or(OutOfMemory { bytes: n * core::mem::size_of::<KeyBlock>() })?;
         Ok(())
     }
 
     /// The size of the IPv6 key array (0 without one).
     pub fn ipv6_key_bytes(&self) -> usize {
-        self.keys.len() * core::mem::size_of::<KeySlot>()
+        self.keys.len() * core::mem::size_of::<KeyBlock>()
     }
 
     /// Whether the table can hold IPv6 flows (see [`FlowTable::add_keys`]).
@@ -595,103 +715,49 @@ impl FlowTable {
     }
 
     /// Step 2: reads the bucket and returns a bitmask of live slots whose
-    /// compact id equals `id` (from [`FlowKey::compact`]). For a whole-key
-    /// id a candidate is already a hit; otherwise its key is prefetched.
+    /// compact id equals `id` (from [`FlowKey::id_hash`]): at most one, the
+    /// flow's entry.
     #[inline(always)]
     pub fn candidates(&self, hash: u64, id: u128, now: u32) -> u8 {
-        let mask = self.bucket_at(hash).matches(id, now);
-        if !is_whole_key(id) {
-            let bi = self.bucket_of(hash);
-            let mut m = mask;
-            while m != 0 {
-                let i = m.trailing_zeros() as usize;
-                m &= m - 1;
-                prefetch(&self.keys[bi * ENTRIES_PER_BUCKET + i]);
-            }
-        }
-        mask
+        self.bucket_at(hash).matches(id, now)
     }
 
-    /// Step 3: confirms a candidate (on the whole key, where the id is not
-    /// already the whole key) and refreshes its expiry. Returns the hit,
-    /// or `None` for a miss.
+    /// Step 3: the hit among `candidates` of the hash's first bucket, its
+    /// expiry refreshed; `None` for a miss there.
     #[inline(always)]
-    pub fn resolve(
-        &mut self,
-        key: &FlowKey,
-        hash: u64,
-        id: u128,
-        candidates: u8,
-        now: u32,
-        establishes: bool,
-    ) -> Option<Hit> {
-        if is_whole_key(id) {
-            return self.whole_key_hit(hash, candidates, now, establishes);
-        }
-        self.resolve_in(self.bucket_of(hash), key, candidates, now, establishes)
-    }
-
-    #[inline(always)]
-    fn resolve_in(
-        &mut self,
-        bi: usize,
-        key: &FlowKey,
-        candidates: u8,
-        now: u32,
-        establishes: bool,
-    ) -> Option<Hit> {
-        let bi = self.confirm(bi, key, candidates)?;
-        Some(self.refresh(bi / ENTRIES_PER_BUCKET, bi % ENTRIES_PER_BUCKET, now, establishes))
-    }
-
-    /// The slot among `candidates` of bucket `bi` that holds `key`.
-    #[inline(always)]
-    fn confirm(&self, bi: usize, key: &FlowKey, candidates: u8) -> Option<usize> {
-        let mut m = candidates & ((1 << ENTRIES_PER_BUCKET) - 1);
-        while m != 0 {
-            let i = m.trailing_zeros() as usize;
-            m &= m - 1;
-            let slot = bi * ENTRIES_PER_BUCKET + i;
-            if is_whole_key(self.buckets[bi].id(i)) || self.keys[slot].key.same(key) {
-                return Some(slot);
-            }
-        }
-        None
+    pub fn hit(&mut self, hash: u64, candidates: u8, now: u32, establishes: bool) -> Option<Hit> {
+        // Slots are bits 0..3 of a candidate mask.
+        let slots = candidates & ((1 << ENTRIES_PER_BUCKET) - 1);
+        (slots != 0)
+            .then(|| self.refresh(self.bucket_of(hash), slots.trailing_zeros() as usize, now, establishes))
     }
 
     /// Step 4, after a miss in the first bucket: the flow's second bucket
     /// (see `other_bucket_of`).
     #[cold]
-    pub fn resolve_other(
-        &mut self,
-        key: &FlowKey,
-        hash: u64,
-        id: u128,
-        now: u32,
-        establishes: bool,
-    ) -> Option<Hit> {
+    pub fn hit_other(&mut self, hash: u64, id: u128, now: u32, establishes: bool) -> Option<Hit> {
         let bi = self.other_bucket_of(hash);
-        let candidates = self.buckets[bi].matches(id, now);
-        self.resolve_in(bi, key, candidates, now, establishes)
+        let slots = self.buckets[bi].matches(id, now);
+        (slots != 0).then(|| self.refresh(bi, slots.trailing_zeros() as usize, now, establishes))
+    }
+
+    /// Starts loading the [`SourceNote`]s of the hash's first bucket (one
+    /// line): before the bucket says which slot is the flow's, so they are
+    /// there when the bucket is read.
+    #[inline(always)]
+    pub fn prefetch_notes(&self, hash: u64) {
+        if let Some(block) = self.keys.get(self.bucket_of(hash)) {
+            prefetch(&block.notes);
+        }
     }
 
     /// The live entry of `key`, in either of its buckets.
     fn find(&self, key: &FlowKey, now: u32) -> Option<usize> {
-        let h = key.hash();
-        let id = key.compact(h);
-        [self.bucket_of(h), self.other_bucket_of(h)]
-            .into_iter()
-            .find_map(|bi| self.confirm(bi, key, self.buckets[bi].matches(id, now)))
-    }
-
-    /// Step 3 for a whole-key id: its candidate (there is at most one live
-    /// slot with the same whole key) is the hit.
-    #[inline(always)]
-    pub fn whole_key_hit(&mut self, hash: u64, candidates: u8, now: u32, establishes: bool) -> Option<Hit> {
-        // Slots are bits 0..3 of a candidate mask.
-        let slots = candidates & ((1 << ENTRIES_PER_BUCKET) - 1);
-        (slots != 0)
-            .then(|| self.refresh(self.bucket_of(hash), slots.trailing_zeros() as usize, now, establishes))
+        let (id, h) = key.id_hash();
+        [self.bucket_of(h), self.other_bucket_of(h)].into_iter().find_map(|bi| {
+            let slots = self.buckets[bi].matches(id, now);
+            (slots != 0).then(|| bi * ENTRIES_PER_BUCKET + slots.trailing_zeros() as usize)
+        })
     }
 
     /// A hit: the entry lives on for the established timeout if this
@@ -725,7 +791,7 @@ impl FlowTable {
         if is_whole_key(id) {
             FlowKey::from_compact(id)
         } else {
-            self.keys[bi * ENTRIES_PER_BUCKET + i].key
+            self.keys[bi].keys[i]
         }
     }
 
@@ -772,14 +838,15 @@ impl FlowTable {
             }
         };
         let slot = bi * ENTRIES_PER_BUCKET + i;
-        let id = key.compact(hash);
+        let id = key.compact();
         let (a, b, c, tag) = unpack_id(id);
         let bk = &mut self.buckets[bi];
         (bk.a[i], bk.b[i], bk.c[i], bk.expiry[i]) = (a, b, c, expiry);
         bk.pod_tag[i] = u32::from(tag) << 24;
         bk.set_pod(i, pod);
         if !is_whole_key(id) {
-            self.keys[slot] = KeySlot { key: *key, note: SourceNote::default() };
+            let block = &mut self.keys[bi];
+            (block.keys[i], block.notes[i]) = (*key, SourceNote::default());
         }
         Ok((slot as SlotId, evicted))
     }
@@ -831,13 +898,13 @@ impl FlowTable {
             }
             if let Some(j) = self.free_slot(to, now) {
                 let evicted = self.dead_entry(to, j);
-                let (src, dst) = (first * ENTRIES_PER_BUCKET + i, to * ENTRIES_PER_BUCKET + j);
                 let b = self.buckets[first];
                 let t = &mut self.buckets[to];
                 (t.a[j], t.b[j], t.c[j], t.expiry[j], t.pod_tag[j]) =
                     (b.a[i], b.b[i], b.c[i], b.expiry[i], b.pod_tag[i]);
                 if !is_whole_key(b.id(i)) {
-                    self.keys[dst] = self.keys[src];
+                    let (key, note) = (self.keys[first].keys[i], self.keys[first].notes[i]);
+                    (self.keys[to].keys[j], self.keys[to].notes[j]) = (key, note);
                 }
                 self.buckets[first].expiry[i] = 0;
                 return Some((i, evicted));
@@ -856,8 +923,8 @@ impl FlowTable {
         b.expiry[i] = expiry;
         let old = b.pod(i);
         b.set_pod(i, pod);
-        if let Some(k) = self.keys.get_mut(slot as usize) {
-            k.note = SourceNote::default();
+        if let Some(block) = self.keys.get_mut(bi) {
+            block.notes[i] = SourceNote::default();
         }
         old
     }
@@ -867,7 +934,8 @@ impl FlowTable {
     /// key slot says nothing about it: ask only for IPv6 entries.
     #[inline(always)]
     pub fn source_note(&self, slot: SlotId) -> SourceNote {
-        self.keys.get(slot as usize).map_or_else(SourceNote::default, |k| k.note)
+        let (bi, i) = (slot as usize / ENTRIES_PER_BUCKET, slot as usize % ENTRIES_PER_BUCKET);
+        self.keys.get(bi).map_or_else(SourceNote::default, |block| block.notes[i])
     }
 
     /// Keeps `note` with the IPv6 entry in `slot` (nothing in a table
@@ -875,8 +943,9 @@ impl FlowTable {
     /// only).
     #[inline(always)]
     pub fn set_source_note(&mut self, slot: SlotId, note: SourceNote) {
-        if let Some(k) = self.keys.get_mut(slot as usize) {
-            k.note = note;
+        let (bi, i) = (slot as usize / ENTRIES_PER_BUCKET, slot as usize % ENTRIES_PER_BUCKET);
+        if let Some(block) = self.keys.get_mut(bi) {
+            block.notes[i] = note;
         }
     }
 
@@ -1103,6 +1172,11 @@ mod tests {
         assert_eq!(core::mem::size_of::<Bucket>(), 64);
         assert_eq!(core::mem::align_of::<Bucket>(), 64);
         assert_eq!(core::mem::size_of::<FlowKey>(), 48);
+        // A bucket's IPv6 side: three lines, its notes all in the first.
+        assert_eq!(core::mem::size_of::<KeyBlock>(), 3 * 64);
+        assert_eq!(core::mem::align_of::<KeyBlock>(), 64);
+        assert!(core::mem::size_of::<[SourceNote; ENTRIES_PER_BUCKET]>() <= 64);
+        assert_eq!(core::mem::offset_of!(KeyBlock, notes), 0);
     }
 
     #[test]
@@ -1124,32 +1198,68 @@ mod tests {
         assert_eq!((slot2, evicted), (slot, Some((7, FlowKey::new(0, &parsed(1, IpFamily::V4))))));
     }
 
-    /// Keys that collide on bucket and signature must not share an entry:
-    /// force it by giving two different keys the same hash. IPv4 ids hold
-    /// the whole key, so the bucket alone tells them apart; IPv6 ids hold
-    /// the hash, so the key array decides.
+    /// Keys that share a bucket must not share an entry: force it by
+    /// giving two different keys the same hash. IPv4 ids hold the whole
+    /// key; IPv6 ids a signature of it, independent of the hash, so either
+    /// way the bucket tells them apart.
     #[test]
-    fn full_key_decides_a_hit() {
-        for (family, shared_id) in [(IpFamily::V4, false), (IpFamily::V6, true)] {
+    fn id_decides_a_hit_in_a_shared_bucket() {
+        for family in [IpFamily::V4, IpFamily::V6] {
             let mut t = table(16, 10);
             let a = FlowKey::new(0, &parsed(1, family));
             let b = FlowKey::new(0, &parsed(2, family));
             let h = a.hash();
-            let (ia, ib) = (a.compact(h), b.compact(h));
-            assert_eq!(ia == ib, shared_id);
+            let (ia, ib) = (a.compact(), b.compact());
+            assert_ne!(ia, ib);
             t.insert(&a, h, 100, 1).unwrap();
             let c = t.candidates(h, ib, 1);
-            assert_eq!(c.count_ones(), u32::from(shared_id), "{family:?}");
-            assert_eq!(t.resolve(&b, h, ib, c, 1, true), None);
+            assert_eq!(c, 0, "{family:?}");
+            assert_eq!(t.hit(h, c, 1, true), None);
             t.insert(&b, h, 200, 1).unwrap();
             let (ca, cb) = (t.candidates(h, ia, 1), t.candidates(h, ib, 1));
-            assert_eq!(t.resolve(&a, h, ia, ca, 1, true).unwrap().pod, 100);
-            assert_eq!(t.resolve(&b, h, ib, cb, 1, true).unwrap().pod, 200);
+            assert_eq!(t.hit(h, ca, 1, true).unwrap().pod, 100);
+            assert_eq!(t.hit(h, cb, 1, true).unwrap().pod, 200);
             // Keys come back whole from either kind of id.
             let first = (h as u32 & 15) * ENTRIES_PER_BUCKET as u32;
             let slots: Vec<FlowKey> = (0..2).map(|i| t.key(first + i)).collect();
             assert_eq!(&slots[..2], &[a, b]);
         }
+    }
+
+    /// An IPv6 signature changes with every part of the key (each address
+    /// word, port, protocol, VIP index), and the IPv6 hash and signature
+    /// are keyed: another secret moves both.
+    #[test]
+    fn ipv6_signatures_cover_the_key_and_follow_the_secret() {
+        let base = parsed(1, IpFamily::V6);
+        let k = FlowKey::new(4, &base);
+        let mut variants = vec![FlowKey::new(5, &base)];
+        for at in [0, 7, 8, 15] {
+            let mut p = base;
+            p.src[at] ^= 1;
+            variants.push(FlowKey::new(4, &p));
+            let mut p = base;
+            p.dst[at] ^= 0x80;
+            variants.push(FlowKey::new(4, &p));
+        }
+        variants.push(FlowKey::new(4, &Parsed { src_port: base.src_port ^ 1, ..base }));
+        variants.push(FlowKey::new(4, &Parsed { dst_port: base.dst_port ^ 0x100, ..base }));
+        variants.push(FlowKey::new(4, &Parsed { protocol: proto::UDP, ..base }));
+        for v in &variants {
+            assert_ne!(v, &k);
+            let (id, vid) = (k.compact(), v.compact());
+            assert_ne!(id & ((1 << 96) - 1), vid & ((1 << 96) - 1), "{v:?}");
+        }
+        // (Not the global secret: other tests hash meanwhile.)
+        let other = |i: usize| HASH_SECRET[i].load(Ordering::Relaxed) ^ (0x1234_5678 << i);
+        let (id, hash) = signature_hash_keyed(&k.words, proto::TCP, other);
+        assert_ne!((id, hash), k.id_hash());
+        assert_ne!(id, k.id_hash().0);
+        assert_ne!(hash, k.id_hash().1);
+        assert_eq!(
+            signature_hash_keyed(&k.words, proto::TCP, |i| HASH_SECRET[i].load(Ordering::Relaxed)),
+            k.id_hash()
+        );
     }
 
     /// The whole-key id of every IPv4 key gives its 5-tuple back (the VIP
@@ -1161,14 +1271,14 @@ mod tests {
                 let mut p = parsed(i, IpFamily::V4);
                 p.protocol = if i % 2 == 0 { proto::UDP } else { proto::TCP };
                 let k = FlowKey::new(vip, &p);
-                let id = k.compact(k.hash());
+                let id = k.compact();
                 assert!(is_whole_key(id));
                 assert_eq!(FlowKey::id_protocol(id), p.protocol);
                 assert_eq!(FlowKey::from_compact(id), FlowKey::new(0, &p));
             }
         }
         let k = FlowKey::new(7, &parsed(1, IpFamily::V6));
-        assert!(!is_whole_key(k.compact(k.hash())));
+        assert!(!is_whole_key(k.compact()));
         let mut t = table(16, 10);
         let (slot, _) = t.insert(&k, k.hash(), 3, 1).unwrap();
         assert_eq!(t.lookup(&k, 2).map(|h| h.pod), Some(3));
@@ -1212,7 +1322,21 @@ mod tests {
             ports: word(ports),
             l4_len: 0,
         };
-        assert_eq!(FlowKey::v4_id_hash(&fast), (k.compact(h), h));
+        assert_eq!(FlowKey::v4_id_hash(&fast), (k.compact(), h));
+        // IPv6: the key from the header words is the parsed packet's.
+        let mut p6 = parsed(0x2001_0db8, IpFamily::V6);
+        p6.dst = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+        let w = |a: &[u8; 16], at: usize| u64::from_ne_bytes(a[at..at + 8].try_into().unwrap());
+        let fast6 = V6Fast {
+            protocol: p6.protocol,
+            src: [w(&p6.src, 0), w(&p6.src, 8)],
+            dst: [w(&p6.dst, 0), w(&p6.dst, 8)],
+            ports: word([(p6.src_port >> 8) as u8, p6.src_port as u8, 0, 80]),
+            l4_len: 0,
+        };
+        let k6 = FlowKey::from_v6_fast(&fast6, 9);
+        assert_eq!(k6, FlowKey::new(9, &p6));
+        assert_eq!((k6.src(), k6.src_port(), k6.protocol()), (p6.src, p6.src_port, p6.protocol));
     }
 
     #[test]
@@ -1251,15 +1375,15 @@ mod tests {
         assert_eq!(t.insert(&keys[N], keys[N].hash(), 9, 2), Err(BucketFull));
         // Everything inserted is still found.
         for (i, k) in keys[..N].iter().enumerate() {
-            let (h, id) = (k.hash(), k.compact(k.hash()));
+            let (id, h) = k.id_hash();
             let c = t.candidates(h, id, 2);
-            assert_eq!(t.resolve(k, h, id, c, 2, true).unwrap().pod, i as u32);
+            assert_eq!(t.hit(h, c, 2, true).unwrap().pod, i as u32);
         }
         assert!(t.insert(&keys[N], keys[N].hash(), 9, 20).is_ok());
     }
 
     /// A flow whose first bucket is full goes to its second one (found
-    /// there by `resolve_other`, not by the first-bucket lookup); when
+    /// there by `hit_other`, not by the first-bucket lookup); when
     /// both are full, an entry of the first moves to its own second
     /// bucket to make room.
     #[test]
@@ -1275,10 +1399,10 @@ mod tests {
             t.insert(k, k.hash(), i as u32, 1).unwrap();
         }
         for (i, k) in same.iter().enumerate() {
-            let (h, id) = (k.hash(), k.compact(k.hash()));
+            let (id, h) = k.id_hash();
             let c = t.candidates(h, id, 2);
-            let in_first = t.resolve(k, h, id, c, 2, true);
-            let hit = in_first.or_else(|| t.resolve_other(k, h, id, 2, true));
+            let in_first = t.hit(h, c, 2, true);
+            let hit = in_first.or_else(|| t.hit_other(h, id, 2, true));
             assert_eq!(hit.map(|h| h.pod), Some(i as u32), "flow {i} lost");
             assert_eq!(t.lookup(k, 2).map(|h| h.pod), Some(i as u32));
         }

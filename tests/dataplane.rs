@@ -654,13 +654,50 @@ fn nat64_port_exhaustion_refuses_new_flows_only() {
         let (_, out) = run(&mut w, flow(1000 + n), Capture::Prefix(0), 3);
         assert_eq!(parse(&out).unwrap().src_port, ports[&n], "an established flow keeps its port");
     }
-    // Idle past the timeout (40 s), the ports are free for new flows.
-    let (v, _) = run(&mut w, flow(2000), Capture::Prefix(0), 3 + 40);
+    // Idle past the timeout (40 s) and the note's trust (10 s more), the
+    // ports are free for new flows; not before.
+    let (v, _) = run(&mut w, flow(2000), Capture::Prefix(0), 3 + 49);
+    assert_eq!(v, Verdict::Drop(DropReason::Nat(NatError::PortsExhausted)));
+    let (v, _) = run(&mut w, flow(2000), Capture::Prefix(0), 3 + 50);
     assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
 }
 
-/// An established nat64 flow reads its binding once per tick (the note
-/// beside its key covers the rest of the tick), yet the binding lives as
+/// A nat64 flow that trusts its note confirms its binding only every 11
+/// ticks (at a 40 s timeout), yet the binding outlives the flow: a flow
+/// with packets at ticks 1..=15 (confirmed at 1 and 12) holds its port
+/// until its entry expires at 55 — at 54 the pool's 63 other ports go to
+/// new flows, the 64th new flow is refused and the flow's replies still
+/// map back. (When ports return: `nat64_port_exhaustion_refuses_new_flows_only`.)
+#[test]
+fn nat64_binding_outlives_its_flow_between_confirmations() {
+    let c = xlat_setup(NatType::Nat64, "2001:db8:64::10/128", &["198.51.100.5"], 1);
+    let mut w = c.worker(0).unwrap();
+    let vip6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0x64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+    let client = [0x20, 1, 0xd, 0xb8, 0, 0xc, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+    let flow = |n: u16| emit(&Spec::new(IpFamily::V6, proto::UDP, &client, &vip6, (n, 80)).payload(b"x"));
+    let (_, first) = run(&mut w, flow(999), Capture::Prefix(0), 1);
+    let port = parse(&first).unwrap().src_port;
+    for now in 1..=15 {
+        let (v, out) = run(&mut w, flow(999), Capture::Prefix(0), now);
+        assert!(matches!(v, Verdict::Forward { outcome: FlowOutcome::Hit, .. }), "tick {now}: {v:?}");
+        assert_eq!(parse(&out).unwrap().src_port, port, "tick {now}");
+    }
+    for n in 0..63 {
+        let (v, out) = run(&mut w, flow(2000 + n), Capture::Prefix(0), 54);
+        assert!(matches!(v, Verdict::Forward { .. }), "flow {n}: {v:?}");
+        assert_ne!(parse(&out).unwrap().src_port, port, "flow {n} took the live flow's port");
+    }
+    let (v, _) = run(&mut w, flow(3000), Capture::Prefix(0), 54);
+    assert_eq!(v, Verdict::Drop(DropReason::Nat(NatError::PortsExhausted)));
+    let mut b = VecBatch::default();
+    b.push(reply_to(&first), Capture::Prefix(0));
+    let mut rv = [ReplyVerdict::NotKp; 1];
+    w.process_replies(&mut b, 54, &mut rv);
+    assert!(matches!(rv[0], ReplyVerdict::TranslatedTo { v6: true, .. }), "replies at 54: {rv:?}");
+}
+
+/// An established nat64 flow reads its binding once in a while (the note
+/// beside its key covers up to 10 ticks at a 40 s timeout), yet the binding lives as
 /// long as the flow has packets: replies still map back and no new flow
 /// takes its port, long after the binding's first stamp would have
 /// expired. A new pool (after the VIP was removed and added back) gives

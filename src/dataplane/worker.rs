@@ -7,7 +7,7 @@ use crate::config::FlowConf;
 use crate::flowtable::{FlowKey, FlowTable, Hit, OutOfMemory, SourceNote};
 use crate::fragment::{FragKey, FragTarget, Fragments, Released};
 use crate::nat::{self, Endpoint, L4Checksum, NatError};
-use crate::nat64::Binding;
+use crate::nat64::{binding_lifetime, note_trust, Binding};
 use crate::packet::{self, l4, IpFamily, Parsed};
 use crate::refcount::RefCounts;
 use crate::reverse::Original;
@@ -76,8 +76,9 @@ enum Lane {
     FastV4,
     /// Fully parsed into `Scratch::parsed`, key in `Scratch::keys`.
     General,
-    /// IPv6 with TCP/UDP right after the fixed header: as `General`, and
-    /// an established flow's rewrite in pass 3 takes fixed offsets.
+    /// IPv6 with TCP/UDP right after the fixed header: key from the
+    /// header words, `Scratch::parsed` not filled; an established flow is
+    /// finished in pass 2 (nat66) or pass 3 (nat64), on fixed offsets.
     FastV6,
     /// Translated in pass 2.
     Done,
@@ -233,9 +234,11 @@ impl Worker {
     pub fn batch_original_dst(&self, i: usize) -> Option<(u8, [u8; 16], u16)> {
         self.batch_vip(i)?;
         let k = match self.scratch.lane[i] {
-            // Fast-lane keys were never built; the id is the 5-tuple.
-            Lane::FastV4 | Lane::Done => FlowKey::from_compact(self.scratch.ids[i]),
-            Lane::General | Lane::FastV6 => self.scratch.keys[i],
+            // IPv4 fast-lane keys were never built; the id is the 5-tuple.
+            Lane::FastV4 | Lane::Done if FlowKey::id_is_whole_key(self.scratch.ids[i]) => {
+                FlowKey::from_compact(self.scratch.ids[i])
+            }
+            Lane::General | Lane::FastV6 | Lane::FastV4 | Lane::Done => self.scratch.keys[i],
             Lane::Fragment => FlowKey::new(0, &self.scratch.parsed[i]),
             // (An ICMP error's destination is its outer one.)
             Lane::Icmp => return None,
@@ -401,7 +404,8 @@ impl Worker {
             }
             if let Some(pool) = dp.nat64.as_deref().filter(|_| p.family == IpFamily::V4) {
                 if let Some(source) = pool.source_index(p.dst[..4].try_into().unwrap()) {
-                    verdicts[i] = reply_nat64(batch, i, p, pool, source, now, dp.flow.timeout);
+                    verdicts[i] =
+                        reply_nat64(batch, i, p, pool, source, now, binding_lifetime(dp.flow.timeout));
                     continue;
                 }
             }
@@ -480,35 +484,49 @@ impl<B: Batch> Pipeline<'_, B> {
                 (v, id, hash)
             }
             None => {
-                // IPv6 without extension headers on fixed offsets; else
-                // the general parser (perhaps a chain).
-                let p = &mut scratch.parsed[i];
-                let fast = packet::parse_v6_fast_into(batch.packet(i), p);
-                if !fast {
-                    let len = batch.chain_len(i).unwrap_or(0);
-                    if let Err(e) = packet::parse_chain_into(batch.packet(i), len, p) {
-                        self.n_deferred +=
-                            defer(e, i, &mut scratch.lane[i], &mut scratch.deferred[self.n_deferred]);
-                        return self.dropped(i, DropReason::Packet(e));
+                // IPv6 without extension headers on fixed offsets, its key
+                // from the header words; else the general parser (perhaps
+                // a chain).
+                let key = match packet::parse_v6_fast(batch.packet(i)) {
+                    Some(f) => {
+                        let v = self.classify(capture, IpFamily::V6, f.protocol, f.dst_port());
+                        if v == NO_VIP {
+                            return self.dropped(i, DropReason::NoVip);
+                        }
+                        self.scratch.lane[i] = Lane::FastV6;
+                        FlowKey::from_v6_fast(&f, v)
                     }
-                }
-                let (family, protocol, dst_port) = (p.family, p.protocol, p.dst_port);
-                let v = self.classify(capture, family, protocol, dst_port);
-                if v == NO_VIP {
-                    return self.dropped(i, DropReason::NoVip);
-                }
-                let scratch = &mut *self.scratch;
-                scratch.lane[i] = if fast { Lane::FastV6 } else { Lane::General };
-                let key = FlowKey::new(v, &scratch.parsed[i]);
-                scratch.keys[i] = key;
-                let hash = key.hash();
-                if family == IpFamily::V6 {
-                    // A nat64 flow's binding is read in pass 3: start now.
-                    if let Some(pool) = dp.nat64.as_deref().filter(|_| dp.is_nat64(v)) {
+                    None => {
+                        let p = &mut scratch.parsed[i];
+                        let len = batch.chain_len(i).unwrap_or(0);
+                        if let Err(e) = packet::parse_chain_into(batch.packet(i), len, p) {
+                            self.n_deferred +=
+                                defer(e, i, &mut scratch.lane[i], &mut scratch.deferred[self.n_deferred]);
+                            return self.dropped(i, DropReason::Packet(e));
+                        }
+                        let (family, protocol, dst_port) = (p.family, p.protocol, p.dst_port);
+                        let v = self.classify(capture, family, protocol, dst_port);
+                        if v == NO_VIP {
+                            return self.dropped(i, DropReason::NoVip);
+                        }
+                        self.scratch.lane[i] = Lane::General;
+                        FlowKey::new(v, &self.scratch.parsed[i])
+                    }
+                };
+                let v = key.vip();
+                self.scratch.keys[i] = key;
+                let (id, hash) = key.id_hash();
+                if key.family() == 6 && dp.is_nat64(v) {
+                    if self.scratch.lane[i] == Lane::FastV6 {
+                        // An established flow's source note is read in
+                        // pass 2, in one of its first bucket's key lines.
+                        self.flows.prefetch_notes(hash);
+                    } else if let Some(pool) = dp.nat64.as_deref() {
+                        // The general path reads the binding.
                         pool.prefetch(self.thread, hash);
                     }
                 }
-                (v, key.compact(hash), hash)
+                (v, id, hash)
             }
         };
         let scratch = &mut *self.scratch;
@@ -539,11 +557,10 @@ impl<B: Batch> Pipeline<'_, B> {
         None
     }
 
-    /// Pass 2 for packet `i`: read its bucket (for IPv6 this also
-    /// prefetches the candidates' keys for pass 3). A fast-lane hit on a
-    /// pod that still serves the VIP is finished here (its id is the whole
-    /// key, so the candidate is the flow): nat44, and nat46 but for what
-    /// its fast translation leaves. Anything else is left for pass 3.
+    /// Pass 2 for packet `i`: read its bucket. A fast-lane hit (the
+    /// candidate is the flow) on a pod that still serves the VIP is
+    /// finished here: nat44, nat66, and nat46 and nat64 but for what their
+    /// fast translations leave. Anything else is left for pass 3.
     #[inline(always)]
     fn finish_fast(&mut self, i: usize) {
         let v = self.scratch.vip[i];
@@ -552,12 +569,20 @@ impl<B: Batch> Pipeline<'_, B> {
         }
         let (hash, id) = (self.scratch.hashes[i], self.scratch.ids[i]);
         let cands = self.flows.candidates(hash, id, self.now);
-        if self.scratch.lane[i] == Lane::FastV4 && cands != 0 {
+        let lane = self.scratch.lane[i];
+        if cands != 0 && matches!(lane, Lane::FastV4 | Lane::FastV6) {
             let protocol = FlowKey::id_protocol(id);
-            // (The fast lane's IPv4 header has no options.)
-            let establishes = l4::establishes(self.batch.packet(i), protocol, packet::ipv4::MIN_HEADER_LEN);
-            let hit = self.flows.whole_key_hit(hash, cands, self.now, establishes);
-            if let Some(verdict) = hit.and_then(|h| self.finish_hit_v4(i, v, h.pod, protocol)) {
+            // (The fast lanes' IP headers have no options or extensions.)
+            let l4_offset =
+                if lane == Lane::FastV4 { packet::ipv4::MIN_HEADER_LEN } else { packet::ipv6::HEADER_LEN };
+            let establishes = l4::establishes(self.batch.packet(i), protocol, l4_offset);
+            let hit = self.flows.hit(hash, cands, self.now, establishes);
+            let verdict = match (hit, lane) {
+                (Some(h), Lane::FastV4) => self.finish_hit_v4(i, v, h.pod, protocol),
+                (Some(h), _) => self.finish_hit_v6(i, v, h, protocol),
+                (None, _) => None,
+            };
+            if let Some(verdict) = verdict {
                 self.verdicts[i] = verdict;
                 self.scratch.lane[i] = Lane::Done;
                 return;
@@ -597,6 +622,47 @@ impl<B: Batch> Pipeline<'_, B> {
         self.batch.translated(i, pod, IpFamily::V6);
         Some(Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit })
     }
+
+    /// A fast-lane hit of IPv6 packet `i` (to VIP `v`) on a pod that still
+    /// serves the VIP: nat66's DNAT, or nat64's translation on fixed
+    /// offsets from the source the entry's note (or else its binding)
+    /// gives. `None` leaves the packet to pass 3 (a stale entry, or what
+    /// the fixed-offset rewrite leaves to the general one).
+    #[inline(always)]
+    fn finish_hit_v6(&mut self, i: usize, v: u32, Hit { slot, pod }: Hit, protocol: u8) -> Option<Verdict> {
+        let (dp, now) = (self.dp, self.now);
+        let to = *dp.pod_of_vip(pod, v)?;
+        let l4 = self.batch.l4_checksum(i);
+        if to.family == IpFamily::V6 {
+            nat::dnat_v6(self.batch.packet(i), protocol, &to.addr, to.port, l4).ok()?;
+            self.batch.translated(i, pod, IpFamily::V6);
+            return Some(Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit });
+        }
+        // The binding was confirmed (and stamped live) lately: the note
+        // beside the key (its line loaded since pass 1) says where the flow
+        // leaves from. Otherwise `bind` confirms it. A binding outlives its
+        // flow's last confirmation by as long as the note is trusted, so it
+        // lives as long as the flow (see `binding_lifetime`).
+        let tick = now.max(1);
+        let pool = dp.nat64.as_deref().map_or(0, |p| p.generation());
+        let note = self.flows.source_note(slot);
+        let fresh = note.tick != 0 && tick.wrapping_sub(note.tick) <= note_trust(dp.flow.timeout);
+        let (addr, port) = if fresh && note.pool == pool {
+            (note.addr, note.port)
+        } else {
+            let key = &self.scratch.keys[i];
+            let hash = self.scratch.hashes[i];
+            let (addr, port) = nat64_source(dp, self.thread, now, key, v, &to, hash).ok()?;
+            self.flows.set_source_note(slot, SourceNote { tick, addr, port, pool });
+            (addr, port)
+        };
+        let eps = nat64_endpoints(addr, port, &to);
+        if !xlat::v6_to_v4_fast(&mut BatchFrame(self.batch, i), protocol, &eps, l4) {
+            return None;
+        }
+        self.batch.translated(i, pod, IpFamily::V4);
+        Some(Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit })
+    }
 }
 
 /// Pass 3: everything passes 1 and 2 left goes the general way: confirm,
@@ -629,21 +695,22 @@ fn finish_general<B: Batch>(
         if v == NO_VIP || scratch.lane[i] == Lane::Done {
             continue;
         }
-        if scratch.lane[i] == Lane::FastV4 {
-            // The fast lane skipped the full parse; do it now (it succeeds:
-            // `parse_v4_fast` only takes what it accepts).
-            if let Err(e) = packet::parse_into(batch.packet(i), &mut scratch.parsed[i]) {
-                verdicts[i] = Verdict::Drop(DropReason::Packet(e));
-                continue;
-            }
-            scratch.keys[i] = FlowKey::new(v, &scratch.parsed[i]);
-        }
         let at = (scratch.hashes[i], scratch.ids[i]);
-        if scratch.lane[i] == Lane::FastV6 {
-            if let Some(verdict) = ctx.hit_v6(batch, i, &scratch.parsed[i], v, &scratch.keys[i], at) {
-                verdicts[i] = verdict;
+        match scratch.lane[i] {
+            // The fast lanes skipped the full parse; do it now (it succeeds:
+            // they only take what `parse` accepts).
+            Lane::FastV4 => {
+                if let Err(e) = packet::parse_into(batch.packet(i), &mut scratch.parsed[i]) {
+                    verdicts[i] = Verdict::Drop(DropReason::Packet(e));
+                    continue;
+                }
+                scratch.keys[i] = FlowKey::new(v, &scratch.parsed[i]);
+            }
+            Lane::FastV6 if !packet::parse_v6_fast_into(batch.packet(i), &mut scratch.parsed[i]) => {
+                verdicts[i] = Verdict::Drop(DropReason::Packet(packet::Error::Truncated));
                 continue;
             }
+            _ => {}
         }
         verdicts[i] = ctx.general(batch, i, &scratch.parsed[i], v, &scratch.keys[i], at);
     }
@@ -668,6 +735,33 @@ fn finish_deferred<B: Batch>(
             ctx.icmp_error(batch, i, &mut scratch.vip[i]).unwrap_or(verdicts[i])
         };
     }
+}
+
+/// A nat64 flow's source address and port on `thread`: its binding (made
+/// if it has none).
+#[inline(always)]
+fn nat64_source(
+    dp: &Dataplane,
+    thread: usize,
+    now: u32,
+    key: &FlowKey,
+    v: u32,
+    to: &Endpoint,
+    hash: u64,
+) -> Result<([u8; 4], u16), NatError> {
+    let pool = dp.nat64.as_deref().ok_or(NatError::PortsExhausted)?;
+    let (service, service_port) = key.original_dst();
+    let b = Binding {
+        client: key.src(),
+        client_port: key.src_port(),
+        service,
+        service_port,
+        vip: v,
+        pod: to.addr[..4].try_into().unwrap(),
+        pod_port: to.port,
+        protocol: key.protocol(),
+    };
+    pool.bind(thread, &b, hash, now, binding_lifetime(dp.flow.timeout))
 }
 
 /// The family of VIP `v`'s own addresses.
@@ -757,18 +851,14 @@ impl FlowCtx<'_> {
         (hash, id): (u64, u128),
     ) -> Verdict {
         let (dp, now) = (self.dp, self.now);
-        let cands = self.flows.candidates(hash, id, now);
         let establishes = l4::establishes(batch.packet(i), parsed.protocol, usize::from(parsed.l4_offset));
-        let mut hit = self.flows.resolve(key, hash, id, cands, now, establishes);
-        if hit.is_none() {
-            hit = self.flows.resolve_other(key, hash, id, now, establishes);
-        }
+        let lookup = |flows: &mut FlowTable| {
+            let cands = flows.candidates(hash, id, now);
+            flows.hit(hash, cands, now, establishes).or_else(|| flows.hit_other(hash, id, now, establishes))
+        };
+        let mut hit = lookup(self.flows);
         if hit.is_none() && self.resize.draining.is_some() && self.move_from_old_table(key) {
-            let cands = self.flows.candidates(hash, id, now);
-            hit = self.flows.resolve(key, hash, id, cands, now, establishes);
-            if hit.is_none() {
-                hit = self.flows.resolve_other(key, hash, id, now, establishes);
-            }
+            hit = lookup(self.flows);
         }
         let (pod, outcome) = match hit {
             // IPv4 entries keep no VIP index: a pod of another VIP (the
@@ -814,7 +904,7 @@ impl FlowCtx<'_> {
         let done = if to.family == parsed.family {
             nat::rewrite_dst(batch.packet(i), parsed, &to, l4)
         } else {
-            self.translate(batch, i, parsed, v, &to, hash, l4)
+            self.translate(batch, i, parsed, key, &to, hash, l4)
         };
         match done {
             Ok(()) => {
@@ -825,83 +915,17 @@ impl FlowCtx<'_> {
         }
     }
 
-    /// An established IPv6 flow on the fast lane (`p` without extension
-    /// headers): the hit confirmed on the whole key, then nat66's DNAT or
-    /// nat64's translation on fixed offsets. `None` leaves the packet to
-    /// [`FlowCtx::general`] (a miss, a pod that no longer serves the VIP,
-    /// or what the fixed-offset translation leaves to the general one).
-    #[inline(always)]
-    fn hit_v6<B: Batch>(
-        &mut self,
-        batch: &mut B,
-        i: usize,
-        p: &Parsed,
-        v: u32,
-        key: &FlowKey,
-        (hash, id): (u64, u128),
-    ) -> Option<Verdict> {
-        let (dp, now) = (self.dp, self.now);
-        let cands = self.flows.candidates(hash, id, now);
-        let establishes = l4::establishes(batch.packet(i), p.protocol, packet::ipv6::HEADER_LEN);
-        // (A flow in its second bucket is a hit too, which the general
-        // path would confirm all over: a few in a thousand at 64K flows in
-        // 2^17 buckets, more as the table fills.)
-        let hit = match self.flows.resolve(key, hash, id, cands, now, establishes) {
-            Some(h) => h,
-            None => self.flows.resolve_other(key, hash, id, now, establishes)?,
-        };
-        let pod = hit.pod;
-        let to = *dp.pod_of_vip(pod, v)?;
-        let l4 = batch.l4_checksum(i);
-        match to.family {
-            IpFamily::V6 => {
-                if nat::dnat_v6(batch.packet(i), p.protocol, &to.addr, to.port, l4).is_err() {
-                    return None;
-                }
-            }
-            IpFamily::V4 => {
-                // The binding was confirmed (and stamped live) this tick:
-                // the note beside the key says where the flow leaves from.
-                // Otherwise `bind` confirms it, as for every packet of the
-                // tick before, so a binding lives as long as its flow has
-                // packets, as though each of them had stamped it.
-                let tick = now.max(1);
-                let pool = dp.nat64.as_deref().map_or(0, |p| p.generation());
-                let note = self.flows.source_note(hit.slot);
-                let (addr, port) = if note.tick == tick && note.pool == pool {
-                    (note.addr, note.port)
-                } else {
-                    let (addr, port) = self.nat64_source(p, v, &to, hash).ok()?;
-                    self.flows.set_source_note(hit.slot, SourceNote { tick, addr, port, pool });
-                    (addr, port)
-                };
-                let eps = nat64_endpoints(addr, port, &to);
-                if !xlat::v6_to_v4_fast(&mut BatchFrame(batch, i), p.protocol, &eps, l4) {
-                    return None;
-                }
-            }
-        }
-        batch.translated(i, pod, to.family);
-        Some(Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit })
-    }
-
     /// A nat64 flow's source address and port: its binding (made if it
     /// has none).
     #[inline(always)]
-    fn nat64_source(&self, p: &Parsed, v: u32, to: &Endpoint, hash: u64) -> Result<([u8; 4], u16), NatError> {
-        let dp = self.dp;
-        let pool = dp.nat64.as_deref().ok_or(NatError::PortsExhausted)?;
-        let b = Binding {
-            client: p.src,
-            client_port: p.src_port,
-            service: p.dst,
-            service_port: p.dst_port,
-            vip: v,
-            pod: to.addr[..4].try_into().unwrap(),
-            pod_port: to.port,
-            protocol: p.protocol,
-        };
-        pool.bind(self.thread, &b, hash, self.now, dp.flow.timeout)
+    fn nat64_source(
+        &self,
+        key: &FlowKey,
+        v: u32,
+        to: &Endpoint,
+        hash: u64,
+    ) -> Result<([u8; 4], u16), NatError> {
+        nat64_source(self.dp, self.thread, self.now, key, v, to, hash)
     }
 
     /// nat46 and nat64: the packet becomes one of the pod's family, from
@@ -914,7 +938,7 @@ impl FlowCtx<'_> {
         batch: &mut B,
         i: usize,
         p: &Parsed,
-        v: u32,
+        key: &FlowKey,
         to: &Endpoint,
         hash: u64,
         l4: L4Checksum,
@@ -933,7 +957,7 @@ impl FlowCtx<'_> {
                 }
             }
             IpFamily::V6 => {
-                let (addr, port) = self.nat64_source(p, v, to, hash)?;
+                let (addr, port) = self.nat64_source(key, key.vip(), to, hash)?;
                 let eps = nat64_endpoints(addr, port, to);
                 match fragment {
                     Some(f) => xlat::fragment_to_other_family(&mut frame, &f, &eps, l4)?,
@@ -1010,8 +1034,8 @@ impl FlowCtx<'_> {
         };
         *vip_of = v;
         let flow = FlowKey::new(v, parsed);
-        let hash = flow.hash();
-        self.general(batch, i, parsed, v, &flow, (hash, flow.compact(hash)))
+        let (id, hash) = flow.id_hash();
+        self.general(batch, i, parsed, v, &flow, (hash, id))
     }
 
     /// An ICMP error to a VIP (or a NodePort address) about a packet the
@@ -1030,10 +1054,7 @@ impl FlowCtx<'_> {
         // The flow's own direction: client -> VIP.
         let forward = e.quoted_reversed();
         let key = FlowKey::new(v, &forward);
-        let hash = key.hash();
-        let id = key.compact(hash);
-        let cands = self.flows.candidates(hash, id, self.now);
-        let known = self.flows.resolve(&key, hash, id, cands, self.now, true).map(|h| h.pod);
+        let known = self.flows.lookup(&key, self.now).map(|h| h.pod);
         let vip = dp.vips[v as usize].as_ref()?;
         let candidate = known.or_else(|| vip.table.lookup(tuple_hash(&forward)))?;
         let to = *dp.pod_of_vip(candidate, v)?;
@@ -1103,7 +1124,9 @@ impl FlowCtx<'_> {
                 pod_port: to.port,
                 protocol: e.protocol,
             };
-            let Some((addr, port)) = pool.find_flow(&b, key.hash(), self.now, dp.flow.timeout) else {
+            let Some((addr, port)) =
+                pool.find_flow(&b, key.hash(), self.now, binding_lifetime(dp.flow.timeout))
+            else {
                 return unsupported;
             };
             let mut source = [0u8; 16];
@@ -1323,7 +1346,7 @@ fn first_reply_fragment<B: Batch>(
     // To a nat64 source address: the client's IPv6 datagram.
     if let Some(pool) = dp.nat64.as_deref().filter(|_| p.family == IpFamily::V4) {
         if let Some(source) = pool.source_index(p.dst[..4].try_into().unwrap()) {
-            let Some(b) = pool.lookup_reply(source, p, now, dp.flow.timeout) else {
+            let Some(b) = pool.lookup_reply(source, p, now, binding_lifetime(dp.flow.timeout)) else {
                 return (ReplyVerdict::NotKp, None);
             };
             let to = Endpoints {
@@ -1386,7 +1409,7 @@ fn reply_icmp_error<B: Batch>(batch: &mut B, i: usize, dp: &Dataplane, now: u32)
         if let Some(source) = pool.source_index(e.dst[..4].try_into().unwrap()) {
             // About a nat64 flow's request (source:port -> pod): to the
             // client, about what it sent (client -> VIP).
-            let Some(b) = pool.lookup_reply(source, &reply, now, dp.flow.timeout) else {
+            let Some(b) = pool.lookup_reply(source, &reply, now, binding_lifetime(dp.flow.timeout)) else {
                 return ReplyVerdict::NotKp;
             };
             let inner = Endpoints {
@@ -1545,5 +1568,5 @@ fn class_key(capture: Capture, family: IpFamily, protocol: u8, dst_port: u16) ->
 /// Hash of the 5-tuple alone (no node-local index), for Maglev.
 #[inline]
 fn tuple_hash(p: &Parsed) -> u32 {
-    (FlowKey::new(0, p).hash() >> 32) as u32
+    (FlowKey::new(0, p).stable_hash() >> 32) as u32
 }

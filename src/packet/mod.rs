@@ -296,23 +296,44 @@ pub fn parse_v4_fast(packet: &[u8]) -> Option<V4Fast> {
     })
 }
 
+/// What the data path's IPv6 fast lane needs of a packet, as
+/// [`V4Fast`] for IPv4: the addresses and ports as words read straight
+/// from the wire (native byte order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct V6Fast {
+    pub protocol: u8,
+    /// Source address, bytes 0..8 and 8..16.
+    pub src: [u64; 2],
+    pub dst: [u64; 2],
+    /// The transport header's first four bytes: source and destination port.
+    pub ports: u32,
+    /// Bytes from the transport header to the end of the IP payload.
+    pub l4_len: u16,
+}
+
+impl V6Fast {
+    pub fn dst_port(&self) -> u16 {
+        let p = self.ports.to_ne_bytes();
+        u16::from_be_bytes([p[2], p[3]])
+    }
+}
+
 /// The common case of IPv6 in [`parse`], on fixed offsets: TCP or UDP
 /// right after the fixed header, the packet's bytes all in `packet`, a
-/// transport header [`parse`] accepts. `false` means "not this case" (and
-/// `out` is unspecified); whenever this fills `out`, [`parse`] succeeds
-/// with the same fields (a property test holds them equal).
+/// transport header [`parse`] accepts. `None` means "not this case";
+/// whenever this returns a value, [`parse`] succeeds with the same fields
+/// and `l4_offset` 40 (a property test holds them equal).
 #[inline(always)]
-pub fn parse_v6_fast_into(packet: &[u8], out: &mut Parsed) -> bool {
+pub fn parse_v6_fast(packet: &[u8]) -> Option<V6Fast> {
     use ipv6::HEADER_LEN as IP_LEN;
     use l4::{tcp_field as tcp, udp_field as udp};
     // The fixed header and a UDP header (TCP's first 8 bytes): one array.
     const FRONT: usize = IP_LEN + l4::UDP_HEADER_LEN;
-    let Some(h) = packet.get(..FRONT) else { return false };
-    let h: &[u8; FRONT] = h.try_into().unwrap();
+    let h: &[u8; FRONT] = packet.get(..FRONT)?.try_into().unwrap();
     let l4_len = usize::from(be16(h, 4));
     let protocol = h[6];
     if h[0] >> 4 != 6 || IP_LEN + l4_len > packet.len() {
-        return false;
+        return None;
     }
     let ok = match protocol {
         proto::UDP => {
@@ -329,17 +350,37 @@ pub fn parse_v6_fast_into(packet: &[u8], out: &mut Parsed) -> bool {
         },
         _ => false,
     };
-    if ok {
-        out.family = IpFamily::V6;
-        out.protocol = protocol;
-        out.src = h[8..24].try_into().unwrap();
-        out.dst = h[24..40].try_into().unwrap();
-        out.src_port = be16(h, IP_LEN);
-        out.dst_port = be16(h, IP_LEN + 2);
-        out.l4_offset = IP_LEN as u16;
-        out.l4_len = l4_len as u16;
-    }
-    ok
+    let word = |at: usize| u64::from_ne_bytes(h[at..at + 8].try_into().unwrap());
+    ok.then(|| V6Fast {
+        protocol,
+        src: [word(8), word(16)],
+        dst: [word(24), word(32)],
+        ports: u32::from_ne_bytes([h[IP_LEN], h[IP_LEN + 1], h[IP_LEN + 2], h[IP_LEN + 3]]),
+        l4_len: l4_len as u16,
+    })
+}
+
+/// [`parse_v6_fast`] into a [`Parsed`]: `false` means "not this case"
+/// (and `out` is unspecified).
+#[inline(always)]
+pub fn parse_v6_fast_into(packet: &[u8], out: &mut Parsed) -> bool {
+    let Some(f) = parse_v6_fast(packet) else { return false };
+    let addr = |w: [u64; 2]| {
+        let mut a = [0u8; 16];
+        a[..8].copy_from_slice(&w[0].to_ne_bytes());
+        a[8..].copy_from_slice(&w[1].to_ne_bytes());
+        a
+    };
+    let ports = f.ports.to_ne_bytes();
+    out.family = IpFamily::V6;
+    out.protocol = f.protocol;
+    out.src = addr(f.src);
+    out.dst = addr(f.dst);
+    out.src_port = u16::from_be_bytes([ports[0], ports[1]]);
+    out.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+    out.l4_offset = ipv6::HEADER_LEN as u16;
+    out.l4_len = f.l4_len;
+    true
 }
 
 /// The IPv4 header of a packet of `len` bytes whose first buffer is

@@ -42,6 +42,8 @@ unsafe extern "C" fn kp_init(_vm: *mut sys::vlib_main_t) -> *mut sys::clib_error
     guarded(|| {
         // SAFETY: vlib_thread_main is initialised before init functions run.
         let n_threads = unsafe { (*super::fns().vlib_thread_main()).n_vlib_mains }.max(1) as usize;
+        // Before any flow is hashed: IPv6 flow signatures nobody can aim at.
+        crate::flowtable::randomize_hash_secret();
         super::state::init(n_threads)?;
         super::fib::register();
         // Pod routes stack on kp's nodes, whose indices VPP has assigned
