@@ -323,7 +323,8 @@ impl Worker {
             n_deferred: 0,
         };
         // Hashes of the packets whose buckets are prefetched next.
-        let mut group = [0u64; PREFETCH_GROUP];
+        // (And whether their nat64 source notes are, too.)
+        let mut group = [(0u64, false); PREFETCH_GROUP];
         for j in 0..n + PIPELINE {
             if j < n {
                 if let Some(hash) = pipe.start(j) {
@@ -334,8 +335,11 @@ impl Worker {
             // slot left over from an earlier group (a dropped packet, or
             // the frame's last, partial group) only repeats one.
             if j < n && (j % PREFETCH_GROUP == PREFETCH_GROUP - 1 || j == n - 1) {
-                for &hash in &group {
+                for &(hash, notes) in &group {
                     pipe.flows.prefetch_bucket(hash);
+                    if notes {
+                        pipe.flows.prefetch_notes(hash);
+                    }
                 }
             }
             if j >= PIPELINE {
@@ -465,15 +469,16 @@ impl<B: Batch> Pipeline<'_, B> {
     /// takes the fast lane: its id and hash come straight from the header
     /// bytes, and `parsed` and `keys` are filled only if it needs the
     /// general path later. IPv6 without extension headers is parsed on
-    /// fixed offsets. Returns the hash whose bucket to prefetch; a packet
-    /// dropped here gets its verdict and `NO_VIP` instead.
+    /// fixed offsets. Returns the hash whose bucket to prefetch and
+    /// whether its nat64 source notes too; a packet dropped here gets its
+    /// verdict and `NO_VIP` instead.
     #[inline(always)]
-    fn start(&mut self, i: usize) -> Option<u64> {
+    fn start(&mut self, i: usize) -> Option<(u64, bool)> {
         let (batch, dp, scratch) = (&mut *self.batch, self.dp, &mut *self.scratch);
         batch.prefetch_meta(i + PREFETCH_META_AHEAD);
         batch.prefetch_data(i + PREFETCH_DATA_AHEAD);
         let capture = batch.capture(i);
-        let (v, id, hash) = match packet::parse_v4_fast(batch.packet(i)) {
+        let (v, id, hash, notes) = match packet::parse_v4_fast(batch.packet(i)) {
             Some(f) => {
                 let v = self.classify(capture, IpFamily::V4, f.protocol, f.dst_port());
                 if v == NO_VIP {
@@ -481,7 +486,7 @@ impl<B: Batch> Pipeline<'_, B> {
                 }
                 self.scratch.lane[i] = Lane::FastV4;
                 let (id, hash) = FlowKey::v4_id_hash(&f);
-                (v, id, hash)
+                (v, id, hash, false)
             }
             None => {
                 // IPv6 without extension headers on fixed offsets, its key
@@ -516,24 +521,25 @@ impl<B: Batch> Pipeline<'_, B> {
                 let v = key.vip();
                 self.scratch.keys[i] = key;
                 let (id, hash) = key.id_hash();
+                let mut notes = false;
                 if key.family() == 6 && dp.is_nat64(v) {
                     if self.scratch.lane[i] == Lane::FastV6 {
                         // An established flow's source note is read in
-                        // pass 2, in one of its first bucket's key lines.
-                        self.flows.prefetch_notes(hash);
+                        // pass 2: its line goes with the bucket's.
+                        notes = true;
                     } else if let Some(pool) = dp.nat64.as_deref() {
                         // The general path reads the binding.
                         pool.prefetch(self.thread, hash);
                     }
                 }
-                (v, id, hash)
+                (v, id, hash, notes)
             }
         };
         let scratch = &mut *self.scratch;
         scratch.vip[i] = v;
         scratch.hashes[i] = hash;
         scratch.ids[i] = id;
-        Some(hash)
+        Some((hash, notes))
     }
 
     /// [`Dataplane::classify`], reusing the last answer while capture,
@@ -551,7 +557,7 @@ impl<B: Batch> Pipeline<'_, B> {
 
     /// Packet `i` is dropped in pass 1 (a deferred one may yet be taken).
     #[inline(always)]
-    fn dropped(&mut self, i: usize, why: DropReason) -> Option<u64> {
+    fn dropped(&mut self, i: usize, why: DropReason) -> Option<(u64, bool)> {
         self.verdicts[i] = Verdict::Drop(why);
         self.scratch.vip[i] = NO_VIP;
         None
