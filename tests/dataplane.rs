@@ -654,11 +654,13 @@ fn nat64_port_exhaustion_refuses_new_flows_only() {
         let (_, out) = run(&mut w, flow(1000 + n), Capture::Prefix(0), 3);
         assert_eq!(parse(&out).unwrap().src_port, ports[&n], "an established flow keeps its port");
     }
-    // Idle past the timeout (40 s) and the note's trust (10 s more), the
-    // ports are free for new flows; not before.
-    let (v, _) = run(&mut w, flow(2000), Capture::Prefix(0), 3 + 49);
+    // Idle past the timeout (40 s) and the note's trust (10 s more) since
+    // their bindings were last confirmed (at 1, when they were made: at 3
+    // their notes were fresh), the ports are free for new flows; not
+    // before.
+    let (v, _) = run(&mut w, flow(2000), Capture::Prefix(0), 1 + 49);
     assert_eq!(v, Verdict::Drop(DropReason::Nat(NatError::PortsExhausted)));
-    let (v, _) = run(&mut w, flow(2000), Capture::Prefix(0), 3 + 50);
+    let (v, _) = run(&mut w, flow(2000), Capture::Prefix(0), 1 + 50);
     assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
 }
 

@@ -4,7 +4,7 @@
 
 use super::{Batch, Capture, Dataplane, DropReason, FlowOutcome, ReplyVerdict, Verdict, MAX_BATCH, NO_VIP};
 use crate::config::FlowConf;
-use crate::flowtable::{FlowKey, FlowTable, Hit, OutOfMemory, SourceNote};
+use crate::flowtable::{FlowKey, FlowTable, Hit, OutOfMemory, SlotId, SourceNote};
 use crate::fragment::{FragKey, FragTarget, Fragments, Released};
 use crate::nat::{self, Endpoint, L4Checksum, NatError};
 use crate::nat64::{binding_lifetime, note_trust, Binding};
@@ -841,9 +841,10 @@ struct FlowCtx<'a> {
 }
 
 impl FlowCtx<'_> {
-    /// The path for everything but an established IPv4 fast-lane flow, at
-    /// the key's (hash, compact id) from pass 1: confirm on the whole key (probing again: an earlier packet of this
-    /// batch may have just inserted this very flow), Maglev for new flows
+    /// The path for everything but an established fast-lane flow, at the
+    /// key's (hash, compact id) from pass 1: look up again (an earlier
+    /// packet of this batch may have just inserted this very flow), both
+    /// buckets and a draining old table, Maglev for new flows
     /// (and flows whose pod was flushed), insert, reply state, and the
     /// rewrite for any family.
     #[inline(never)]
@@ -866,6 +867,8 @@ impl FlowCtx<'_> {
         if hit.is_none() && self.resize.draining.is_some() && self.move_from_old_table(key) {
             hit = lookup(self.flows);
         }
+        // The flow's entry, if it has one (nat64 notes its source there).
+        let mut entry = hit.map(|h| h.slot);
         let (pod, outcome) = match hit {
             // IPv4 entries keep no VIP index: a pod of another VIP (the
             // address now belongs to a different Service) makes the entry
@@ -889,7 +892,10 @@ impl FlowCtx<'_> {
                 // full.
                 let replaced = match stale_or_miss {
                     Some(h) => Some(Some((self.flows.repoint(h.slot, pod, now), *key))),
-                    None => self.flows.insert(key, hash, pod, now).ok().map(|(_, evicted)| evicted),
+                    None => self.flows.insert(key, hash, pod, now).ok().map(|(slot, evicted)| {
+                        entry = Some(slot);
+                        evicted
+                    }),
                 };
                 match replaced {
                     Some(old) => {
@@ -910,7 +916,7 @@ impl FlowCtx<'_> {
         let done = if to.family == parsed.family {
             nat::rewrite_dst(batch.packet(i), parsed, &to, l4)
         } else {
-            self.translate(batch, i, parsed, key, &to, hash, l4)
+            self.translate(batch, i, parsed, key, &to, (hash, entry), l4)
         };
         match done {
             Ok(()) => {
@@ -936,7 +942,8 @@ impl FlowCtx<'_> {
 
     /// nat46 and nat64: the packet becomes one of the pod's family, from
     /// the client's embedded IPv6 address (nat46) or from a nat64 source
-    /// address and port bound to the flow (nat64).
+    /// address and port bound to the flow (nat64; noted in the flow's
+    /// `entry`, if it has one).
     #[inline(never)]
     #[allow(clippy::too_many_arguments)]
     fn translate<B: Batch>(
@@ -946,7 +953,7 @@ impl FlowCtx<'_> {
         p: &Parsed,
         key: &FlowKey,
         to: &Endpoint,
-        hash: u64,
+        (hash, entry): (u64, Option<SlotId>),
         l4: L4Checksum,
     ) -> Result<(), NatError> {
         let dp = self.dp;
@@ -964,6 +971,13 @@ impl FlowCtx<'_> {
             }
             IpFamily::V6 => {
                 let (addr, port) = self.nat64_source(key, key.vip(), to, hash)?;
+                // The flow's next packets take their source from here
+                // (a new flow's second packet, too).
+                if let Some(slot) = entry {
+                    let pool = dp.nat64.as_deref().map_or(0, |p| p.generation());
+                    let note = SourceNote { tick: self.now.max(1), addr, port, pool };
+                    self.flows.set_source_note(slot, note);
+                }
                 let eps = nat64_endpoints(addr, port, to);
                 match fragment {
                     Some(f) => xlat::fragment_to_other_family(&mut frame, &f, &eps, l4)?,
