@@ -644,23 +644,16 @@ impl<B: Batch> Pipeline<'_, B> {
             self.batch.translated(i, pod, IpFamily::V6);
             return Some(Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit });
         }
-        // The binding was confirmed (and stamped live) lately: the note
-        // beside the key (its line loaded since pass 1) says where the flow
-        // leaves from. Otherwise `bind` confirms it. A binding outlives its
-        // flow's last confirmation by as long as the note is trusted, so it
-        // lives as long as the flow (see `binding_lifetime`).
-        let tick = now.max(1);
-        let pool = dp.nat64.as_deref().map_or(0, |p| p.generation());
-        let note = self.flows.source_note(slot);
-        let fresh = note.tick != 0 && tick.wrapping_sub(note.tick) <= note_trust(dp.flow.timeout);
-        let (addr, port) = if fresh && note.pool == pool {
-            (note.addr, note.port)
-        } else {
-            let key = &self.scratch.keys[i];
-            let hash = self.scratch.hashes[i];
-            let (addr, port) = nat64_source(dp, self.thread, now, key, v, &to, hash).ok()?;
-            self.flows.set_source_note(slot, SourceNote { tick, addr, port, pool });
-            (addr, port)
+        // (The note's line has been loading since pass 1.)
+        let (addr, port) = match noted_source(self.flows, dp, slot, now) {
+            Some(source) => source,
+            None => {
+                let key = &self.scratch.keys[i];
+                let hash = self.scratch.hashes[i];
+                let (addr, port) = nat64_source(dp, self.thread, now, key, v, &to, hash).ok()?;
+                note_source(self.flows, dp, slot, now, (addr, port));
+                (addr, port)
+            }
         };
         let eps = nat64_endpoints(addr, port, &to);
         if !xlat::v6_to_v4_fast(&mut BatchFrame(self.batch, i), protocol, &eps, l4) {
@@ -768,6 +761,27 @@ fn nat64_source(
         protocol: key.protocol(),
     };
     pool.bind(thread, &b, hash, now, binding_lifetime(dp.flow.timeout))
+}
+
+/// The source a nat64 flow's entry in `slot` notes, if its binding was
+/// confirmed (and stamped live) lately enough to go on from without
+/// reading it: a binding outlives its flow's last confirmation by as long
+/// as the note is trusted, so it lives as long as the flow (see
+/// `binding_lifetime`). `None`: `bind` must confirm it.
+#[inline(always)]
+fn noted_source(flows: &FlowTable, dp: &Dataplane, slot: SlotId, now: u32) -> Option<([u8; 4], u16)> {
+    let pool = dp.nat64.as_deref().map_or(0, |p| p.generation());
+    let note = flows.source_note(slot);
+    let fresh = note.tick != 0 && now.max(1).wrapping_sub(note.tick) <= note_trust(dp.flow.timeout);
+    (fresh && note.pool == pool).then_some((note.addr, note.port))
+}
+
+/// Notes `source`, just confirmed by `bind`, in the nat64 flow's entry in
+/// `slot`.
+#[inline(always)]
+fn note_source(flows: &mut FlowTable, dp: &Dataplane, slot: SlotId, now: u32, (addr, port): ([u8; 4], u16)) {
+    let pool = dp.nat64.as_deref().map_or(0, |p| p.generation());
+    flows.set_source_note(slot, SourceNote { tick: now.max(1), addr, port, pool });
 }
 
 /// The family of VIP `v`'s own addresses.
@@ -970,14 +984,21 @@ impl FlowCtx<'_> {
                 }
             }
             IpFamily::V6 => {
-                let (addr, port) = self.nat64_source(key, key.vip(), to, hash)?;
-                // The flow's next packets take their source from here
+                // An established flow (here from its second bucket, or a
+                // fragment's) may go on from its note; else the binding is
+                // confirmed (or made) and noted for the flow's next packets
                 // (a new flow's second packet, too).
-                if let Some(slot) = entry {
-                    let pool = dp.nat64.as_deref().map_or(0, |p| p.generation());
-                    let note = SourceNote { tick: self.now.max(1), addr, port, pool };
-                    self.flows.set_source_note(slot, note);
-                }
+                let noted = entry.and_then(|slot| noted_source(self.flows, dp, slot, self.now));
+                let (addr, port) = match noted {
+                    Some(source) => source,
+                    None => {
+                        let source = self.nat64_source(key, key.vip(), to, hash)?;
+                        if let Some(slot) = entry {
+                            note_source(self.flows, dp, slot, self.now, source);
+                        }
+                        source
+                    }
+                };
                 let eps = nat64_endpoints(addr, port, to);
                 match fragment {
                     Some(f) => xlat::fragment_to_other_family(&mut frame, &f, &eps, l4)?,
