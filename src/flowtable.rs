@@ -24,11 +24,12 @@
 //! times the buckets' memory, allocated only once there are IPv6 VIPs) for
 //! what needs the flow back: expiry, resizes, reply state.
 //!
-//! **Batches.** DRAM latency is hidden by splitting a lookup in three steps
-//! that a caller runs over a whole batch at a time: [`FlowTable::prefetch_bucket`]
-//! (from the hash), [`FlowTable::candidates`] (reads the bucket, prefetches
-//! candidate keys where needed) and [`FlowTable::resolve`] (confirms);
-//! the worker's pipeline runs them packets apart.
+//! **Batches.** DRAM latency is hidden by splitting a lookup in steps that
+//! a caller runs over a whole batch at a time: [`FlowTable::prefetch_bucket`]
+//! (from the hash; [`FlowTable::prefetch_notes`] for nat64 flows), then
+//! [`FlowTable::candidates`] (reads the bucket) and [`FlowTable::hit`]
+//! (refreshes the entry); the worker's pipeline runs them packets apart.
+//! [`FlowTable::hit_other`] looks in a flow's second bucket.
 //!
 //! **Expiry** is lazy: a slot is live while `expiry > now`. A new entry is
 //! *embryonic*: it lives `embryonic` ticks (a few seconds). A hit by a

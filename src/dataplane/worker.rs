@@ -264,12 +264,13 @@ impl Worker {
     ///
     /// Pass 1 ([`Pipeline::start`]): parse, classify, hash, prefetch the
     /// bucket. Pass 2 ([`Pipeline::finish_fast`]): read the bucket; an
-    /// established IPv4 flow is finished there. The two run as a software
+    /// established fast-lane flow (IPv4 without options, IPv6 without
+    /// extension headers) is finished there. The two run as a software
     /// pipeline: packet `j` starts while packet `j - PIPELINE` finishes, so
     /// a bucket has the time of PIPELINE packets to arrive from memory, and
     /// waiting for memory overlaps with work on other packets. Pass 3
-    /// ([`Pipeline::finish_general`]): everything else, then fragments and
-    /// ICMP errors ([`Pipeline::finish_deferred`]).
+    /// (`finish_general`): everything else, then fragments and ICMP errors
+    /// (`finish_deferred`).
     pub fn process<B: Batch>(&mut self, batch: &mut B, now: u32, verdicts: &mut [Verdict]) {
         let n = batch.len().min(MAX_BATCH);
         let Worker {
