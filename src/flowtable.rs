@@ -1070,7 +1070,7 @@ mod tests {
     /// IPv4 entry have none; a move to the other bucket carries it.
     #[test]
     fn source_notes_belong_to_their_entry() {
-        let mut t = FlowTable::new(2, 10).unwrap();
+        let mut t = FlowTable::new(16, 10).unwrap();
         t.add_keys().unwrap();
         let note = SourceNote { tick: 5, addr: [192, 0, 2, 1], port: 40001, pool: 1 };
         let flows: Vec<FlowKey> = (0..6).map(|i| FlowKey::new(1, &parsed(i, IpFamily::V6))).collect();
@@ -1084,17 +1084,22 @@ mod tests {
         t.set_source_note(a, note);
         // Fill the table: kicks move entries to their other buckets, each
         // with its own note.
-        for (i, k) in flows.iter().enumerate().skip(1) {
-            if let Ok((s, _)) = t.insert(k, k.hash(), 1, 2) {
+        let mut placed = vec![(0u32, flows[0], a)];
+        for i in 1..200u32 {
+            let k = FlowKey::new(1, &parsed(i, IpFamily::V6));
+            if let Ok((s, _)) = t.insert(&k, k.hash(), 1, 2) {
                 t.set_source_note(s, SourceNote { port: i as u16, ..note });
+                placed.push((i, k, s));
             }
         }
-        for (i, k) in flows.iter().enumerate() {
-            if let Some(h) = t.lookup(k, 3) {
-                let want = if i == 0 { note } else { SourceNote { port: i as u16, ..note } };
-                assert_eq!(t.source_note(h.slot), want, "flow {i}");
-            }
+        let mut moved = 0;
+        for &(i, k, at) in &placed {
+            let h = t.lookup(&k, 3).expect("placed flows stay");
+            let want = if i == 0 { note } else { SourceNote { port: i as u16, ..note } };
+            assert_eq!(t.source_note(h.slot), want, "flow {i}");
+            moved += usize::from(h.slot != at);
         }
+        assert!(moved > 0, "some entries were moved to make room");
         // Expired, the slot's next entry starts without one.
         let mut evicted = 0;
         for i in 100..110 {
@@ -1389,28 +1394,42 @@ mod tests {
     /// bucket to make room.
     #[test]
     fn full_first_buckets_send_flows_to_their_second() {
-        let mut t = table(16, 100);
-        let first = |k: &FlowKey| t.choices(k.hash())[0];
-        // Keys sharing one first bucket.
-        let all: Vec<FlowKey> = (0..2000).map(|i| FlowKey::new(0, &parsed(i, IpFamily::V4))).collect();
-        let target = first(&all[0]);
-        let same: Vec<FlowKey> = all.iter().copied().filter(|k| first(k) == target).take(8).collect();
-        assert_eq!(same.len(), 8);
-        for (i, k) in same.iter().enumerate() {
-            t.insert(k, k.hash(), i as u32, 1).unwrap();
+        for family in [IpFamily::V4, IpFamily::V6] {
+            let mut t = table(16, 100);
+            let first = |k: &FlowKey| t.choices(k.hash())[0];
+            // Keys sharing one first bucket.
+            let all: Vec<FlowKey> = (0..2000).map(|i| FlowKey::new(0, &parsed(i, family))).collect();
+            let target = first(&all[0]);
+            let same: Vec<FlowKey> = all.iter().copied().filter(|k| first(k) == target).take(8).collect();
+            assert_eq!(same.len(), 8);
+            for (i, k) in same.iter().enumerate() {
+                let (slot, _) = t.insert(k, k.hash(), i as u32, 1).unwrap();
+                if family == IpFamily::V6 {
+                    t.set_source_note(
+                        slot,
+                        SourceNote { tick: 1, addr: [192, 0, 2, 1], port: i as u16, pool: 1 },
+                    );
+                }
+            }
+            for (i, k) in same.iter().enumerate() {
+                let (id, h) = k.id_hash();
+                let c = t.candidates(h, id, 2);
+                let in_first = t.hit(h, c, 2, true);
+                let hit = in_first.or_else(|| t.hit_other(h, id, 2, true));
+                assert_eq!(hit.map(|h| h.pod), Some(i as u32), "{family:?} flow {i} lost");
+                assert_eq!(t.lookup(k, 2).map(|h| h.pod), Some(i as u32));
+                // Either bucket, the entry's key and note are its own.
+                let slot = hit.unwrap().slot;
+                assert_eq!(t.key(slot), *k);
+                if family == IpFamily::V6 {
+                    assert_eq!(t.source_note(slot).port, i as u16, "flow {i}'s note");
+                }
+            }
+            assert_eq!(t.live_entries(2), 8, "eight flows of one first bucket (of three slots) all kept");
+            let taken = t.take(&same[7], 2);
+            assert_eq!(taken.map(|(pod, _)| pod), Some(7));
+            assert_eq!(t.lookup(&same[7], 2), None);
         }
-        for (i, k) in same.iter().enumerate() {
-            let (id, h) = k.id_hash();
-            let c = t.candidates(h, id, 2);
-            let in_first = t.hit(h, c, 2, true);
-            let hit = in_first.or_else(|| t.hit_other(h, id, 2, true));
-            assert_eq!(hit.map(|h| h.pod), Some(i as u32), "flow {i} lost");
-            assert_eq!(t.lookup(k, 2).map(|h| h.pod), Some(i as u32));
-        }
-        assert_eq!(t.live_entries(2), 8, "eight flows of one first bucket (of three slots) all kept");
-        let taken = t.take(&same[7], 2);
-        assert_eq!(taken.map(|(pod, _)| pod), Some(7));
-        assert_eq!(t.lookup(&same[7], 2), None);
     }
 
     proptest::proptest! {
