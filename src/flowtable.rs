@@ -162,11 +162,8 @@ impl FlowKey {
 
     /// The original destination (address, port) of a forward key.
     pub fn original_dst(&self) -> ([u8; 16], u16) {
-        let mut a = [0u8; 16];
-        a[..8].copy_from_slice(&self.words[2].to_ne_bytes());
-        a[8..].copy_from_slice(&self.words[3].to_ne_bytes());
         let tail = self.words[4].to_ne_bytes();
-        (a, u16::from_be_bytes([tail[2], tail[3]]))
+        (self.addr(2), u16::from_be_bytes([tail[2], tail[3]]))
     }
 
     /// The address family (4 or 6).
@@ -202,12 +199,10 @@ impl FlowKey {
     #[inline(always)]
     pub fn id_hash(&self) -> (u128, u64) {
         let w = &self.words;
-        let (proto, family) = (w[4].to_ne_bytes()[4], w[4].to_ne_bytes()[5]);
-        if family == 4 {
-            let hash = hash_v4(u64::from(low4(w[0])) | (u64::from(low4(w[2])) << 32), w[4]);
-            return (pack_id(low4(w[0]), low4(w[2]), low4(w[4]), proto), hash);
+        if self.family() == 4 {
+            return (pack_id(low4(w[0]), low4(w[2]), low4(w[4]), self.protocol()), self.hash_v4());
         }
-        signature_hash(w, proto)
+        signature_hash(w, self.protocol())
     }
 
     /// A hash of the whole key that is the same on every node and in every
@@ -217,12 +212,28 @@ impl FlowKey {
     pub fn stable_hash(&self) -> u64 {
         let w = &self.words;
         if self.family() == 4 {
-            return hash_v4(u64::from(low4(w[0])) | (u64::from(low4(w[2])) << 32), w[4]);
+            return self.hash_v4();
         }
         let h = mum(w[0] ^ 0xa076_1d64_78bd_642f, w[1] ^ 0xe703_7ed1_a0b4_28db)
             ^ mum(w[2] ^ 0x8ebc_6af0_9c88_c6e3, w[3] ^ 0x5899_65cc_7537_4cc3)
             ^ mum(w[4] ^ 0x1d8e_4e27_c47d_124f, w[5] ^ 0xa076_1d64_78bd_642f);
         mum(h, 0xe703_7ed1_a0b4_28db ^ 48)
+    }
+
+    /// `hash_v4` of an IPv4 key's words (unkeyed: the id is the 5-tuple).
+    #[inline(always)]
+    fn hash_v4(&self) -> u64 {
+        let w = &self.words;
+        hash_v4(u64::from(low4(w[0])) | (u64::from(low4(w[2])) << 32), w[4])
+    }
+
+    /// The address in key words `at` and `at + 1`.
+    #[inline(always)]
+    fn addr(&self, at: usize) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a[..8].copy_from_slice(&self.words[at].to_ne_bytes());
+        a[8..].copy_from_slice(&self.words[at + 1].to_ne_bytes());
+        a
     }
 
     /// The key of an IPv6 packet of the data path's fast lane to VIP `vip`,
@@ -241,10 +252,7 @@ impl FlowKey {
 
     /// The source address of the key (IPv4 in the first four bytes).
     pub fn src(&self) -> [u8; 16] {
-        let mut a = [0u8; 16];
-        a[..8].copy_from_slice(&self.words[0].to_ne_bytes());
-        a[8..].copy_from_slice(&self.words[1].to_ne_bytes());
-        a
+        self.addr(0)
     }
 
     /// The source port.

@@ -78,7 +78,7 @@ enum Lane {
     General,
     /// IPv6 with TCP/UDP right after the fixed header: key from the
     /// header words, `Scratch::parsed` not filled; an established flow is
-    /// finished in pass 2 (nat66) or pass 3 (nat64), on fixed offsets.
+    /// finished in pass 2 (nat66 and nat64), on fixed offsets.
     FastV6,
     /// Translated in pass 2.
     Done,
@@ -646,16 +646,9 @@ impl<B: Batch> Pipeline<'_, B> {
             return Some(Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit });
         }
         // (The note's line has been loading since pass 1.)
-        let (addr, port) = match noted_source(self.flows, dp, slot, now) {
-            Some(source) => source,
-            None => {
-                let key = &self.scratch.keys[i];
-                let hash = self.scratch.hashes[i];
-                let (addr, port) = nat64_source(dp, self.thread, now, key, v, &to, hash).ok()?;
-                note_source(self.flows, dp, slot, now, (addr, port));
-                (addr, port)
-            }
-        };
+        let (key, hash) = (&self.scratch.keys[i], self.scratch.hashes[i]);
+        let (addr, port) =
+            nat64_source(self.flows, dp, self.thread, now, key, &to, (hash, Some(slot))).ok()?;
         let eps = nat64_endpoints(addr, port, &to);
         if !xlat::v6_to_v4_fast(&mut BatchFrame(self.batch, i), protocol, &eps, l4) {
             return None;
@@ -737,52 +730,47 @@ fn finish_deferred<B: Batch>(
     }
 }
 
-/// A nat64 flow's source address and port on `thread`: its binding (made
-/// if it has none).
+/// A nat64 flow's source address and port on `thread`. From the note in
+/// its `entry` (if it has one) when its binding was confirmed (and stamped
+/// live) lately enough to go on without reading it: a binding outlives its
+/// flow's last confirmation by as long as the note is trusted, so it lives
+/// as long as the flow (see `binding_lifetime`). Else from its binding
+/// (made if it has none), then noted for the flow's next packets.
 #[inline(always)]
 fn nat64_source(
+    flows: &mut FlowTable,
     dp: &Dataplane,
     thread: usize,
     now: u32,
     key: &FlowKey,
-    v: u32,
     to: &Endpoint,
-    hash: u64,
+    (hash, entry): (u64, Option<SlotId>),
 ) -> Result<([u8; 4], u16), NatError> {
     let pool = dp.nat64.as_deref().ok_or(NatError::PortsExhausted)?;
+    let (tick, generation) = (now.max(1), pool.generation());
+    if let Some(slot) = entry {
+        let note = flows.source_note(slot);
+        let fresh = note.tick != 0 && tick.wrapping_sub(note.tick) <= note_trust(dp.flow.timeout);
+        if fresh && note.pool == generation {
+            return Ok((note.addr, note.port));
+        }
+    }
     let (service, service_port) = key.original_dst();
     let b = Binding {
         client: key.src(),
         client_port: key.src_port(),
         service,
         service_port,
-        vip: v,
+        vip: key.vip(),
         pod: to.addr[..4].try_into().unwrap(),
         pod_port: to.port,
         protocol: key.protocol(),
     };
-    pool.bind(thread, &b, hash, now, binding_lifetime(dp.flow.timeout))
-}
-
-/// The source a nat64 flow's entry in `slot` notes, if its binding was
-/// confirmed (and stamped live) lately enough to go on from without
-/// reading it: a binding outlives its flow's last confirmation by as long
-/// as the note is trusted, so it lives as long as the flow (see
-/// `binding_lifetime`). `None`: `bind` must confirm it.
-#[inline(always)]
-fn noted_source(flows: &FlowTable, dp: &Dataplane, slot: SlotId, now: u32) -> Option<([u8; 4], u16)> {
-    let pool = dp.nat64.as_deref().map_or(0, |p| p.generation());
-    let note = flows.source_note(slot);
-    let fresh = note.tick != 0 && now.max(1).wrapping_sub(note.tick) <= note_trust(dp.flow.timeout);
-    (fresh && note.pool == pool).then_some((note.addr, note.port))
-}
-
-/// Notes `source`, just confirmed by `bind`, in the nat64 flow's entry in
-/// `slot`.
-#[inline(always)]
-fn note_source(flows: &mut FlowTable, dp: &Dataplane, slot: SlotId, now: u32, (addr, port): ([u8; 4], u16)) {
-    let pool = dp.nat64.as_deref().map_or(0, |p| p.generation());
-    flows.set_source_note(slot, SourceNote { tick: now.max(1), addr, port, pool });
+    let (addr, port) = pool.bind(thread, &b, hash, now, binding_lifetime(dp.flow.timeout))?;
+    if let Some(slot) = entry {
+        flows.set_source_note(slot, SourceNote { tick, addr, port, pool: generation });
+    }
+    Ok((addr, port))
 }
 
 /// The family of VIP `v`'s own addresses.
@@ -942,19 +930,6 @@ impl FlowCtx<'_> {
         }
     }
 
-    /// A nat64 flow's source address and port: its binding (made if it
-    /// has none).
-    #[inline(always)]
-    fn nat64_source(
-        &self,
-        key: &FlowKey,
-        v: u32,
-        to: &Endpoint,
-        hash: u64,
-    ) -> Result<([u8; 4], u16), NatError> {
-        nat64_source(self.dp, self.thread, self.now, key, v, to, hash)
-    }
-
     /// nat46 and nat64: the packet becomes one of the pod's family, from
     /// the client's embedded IPv6 address (nat46) or from a nat64 source
     /// address and port bound to the flow (nat64; noted in the flow's
@@ -985,21 +960,11 @@ impl FlowCtx<'_> {
                 }
             }
             IpFamily::V6 => {
-                // An established flow (here from its second bucket, or a
-                // fragment's) may go on from its note; else the binding is
-                // confirmed (or made) and noted for the flow's next packets
-                // (a new flow's second packet, too).
-                let noted = entry.and_then(|slot| noted_source(self.flows, dp, slot, self.now));
-                let (addr, port) = match noted {
-                    Some(source) => source,
-                    None => {
-                        let source = self.nat64_source(key, key.vip(), to, hash)?;
-                        if let Some(slot) = entry {
-                            note_source(self.flows, dp, slot, self.now, source);
-                        }
-                        source
-                    }
-                };
+                // (An established flow here, from its second bucket or a
+                // fragment's, may go on from its note; a new flow's entry
+                // gets one for its second packet.)
+                let (addr, port) =
+                    nat64_source(self.flows, dp, self.thread, self.now, key, to, (hash, entry))?;
                 let eps = nat64_endpoints(addr, port, to);
                 match fragment {
                     Some(f) => xlat::fragment_to_other_family(&mut frame, &f, &eps, l4)?,
