@@ -13,20 +13,22 @@
 //! address and port a flow was sent to decide its VIP, and the data path
 //! checks that the entry's pod belongs to that VIP (an address that moved
 //! to another Service takes its flows along). Keys that do not fit (IPv6)
-//! store a 96-bit **signature** instead, tagged: a keyed hash of the whole
+//! store an 80-bit **signature** instead, tagged: a keyed hash of the whole
 //! key (VIP index included) under a per-process secret
 //! ([`randomize_hash_secret`]), independent of the bits that chose the
 //! bucket, so a signature match is the hit, decided in the bucket's line
 //! as for IPv4. Two live flows with one signature in one bucket happen
-//! with odds of about 3 in 2^96 per lookup (at 10^9 lookups a second, once
-//! in 10^12 years), and nobody can aim for it without the secret. The full
-//! 48-byte key is kept in a parallel array (one cache line per slot, three
-//! times the buckets' memory, allocated only once there are IPv6 VIPs) for
-//! what needs the flow back: expiry, resizes, reply state.
+//! with odds of about 3 in 2^80 per lookup (at 10^9 lookups a second, once
+//! in 10^7 years), and nobody can aim for it without the secret. The other
+//! 16 bits of the id's words hold the entry's [`SourceNote`] (nat64: where
+//! its binding is), so a nat64 hit too reads one line. The full 48-byte
+//! key is kept in a parallel array (144 bytes per bucket, allocated only
+//! once there are IPv6 VIPs) for what needs the flow back: expiry,
+//! resizes, reply state.
 //!
 //! **Batches.** DRAM latency is hidden by splitting a lookup in steps that
 //! a caller runs over a whole batch at a time: [`FlowTable::prefetch_bucket`]
-//! (from the hash; [`FlowTable::prefetch_notes`] for nat64 flows), then
+//! (from the hash), then
 //! [`FlowTable::candidates`] (reads the bucket) and [`FlowTable::hit`]
 //! (refreshes the entry); the worker's pipeline runs them packets apart.
 //! [`FlowTable::hit_other`] looks in a flow's second bucket.
@@ -50,7 +52,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 pub const ENTRIES_PER_BUCKET: usize = 3;
 
 /// Limits on `kp conf buckets` (a power of two): 2^22 buckets hold 12M
-/// flows in 256 MiB per worker thread (plus 768 MiB of IPv6 keys while
+/// flows in 256 MiB per worker thread (plus 576 MiB of IPv6 keys while
 /// there are IPv6 VIPs, see [`FlowTable::add_keys`]).
 pub const MIN_BUCKETS: u32 = 16;
 pub const MAX_BUCKETS: u32 = 1 << 22;
@@ -315,7 +317,7 @@ fn mul128(a: u64, b: u64) -> u128 {
 /// product changes whenever one of its factors does), summed by xor; that
 /// sum is mixed three independent ways (wyhash's multiply-fold, different
 /// constants): the hash, whose low bits choose the bucket, 64 bits of
-/// signature and 32 more. So the 96 signature bits are not the ones the
+/// signature and 16 more. So the 80 signature bits are not the ones the
 /// bucket already shares.
 #[inline(always)]
 fn signature_hash(w: &[u64; 6], proto: u8) -> (u128, u64) {
@@ -331,7 +333,8 @@ fn signature_hash_keyed(w: &[u64; 6], proto: u8, s: impl Fn(usize) -> u64) -> (u
     let (lo, hi) = (x as u64, (x >> 64) as u64);
     let hash = mum(lo ^ 0xe703_7ed1_a0b4_28db, hi ^ 0x8ebc_6af0_9c88_c6e3);
     let sig = mum(lo ^ 0x5899_65cc_7537_4cc3, hi ^ 0x1d8e_4e27_c47d_124f);
-    let more = mum(lo ^ 0xa076_1d64_78bd_642f, hi ^ 0x2d35_8dcc_aa6c_78a5) as u32;
+    // (The low half of word `c` is the entry's note, see `NOTE_BITS`.)
+    let more = mum(lo ^ 0xa076_1d64_78bd_642f, hi ^ 0x2d35_8dcc_aa6c_78a5) as u32 & !NOTE_BITS;
     (pack_id(sig as u32, (sig >> 32) as u32, more, proto | SIGNATURE_TAG), hash)
 }
 
@@ -363,6 +366,11 @@ fn hash_v4(addrs: u64, tail: u64) -> u64 {
 /// Set in a compact id's tag byte when the id holds a signature rather
 /// than the whole key.
 const SIGNATURE_TAG: u8 = 0x80;
+
+/// The bits of a signature entry's word `c` that hold its [`SourceNote`]
+/// rather than signature (lookups mask them off; a key's own id has them
+/// clear).
+const NOTE_BITS: u32 = 0xffff;
 
 impl FlowKey {
     /// The 13-byte identity a bucket slot stores and a lookup compares,
@@ -489,7 +497,9 @@ impl Bucket {
             let probe = _mm_set_epi64x((id >> 64) as i64, id as i64);
             let same_a = _mm_cmpeq_epi32(at(0), _mm_shuffle_epi32::<0x00>(probe));
             let same_b = _mm_cmpeq_epi32(at(12), _mm_shuffle_epi32::<0x55>(probe));
-            let same_c = _mm_cmpeq_epi32(at(24), _mm_shuffle_epi32::<0xaa>(probe));
+            // A signature's word `c` is compared without its note bits.
+            let c = _mm_and_si128(at(24), _mm_set1_epi32(c_mask(id) as i32));
+            let same_c = _mm_cmpeq_epi32(c, _mm_shuffle_epi32::<0xaa>(probe));
             // Expiry ticks stay below 2^31, so a signed compare is right.
             let live = _mm_cmpgt_epi32(at(36), _mm_set1_epi32(now as i32));
             let tag = _mm_slli_epi32::<24>(_mm_shuffle_epi32::<0xff>(probe));
@@ -514,11 +524,20 @@ impl Bucket {
         let mut mask = 0u8;
         for i in 0..ENTRIES_PER_BUCKET {
             // Non-short-circuit `&`: no branch per field.
-            let same = (self.a[i] == a) & (self.b[i] == b) & (self.c[i] == c) & (self.tag(i) == tag);
+            let same =
+                (self.a[i] == a) & (self.b[i] == b) & (self.c[i] & c_mask(id) == c) & (self.tag(i) == tag);
             mask |= u8::from(same & (self.expiry[i] > now)) << i;
         }
         mask
     }
+}
+
+/// What of an entry's word `c` a lookup for `id` compares: all of it for a
+/// whole key, all but the note bits for a signature.
+#[inline(always)]
+fn c_mask(id: u128) -> u32 {
+    let signature = ((id >> 103) as u32) & 1;
+    !(signature.wrapping_neg() & NOTE_BITS)
 }
 
 /// Where an entry lives: `bucket * ENTRIES_PER_BUCKET + slot`.
@@ -543,34 +562,24 @@ pub struct OutOfMemory {
 
 // SAFETY: plain integers; all-zero is the empty state.
 unsafe impl Zeroable for Bucket {}
-/// The IPv6 side of a bucket: its entries' full keys and their
-/// [`SourceNote`]s, three lines per bucket. The notes, which an
-/// established nat64 flow reads on its packets, share the first line, so
-/// one prefetch from the flow's hash (before the bucket says which slot is
-/// the flow's) covers it; the keys are only read when an entry ends or
-/// moves. Only flows whose compact id is a signature (IPv6) use it, so for
-/// IPv4 its pages are never touched.
+/// The IPv6 side of a bucket: its entries' full keys, read only when an
+/// entry ends or moves. Only flows whose compact id is a signature (IPv6)
+/// use it, so for IPv4 its pages are never touched.
 #[derive(Debug, Clone, Copy, Default)]
-#[repr(C, align(64))]
+#[repr(C)]
 struct KeyBlock {
-    notes: [SourceNote; ENTRIES_PER_BUCKET],
     keys: [FlowKey; ENTRIES_PER_BUCKET],
 }
 
-/// The source address and port a flow leaves from (nat64: its binding)
-/// and the tick they were last confirmed at, kept beside the flow's key:
-/// for a few ticks after (nat64: [`crate::nat64::note_trust`]) the flow's
+/// Sixteen bits an IPv6 (signature) entry keeps for its user in the
+/// bucket's line: nat64 notes there where the flow's binding is and when
+/// it was last confirmed (see [`crate::nat64::NoteClock`]), so the flow's
 /// packets need not read the binding, which would be one more cache line
-/// (and at a million flows, one more DRAM miss) per packet. Tick 0: none.
-/// A new, moved-in or repointed entry starts without one.
+/// (at a million flows, one more DRAM miss) per packet. 0: none. A new,
+/// moved-in or repointed entry starts without one; one moved to its
+/// second bucket keeps it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SourceNote {
-    pub tick: u32,
-    pub addr: [u8; 4],
-    pub port: u16,
-    /// Which pool the binding is of (nat64: `PortPool::generation`).
-    pub pool: u16,
-}
+pub struct SourceNote(pub u16);
 
 // SAFETY: as above.
 unsafe impl Zeroable for KeyBlock {}
@@ -618,10 +627,9 @@ impl FlowTable {
         })
     }
 
-    /// Gives the table its IPv6 key array (three lines per bucket, in huge
-    /// pages and faulted in now, like the buckets: a nat64 hit reads its
-    /// note there, and small pages cost a TLB miss per packet, some 280
-    /// clocks at 1M flows), if it has none. Until then IPv6 flows cannot be
+    /// Gives the table its IPv6 key array (144 bytes per bucket, in huge
+    /// pages and faulted in now, like the buckets: small pages cost a TLB
+    /// miss per access, some 280 clocks at 1M flows), if it has none. Until then IPv6 flows cannot be
     /// inserted ([`BucketFull`]: forwarded untracked).
     pub fn add_keys(&mut self) -> Result<(), OutOfMemory> {
         if self.has_keys() {
@@ -750,16 +758,6 @@ impl FlowTable {
         (slots != 0).then(|| self.refresh(bi, slots.trailing_zeros() as usize, now, establishes))
     }
 
-    /// Starts loading the [`SourceNote`]s of the hash's first bucket (one
-    /// line): before the bucket says which slot is the flow's, so they are
-    /// there when the bucket is read.
-    #[inline(always)]
-    pub fn prefetch_notes(&self, hash: u64) {
-        if let Some(block) = self.keys.get(self.bucket_of(hash)) {
-            prefetch(&block.notes);
-        }
-    }
-
     /// The live entry of `key`, in either of its buckets.
     fn find(&self, key: &FlowKey, now: u32) -> Option<usize> {
         let (id, h) = key.id_hash();
@@ -854,8 +852,8 @@ impl FlowTable {
         bk.pod_tag[i] = u32::from(tag) << 24;
         bk.set_pod(i, pod);
         if !is_whole_key(id) {
-            let block = &mut self.keys[bi];
-            (block.keys[i], block.notes[i]) = (*key, SourceNote::default());
+            // (Its id leaves the note bits clear: no note.)
+            self.keys[bi].keys[i] = *key;
         }
         Ok((slot as SlotId, evicted))
     }
@@ -911,9 +909,10 @@ impl FlowTable {
                 let t = &mut self.buckets[to];
                 (t.a[j], t.b[j], t.c[j], t.expiry[j], t.pod_tag[j]) =
                     (b.a[i], b.b[i], b.c[i], b.expiry[i], b.pod_tag[i]);
+                // (A signature's note goes with its word `c`: the hash it is
+                // relative to stays the same.)
                 if !is_whole_key(b.id(i)) {
-                    let (key, note) = (self.keys[first].keys[i], self.keys[first].notes[i]);
-                    (self.keys[to].keys[j], self.keys[to].notes[j]) = (key, note);
+                    self.keys[to].keys[j] = self.keys[first].keys[i];
                 }
                 self.buckets[first].expiry[i] = 0;
                 return Some((i, evicted));
@@ -932,29 +931,32 @@ impl FlowTable {
         b.expiry[i] = expiry;
         let old = b.pod(i);
         b.set_pod(i, pod);
-        if let Some(block) = self.keys.get_mut(bi) {
-            block.notes[i] = SourceNote::default();
+        if !is_whole_key(b.id(i)) {
+            b.c[i] &= !NOTE_BITS;
         }
         old
     }
 
-    /// The [`SourceNote`] of the IPv6 entry in `slot`; none in a table
-    /// without IPv6 keys. An IPv4 entry's key lives in its bucket, so its
-    /// key slot says nothing about it: ask only for IPv6 entries.
+    /// The [`SourceNote`] of the entry in `slot` (none for an IPv4 entry,
+    /// whose id words are all key).
     #[inline(always)]
     pub fn source_note(&self, slot: SlotId) -> SourceNote {
         let (bi, i) = (slot as usize / ENTRIES_PER_BUCKET, slot as usize % ENTRIES_PER_BUCKET);
-        self.keys.get(bi).map_or_else(SourceNote::default, |block| block.notes[i])
+        let b = &self.buckets[bi];
+        if is_whole_key(b.id(i)) {
+            return SourceNote::default();
+        }
+        SourceNote((b.c[i] & NOTE_BITS) as u16)
     }
 
-    /// Keeps `note` with the IPv6 entry in `slot` (nothing in a table
-    /// without IPv6 keys; as for [`FlowTable::source_note`], IPv6 entries
-    /// only).
+    /// Keeps `note` with the entry in `slot` (an IPv6 one: an IPv4 entry
+    /// has no room for one and keeps none).
     #[inline(always)]
     pub fn set_source_note(&mut self, slot: SlotId, note: SourceNote) {
         let (bi, i) = (slot as usize / ENTRIES_PER_BUCKET, slot as usize % ENTRIES_PER_BUCKET);
-        if let Some(block) = self.keys.get_mut(bi) {
-            block.notes[i] = note;
+        let b = &mut self.buckets[bi];
+        if !is_whole_key(b.id(i)) {
+            b.c[i] = (b.c[i] & !NOTE_BITS) | u32::from(note.0);
         }
     }
 
@@ -1075,12 +1077,13 @@ mod tests {
     }
     /// A flow's source note stays with its entry, and only there: a new
     /// entry in the slot (the old one expired), a repointed entry and an
-    /// IPv4 entry have none; a move to the other bucket carries it.
+    /// IPv4 entry have none; a move to the other bucket carries it. The
+    /// note's bits never change what a lookup finds.
     #[test]
     fn source_notes_belong_to_their_entry() {
         let mut t = FlowTable::new(16, 10).unwrap();
         t.add_keys().unwrap();
-        let note = SourceNote { tick: 5, addr: [192, 0, 2, 1], port: 40001, pool: 1 };
+        let note = SourceNote(0xffff);
         let flows: Vec<FlowKey> = (0..6).map(|i| FlowKey::new(1, &parsed(i, IpFamily::V6))).collect();
         let (a, _) = t.insert(&flows[0], flows[0].hash(), 1, 1).unwrap();
         assert_eq!(t.source_note(a), SourceNote::default());
@@ -1096,14 +1099,14 @@ mod tests {
         for i in 1..200u32 {
             let k = FlowKey::new(1, &parsed(i, IpFamily::V6));
             if let Ok((s, _)) = t.insert(&k, k.hash(), 1, 2) {
-                t.set_source_note(s, SourceNote { port: i as u16, ..note });
+                t.set_source_note(s, SourceNote(i as u16));
                 placed.push((i, k, s));
             }
         }
         let mut moved = 0;
         for &(i, k, at) in &placed {
             let h = t.lookup(&k, 3).expect("placed flows stay");
-            let want = if i == 0 { note } else { SourceNote { port: i as u16, ..note } };
+            let want = if i == 0 { note } else { SourceNote(i as u16) };
             assert_eq!(t.source_note(h.slot), want, "flow {i}");
             moved += usize::from(h.slot != at);
         }
@@ -1122,7 +1125,9 @@ mod tests {
         let mut t4 = FlowTable::new(16, 10).unwrap();
         let (s4, _) = t4.insert(&k4, k4.hash(), 1, 1).unwrap();
         t4.set_source_note(s4, note);
-        assert_eq!(t4.source_note(s4), SourceNote::default(), "a table without IPv6 keys keeps none");
+        assert_eq!(t4.source_note(s4), SourceNote::default(), "an IPv4 entry keeps none");
+        assert_eq!(t4.key(s4), k4, "and its key is untouched");
+        assert_eq!(t4.lookup(&k4, 2).map(|h| h.slot), Some(s4));
     }
 
     use crate::packet::proto;
@@ -1186,11 +1191,11 @@ mod tests {
         assert_eq!(core::mem::size_of::<Bucket>(), 64);
         assert_eq!(core::mem::align_of::<Bucket>(), 64);
         assert_eq!(core::mem::size_of::<FlowKey>(), 48);
-        // A bucket's IPv6 side: three lines, its notes all in the first.
-        assert_eq!(core::mem::size_of::<KeyBlock>(), 3 * 64);
-        assert_eq!(core::mem::align_of::<KeyBlock>(), 64);
-        assert!(core::mem::size_of::<[SourceNote; ENTRIES_PER_BUCKET]>() <= 64);
-        assert_eq!(core::mem::offset_of!(KeyBlock, notes), 0);
+        // A bucket's IPv6 side: its three keys.
+        assert_eq!(core::mem::size_of::<KeyBlock>(), 3 * 48);
+        // A note takes the low half of a signature's word `c`.
+        assert_eq!(core::mem::size_of::<SourceNote>(), 2);
+        assert_eq!(NOTE_BITS, u32::from(u16::MAX));
     }
 
     #[test]
@@ -1413,10 +1418,7 @@ mod tests {
             for (i, k) in same.iter().enumerate() {
                 let (slot, _) = t.insert(k, k.hash(), i as u32, 1).unwrap();
                 if family == IpFamily::V6 {
-                    t.set_source_note(
-                        slot,
-                        SourceNote { tick: 1, addr: [192, 0, 2, 1], port: i as u16, pool: 1 },
-                    );
+                    t.set_source_note(slot, SourceNote(0xf000 | i as u16));
                 }
             }
             for (i, k) in same.iter().enumerate() {
@@ -1430,7 +1432,7 @@ mod tests {
                 let slot = hit.unwrap().slot;
                 assert_eq!(t.key(slot), *k);
                 if family == IpFamily::V6 {
-                    assert_eq!(t.source_note(slot).port, i as u16, "flow {i}'s note");
+                    assert_eq!(t.source_note(slot), SourceNote(0xf000 | i as u16), "flow {i}'s note");
                 }
             }
             assert_eq!(t.live_entries(2), 8, "eight flows of one first bucket (of three slots) all kept");

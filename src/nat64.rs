@@ -20,12 +20,13 @@
 //! **Expiry.** A binding lives while it was used (by a packet either way)
 //! within [`binding_lifetime`]: the flow timeout and [`note_trust`] more,
 //! for an established flow's packets confirm its binding only every so
-//! often (see [`crate::flowtable::SourceNote`]). An expired slot is free: the next flow that
+//! often (see [`NoteClock`]). An expired slot is free: the next flow that
 //! probes it takes it, so ports return to the pool with no sweep. A binding
 //! is only ever replaced once it has expired, so an established flow never
 //! loses its port; when no slot in a flow's probe window is free, the new
 //! flow is refused (counted) and nothing else changes.
 
+use crate::flowtable::SourceNote;
 use crate::mem::{Zeroable, ZeroedArray};
 use crate::nat::NatError;
 use crate::packet::Parsed;
@@ -55,6 +56,71 @@ pub fn binding_lifetime(flow_timeout: u32) -> u32 {
 
 /// Slots a thread probes for a flow's binding.
 pub const PROBES: u32 = 64;
+
+/// Bits of a [`SourceNote`] that tell when it was made (the rest: which
+/// probe found the binding, plus one).
+const NOTE_EPOCH_BITS: u32 = 10;
+const NOTE_EPOCHS: u32 = 1 << NOTE_EPOCH_BITS;
+/// Probes a note can name (all but the last: 0 is "no note").
+const NOTABLE_PROBES: u32 = (1 << (16 - NOTE_EPOCH_BITS)) - 1;
+const _: () = assert!(NOTABLE_PROBES + 1 >= PROBES);
+
+/// How a nat64 flow notes its binding in its flow entry's 16 bits
+/// ([`SourceNote`]): which of its probe slots holds the binding (the slot
+/// follows from the flow's hash, so the address and port take no memory
+/// read) and the epoch of the tick it was last confirmed at, an epoch
+/// being `2^shift` ticks. The note is trusted while the earliest tick it
+/// can have been made at is at most [`note_trust`] ago, and not before
+/// `since` (the tick after the thread took the current pool and timeout:
+/// older notes may be of another pool's layout, or of epochs of another
+/// length).
+///
+/// Ten bits of epoch are enough: a flow's note is confirmed at least every
+/// `trust` ticks while it sends, and an entry lives at most the flow
+/// timeout after its last packet, so a live entry's note is less than
+/// `timeout + trust` ticks old, which `shift` keeps under 1000 epochs. A
+/// note whose confirmation failed is cleared, so it cannot age further.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoteClock {
+    shift: u32,
+    trust: u32,
+    since: u32,
+}
+
+impl NoteClock {
+    /// The clock for a flow timeout, trusting notes made from `since` on.
+    pub fn new(flow_timeout: u32, since: u32) -> NoteClock {
+        let trust = note_trust(flow_timeout);
+        let span = flow_timeout.saturating_add(trust);
+        let mut shift = 0;
+        while (span >> shift) >= NOTE_EPOCHS - 24 {
+            shift += 1;
+        }
+        NoteClock { shift, trust, since }
+    }
+
+    /// The note of a binding found (or made) at `probe`, confirmed at
+    /// `now`; none for a probe a note cannot name.
+    #[inline(always)]
+    pub fn note(&self, now: u32, probe: u32) -> SourceNote {
+        if probe >= NOTABLE_PROBES {
+            return SourceNote::default();
+        }
+        let epoch = (now >> self.shift) & (NOTE_EPOCHS - 1);
+        SourceNote((((probe + 1) << NOTE_EPOCH_BITS) | epoch) as u16)
+    }
+
+    /// The probe a note names, if it is to be trusted at `now`.
+    #[inline(always)]
+    pub fn trusted(&self, note: SourceNote, now: u32) -> Option<u32> {
+        let v = u32::from(note.0);
+        let probe = (v >> NOTE_EPOCH_BITS).checked_sub(1)?;
+        let epoch = now >> self.shift;
+        let age = epoch.wrapping_sub(v) & (NOTE_EPOCHS - 1);
+        let earliest = epoch.checked_sub(age)? << self.shift;
+        (now - earliest <= self.trust && earliest >= self.since).then_some(probe)
+    }
+}
 /// Most NAT64 source addresses (a flat array of 4 MiB each, backed only
 /// where used).
 pub const MAX_SOURCES: usize = 64;
@@ -228,7 +294,8 @@ impl PortPool {
 
     /// The source address and port of `b`'s flow (hash `hash`), on
     /// `thread` (which owns the flow): its binding, made if it has none.
-    /// A binding whose pod changed (the flow moved) is updated.
+    /// A binding whose pod changed (the flow moved) is updated. Also which
+    /// of the flow's probes holds it (see [`PortPool::probed`]).
     pub fn bind(
         &self,
         thread: usize,
@@ -236,7 +303,7 @@ impl PortPool {
         hash: u64,
         now: u32,
         timeout: u32,
-    ) -> Result<([u8; 4], u16), NatError> {
+    ) -> Result<(([u8; 4], u16), u32), NatError> {
         let (lo, hi) = self.part(thread);
         if lo == hi {
             return Err(NatError::PortsExhausted);
@@ -251,16 +318,17 @@ impl PortPool {
         if Self::live(used, now, timeout) && (0..6).all(|i| slot.words[i].load(Ordering::Relaxed) == want[i])
         {
             Self::stamp(slot, used, stamp);
-            return Ok(self.address_of(first));
+            return Ok((self.address_of(first), 0));
         }
         let mut free = None;
-        for index in Self::probes(lo, hi, hash) {
+        for (probe, index) in Self::probes(lo, hi, hash).enumerate() {
+            let probe = probe as u32;
             let slot = &self.slots[index as usize];
             // Only this thread writes this part: plain loads see its own
             // writes.
             let used = slot.used.load(Ordering::Relaxed);
             if !Self::live(used, now, timeout) {
-                free.get_or_insert(index);
+                free.get_or_insert((probe, index));
                 if used == 0 {
                     // Never used: nothing was ever placed beyond it.
                     break;
@@ -273,14 +341,27 @@ impl PortPool {
                     self.write(slot, &want);
                 }
                 Self::stamp(slot, used, stamp);
-                return Ok(self.address_of(index));
+                return Ok((self.address_of(index), probe));
             }
         }
-        let index = free.ok_or(NatError::PortsExhausted)?;
+        let (probe, index) = free.ok_or(NatError::PortsExhausted)?;
         let slot = &self.slots[index as usize];
         self.write(slot, &want);
         slot.used.store(now.max(1), Ordering::Release);
-        Ok(self.address_of(index))
+        Ok((self.address_of(index), probe))
+    }
+
+    /// The source address and port of the binding at `probe` of
+    /// `thread`'s flow of hash `hash` (as [`PortPool::bind`] gave them),
+    /// from the pool's layout alone: no memory read beyond the pool's own
+    /// few fields.
+    #[inline(always)]
+    pub fn probed(&self, thread: usize, hash: u64, probe: u32) -> ([u8; 4], u16) {
+        let (lo, hi) = self.part(thread);
+        let n = hi - lo;
+        // (`bind` probes fewer than `n` slots, so one compare wraps.)
+        let at = Self::start(lo, hi, hash) + probe;
+        self.address_of(lo + if at >= n { at - n } else { at })
     }
 
     /// Starts loading the slot where `thread`'s flow of hash `hash` is
@@ -457,10 +538,10 @@ mod tests {
     #[test]
     fn a_flow_keeps_its_port_and_replies_find_it() {
         let pool = PortPool::new(&[[192, 0, 2, 1]], 40000, 40099, 2).unwrap();
-        let (a, p) = pool.bind(1, &flow(1), 12345 << 32, 10, 40).unwrap();
+        let ((a, p), _) = pool.bind(1, &flow(1), 12345 << 32, 10, 40).unwrap();
         assert_eq!(a, [192, 0, 2, 1]);
         assert!((40050..=40099).contains(&p), "thread 1 owns the upper half: {p}");
-        assert_eq!(pool.bind(1, &flow(1), 12345 << 32, 11, 40).unwrap(), (a, p));
+        assert_eq!(pool.bind(1, &flow(1), 12345 << 32, 11, 40).unwrap().0, (a, p));
         let b = pool.lookup_reply(0, &reply(a, p, [198, 51, 100, 5], 6), 12, 40).unwrap();
         assert_eq!(b, flow(1));
         // Not from the flow's pod, or another protocol: not this binding.
@@ -474,7 +555,7 @@ mod tests {
         let pool = PortPool::new(&[[192, 0, 2, 1]], 50000, 50007, 1).unwrap();
         let mut ports = Vec::new();
         for n in 0..8 {
-            ports.push(pool.bind(0, &flow(n), u64::from(n) << 40, 5, 40).unwrap().1);
+            ports.push(pool.bind(0, &flow(n), u64::from(n) << 40, 5, 40).unwrap().0 .1);
         }
         ports.sort();
         ports.dedup();
@@ -482,7 +563,7 @@ mod tests {
         assert_eq!(pool.bind(0, &flow(99), 1 << 40, 6, 40), Err(NatError::PortsExhausted));
         // The established flows are untouched by the refusal.
         for n in 0..8 {
-            let (_, p) = pool.bind(0, &flow(n), u64::from(n) << 40, 7, 40).unwrap();
+            let ((_, p), _) = pool.bind(0, &flow(n), u64::from(n) << 40, 7, 40).unwrap();
             assert!(ports.contains(&p));
         }
         // All idle past the timeout: the ports are free again.
@@ -493,11 +574,69 @@ mod tests {
     #[test]
     fn a_moved_flow_updates_its_pod() {
         let pool = PortPool::new(&[[192, 0, 2, 1]], 1024, 2047, 1).unwrap();
-        let (a, p) = pool.bind(0, &flow(1), 0, 3, 40).unwrap();
+        let ((a, p), _) = pool.bind(0, &flow(1), 0, 3, 40).unwrap();
         let mut moved = flow(1);
         moved.pod = [198, 51, 100, 9];
-        assert_eq!(pool.bind(0, &moved, 0, 4, 40).unwrap(), (a, p));
+        assert_eq!(pool.bind(0, &moved, 0, 4, 40).unwrap().0, (a, p));
         assert!(pool.lookup_reply(0, &reply(a, p, [198, 51, 100, 9], 6), 5, 40).is_some());
         assert!(pool.lookup_reply(0, &reply(a, p, [198, 51, 100, 5], 6), 5, 40).is_none());
+    }
+
+    /// What `bind` says of a binding's probe gives back its address and
+    /// port from the hash alone, in every thread's part, wrapping ones
+    /// included.
+    #[test]
+    fn a_probe_gives_back_its_binding() {
+        let pool = PortPool::new(&[[192, 0, 2, 1], [192, 0, 2, 2]], 40000, 40009, 3).unwrap();
+        let mut probes = std::collections::HashSet::new();
+        for thread in 0..3 {
+            for n in 0..6u16 {
+                // Hashes that start every flow at one of two slots of the
+                // part (one near its end), so later flows probe further.
+                let hash = u64::from(n % 2) * (0xf000_0000 << 32);
+                let (source, probe) = pool.bind(thread, &flow(n), hash, 5, 40).unwrap();
+                assert_eq!(pool.probed(thread, hash, probe), source, "thread {thread} flow {n}");
+                probes.insert(probe);
+            }
+        }
+        assert!(probes.len() >= 3, "flows beyond their first probe: {probes:?}");
+    }
+
+    /// A note names its probe while it is trusted: at most `note_trust`
+    /// ticks after it was made, and only when made after the clock's
+    /// `since`; every timeout up to the longest keeps that exact for a
+    /// note as old as a live entry's can be.
+    #[test]
+    fn notes_are_trusted_for_their_time_only() {
+        let clock = NoteClock::new(40, 100);
+        let note = clock.note(1000, 5);
+        assert_eq!(note_trust(40), 10);
+        for now in 1000..=1010 {
+            assert_eq!(clock.trusted(note, now), Some(5), "at {now}");
+        }
+        assert_eq!(clock.trusted(note, 1011), None);
+        assert_eq!(clock.trusted(SourceNote::default(), 1000), None, "no note");
+        assert_eq!(clock.trusted(clock.note(1000, NOTABLE_PROBES), 1000), None, "a probe beyond notes");
+        assert_eq!(NoteClock::new(40, 1001).trusted(note, 1001), None, "made before `since`");
+        assert_eq!(NoteClock::new(40, 1000).trusted(note, 1001), Some(5), "made at `since`");
+        for timeout in [1, 3, 40, 300, 990, 1000, 3600, 86_400] {
+            let clock = NoteClock::new(timeout, 0);
+            let trust = note_trust(timeout);
+            for made in [7, 1023, 1024, 5000, 123_456] {
+                let note = clock.note(made, 62);
+                // Trusted at most `trust` after, and right after at least
+                // when an epoch is no longer than the trust.
+                for later in 0..timeout + trust {
+                    let t = clock.trusted(note, made + later);
+                    assert!(t.is_none() || later <= trust, "timeout {timeout} made {made} +{later}");
+                    if t.is_some() {
+                        assert_eq!(t, Some(62));
+                    }
+                }
+                if 1 << clock.shift <= trust {
+                    assert_eq!(clock.trusted(note, made), Some(62), "timeout {timeout} made {made}");
+                }
+            }
+        }
     }
 }

@@ -755,6 +755,11 @@ fn nat64_established_flows_keep_their_binding_live_across_ticks() {
         assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
         assert_eq!(&parse(&out).unwrap().src[..4], &[192u8, 0, 2, 2], "a source of the new pool");
         assert_eq!(verify(&out), Ok(()));
+        // ... that is the flow's binding there (not what its note in the
+        // old pool's layout would name): its replies map back.
+        let (rv, back) = run_replies(&mut w, vec![reply_to(&out)]);
+        assert!(matches!(rv[0], ReplyVerdict::TranslatedTo { v6: true, .. }), "{rv:?}");
+        assert_eq!(&parse(&back[0]).unwrap().dst[..], &client[..]);
     }
 }
 
@@ -2362,4 +2367,43 @@ fn resizes_keep_established_flows_on_their_pods() {
     // untranslated, as for any new flow.)
     let replies = c.cell().load().reverse.len();
     assert!(replies <= live && replies * 100 >= live * 97, "{replies} reply entries for {live} flows");
+}
+
+/// A shorter timeout while nat64 flows are established: a flow noted
+/// under the long one (whose note's epochs were four ticks long) is not
+/// taken at its old note's word under the new one, where that note reads
+/// as just made. Its binding expired under the new timeout and another
+/// flow took the port, so the flow must not leave from it (here it is
+/// refused: the pool is full).
+#[test]
+fn nat64_notes_of_an_old_timeout_are_not_trusted() {
+    let mut c = xlat_setup(NatType::Nat64, "2001:db8:64::10/128", &["198.51.100.5"], 1);
+    c.set_flow(None, Some(3600)).unwrap();
+    let mut w = c.worker(0).unwrap();
+    let vip6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0x64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+    let client = [0x20, 1, 0xd, 0xb8, 0, 0xc, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+    let flow = |n: u16| emit(&Spec::new(IpFamily::V6, proto::UDP, &client, &vip6, (n, 80)).payload(b"x"));
+    // Noted at tick 4: epoch 1 of four-tick epochs.
+    let (v, first) = run(&mut w, flow(999), Capture::Prefix(0), 4);
+    assert!(matches!(v, Verdict::Forward { outcome: FlowOutcome::New, .. }), "{v:?}");
+    let (_, again) = run(&mut w, flow(999), Capture::Prefix(0), 5);
+    assert!(matches!(run(&mut w, flow(999), Capture::Prefix(0), 5).0, Verdict::Forward { .. }));
+    let port = parse(&first).unwrap().src_port;
+    assert_eq!(parse(&again).unwrap().src_port, port);
+    c.set_flow(None, Some(40)).unwrap();
+    // At 1025 (epoch 1025 mod 1024 = 1 of one-tick epochs) the flow's
+    // entry still lives (until 3605), its binding (last stamped at 4,
+    // lifetime now 50) does not: 64 new flows take all 64 ports.
+    let mut taken = std::collections::HashSet::new();
+    for n in 0..64 {
+        let (v, out) = run(&mut w, flow(2000 + n), Capture::Prefix(0), 1025);
+        assert!(matches!(v, Verdict::Forward { .. }), "flow {n}: {v:?}");
+        taken.insert(parse(&out).unwrap().src_port);
+    }
+    assert!(taken.contains(&port), "the old flow's port went to a new flow");
+    let (v, out) = run(&mut w, flow(999), Capture::Prefix(0), 1025);
+    if let Verdict::Forward { .. } = v {
+        panic!("the old flow left from port {} of another flow", parse(&out).unwrap().src_port);
+    }
+    assert_eq!(v, Verdict::Drop(DropReason::Nat(NatError::PortsExhausted)));
 }

@@ -7,7 +7,7 @@ use crate::config::FlowConf;
 use crate::flowtable::{FlowKey, FlowTable, Hit, OutOfMemory, SlotId, SourceNote};
 use crate::fragment::{FragKey, FragTarget, Fragments, Released};
 use crate::nat::{self, Endpoint, L4Checksum, NatError};
-use crate::nat64::{binding_lifetime, note_trust, Binding};
+use crate::nat64::{binding_lifetime, Binding, NoteClock, PortPool};
 use crate::packet::{self, l4, IpFamily, Parsed};
 use crate::refcount::RefCounts;
 use crate::reverse::Original;
@@ -101,6 +101,10 @@ pub struct Worker {
     resize: Resize,
     /// The tick the data path last tried to allocate IPv6 keys.
     keys_tried: Option<u32>,
+    /// The nat64 pool (its generation) and flow timeout this thread's
+    /// source notes are of, and how it reads them (notes made before it
+    /// took these are not trusted).
+    notes: ((u16, u32), NoteClock),
 }
 
 /// Where a worker is in the flow-table resizes of `kp conf buckets`.
@@ -140,9 +144,9 @@ impl Worker {
         refs: &Arc<RefCounts>,
         settled: &Arc<[AtomicU64]>,
     ) -> Result<Worker, OutOfMemory> {
-        let (flow, gen, ipv6) = {
+        let (flow, gen, ipv6, pool) = {
             let dp = cell.load();
-            (dp.flow, dp.flow_gen, dp.ipv6_vips)
+            (dp.flow, dp.flow_gen, dp.ipv6_vips, dp.nat64.as_deref().map_or(0, PortPool::generation))
         };
         settled[thread].store(gen, Ordering::Release);
         let blank = Parsed::default();
@@ -175,6 +179,8 @@ impl Worker {
             rejects: RejectBudget::default(),
             resize: Resize { draining: None, gen, settled: Arc::clone(settled) },
             keys_tried: None,
+            // (No note is older than the table.)
+            notes: ((pool, flow.timeout), NoteClock::new(flow.timeout, 0)),
         })
     }
 
@@ -192,11 +198,12 @@ impl Worker {
     /// cannot be allocated refuses the change); otherwise the worker
     /// notices the change at its next batch.
     pub fn adopt_flow_conf(&mut self, now: u32) -> Result<(), OutOfMemory> {
-        let Worker { thread, flows, reader, cell, refs, rejects, resize, .. } = self;
+        let Worker { thread, flows, reader, cell, refs, rejects, resize, notes, .. } = self;
         let dp = reader.enter(cell);
         adopt_flow_conf(&mut FlowCtx {
             flows,
             dp: &dp,
+            notes: notes.1,
             refs,
             thread: *thread,
             now,
@@ -285,9 +292,16 @@ impl Worker {
             rejects,
             resize,
             keys_tried,
+            notes,
         } = self;
         let thread = *thread;
         let dp = reader.enter(cell);
+        let note_conf = (dp.nat64.as_deref().map_or(0, PortPool::generation), dp.flow.timeout);
+        if notes.0 != note_conf {
+            // (Notes of the old ones may have been made this tick.)
+            *notes = (note_conf, NoteClock::new(dp.flow.timeout, now.saturating_add(1)));
+        }
+        let notes = notes.1;
         if dp.ipv6_vips && !flows.has_keys() && *keys_tried != Some(now) {
             // (Normally done beforehand from the main thread.)
             *keys_tried = Some(now);
@@ -300,6 +314,7 @@ impl Worker {
             let _ = adopt_flow_conf(&mut FlowCtx {
                 flows,
                 dp: &dp,
+                notes,
                 refs,
                 thread,
                 now,
@@ -318,14 +333,14 @@ impl Worker {
             verdicts: &mut verdicts[..n],
             now,
             thread,
+            notes,
             last_class: u64::MAX,
             last_vip: NO_VIP,
             pending: 0,
             n_deferred: 0,
         };
         // Hashes of the packets whose buckets are prefetched next.
-        // (And whether their nat64 source notes are, too.)
-        let mut group = [(0u64, false); PREFETCH_GROUP];
+        let mut group = [0u64; PREFETCH_GROUP];
         for j in 0..n + PIPELINE {
             if j < n {
                 if let Some(hash) = pipe.start(j) {
@@ -336,11 +351,8 @@ impl Worker {
             // slot left over from an earlier group (a dropped packet, or
             // the frame's last, partial group) only repeats one.
             if j < n && (j % PREFETCH_GROUP == PREFETCH_GROUP - 1 || j == n - 1) {
-                for &(hash, notes) in &group {
+                for &hash in &group {
                     pipe.flows.prefetch_bucket(hash);
-                    if notes {
-                        pipe.flows.prefetch_notes(hash);
-                    }
                 }
             }
             if j >= PIPELINE {
@@ -348,7 +360,7 @@ impl Worker {
             }
         }
         let Pipeline { batch, flows, scratch, verdicts, pending, n_deferred, .. } = pipe;
-        let mut ctx = FlowCtx { flows, dp: &dp, refs, thread, now, rejects, resize, fragment: None };
+        let mut ctx = FlowCtx { flows, dp: &dp, notes, refs, thread, now, rejects, resize, fragment: None };
         // Pass 3 only when passes 1 and 2 left something.
         if pending != 0 || n_deferred != 0 {
             finish_general(&mut ctx, batch, scratch, verdicts, pending);
@@ -366,12 +378,13 @@ impl Worker {
     /// data path sweeps a little per batch; this is for when no packets
     /// come (from the main thread, with this worker parked).
     pub fn sweep_idle(&mut self, buckets: u32, now: u32) {
-        let Worker { thread, flows, reader, cell, refs, sweep_at, rejects, resize, .. } = self;
+        let Worker { thread, flows, reader, cell, refs, sweep_at, rejects, resize, notes, .. } = self;
         let thread = *thread;
         // The latest snapshot, as the worker's next batch would see it (an
         // empty batch, as far as the reader's bookkeeping goes).
         let dp = reader.enter(cell);
-        let mut ctx = FlowCtx { flows, dp: &dp, refs, thread, now, rejects, resize, fragment: None };
+        let notes = notes.1;
+        let mut ctx = FlowCtx { flows, dp: &dp, notes, refs, thread, now, rejects, resize, fragment: None };
         if flow_conf_changed(&dp, ctx.flows, ctx.resize) {
             let _ = adopt_flow_conf(&mut ctx);
         }
@@ -456,6 +469,7 @@ struct Pipeline<'a, B: Batch> {
     verdicts: &'a mut [Verdict],
     now: u32,
     thread: usize,
+    notes: NoteClock,
     /// The last classification, reused while capture, protocol and port
     /// stay the same (packets of a frame mostly go to one Service).
     last_class: u64,
@@ -470,16 +484,15 @@ impl<B: Batch> Pipeline<'_, B> {
     /// takes the fast lane: its id and hash come straight from the header
     /// bytes, and `parsed` and `keys` are filled only if it needs the
     /// general path later. IPv6 without extension headers is parsed on
-    /// fixed offsets. Returns the hash whose bucket to prefetch and
-    /// whether its nat64 source notes too; a packet dropped here gets its
-    /// verdict and `NO_VIP` instead.
+    /// fixed offsets. Returns the hash whose bucket to prefetch; a packet
+    /// dropped here gets its verdict and `NO_VIP` instead.
     #[inline(always)]
-    fn start(&mut self, i: usize) -> Option<(u64, bool)> {
+    fn start(&mut self, i: usize) -> Option<u64> {
         let (batch, dp, scratch) = (&mut *self.batch, self.dp, &mut *self.scratch);
         batch.prefetch_meta(i + PREFETCH_META_AHEAD);
         batch.prefetch_data(i + PREFETCH_DATA_AHEAD);
         let capture = batch.capture(i);
-        let (v, id, hash, notes) = match packet::parse_v4_fast(batch.packet(i)) {
+        let (v, id, hash) = match packet::parse_v4_fast(batch.packet(i)) {
             Some(f) => {
                 let v = self.classify(capture, IpFamily::V4, f.protocol, f.dst_port());
                 if v == NO_VIP {
@@ -487,7 +500,7 @@ impl<B: Batch> Pipeline<'_, B> {
                 }
                 self.scratch.lane[i] = Lane::FastV4;
                 let (id, hash) = FlowKey::v4_id_hash(&f);
-                (v, id, hash, false)
+                (v, id, hash)
             }
             None => {
                 // IPv6 without extension headers on fixed offsets, its key
@@ -522,25 +535,21 @@ impl<B: Batch> Pipeline<'_, B> {
                 let v = key.vip();
                 self.scratch.keys[i] = key;
                 let (id, hash) = key.id_hash();
-                let mut notes = false;
-                if key.family() == 6 && dp.is_nat64(v) {
-                    if self.scratch.lane[i] == Lane::FastV6 {
-                        // An established flow's source note is read in
-                        // pass 2: its line goes with the bucket's.
-                        notes = true;
-                    } else if let Some(pool) = dp.nat64.as_deref() {
-                        // The general path reads the binding.
+                // The general path reads a nat64 flow's binding (the fast
+                // lane's hits go on from the note in their entry).
+                if self.scratch.lane[i] != Lane::FastV6 && key.family() == 6 && dp.is_nat64(v) {
+                    if let Some(pool) = dp.nat64.as_deref() {
                         pool.prefetch(self.thread, hash);
                     }
                 }
-                (v, id, hash, notes)
+                (v, id, hash)
             }
         };
         let scratch = &mut *self.scratch;
         scratch.vip[i] = v;
         scratch.hashes[i] = hash;
         scratch.ids[i] = id;
-        Some((hash, notes))
+        Some(hash)
     }
 
     /// [`Dataplane::classify`], reusing the last answer while capture,
@@ -558,7 +567,7 @@ impl<B: Batch> Pipeline<'_, B> {
 
     /// Packet `i` is dropped in pass 1 (a deferred one may yet be taken).
     #[inline(always)]
-    fn dropped(&mut self, i: usize, why: DropReason) -> Option<(u64, bool)> {
+    fn dropped(&mut self, i: usize, why: DropReason) -> Option<u64> {
         self.verdicts[i] = Verdict::Drop(why);
         self.scratch.vip[i] = NO_VIP;
         None
@@ -645,10 +654,9 @@ impl<B: Batch> Pipeline<'_, B> {
             self.batch.translated(i, pod, IpFamily::V6);
             return Some(Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit });
         }
-        // (The note's line has been loading since pass 1.)
         let (key, hash) = (&self.scratch.keys[i], self.scratch.hashes[i]);
         let (addr, port) =
-            nat64_source(self.flows, dp, self.thread, now, key, &to, (hash, Some(slot))).ok()?;
+            nat64_source(self.flows, dp, &self.notes, self.thread, now, key, &to, (hash, Some(slot))).ok()?;
         let eps = nat64_endpoints(addr, port, &to);
         if !xlat::v6_to_v4_fast(&mut BatchFrame(self.batch, i), protocol, &eps, l4) {
             return None;
@@ -734,12 +742,16 @@ fn finish_deferred<B: Batch>(
 /// its `entry` (if it has one) when its binding was confirmed (and stamped
 /// live) lately enough to go on without reading it: a binding outlives its
 /// flow's last confirmation by as long as the note is trusted, so it lives
-/// as long as the flow (see `binding_lifetime`). Else from its binding
-/// (made if it has none), then noted for the flow's next packets.
+/// as long as the flow (see `binding_lifetime`); the note says which of the
+/// flow's probe slots it is, so the address and port follow from the hash.
+/// Else from its binding (made if it has none), then noted for the flow's
+/// next packets.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn nat64_source(
     flows: &mut FlowTable,
     dp: &Dataplane,
+    notes: &NoteClock,
     thread: usize,
     now: u32,
     key: &FlowKey,
@@ -747,13 +759,8 @@ fn nat64_source(
     (hash, entry): (u64, Option<SlotId>),
 ) -> Result<([u8; 4], u16), NatError> {
     let pool = dp.nat64.as_deref().ok_or(NatError::PortsExhausted)?;
-    let (tick, generation) = (now.max(1), pool.generation());
-    if let Some(slot) = entry {
-        let note = flows.source_note(slot);
-        let fresh = note.tick != 0 && tick.wrapping_sub(note.tick) <= note_trust(dp.flow.timeout);
-        if fresh && note.pool == generation {
-            return Ok((note.addr, note.port));
-        }
+    if let Some(probe) = entry.and_then(|slot| notes.trusted(flows.source_note(slot), now)) {
+        return Ok(pool.probed(thread, hash, probe));
     }
     let (service, service_port) = key.original_dst();
     let b = Binding {
@@ -766,11 +773,14 @@ fn nat64_source(
         pod_port: to.port,
         protocol: key.protocol(),
     };
-    let (addr, port) = pool.bind(thread, &b, hash, now, binding_lifetime(dp.flow.timeout))?;
+    let bound = pool.bind(thread, &b, hash, now, binding_lifetime(dp.flow.timeout));
     if let Some(slot) = entry {
-        flows.set_source_note(slot, SourceNote { tick, addr, port, pool: generation });
+        // A failed confirmation leaves no note, so no note outlives what
+        // its epoch bits can tell (see `NoteClock`).
+        let note = bound.map_or(SourceNote::default(), |(_, probe)| notes.note(now, probe));
+        flows.set_source_note(slot, note);
     }
-    Ok((addr, port))
+    bound.map(|(source, _)| source)
 }
 
 /// The family of VIP `v`'s own addresses.
@@ -833,6 +843,8 @@ fn reply_nat64<B: Batch>(
 struct FlowCtx<'a> {
     flows: &'a mut FlowTable,
     dp: &'a Dataplane,
+    /// How this thread reads nat64 source notes.
+    notes: NoteClock,
     refs: &'a RefCounts,
     thread: usize,
     now: u32,
@@ -964,7 +976,7 @@ impl FlowCtx<'_> {
                 // fragment's, may go on from its note; a new flow's entry
                 // gets one for its second packet.)
                 let (addr, port) =
-                    nat64_source(self.flows, dp, self.thread, self.now, key, to, (hash, entry))?;
+                    nat64_source(self.flows, dp, &self.notes, self.thread, self.now, key, to, (hash, entry))?;
                 let eps = nat64_endpoints(addr, port, to);
                 match fragment {
                     Some(f) => xlat::fragment_to_other_family(&mut frame, &f, &eps, l4)?,
