@@ -32,16 +32,31 @@ use crate::nat::NatError;
 use crate::packet::Parsed;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
-/// The most ticks [`note_trust`] gives.
+/// The most ticks [`note_trust`] gives at timeouts under 1000 s.
 pub const MAX_NOTE_TRUST: u32 = 10;
 
-/// Ticks a nat64 flow goes on from the source note beside its key after
-/// its binding was last confirmed (and stamped live), before confirming
-/// it again: a quarter of the flow timeout, at most [`MAX_NOTE_TRUST`].
-/// At 40 s, a flow's packets read their binding once in 11 s instead of
-/// once a second.
+/// Ticks a nat64 flow goes on from the source note in its flow entry
+/// after its binding was last confirmed (and stamped live), before
+/// confirming it again: a quarter of the flow timeout, at most
+/// [`MAX_NOTE_TRUST`], or two of the note's epochs less a tick where
+/// those are longer (timeouts of 2000 s and more: 15 s at 3600, 255 s at
+/// a day), so a note lasts at least to the end of the epoch after its
+/// own. At 40 s, a flow's packets read their binding once in 11 s instead
+/// of once a second.
 pub fn note_trust(flow_timeout: u32) -> u32 {
-    (flow_timeout / 4).min(MAX_NOTE_TRUST)
+    let two_epochs = (2 << note_shift(flow_timeout)) - 1;
+    (flow_timeout / 4).min(MAX_NOTE_TRUST.max(two_epochs))
+}
+
+/// A note's epoch is `2^note_shift` ticks: the least that keeps the flow
+/// timeout under 1000 epochs (with [`note_trust`], under 1011: what 10
+/// bits of epoch tell apart, see [`NoteClock`]).
+fn note_shift(flow_timeout: u32) -> u32 {
+    let mut shift = 0;
+    while flow_timeout >> shift >= 1000 {
+        shift += 1;
+    }
+    shift
 }
 
 /// How long a binding lives after its last stamp: the flow timeout plus
@@ -78,8 +93,10 @@ const _: () = assert!(NOTABLE_PROBES + 1 >= PROBES);
 /// Ten bits of epoch are enough: a flow's note is confirmed at least every
 /// `trust` ticks while it sends, and an entry lives at most the flow
 /// timeout after its last packet, so a live entry's note is less than
-/// `timeout + trust` ticks old, which `shift` keeps under 1000 epochs. A
+/// `timeout + trust` ticks old, which `shift` keeps under 1011 epochs. A
 /// note whose confirmation failed is cleared, so it cannot age further.
+/// A timeout that keeps the epoch's length needs no `since`: its notes
+/// read the same, and the bound holds for both timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NoteClock {
     shift: u32,
@@ -90,13 +107,21 @@ pub struct NoteClock {
 impl NoteClock {
     /// The clock for a flow timeout, trusting notes made from `since` on.
     pub fn new(flow_timeout: u32, since: u32) -> NoteClock {
-        let trust = note_trust(flow_timeout);
-        let span = flow_timeout.saturating_add(trust);
-        let mut shift = 0;
-        while (span >> shift) >= NOTE_EPOCHS - 24 {
-            shift += 1;
+        NoteClock { shift: note_shift(flow_timeout), trust: note_trust(flow_timeout), since }
+    }
+
+    /// The clock of a new flow timeout or pool, going on from this one
+    /// (`pools`: the generations of the pool before and now, 0 for none):
+    /// notes made before are not trusted from `now` on if they are of
+    /// another pool or read otherwise (another epoch length). Without a
+    /// pool before, there are no notes.
+    pub fn next(&self, flow_timeout: u32, pools: (u16, u16), now: u32) -> NoteClock {
+        let mut next = NoteClock::new(flow_timeout, self.since);
+        if pools.0 != 0 && (pools.0 != pools.1 || next.shift != self.shift) {
+            // (Notes of this one may have been made this tick.)
+            next.since = now.saturating_add(1);
         }
-        NoteClock { shift, trust, since }
+        next
     }
 
     /// The note of a binding found (or made) at `probe`, confirmed at
@@ -637,6 +662,30 @@ mod tests {
                     assert_eq!(clock.trusted(note, made), Some(62), "timeout {timeout} made {made}");
                 }
             }
+        }
+    }
+
+    /// After a new timeout or pool, only notes that would be misread (of
+    /// another epoch length) or of another pool are no longer trusted.
+    #[test]
+    fn a_new_clock_distrusts_only_notes_it_would_misread() {
+        let c40 = NoteClock::new(40, 0);
+        let note = c40.note(500, 3);
+        assert_eq!(c40.next(300, (7, 7), 501).trusted(note, 502), Some(3), "one-tick epochs still");
+        assert_eq!(c40.next(3600, (7, 7), 501).trusted(note, 502), None, "four-tick epochs");
+        assert_eq!(c40.next(40, (7, 8), 501).trusted(note, 502), None, "another pool");
+        assert_eq!(c40.next(40, (7, 0), 501).trusted(note, 502), None, "no pool");
+        // No pool before: no notes, so the first ones made are trusted.
+        let first = NoteClock::new(40, 0).next(3600, (0, 7), 501);
+        assert_eq!(first.trusted(first.note(501, 3), 502), Some(3));
+        let c3600 = c40.next(3600, (7, 7), 501);
+        assert_eq!(c3600.trusted(c3600.note(504, 3), 505), Some(3), "made after the change");
+        // Long epochs trust a note to the end of the next one at least.
+        let day = NoteClock::new(86_400, 0);
+        assert_eq!(note_trust(86_400), 255);
+        for made in 1024..1024 + 128 {
+            let note = day.note(made, 1);
+            assert_eq!(day.trusted(note, (made | 127) + 128), Some(1), "made at {made}");
         }
     }
 }

@@ -298,8 +298,7 @@ impl Worker {
         let dp = reader.enter(cell);
         let note_conf = (dp.nat64.as_deref().map_or(0, PortPool::generation), dp.flow.timeout);
         if notes.0 != note_conf {
-            // (Notes of the old ones may have been made this tick.)
-            *notes = (note_conf, NoteClock::new(dp.flow.timeout, now.saturating_add(1)));
+            *notes = (note_conf, notes.1.next(dp.flow.timeout, (notes.0 .0, note_conf.0), now));
         }
         let notes = notes.1;
         if dp.ipv6_vips && !flows.has_keys() && *keys_tried != Some(now) {
