@@ -472,6 +472,13 @@ impl Bucket {
         (self.pod_tag[i] >> 24) as u8
     }
 
+    /// Slot `i`'s [`SourceNote`] (none for a whole key: its word `c` is
+    /// all key).
+    #[inline(always)]
+    fn note(&self, i: usize) -> SourceNote {
+        SourceNote((self.c[i] & !c_mask(self.id(i))) as u16)
+    }
+
     #[inline(always)]
     fn set_pod(&mut self, i: usize, pod: u32) {
         debug_assert!(pod < POD_WORD_CAPACITY);
@@ -548,6 +555,8 @@ pub type SlotId = u32;
 pub struct Hit {
     pub slot: SlotId,
     pub pod: u32,
+    /// The entry's [`SourceNote`] (from the line the hit read).
+    pub note: SourceNote,
 }
 
 /// The insert could not find a dead slot: the bucket is full of live flows.
@@ -782,7 +791,7 @@ impl FlowTable {
         if b.expiry[i] != expiry {
             b.expiry[i] = expiry;
         }
-        Hit { slot: (bi * ENTRIES_PER_BUCKET + i) as SlotId, pod: b.pod(i) }
+        Hit { slot: (bi * ENTRIES_PER_BUCKET + i) as SlotId, pod: b.pod(i), note: b.note(i) }
     }
 
     /// A whole lookup, unbatched (tests and one-off use).
@@ -942,11 +951,7 @@ impl FlowTable {
     #[inline(always)]
     pub fn source_note(&self, slot: SlotId) -> SourceNote {
         let (bi, i) = (slot as usize / ENTRIES_PER_BUCKET, slot as usize % ENTRIES_PER_BUCKET);
-        let b = &self.buckets[bi];
-        if is_whole_key(b.id(i)) {
-            return SourceNote::default();
-        }
-        SourceNote((b.c[i] & NOTE_BITS) as u16)
+        self.buckets[bi].note(i)
     }
 
     /// Keeps `note` with the entry in `slot` (an IPv6 one: an IPv4 entry
@@ -1205,10 +1210,11 @@ mod tests {
         assert_eq!(t.lookup(&k, 1), None);
         let (slot, evicted) = t.insert(&k, k.hash(), 7, 1).unwrap();
         assert_eq!(evicted, None);
-        assert_eq!(t.lookup(&k, 5), Some(Hit { slot, pod: 7 }));
+        let note = SourceNote::default();
+        assert_eq!(t.lookup(&k, 5), Some(Hit { slot, pod: 7, note }));
         // The hit at 5 moved expiry to 15.
-        assert_eq!(t.lookup(&k, 14), Some(Hit { slot, pod: 7 }));
-        assert_eq!(t.lookup(&k, 23), Some(Hit { slot, pod: 7 }));
+        assert_eq!(t.lookup(&k, 14), Some(Hit { slot, pod: 7, note }));
+        assert_eq!(t.lookup(&k, 23), Some(Hit { slot, pod: 7, note }));
         assert_eq!(t.lookup(&k, 33), None, "expiry 33 is dead at 33");
         assert_eq!(t.live_entries(33), 0);
         // The expired slot is reused and reports its old pod.

@@ -644,7 +644,13 @@ impl<B: Batch> Pipeline<'_, B> {
     /// gives. `None` leaves the packet to pass 3 (a stale entry, or what
     /// the fixed-offset rewrite leaves to the general one).
     #[inline(always)]
-    fn finish_hit_v6(&mut self, i: usize, v: u32, Hit { slot, pod }: Hit, protocol: u8) -> Option<Verdict> {
+    fn finish_hit_v6(
+        &mut self,
+        i: usize,
+        v: u32,
+        Hit { slot, pod, note }: Hit,
+        protocol: u8,
+    ) -> Option<Verdict> {
         let (dp, now) = (self.dp, self.now);
         let to = *dp.pod_of_vip(pod, v)?;
         let l4 = self.batch.l4_checksum(i);
@@ -655,7 +661,8 @@ impl<B: Batch> Pipeline<'_, B> {
         }
         let (key, hash) = (&self.scratch.keys[i], self.scratch.hashes[i]);
         let (addr, port) =
-            nat64_source(self.flows, dp, &self.notes, self.thread, now, key, &to, (hash, Some(slot))).ok()?;
+            nat64_source(self.flows, dp, &self.notes, self.thread, now, key, &to, (hash, Some((slot, note))))
+                .ok()?;
         let eps = nat64_endpoints(addr, port, &to);
         if !xlat::v6_to_v4_fast(&mut BatchFrame(self.batch, i), protocol, &eps, l4) {
             return None;
@@ -755,10 +762,10 @@ fn nat64_source(
     now: u32,
     key: &FlowKey,
     to: &Endpoint,
-    (hash, entry): (u64, Option<SlotId>),
+    (hash, entry): (u64, Option<(SlotId, SourceNote)>),
 ) -> Result<([u8; 4], u16), NatError> {
     let pool = dp.nat64.as_deref().ok_or(NatError::PortsExhausted)?;
-    if let Some(probe) = entry.and_then(|slot| notes.trusted(flows.source_note(slot), now)) {
+    if let Some(probe) = entry.and_then(|(_, note)| notes.trusted(note, now)) {
         return Ok(pool.probed(thread, hash, probe));
     }
     let (service, service_port) = key.original_dst();
@@ -773,7 +780,7 @@ fn nat64_source(
         protocol: key.protocol(),
     };
     let bound = pool.bind(thread, &b, hash, now, binding_lifetime(dp.flow.timeout));
-    if let Some(slot) = entry {
+    if let Some((slot, _)) = entry {
         // A failed confirmation leaves no note, so no note outlives what
         // its epoch bits can tell (see `NoteClock`).
         let note = bound.map_or(SourceNote::default(), |(_, probe)| notes.note(now, probe));
@@ -974,6 +981,7 @@ impl FlowCtx<'_> {
                 // (An established flow here, from its second bucket or a
                 // fragment's, may go on from its note; a new flow's entry
                 // gets one for its second packet.)
+                let entry = entry.map(|slot| (slot, self.flows.source_note(slot)));
                 let (addr, port) =
                     nat64_source(self.flows, dp, &self.notes, self.thread, self.now, key, to, (hash, entry))?;
                 let eps = nat64_endpoints(addr, port, to);
