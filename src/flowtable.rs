@@ -381,7 +381,7 @@ impl FlowKey {
     /// both ports (as on the wire) and the protocol as the tag. The VIP
     /// index is not stored: the address and port the flow was sent to
     /// decide its VIP, and the data path checks the entry's pod belongs to
-    /// it. Anything else (IPv6) stores a 96-bit signature of the whole key
+    /// it. Anything else (IPv6) stores an 80-bit signature of the whole key
     /// (VIP index included) and the protocol, tagged (see the module doc).
     #[inline(always)]
     pub fn compact(&self) -> u128 {
@@ -1274,7 +1274,12 @@ mod tests {
             assert_ne!(v, &k);
             let (id, vid) = (k.compact(), v.compact());
             assert_ne!(id & ((1 << 96) - 1), vid & ((1 << 96) - 1), "{v:?}");
+            // A key's own id leaves the note bits clear, and a lookup
+            // compares all of word `c` but them.
+            assert_eq!((vid >> 64) as u32 & NOTE_BITS, 0);
+            assert_eq!(c_mask(vid), !NOTE_BITS);
         }
+        assert_eq!(c_mask(FlowKey::new(0, &parsed(1, IpFamily::V4)).compact()), u32::MAX, "an IPv4 key: all");
         // (Not the global secret: other tests hash meanwhile.)
         let other = |i: usize| HASH_SECRET[i].load(Ordering::Relaxed) ^ (0x1234_5678 << i);
         let (id, hash) = signature_hash_keyed(&k.words, proto::TCP, other);
