@@ -30,15 +30,13 @@ pub fn sum(data: &[u8]) -> u64 {
     acc
 }
 
-/// Folds an unfolded sum to 16 bits with end-around carry, in a fixed
-/// number of steps (no loop, no branch): 64 -> 33 -> 18 -> 17 -> 16 bits.
-#[inline]
+/// Folds an unfolded sum to 16 bits with end-around carry, in two steps
+/// of [`fold32`]'s kind (no loop, no branch): adding the word to itself
+/// rotated by half puts the halves' end-around-carry sum in the top half,
+/// 64 -> 32 -> 16 bits. Zero only for zero.
+#[inline(always)]
 pub fn fold(acc: u64) -> u16 {
-    let a = (acc & 0xffff_ffff) + (acc >> 32);
-    let a = (a & 0xffff) + (a >> 16);
-    let a = (a & 0xffff) + (a >> 16);
-    let a = (a & 0xffff) + (a >> 16);
-    a as u16
+    fold32((acc.wrapping_add(acc.rotate_left(32)) >> 32) as u32)
 }
 
 /// The checksum field value for `data` (which must hold a zeroed checksum
@@ -142,6 +140,36 @@ pub fn fold32(s: u32) -> u16 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The fold of [`fold`]'s earlier version, step by step:
+    /// 64 -> 33 -> 18 -> 17 -> 16 bits.
+    fn reference_fold(acc: u64) -> u16 {
+        let a = (acc & 0xffff_ffff) + (acc >> 32);
+        let a = (a & 0xffff) + (a >> 16);
+        let a = (a & 0xffff) + (a >> 16);
+        let a = (a & 0xffff) + (a >> 16);
+        a as u16
+    }
+
+    proptest! {
+        #[test]
+        fn fold_equals_the_stepwise_fold(acc in any::<u64>()) {
+            prop_assert_eq!(fold(acc), reference_fold(acc));
+        }
+    }
+
+    #[test]
+    fn fold_edges() {
+        let halves = [0u64, 1, 0xfffe, 0xffff, 0x1_0000, 0xffff_0000, 0xffff_fffe, 0xffff_ffff];
+        for hi in halves {
+            for lo in halves {
+                let acc = hi << 32 | lo;
+                assert_eq!(fold(acc), reference_fold(acc), "{acc:#x}");
+            }
+        }
+        assert_eq!(fold(0), 0);
+        assert_eq!(fold(0xffff), 0xffff);
+    }
 
     /// The RFC 1071 reference: plain 16-bit word loop.
     fn reference_sum(data: &[u8]) -> u16 {
