@@ -405,15 +405,47 @@ pub(crate) fn update_l4_checksum(
     port_delta: u64,
     l4: L4Checksum,
 ) {
-    let stored = u16::from_be_bytes(*field);
-    let updated = match l4 {
+    if let Some(c) = updated_l4_checksum(u16::from_be_bytes(*field), protocol, addr_delta, port_delta, l4) {
+        *field = c.to_be_bytes();
+    }
+}
+
+/// [`update_l4_checksum`] with the field and the deltas in native byte
+/// order: one's-complement sums are the same in either order, byte-swapped
+/// (RFC 1071 §2(B)), so a rewrite may add native-order words with no swap
+/// per word, and store the result as it is.
+#[inline(always)]
+pub(crate) fn update_l4_checksum_native(
+    field: &mut [u8; 2],
+    protocol: u8,
+    addr_delta: u64,
+    port_delta: u64,
+    l4: L4Checksum,
+) {
+    if let Some(c) = updated_l4_checksum(u16::from_ne_bytes(*field), protocol, addr_delta, port_delta, l4) {
+        *field = c.to_ne_bytes();
+    }
+}
+
+/// The new value of a TCP/UDP checksum field `stored` (either byte order,
+/// the deltas in the same), `None` to leave it as it is. (0 and all ones,
+/// the values UDP treats apart, are the same in both orders.)
+#[inline(always)]
+fn updated_l4_checksum(
+    stored: u16,
+    protocol: u8,
+    addr_delta: u64,
+    port_delta: u64,
+    l4: L4Checksum,
+) -> Option<u16> {
+    Some(match l4 {
         // A partial sum covers only the pseudo-header: addresses, not ports.
         L4Checksum::Partial => checksum::update_partial(stored, addr_delta),
         L4Checksum::Full => {
             if protocol == proto::UDP && stored == 0 {
                 // IPv4 UDP without a checksum stays without one (IPv6 UDP
                 // with 0 never gets here: the parser rejects it).
-                return;
+                return None;
             }
             let c = checksum::update(stored, addr_delta + port_delta);
             if protocol == proto::UDP && c == 0 {
@@ -422,8 +454,7 @@ pub(crate) fn update_l4_checksum(
                 c
             }
         }
-    };
-    *field = updated.to_be_bytes();
+    })
 }
 
 /// DNAT for the data path's IPv4 fast lane: a packet
@@ -469,14 +500,21 @@ pub fn dnat_v6(
     const IP6_LEN: usize = crate::packet::ipv6::HEADER_LEN;
     let csum = IP6_LEN + if protocol == proto::TCP { tcp::CHECKSUM } else { udp::CHECKSUM };
     let h = pkt.get_mut(..csum + 2).ok_or(NatError::Truncated)?;
-    let dst: &mut [u8; 16] = (&mut h[ip6::DST]).try_into().unwrap();
-    let addr_delta = checksum::delta_v6(dst, addr);
-    *dst = *addr;
+    // Native-order words, as `dnat_v4_header` (no byte swap per word):
+    // ~m + m' of the address as the 32-bit halves of two 64-bit words.
+    let dst = ip6::DST.start;
+    let addr_delta = checksum::neg_sum_ne64(h, dst)
+        + checksum::neg_sum_ne64(h, dst + 8)
+        + checksum::sum_ne64(addr, 0)
+        + checksum::sum_ne64(addr, 8);
+    h[ip6::DST].copy_from_slice(addr);
     let port_at = IP6_LEN + udp::DST_PORT; // the same for TCP
-    let port_delta = checksum::delta16(u16::from_be_bytes([h[port_at], h[port_at + 1]]), port);
-    set_be16(h, port_at, port);
+    let new_port = port.to_be_bytes();
+    let old_port = u16::from_ne_bytes([h[port_at], h[port_at + 1]]);
+    let port_delta = u64::from(!old_port) + u64::from(u16::from_ne_bytes(new_port));
+    h[port_at..port_at + 2].copy_from_slice(&new_port);
     let field: &mut [u8; 2] = (&mut h[csum..csum + 2]).try_into().unwrap();
-    update_l4_checksum(field, protocol, addr_delta, port_delta, l4);
+    update_l4_checksum_native(field, protocol, addr_delta, port_delta, l4);
     Ok(())
 }
 

@@ -329,10 +329,13 @@ pub fn v4_to_v6_fast<F: Frame + ?Sized>(
     // TCP and UDP: the front runs to the end of the checksum field.
     let csum = if protocol == proto::TCP { tcp::CHECKSUM } else { udp::CHECKSUM };
     let Some(h) = f.bytes().get(..IP4_LEN + csum + 2) else { return false };
+    // The sums add native-order words, as in `v6_to_v4_fast`.
+    use checksum::sum_ne64;
     let (tos, ttl) = (h[1], h[ip4::TTL]);
     let l4_len = be16(h, ip4::TOTAL_LEN).wrapping_sub(IP4_LEN as u16);
-    let old_addrs = sum_be64(h, ip4::SRC.start);
-    let old_port = be16(h, IP4_LEN + udp::DST_PORT);
+    let old_addrs = sum_ne64(h, ip4::SRC.start);
+    let port_at = IP4_LEN + udp::DST_PORT; // the same for TCP
+    let old_port = u16::from_ne_bytes([h[port_at], h[port_at + 1]]);
     if protocol == proto::UDP && l4 == L4Checksum::Full && be16(h, IP4_LEN + csum) == 0 {
         return false;
     }
@@ -342,11 +345,12 @@ pub fn v4_to_v6_fast<F: Frame + ?Sized>(
     let Some(h) = f.bytes().get_mut(..IP6_LEN + csum + 2) else { return false };
     Ip6Header { traffic_class: tos, payload_len: l4_len, next_header: protocol, hop_limit: ttl, src, dst }
         .write(h);
-    set_be16(h, IP6_LEN + udp::DST_PORT, dst_port);
-    let new_addrs = sum_be64(src, 0) + sum_be64(src, 8) + sum_be64(dst, 0) + sum_be64(dst, 8);
+    let new_port = dst_port.to_be_bytes();
+    h[IP6_LEN + udp::DST_PORT..IP6_LEN + udp::DST_PORT + 2].copy_from_slice(&new_port);
+    let new_addrs = sum_ne64(src, 0) + sum_ne64(src, 8) + sum_ne64(dst, 0) + sum_ne64(dst, 8);
     let field: &mut [u8; 2] = (&mut h[IP6_LEN + csum..IP6_LEN + csum + 2]).try_into().unwrap();
-    let ports = checksum::delta16(old_port, dst_port);
-    nat::update_l4_checksum(field, protocol, replace(old_addrs, new_addrs), ports, l4);
+    let ports = u64::from(!old_port) + u64::from(u16::from_ne_bytes(new_port));
+    nat::update_l4_checksum_native(field, protocol, replace(old_addrs, new_addrs), ports, l4);
     f.family_changed(IpFamily::V6);
     true
 }
@@ -362,34 +366,43 @@ pub fn v4_to_v6_fast<F: Frame + ?Sized>(
 pub fn v6_to_v4_fast<F: Frame + ?Sized>(f: &mut F, protocol: u8, to: &Endpoints, l4: L4Checksum) -> bool {
     let csum = if protocol == proto::TCP { tcp::CHECKSUM } else { udp::CHECKSUM };
     let Some(h) = f.bytes().get(..IP6_LEN + csum + 2) else { return false };
+    // Every sum here adds native-order words and every checksum is stored
+    // as computed, with no byte swap per 16-bit word: one's-complement
+    // sums are the same in either byte order, byte-swapped (RFC 1071
+    // §2(B)); only the total length is a number to compute with.
+    use checksum::sum_ne64;
+    let ne32 = |b: &[u8], at: usize| u32::from_ne_bytes(b[at..at + 4].try_into().unwrap());
     let tclass = (h[0] << 4) | (h[1] >> 4);
     let hop_limit = h[ip6::HOP_LIMIT];
     let Some(total) = be16(h, ip6::PAYLOAD_LEN).checked_add(IP4_LEN as u16) else { return false };
-    let old_addrs = sum_be64(h, 8) + sum_be64(h, 16) + sum_be64(h, 24) + sum_be64(h, 32);
-    let ports = checksum::delta16(be16(h, IP6_LEN + udp::SRC_PORT), to.src_port)
-        + checksum::delta16(be16(h, IP6_LEN + udp::DST_PORT), to.dst_port);
+    let old_addrs = sum_ne64(h, 8) + sum_ne64(h, 16) + sum_ne64(h, 24) + sum_ne64(h, 32);
+    let (sp, dp) = (to.src_port.to_be_bytes(), to.dst_port.to_be_bytes());
+    let new_ports = u32::from_ne_bytes([sp[0], sp[1], dp[0], dp[1]]);
+    // (~m + m' of RFC 1624 over both ports as one 32-bit word: its
+    // complement is the same one's-complement negation.)
+    let ports = u64::from(!ne32(h, IP6_LEN)) + u64::from(new_ports);
     if !f.move_start((IP6_LEN - IP4_LEN) as isize) {
         return false;
     }
     let Some(h) = f.bytes().get_mut(..IP4_LEN + csum + 2) else { return false };
-    let (src, dst) = (v4(&to.src), v4(&to.dst));
-    Ip4Header {
-        tos: tclass,
-        total_len: total,
-        ident: 0,
-        flags_frag: 0x4000,
-        ttl: hop_limit,
-        protocol,
-        src,
-        dst,
+    let (src, dst) = (u32::from_ne_bytes(v4(&to.src)), u32::from_ne_bytes(v4(&to.dst)));
+    // The header as three words and the addresses, its checksum from
+    // their values (not the bytes just written: a wide load of narrower
+    // stores in flight stalls on store forwarding). Identification 0,
+    // don't fragment.
+    let len = total.to_be_bytes();
+    let w0 = u32::from_ne_bytes([0x45, tclass, len[0], len[1]]);
+    let w1 = u32::from_ne_bytes([0, 0, 0x40, 0]);
+    let new_addrs = u64::from(src) + u64::from(dst);
+    let sum =
+        u64::from(w0) + u64::from(w1) + u64::from(u16::from_ne_bytes([hop_limit, protocol])) + new_addrs;
+    let c = (!checksum::fold(sum)).to_ne_bytes();
+    let w2 = u32::from_ne_bytes([hop_limit, protocol, c[0], c[1]]);
+    for (at, w) in [(0, w0), (4, w1), (8, w2), (12, src), (16, dst), (IP4_LEN, new_ports)] {
+        h[at..at + 4].copy_from_slice(&w.to_ne_bytes());
     }
-    .write(h);
-    set_ports(h, IP4_LEN, to);
-    // (From the values, not the bytes just written: a wide load of
-    // narrower stores in flight stalls on store forwarding.)
-    let new_addrs = u64::from(u32::from_be_bytes(src)) + u64::from(u32::from_be_bytes(dst));
     let field: &mut [u8; 2] = (&mut h[IP4_LEN + csum..IP4_LEN + csum + 2]).try_into().unwrap();
-    nat::update_l4_checksum(field, protocol, replace(old_addrs, new_addrs), ports, l4);
+    nat::update_l4_checksum_native(field, protocol, replace(old_addrs, new_addrs), ports, l4);
     f.family_changed(IpFamily::V4);
     true
 }
@@ -397,14 +410,6 @@ pub fn v6_to_v4_fast<F: Frame + ?Sized>(f: &mut F, protocol: u8, to: &Endpoints,
 #[inline(always)]
 fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-/// The one's-complement sum of the eight bytes at `at` (as
-/// [`checksum::sum`] would give it), from one load.
-#[inline(always)]
-fn sum_be64(b: &[u8], at: usize) -> u64 {
-    let w = u64::from_be_bytes(b[at..at + 8].try_into().unwrap());
-    (w >> 32) + (w & 0xffff_ffff)
 }
 
 /// Translates an IPv6 TCP/UDP packet (`p`: extension headers walked, not a

@@ -93,6 +93,25 @@ pub fn delta_v6(old: &[u8; 16], new: &[u8; 16]) -> u64 {
     acc
 }
 
+/// The unfolded one's-complement sum of the eight bytes at `at`, read in
+/// native byte order: the byte-swapped value of the big-endian sum (RFC
+/// 1071 §2(B)), for rewrites that add native-order words throughout and
+/// store the result as it is, with no swap per word. Its halves as 32-bit
+/// numbers carry the same value as the four 16-bit words.
+#[inline(always)]
+pub fn sum_ne64(b: &[u8], at: usize) -> u64 {
+    let w = u64::from_ne_bytes(b[at..at + 8].try_into().unwrap());
+    (w >> 32) + (w & 0xffff_ffff)
+}
+
+/// [`sum_ne64`] of the bytes' complement: the sum's one's-complement
+/// negation (`~m` of RFC 1624), for a delta.
+#[inline(always)]
+pub fn neg_sum_ne64(b: &[u8], at: usize) -> u64 {
+    let w = !u64::from_ne_bytes(b[at..at + 8].try_into().unwrap());
+    (w >> 32) + (w & 0xffff_ffff)
+}
+
 /// The change to a sum when the 16-bit value `old` becomes `new`.
 #[inline]
 pub fn delta16(old: u16, new: u16) -> u64 {
