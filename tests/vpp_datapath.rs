@@ -1,8 +1,8 @@
 //! kp's data path in real VPP 26.06 with packet-generator interfaces:
 //! packets made and decoded with scapy (skipped without VPP).
 //!
-//! pg0 faces clients (10.0.0.0/24, fd01::/64), pg1 faces pods
-//! (10.1.0.0/24, fd00::/64, static neighbours).
+//! pg0 faces clients (198.51.100.0/24, 2001:db8:c::/64), pg1 faces pods
+//! (203.0.113.0/24, 2001:db8:b::/64, static neighbours).
 
 mod common;
 use common::{installed_vpp, Options, Vpp};
@@ -77,10 +77,10 @@ impl Lab {
         for cmd in [
             "create packet-generator interface pg0",
             "create packet-generator interface pg1",
-            "set interface ip address pg0 10.0.0.1/24",
-            "set interface ip address pg0 fd01::1/64",
-            "set interface ip address pg1 10.1.0.254/24",
-            "set interface ip address pg1 fd00::ff/64",
+            "set interface ip address pg0 198.51.100.1/24",
+            "set interface ip address pg0 2001:db8:c::1/64",
+            "set interface ip address pg1 203.0.113.254/24",
+            "set interface ip address pg1 2001:db8:b::ff/64",
             "set interface state pg0 up",
             "set interface state pg1 up",
             // pg flows here are mostly one packet each, seconds apart on a
@@ -93,12 +93,12 @@ impl Lab {
             assert!(out.trim().is_empty(), "{cmd}: {out}");
         }
         for i in 1..=9 {
-            vpp.ctl(&format!("set ip neighbor pg1 10.1.0.{i} 02:00:00:00:01:0{i}"));
-            vpp.ctl(&format!("set ip neighbor pg1 fd00::{i} 02:00:00:00:01:0{i}"));
+            vpp.ctl(&format!("set ip neighbor pg1 203.0.113.{i} 02:00:00:00:01:0{i}"));
+            vpp.ctl(&format!("set ip neighbor pg1 2001:db8:b::{i} 02:00:00:00:01:0{i}"));
         }
-        vpp.ctl("set ip neighbor pg0 10.0.0.2 02:00:00:00:00:02");
-        vpp.ctl("set ip neighbor pg0 10.0.0.3 02:00:00:00:00:03");
-        vpp.ctl("set ip neighbor pg0 fd01::2 02:00:00:00:00:02");
+        vpp.ctl("set ip neighbor pg0 198.51.100.2 02:00:00:00:00:02");
+        vpp.ctl("set ip neighbor pg0 198.51.100.3 02:00:00:00:00:03");
+        vpp.ctl("set ip neighbor pg0 2001:db8:c::2 02:00:00:00:00:02");
         let mac = |i: &str| {
             let hw = vpp.ctl(&format!("show hardware-interfaces {i}"));
             hw.lines()
@@ -277,26 +277,28 @@ fn assert_translated(sent: &[Pkt], got: &[(Pkt, bool)], pods: &[&str], target_po
 #[test]
 fn datapath_nat44_nat66_prefixes_affinity_removal() {
     let Some(mut lab) = Lab::start("datapath_nat44_nat66_prefixes_affinity_removal", 0) else { return };
-    lab.ctl_ok("kp vip 10.96.0.10/32 port 80 target_port 8080");
-    lab.ctl_ok("kp pod 10.96.0.10/32 10.1.0.1 10.1.0.2 10.1.0.3");
-    lab.ctl_ok("kp vip fd02::10/128 port 443 target_port 8443");
-    lab.ctl_ok("kp pod fd02::10/128 fd00::1 fd00::2");
+    lab.ctl_ok("kp vip 192.0.2.10/32 port 80 target_port 8080");
+    lab.ctl_ok("kp pod 192.0.2.10/32 203.0.113.1 203.0.113.2 203.0.113.3");
+    lab.ctl_ok("kp vip 2001:db8:d::10/128 port 443 target_port 8443");
+    lab.ctl_ok("kp pod 2001:db8:d::10/128 2001:db8:b::1 2001:db8:b::2");
 
     // TCP and UDP, IPv4 and IPv6.
     let v4: Vec<Pkt> = (0..20)
-        .map(|i| Pkt::new(if i % 2 == 0 { "tcp" } else { "udp" }, "10.0.0.2", 2000 + i, "10.96.0.10", 80))
+        .map(|i| Pkt::new(if i % 2 == 0 { "tcp" } else { "udp" }, "198.51.100.2", 2000 + i, "192.0.2.10", 80))
         .collect();
     let got = lab.send(&v4);
-    let first = assert_translated(&v4, &got, &["10.1.0.1", "10.1.0.2", "10.1.0.3"], 8080);
+    let first = assert_translated(&v4, &got, &["203.0.113.1", "203.0.113.2", "203.0.113.3"], 8080);
     let v6: Vec<Pkt> = (0..20)
-        .map(|i| Pkt::new(if i % 2 == 0 { "tcp" } else { "udp" }, "fd01::2", 3000 + i, "fd02::10", 443))
+        .map(|i| {
+            Pkt::new(if i % 2 == 0 { "tcp" } else { "udp" }, "2001:db8:c::2", 3000 + i, "2001:db8:d::10", 443)
+        })
         .collect();
     let got = lab.send(&v6);
-    assert_translated(&v6, &got, &["fd00::1", "fd00::2"], 8443);
+    assert_translated(&v6, &got, &["2001:db8:b::1", "2001:db8:b::2"], 8443);
 
     // The same flows again reach the same pods (and are counted as hits).
     let again = lab.send(&v4);
-    assert_eq!(assert_translated(&v4, &again, &["10.1.0.1", "10.1.0.2", "10.1.0.3"], 8080), first);
+    assert_eq!(assert_translated(&v4, &again, &["203.0.113.1", "203.0.113.2", "203.0.113.3"], 8080), first);
     let show = lab.vpp.ctl("show kp vip verbose");
     assert!(show.contains("counters: existing flow packets 20, first packets 20"), "{show}");
     // The same counters in the stats segment.
@@ -305,25 +307,26 @@ fn datapath_nat44_nat66_prefixes_affinity_removal() {
     assert!(stats.contains("[0 @ 0]: 20 packets /kp/vip/existing-flow-packets"), "{stats}");
 
     // Unserved port: dropped and counted, nothing leaves.
-    let bad = vec![Pkt::new("tcp", "10.0.0.2", 1, "10.96.0.10", 81)];
+    let bad = vec![Pkt::new("tcp", "198.51.100.2", 1, "192.0.2.10", 81)];
     assert!(lab.send(&bad).is_empty());
     assert!(lab.vpp.ctl("show errors").contains("no VIP for this protocol and port"));
 
     // Pod removal: established flows stay, new ones avoid it.
     let victim = first[0].clone();
-    lab.ctl_ok(&format!("kp pod 10.96.0.10/32 {victim} del"));
+    lab.ctl_ok(&format!("kp pod 192.0.2.10/32 {victim} del"));
     let again = lab.send(&v4);
-    assert_eq!(assert_translated(&v4, &again, &["10.1.0.1", "10.1.0.2", "10.1.0.3"], 8080), first);
-    let fresh: Vec<Pkt> = (0..50).map(|i| Pkt::new("tcp", "10.0.0.3", 5000 + i, "10.96.0.10", 80)).collect();
+    assert_eq!(assert_translated(&v4, &again, &["203.0.113.1", "203.0.113.2", "203.0.113.3"], 8080), first);
+    let fresh: Vec<Pkt> =
+        (0..50).map(|i| Pkt::new("tcp", "198.51.100.3", 5000 + i, "192.0.2.10", 80)).collect();
     let got = lab.send(&fresh);
-    assert!(assert_translated(&fresh, &got, &["10.1.0.1", "10.1.0.2", "10.1.0.3"], 8080)
+    assert!(assert_translated(&fresh, &got, &["203.0.113.1", "203.0.113.2", "203.0.113.3"], 8080)
         .iter()
         .all(|p| *p != victim));
     assert!(lab.vpp.ctl("show kp vip verbose").contains("draining"));
     // ... and with flush its flows move at once.
-    lab.ctl_ok(&format!("kp pod 10.96.0.10/32 {victim} del flush"));
+    lab.ctl_ok(&format!("kp pod 192.0.2.10/32 {victim} del flush"));
     let moved = lab.send(&v4);
-    assert!(assert_translated(&v4, &moved, &["10.1.0.1", "10.1.0.2", "10.1.0.3"], 8080)
+    assert!(assert_translated(&v4, &moved, &["203.0.113.1", "203.0.113.2", "203.0.113.3"], 8080)
         .iter()
         .all(|p| *p != victim));
 
@@ -332,7 +335,7 @@ fn datapath_nat44_nat66_prefixes_affinity_removal() {
     lab.vpp.ctl("trace add pg-input 5");
     lab.send(&v4[..5]);
     let trace = lab.vpp.ctl("show trace");
-    assert_eq!(trace.matches("kp: vip 0 10.96.0.10:80 -> pod").count(), 5, "{trace}");
+    assert_eq!(trace.matches("kp: vip 0 192.0.2.10:80 -> pod").count(), 5, "{trace}");
     assert!(trace.contains("(existing flow), translated"), "{trace}");
     // The pod's route is tracked: translated packets go on to its
     // load-balance object, with no second FIB lookup.
@@ -364,12 +367,13 @@ fn datapath_drained_pod_is_freed_without_commands() {
     // (6 s: long enough that a slow machine still sees the pod drain
     // before its flows expire.)
     lab.ctl_ok("kp conf timeout 6");
-    lab.ctl_ok("kp vip 10.96.0.10/32 port 80 target_port 8080");
-    lab.ctl_ok("kp pod 10.96.0.10/32 10.1.0.1 10.1.0.2");
-    let flows: Vec<Pkt> = (0..10).map(|i| Pkt::new("udp", "10.0.0.2", 7000 + i, "10.96.0.10", 80)).collect();
+    lab.ctl_ok("kp vip 192.0.2.10/32 port 80 target_port 8080");
+    lab.ctl_ok("kp pod 192.0.2.10/32 203.0.113.1 203.0.113.2");
+    let flows: Vec<Pkt> =
+        (0..10).map(|i| Pkt::new("udp", "198.51.100.2", 7000 + i, "192.0.2.10", 80)).collect();
     let got = lab.send(&flows);
-    let victim = assert_translated(&flows, &got, &["10.1.0.1", "10.1.0.2"], 8080)[0].clone();
-    lab.ctl_ok(&format!("kp pod 10.96.0.10/32 {victim} del"));
+    let victim = assert_translated(&flows, &got, &["203.0.113.1", "203.0.113.2"], 8080)[0].clone();
+    lab.ctl_ok(&format!("kp pod 192.0.2.10/32 {victim} del"));
     let gauge = |lab: &Lab| lab.stats(&["/kp/draining-pods"]);
     // Its flows are alive for 6 s: the upkeep (every second) sees it drain.
     std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -389,27 +393,28 @@ fn datapath_drained_pod_is_freed_without_commands() {
 #[test]
 fn datapath_pod_route_change_is_followed() {
     let Some(mut lab) = Lab::start("datapath_pod_route_change_is_followed", 0) else { return };
-    lab.ctl_ok("kp vip 10.96.0.20/32 port 80 target_port 8080");
-    lab.ctl_ok("kp pod 10.96.0.20/32 10.1.0.1");
-    let flows: Vec<Pkt> = (0..5).map(|i| Pkt::new("udp", "10.0.0.2", 4000 + i, "10.96.0.20", 80)).collect();
+    lab.ctl_ok("kp vip 192.0.2.20/32 port 80 target_port 8080");
+    lab.ctl_ok("kp pod 192.0.2.20/32 203.0.113.1");
+    let flows: Vec<Pkt> =
+        (0..5).map(|i| Pkt::new("udp", "198.51.100.2", 4000 + i, "192.0.2.20", 80)).collect();
     let got = lab.send_on(0, 1, &flows);
-    assert_translated(&flows, &got, &["10.1.0.1"], 8080);
+    assert_translated(&flows, &got, &["203.0.113.1"], 8080);
     // A more specific route sends the pod's traffic out of pg0 instead.
-    lab.ctl_ok("ip route add 10.1.0.1/32 via 10.0.0.3 pg0");
+    lab.ctl_ok("ip route add 203.0.113.1/32 via 198.51.100.3 pg0");
     let got = lab.send_on(0, 0, &flows);
-    assert_translated(&flows, &got, &["10.1.0.1"], 8080);
+    assert_translated(&flows, &got, &["203.0.113.1"], 8080);
     // And back when it goes.
-    lab.ctl_ok("ip route del 10.1.0.1/32 via 10.0.0.3 pg0");
+    lab.ctl_ok("ip route del 203.0.113.1/32 via 198.51.100.3 pg0");
     let got = lab.send_on(0, 1, &flows);
-    assert_translated(&flows, &got, &["10.1.0.1"], 8080);
+    assert_translated(&flows, &got, &["203.0.113.1"], 8080);
     // Tracking shows as the recursive-resolution source on the pod's /32.
-    assert!(lab.vpp.ctl("show ip fib 10.1.0.1/32").contains("recursive-resolution"));
+    assert!(lab.vpp.ctl("show ip fib 203.0.113.1/32").contains("recursive-resolution"));
     // Deleting the VIP frees the pod (once upkeep has swept its flows) and
     // with it the tracking.
-    lab.ctl_ok("kp vip 10.96.0.20/32 port 80 del");
+    lab.ctl_ok("kp vip 192.0.2.20/32 port 80 del");
     let deadline = Instant::now() + Duration::from_secs(15);
-    while lab.vpp.ctl("show ip fib 10.1.0.1/32").contains("recursive-resolution") {
-        assert!(Instant::now() < deadline, "{}", lab.vpp.ctl("show ip fib 10.1.0.1/32"));
+    while lab.vpp.ctl("show ip fib 203.0.113.1/32").contains("recursive-resolution") {
+        assert!(Instant::now() < deadline, "{}", lab.vpp.ctl("show ip fib 203.0.113.1/32"));
         std::thread::sleep(Duration::from_millis(250));
     }
     assert!(lab.vpp.ctl("show kp").contains("0 pods, 0 draining"));
@@ -419,41 +424,41 @@ fn datapath_pod_route_change_is_followed() {
 fn datapath_prefix_vips_and_spread() {
     let Some(mut lab) = Lab::start("datapath_prefix_vips_and_spread", 0) else { return };
     lab.ctl_ok("kp conf buckets 16384");
-    lab.ctl_ok("kp vip 10.96.1.0/24 protocol udp port 53 target_port 5353");
-    lab.ctl_ok("kp pod 10.96.1.0/24 10.1.0.4 weight 1 10.1.0.5 weight 3");
-    lab.ctl_ok("kp vip fd02::100/120 protocol tcp port 80 target_port 8080");
-    lab.ctl_ok("kp pod fd02::100/120 fd00::4");
+    lab.ctl_ok("kp vip 192.0.2.128/25 protocol udp port 53 target_port 5353");
+    lab.ctl_ok("kp pod 192.0.2.128/25 203.0.113.4 weight 1 203.0.113.5 weight 3");
+    lab.ctl_ok("kp vip 2001:db8:d::100/120 protocol tcp port 80 target_port 8080");
+    lab.ctl_ok("kp pod 2001:db8:d::100/120 2001:db8:b::4");
     // Every address of the prefixes is served.
-    let v4: Vec<Pkt> = [0u32, 1, 77, 254, 255]
+    let v4: Vec<Pkt> = [128u32, 129, 205, 254, 255]
         .iter()
-        .map(|h| Pkt::new("udp", "10.0.0.2", 999, &format!("10.96.1.{h}"), 53))
+        .map(|h| Pkt::new("udp", "198.51.100.2", 999, &format!("192.0.2.{h}"), 53))
         .collect();
     let got = lab.send(&v4);
-    assert_translated(&v4, &got, &["10.1.0.4", "10.1.0.5"], 5353);
-    let v6: Vec<Pkt> = ["fd02::100", "fd02::1ff", "fd02::142"]
+    assert_translated(&v4, &got, &["203.0.113.4", "203.0.113.5"], 5353);
+    let v6: Vec<Pkt> = ["2001:db8:d::100", "2001:db8:d::1ff", "2001:db8:d::142"]
         .iter()
-        .map(|d| Pkt::new("tcp", "fd01::2", 999, d, 80))
+        .map(|d| Pkt::new("tcp", "2001:db8:c::2", 999, d, 80))
         .collect();
     let got = lab.send(&v6);
-    assert_translated(&v6, &got, &["fd00::4"], 8080);
+    assert_translated(&v6, &got, &["2001:db8:b::4"], 8080);
 
     // 10,000 flows spread in proportion to the table share (1:3).
     let flows: Vec<Pkt> = (0..10_000u32)
         .map(|i| {
             Pkt::new(
                 "udp",
-                &format!("10.0.{}.{}", 1 + i / 250, 1 + i % 250),
-                1024 + (i % 7) as u16,
-                "10.96.1.9",
+                &format!("198.51.100.{}", 2 + i % 250),
+                1024 + (i / 250) as u16,
+                "192.0.2.137",
                 53,
             )
         })
         .collect();
     let got = lab.send(&flows);
-    let chosen = assert_translated(&flows, &got, &["10.1.0.4", "10.1.0.5"], 5353);
+    let chosen = assert_translated(&flows, &got, &["203.0.113.4", "203.0.113.5"], 5353);
     let mut count: HashMap<String, usize> = HashMap::new();
     chosen.into_iter().for_each(|p| *count.entry(p).or_default() += 1);
-    let share = count["10.1.0.5"] as f64 / 10_000.0;
+    let share = count["203.0.113.5"] as f64 / 10_000.0;
     assert!((share - 0.75).abs() < 0.03, "weight-3 pod got {share}");
 }
 
@@ -462,19 +467,25 @@ fn datapath_shared_pod_and_worker_thread() {
     let Some(mut lab) = Lab::start("datapath_shared_pod_and_worker_thread", 1) else { return };
     assert!(lab.vpp.ctl("show threads").contains("vpp_wk_0"));
     // Two Services selecting the same pods on the same target port.
-    lab.ctl_ok("kp vip 10.96.0.10/32 port 80 target_port 8080");
-    lab.ctl_ok("kp vip 10.96.0.20/32 port 80 target_port 8080");
-    lab.ctl_ok("kp pod 10.96.0.10/32 10.1.0.1 10.1.0.2");
-    lab.ctl_ok("kp pod 10.96.0.20/32 10.1.0.1 10.1.0.2");
+    lab.ctl_ok("kp vip 192.0.2.10/32 port 80 target_port 8080");
+    lab.ctl_ok("kp vip 192.0.2.20/32 port 80 target_port 8080");
+    lab.ctl_ok("kp pod 192.0.2.10/32 203.0.113.1 203.0.113.2");
+    lab.ctl_ok("kp pod 192.0.2.20/32 203.0.113.1 203.0.113.2");
     let pkts: Vec<Pkt> = (0..40)
         .map(|i| {
-            Pkt::new("tcp", "10.0.0.2", 4000 + i, if i % 2 == 0 { "10.96.0.10" } else { "10.96.0.20" }, 80)
+            Pkt::new(
+                "tcp",
+                "198.51.100.2",
+                4000 + i,
+                if i % 2 == 0 { "192.0.2.10" } else { "192.0.2.20" },
+                80,
+            )
         })
         .collect();
     let got = lab.send(&pkts);
-    let first = assert_translated(&pkts, &got, &["10.1.0.1", "10.1.0.2"], 8080);
+    let first = assert_translated(&pkts, &got, &["203.0.113.1", "203.0.113.2"], 8080);
     let again = lab.send(&pkts);
-    assert_eq!(assert_translated(&pkts, &again, &["10.1.0.1", "10.1.0.2"], 8080), first);
+    assert_eq!(assert_translated(&pkts, &again, &["203.0.113.1", "203.0.113.2"], 8080), first);
     let show = lab.vpp.ctl("show kp");
     assert!(
         show.contains("thread 1:") && !show.contains("thread 1: 65536 buckets, 0 of"),
@@ -493,20 +504,20 @@ fn datapath_replies_translated_back() {
     lab.ctl_ok("kp set interface nat4 in pg1");
     lab.ctl_ok("kp set interface nat6 in pg1");
     // Two Services share the pods on one target port; a prefix VIP; IPv6.
-    lab.ctl_ok("kp vip 10.96.0.10/32 port 80 target_port 8080");
-    lab.ctl_ok("kp vip 10.96.0.20/32 port 81 target_port 8080");
-    lab.ctl_ok("kp vip 10.96.1.0/24 protocol udp port 53 target_port 5353");
-    lab.ctl_ok("kp vip fd02::10/128 port 443 target_port 8443");
-    lab.ctl_ok("kp pod 10.96.0.10/32 10.1.0.1 10.1.0.2");
-    lab.ctl_ok("kp pod 10.96.0.20/32 10.1.0.1 10.1.0.2");
-    lab.ctl_ok("kp pod 10.96.1.0/24 10.1.0.3");
-    lab.ctl_ok("kp pod fd02::10/128 fd00::1");
+    lab.ctl_ok("kp vip 192.0.2.10/32 port 80 target_port 8080");
+    lab.ctl_ok("kp vip 192.0.2.20/32 port 81 target_port 8080");
+    lab.ctl_ok("kp vip 192.0.2.128/25 protocol udp port 53 target_port 5353");
+    lab.ctl_ok("kp vip 2001:db8:d::10/128 port 443 target_port 8443");
+    lab.ctl_ok("kp pod 192.0.2.10/32 203.0.113.1 203.0.113.2");
+    lab.ctl_ok("kp pod 192.0.2.20/32 203.0.113.1 203.0.113.2");
+    lab.ctl_ok("kp pod 192.0.2.128/25 203.0.113.3");
+    lab.ctl_ok("kp pod 2001:db8:d::10/128 2001:db8:b::1");
     let mut fwd = Vec::new();
     for i in 0..10u16 {
-        fwd.push(Pkt::new("tcp", "10.0.0.2", 6000 + i, "10.96.0.10", 80));
-        fwd.push(Pkt::new("udp", "10.0.0.2", 6100 + i, "10.96.0.20", 81));
-        fwd.push(Pkt::new("udp", "10.0.0.3", 6200 + i, &format!("10.96.1.{}", 10 + i), 53));
-        fwd.push(Pkt::new("tcp", "fd01::2", 6300 + i, "fd02::10", 443));
+        fwd.push(Pkt::new("tcp", "198.51.100.2", 6000 + i, "192.0.2.10", 80));
+        fwd.push(Pkt::new("udp", "198.51.100.2", 6100 + i, "192.0.2.20", 81));
+        fwd.push(Pkt::new("udp", "198.51.100.3", 6200 + i, &format!("192.0.2.{}", 138 + i), 53));
+        fwd.push(Pkt::new("tcp", "2001:db8:c::2", 6300 + i, "2001:db8:d::10", 443));
     }
     // v4 and v6 leave pg1 in separate captures; send each family alone.
     for family in [4u8, 6] {
@@ -524,7 +535,7 @@ fn datapath_replies_translated_back() {
     let errors = lab.vpp.ctl("show errors");
     assert!(errors.contains("kp-nat4-in2out") && errors.contains("replies translated back"), "{errors}");
     // Traffic from pods that is not a reply passes untouched.
-    let other = vec![Pkt::new("tcp", "10.1.0.1", 9999, "10.0.0.2", 7777)];
+    let other = vec![Pkt::new("tcp", "203.0.113.1", 9999, "198.51.100.2", 7777)];
     let got = lab.send_on(1, 0, &other);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].0, other[0]);
@@ -538,21 +549,22 @@ fn datapath_nodeport() {
     let Some(mut lab) = Lab::start("datapath_nodeport", 0) else { return };
     lab.ctl_ok("kp set interface nat4 in pg1");
     lab.ctl_ok("kp set interface nat6 in pg1");
-    lab.ctl_ok("kp vip 10.96.0.10/32 port 80 target_port 8080 node_port 30080");
-    lab.ctl_ok("kp vip fd02::10/128 protocol udp port 53 target_port 5353 node_port 30053");
-    lab.ctl_ok("kp pod 10.96.0.10/32 10.1.0.1 10.1.0.2");
-    lab.ctl_ok("kp pod fd02::10/128 fd00::1");
+    lab.ctl_ok("kp vip 192.0.2.10/32 port 80 target_port 8080 node_port 30080");
+    lab.ctl_ok("kp vip 2001:db8:d::10/128 protocol udp port 53 target_port 5353 node_port 30053");
+    lab.ctl_ok("kp pod 192.0.2.10/32 203.0.113.1 203.0.113.2");
+    lab.ctl_ok("kp pod 2001:db8:d::10/128 2001:db8:b::1");
     assert!(lab.vpp.ctl("show kp").contains("NodePort capture on"));
     // TCP and UDP to the node's own addresses on the NodePort reach pods...
     for sent in [
         vec![
-            Pkt::new("tcp", "10.0.0.2", 7000, "10.0.0.1", 30080),
-            Pkt::new("udp", "10.0.0.2", 7001, "10.0.0.1", 30080),
+            Pkt::new("tcp", "198.51.100.2", 7000, "198.51.100.1", 30080),
+            Pkt::new("udp", "198.51.100.2", 7001, "198.51.100.1", 30080),
         ],
-        vec![Pkt::new("udp", "fd01::2", 7002, "fd01::1", 30053)],
+        vec![Pkt::new("udp", "2001:db8:c::2", 7002, "2001:db8:c::1", 30053)],
     ] {
         let got = lab.send(&sent);
-        let pods: &[&str] = if sent[0].family == 4 { &["10.1.0.1", "10.1.0.2"] } else { &["fd00::1"] };
+        let pods: &[&str] =
+            if sent[0].family == 4 { &["203.0.113.1", "203.0.113.2"] } else { &["2001:db8:b::1"] };
         assert_translated(&sent, &got, pods, if sent[0].family == 4 { 8080 } else { 5353 });
         // ...and their replies come back from the node address and NodePort.
         let back = lab.send_on(1, 0, &replies(&got));
@@ -565,14 +577,14 @@ fn datapath_nodeport() {
     // Other traffic to the node's addresses is unaffected: UDP to another
     // port goes to VPP's own UDP stack (no listener), not to a pod.
     let before = lab.vpp.ctl("show errors");
-    let got = lab.send(&[Pkt::new("udp", "10.0.0.2", 7003, "10.0.0.1", 5000)]);
+    let got = lab.send(&[Pkt::new("udp", "198.51.100.2", 7003, "198.51.100.1", 5000)]);
     assert!(got.is_empty(), "{got:?}");
     let after = lab.vpp.ctl("show errors");
     assert_ne!(before, after);
     assert!(after.contains("No listener for dst port"), "{after}");
     // Without NodePort VIPs the capture goes away.
-    lab.ctl_ok("kp vip 10.96.0.10/32 port 80 del");
-    lab.ctl_ok("kp vip fd02::10/128 protocol udp port 53 del");
+    lab.ctl_ok("kp vip 192.0.2.10/32 port 80 del");
+    lab.ctl_ok("kp vip 2001:db8:d::10/128 protocol udp port 53 del");
     assert!(!lab.vpp.ctl("show kp").contains("NodePort capture on"));
 }
 
@@ -584,31 +596,31 @@ fn datapath_nodeport() {
 #[test]
 fn datapath_extension_headers_and_icmp_errors() {
     let Some(mut lab) = Lab::start("datapath_extension_headers_and_icmp_errors", 0) else { return };
-    lab.ctl_ok("kp vip 10.96.0.10/32 port 80 target_port 8080");
-    lab.ctl_ok("kp pod 10.96.0.10/32 10.1.0.1");
+    lab.ctl_ok("kp vip 192.0.2.10/32 port 80 target_port 8080");
+    lab.ctl_ok("kp pod 192.0.2.10/32 203.0.113.1");
     lab.ctl_ok("kp vip 2001:db8::10/128 port 80 target_port 8080");
-    lab.ctl_ok("kp pod 2001:db8::10/128 fd00::1");
+    lab.ctl_ok("kp pod 2001:db8::10/128 2001:db8:b::1");
     lab.ctl_ok("kp set interface nat4 in pg1");
     lab.ctl_ok("kp set interface nat6 in pg1");
     let q = |s: &str| serde_json::to_string(s).unwrap();
     // Extension headers before TCP.
-    let got = lab.send_json(0, 1, &[q("IPv6(src='fd01::2', dst='2001:db8::10')/IPv6ExtHdrHopByHop()/IPv6ExtHdrRouting(addresses=[], segleft=0)/IPv6ExtHdrDestOpt()/TCP(sport=4000, dport=80, flags='S')/Raw(b'x')")]);
+    let got = lab.send_json(0, 1, &[q("IPv6(src='2001:db8:c::2', dst='2001:db8::10')/IPv6ExtHdrHopByHop()/IPv6ExtHdrRouting(addresses=[], segleft=0)/IPv6ExtHdrDestOpt()/TCP(sport=4000, dport=80, flags='S')/Raw(b'x')")]);
     assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!((got[0]["dst"].as_str(), got[0]["dport"].as_u64()), (Some("fd00::1"), Some(8080)));
+    assert_eq!((got[0]["dst"].as_str(), got[0]["dport"].as_u64()), (Some("2001:db8:b::1"), Some(8080)));
     assert_eq!((got[0]["l4_ok"].as_bool(), got[0]["ip_ok"].as_bool()), (Some(true), Some(true)));
     // A flow, and its reply (pod -> client, translated back on pg1's way).
     for (fwd, reply, err, inner_src) in [
         (
-            "IP(src='10.0.0.2', dst='10.96.0.10')/TCP(sport=5000, dport=80, flags='S')",
-            "IP(src='10.1.0.1', dst='10.0.0.2')/TCP(sport=8080, dport=5000, flags='SA')",
-            "IP(src='10.0.0.3', dst='10.96.0.10')/ICMP(type=3, code=4, nexthopmtu=1400)/IP(src='10.96.0.10', dst='10.0.0.2', flags='DF')/TCP(sport=80, dport=5000, flags='A')",
-            "10.1.0.1",
+            "IP(src='198.51.100.2', dst='192.0.2.10')/TCP(sport=5000, dport=80, flags='S')",
+            "IP(src='203.0.113.1', dst='198.51.100.2')/TCP(sport=8080, dport=5000, flags='SA')",
+            "IP(src='198.51.100.3', dst='192.0.2.10')/ICMP(type=3, code=4, nexthopmtu=1400)/IP(src='192.0.2.10', dst='198.51.100.2', flags='DF')/TCP(sport=80, dport=5000, flags='A')",
+            "203.0.113.1",
         ),
         (
-            "IPv6(src='fd01::2', dst='2001:db8::10')/TCP(sport=5001, dport=80, flags='S')",
-            "IPv6(src='fd00::1', dst='fd01::2')/TCP(sport=8080, dport=5001, flags='SA')",
-            "IPv6(src='fd01::3', dst='2001:db8::10')/ICMPv6PacketTooBig(mtu=1400)/IPv6(src='2001:db8::10', dst='fd01::2')/TCP(sport=80, dport=5001, flags='A')",
-            "fd00::1",
+            "IPv6(src='2001:db8:c::2', dst='2001:db8::10')/TCP(sport=5001, dport=80, flags='S')",
+            "IPv6(src='2001:db8:b::1', dst='2001:db8:c::2')/TCP(sport=8080, dport=5001, flags='SA')",
+            "IPv6(src='2001:db8:c::3', dst='2001:db8::10')/ICMPv6PacketTooBig(mtu=1400)/IPv6(src='2001:db8::10', dst='2001:db8:c::2')/TCP(sport=80, dport=5001, flags='A')",
+            "2001:db8:b::1",
         ),
     ] {
         assert_eq!(lab.send_json(0, 1, &[q(fwd)]).len(), 1);
@@ -636,24 +648,24 @@ fn datapath_vpp_own_icmp_errors_reach_the_client_translated() {
     let Some(mut lab) = Lab::start("datapath_vpp_own_icmp_errors_reach_the_client_translated", 0) else {
         return;
     };
-    lab.ctl_ok("kp vip 10.96.0.10/32 protocol udp port 53 target_port 5353");
-    lab.ctl_ok("kp pod 10.96.0.10/32 10.1.0.1");
-    lab.ctl_ok("kp vip 10.96.0.10/32 port 80 target_port 8080");
-    lab.ctl_ok("kp pod 10.96.0.10/32 port 80 10.1.0.1");
+    lab.ctl_ok("kp vip 192.0.2.10/32 protocol udp port 53 target_port 5353");
+    lab.ctl_ok("kp pod 192.0.2.10/32 203.0.113.1");
+    lab.ctl_ok("kp vip 192.0.2.10/32 port 80 target_port 8080");
+    lab.ctl_ok("kp pod 192.0.2.10/32 port 80 203.0.113.1");
     lab.ctl_ok("kp vip 2001:db8::10/128 protocol udp port 53 target_port 5353");
-    lab.ctl_ok("kp pod 2001:db8::10/128 fd00::1");
+    lab.ctl_ok("kp pod 2001:db8::10/128 2001:db8:b::1");
     lab.ctl_ok("set interface mtu packet 1300 pg1");
     let q = |s: &str| serde_json::to_string(s).unwrap();
     for (make, what, dport) in [
-        ("IP(src='10.0.0.2', dst='10.96.0.10', flags='DF')/UDP(sport=6000, dport=53)/Raw(b'x'*1400)", "UDP, DF", 53),
-        ("IP(src='10.0.0.2', dst='10.96.0.10', flags='DF')/TCP(sport=6001, dport=80, flags='A')/Raw(b'x'*1400)", "TCP, DF", 80),
-        ("IPv6(src='fd01::2', dst='2001:db8::10')/UDP(sport=6002, dport=53)/Raw(b'x'*1400)", "IPv6 UDP", 53),
+        ("IP(src='198.51.100.2', dst='192.0.2.10', flags='DF')/UDP(sport=6000, dport=53)/Raw(b'x'*1400)", "UDP, DF", 53),
+        ("IP(src='198.51.100.2', dst='192.0.2.10', flags='DF')/TCP(sport=6001, dport=80, flags='A')/Raw(b'x'*1400)", "TCP, DF", 80),
+        ("IPv6(src='2001:db8:c::2', dst='2001:db8::10')/UDP(sport=6002, dport=53)/Raw(b'x'*1400)", "IPv6 UDP", 53),
     ] {
         let got = lab.send_json(0, 0, &[q(make)]);
         assert_eq!(got.len(), 1, "{what}: the error comes back: {got:?}\n{}", lab.vpp.ctl("show errors"));
         let e = &got[0];
         assert_eq!(e["icmp"].as_bool(), Some(true), "{what}: {e}");
-        let (vip, client) = if what.starts_with("IPv6") { ("2001:db8::10", "fd01::2") } else { ("10.96.0.10", "10.0.0.2") };
+        let (vip, client) = if what.starts_with("IPv6") { ("2001:db8::10", "2001:db8:c::2") } else { ("192.0.2.10", "198.51.100.2") };
         assert_eq!(e["dst"].as_str(), Some(client), "{what}: {e}");
         assert_eq!((e["inner_dst"].as_str(), e["inner_dport"].as_u64()), (Some(vip), Some(dport)), "{what}: about what the client sent: {e}");
         assert_eq!(e["inner_src"].as_str(), Some(client), "{what}: {e}");
@@ -669,18 +681,18 @@ fn datapath_vpp_own_icmp_errors_reach_the_client_translated() {
     let got = lab.send_json(
         0,
         0,
-        &[q("IP(src='10.0.0.2', dst='10.96.0.10', ttl=1)/UDP(sport=6003, dport=53)/Raw(b'x')")],
+        &[q("IP(src='198.51.100.2', dst='192.0.2.10', ttl=1)/UDP(sport=6003, dport=53)/Raw(b'x')")],
     );
     assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!(got[0]["inner_dst"].as_str(), Some("10.96.0.10"), "{:?}", got[0]);
+    assert_eq!(got[0]["inner_dst"].as_str(), Some("192.0.2.10"), "{:?}", got[0]);
     assert_eq!(got[0]["ok"].as_bool(), Some(true), "{:?}", got[0]);
     // Within the MTU the requests pass as ever.
     let got = lab.send_json(
         0,
         1,
-        &[q("IP(src='10.0.0.2', dst='10.96.0.10', flags='DF')/UDP(sport=6004, dport=53)/Raw(b'x'*1200)")],
+        &[q("IP(src='198.51.100.2', dst='192.0.2.10', flags='DF')/UDP(sport=6004, dport=53)/Raw(b'x'*1200)")],
     );
-    assert_eq!((got.len(), got.first().and_then(|g| g["dst"].as_str())), (1, Some("10.1.0.1")), "{got:?}");
+    assert_eq!((got.len(), got.first().and_then(|g| g["dst"].as_str())), (1, Some("203.0.113.1")), "{got:?}");
     assert!(lab.vpp.is_running());
 }
 
@@ -691,29 +703,32 @@ fn datapath_vpp_own_icmp_errors_reach_the_client_translated() {
 #[test]
 fn datapath_no_endpoints_reject() {
     let Some(mut lab) = Lab::start("datapath_no_endpoints_reject", 0) else { return };
-    lab.ctl_ok("kp vip 10.96.0.10/32 port 80 target_port 8080");
+    lab.ctl_ok("kp vip 192.0.2.10/32 port 80 target_port 8080");
     let q = |s: &str| serde_json::to_string(s).unwrap();
     let got = lab.send_json(
         0,
         0,
-        &[q("IP(src='10.0.0.2', dst='10.96.0.10')/TCP(sport=5000, dport=80, flags='S', seq=7)")],
+        &[q("IP(src='198.51.100.2', dst='192.0.2.10')/TCP(sport=5000, dport=80, flags='S', seq=7)")],
     );
     let rst: Vec<_> = got.iter().filter(|v| v["proto"].as_str() == Some("tcp")).collect();
     assert_eq!(rst.len(), 1, "{got:?}\n{}", lab.vpp.ctl("show errors"));
-    assert_eq!((rst[0]["src"].as_str(), rst[0]["sport"].as_u64()), (Some("10.96.0.10"), Some(80)));
-    assert_eq!((rst[0]["dst"].as_str(), rst[0]["dport"].as_u64()), (Some("10.0.0.2"), Some(5000)));
+    assert_eq!((rst[0]["src"].as_str(), rst[0]["sport"].as_u64()), (Some("192.0.2.10"), Some(80)));
+    assert_eq!((rst[0]["dst"].as_str(), rst[0]["dport"].as_u64()), (Some("198.51.100.2"), Some(5000)));
     assert_eq!((rst[0]["l4_ok"].as_bool(), rst[0]["ip_ok"].as_bool()), (Some(true), Some(true)));
     let got = lab.send_json(
         0,
         0,
-        &[q("IP(src='10.0.0.2', dst='10.96.0.10')/UDP(sport=5001, dport=80)/Raw(b'query')")],
+        &[q("IP(src='198.51.100.2', dst='192.0.2.10')/UDP(sport=5001, dport=80)/Raw(b'query')")],
     );
     let icmp: Vec<_> = got.iter().filter(|v| v["icmp"].as_bool() == Some(true)).collect();
     assert_eq!(icmp.len(), 1, "{got:?}");
-    assert_eq!((icmp[0]["src"].as_str(), icmp[0]["dst"].as_str()), (Some("10.96.0.10"), Some("10.0.0.2")));
+    assert_eq!(
+        (icmp[0]["src"].as_str(), icmp[0]["dst"].as_str()),
+        (Some("192.0.2.10"), Some("198.51.100.2"))
+    );
     assert_eq!(
         (icmp[0]["inner_dst"].as_str(), icmp[0]["inner_dport"].as_u64()),
-        (Some("10.96.0.10"), Some(80))
+        (Some("192.0.2.10"), Some(80))
     );
     assert_eq!(icmp[0]["ok"].as_bool(), Some(true), "{:?}", icmp[0]);
     assert!(lab.vpp.ctl("show errors").contains("no pod: rejected (RST/ICMP sent)"));
@@ -722,7 +737,7 @@ fn datapath_no_endpoints_reject() {
     let got = lab.send_json(
         0,
         0,
-        &[q("IP(src='10.0.0.2', dst='10.96.0.10')/TCP(sport=5002, dport=80, flags='S')")],
+        &[q("IP(src='198.51.100.2', dst='192.0.2.10')/TCP(sport=5002, dport=80, flags='S')")],
     );
     assert!(got.iter().all(|v| v["proto"].as_str() != Some("tcp")), "{got:?}");
     assert!(lab.vpp.ctl("show errors").contains("no pod takes new flows (dropped)"));
@@ -738,23 +753,25 @@ fn datapath_no_endpoints_reject() {
 #[test]
 fn datapath_fragments_reach_the_pod() {
     let Some(mut lab) = Lab::start("datapath_fragments_reach_the_pod", 0) else { return };
-    lab.ctl_ok("kp vip 10.96.0.10/32 protocol udp port 53 target_port 5353");
-    lab.ctl_ok("kp pod 10.96.0.10/32 10.1.0.1");
+    lab.ctl_ok("kp vip 192.0.2.10/32 protocol udp port 53 target_port 5353");
+    lab.ctl_ok("kp pod 192.0.2.10/32 203.0.113.1");
     lab.ctl_ok("kp vip 2001:db8::10/128 protocol udp port 53 target_port 5353");
-    lab.ctl_ok("kp pod 2001:db8::10/128 fd00::1");
+    lab.ctl_ok("kp pod 2001:db8::10/128 2001:db8:b::1");
     lab.ctl_ok("kp set interface nat4 in pg1");
     lab.ctl_ok("kp set interface nat6 in pg1");
     let q = |s: &str| serde_json::to_string(s).unwrap();
     let v4 = |sport: u16, id: u16| {
-        format!("fragment(IP(src='10.0.0.2', dst='10.96.0.10', id={id})/UDP(sport={sport}, dport=53)/Raw(bytes(range(256))*16), fragsize=1000)")
+        format!("fragment(IP(src='198.51.100.2', dst='192.0.2.10', id={id})/UDP(sport={sport}, dport=53)/Raw(bytes(range(256))*16), fragsize=1000)")
     };
     let v6 = |sport: u16, id: u16| {
-        format!("fragment6(IPv6(src='fd01::2', dst='2001:db8::10')/IPv6ExtHdrFragment(id={id})/UDP(sport={sport}, dport=53)/Raw(bytes(range(256))*16), 1280)")
+        format!("fragment6(IPv6(src='2001:db8:c::2', dst='2001:db8::10')/IPv6ExtHdrFragment(id={id})/UDP(sport={sport}, dport=53)/Raw(bytes(range(256))*16), 1280)")
     };
     let orders = [("", "in order"), ("[::-1]", "last first"), ("[2:] + _f[:2]", "first in the middle")];
     for (k, (order, what)) in orders.iter().enumerate() {
         let k = k as u16;
-        for (make, n, pod) in [(v4(5000 + k, 77 + k), 5, "10.1.0.1"), (v6(5000 + k, 78 + k), 4, "fd00::1")] {
+        for (make, n, pod) in
+            [(v4(5000 + k, 77 + k), 5, "203.0.113.1"), (v6(5000 + k, 78 + k), 4, "2001:db8:b::1")]
+        {
             let expr = if order.contains("_f") {
                 format!("(lambda _f: _f{order})({make})")
             } else {
@@ -770,7 +787,7 @@ fn datapath_fragments_reach_the_pod() {
         }
     }
     // The first fragment in a later frame: the others wait for it.
-    for (make, n, pod) in [(v4(5100, 90), 5, "10.1.0.1"), (v6(5100, 91), 4, "fd00::1")] {
+    for (make, n, pod) in [(v4(5100, 90), 5, "203.0.113.1"), (v6(5100, 91), 4, "2001:db8:b::1")] {
         let early = lab.send_decoded(0, 1, &[q(&format!("({make})[1:]"))], n - 1, "reassemble");
         assert!(early.is_empty(), "held, not sent: {early:?}");
         let got = lab.send_decoded(0, 1, &[q(&format!("({make})[:1]"))], n, "reassemble");
@@ -786,8 +803,8 @@ fn datapath_fragments_reach_the_pod() {
     // The pods' fragmented replies, the last fragment first: back from the
     // VIP (the flows are the in-order datagrams' above).
     for (make, n, vip) in [
-        ("fragment(IP(src='10.1.0.1', dst='10.0.0.2', id=300)/UDP(sport=5353, dport=5000)/Raw(bytes(range(256))*16), fragsize=1000)[::-1]", 5, "10.96.0.10"),
-        ("fragment6(IPv6(src='fd00::1', dst='fd01::2')/IPv6ExtHdrFragment(id=301)/UDP(sport=5353, dport=5000)/Raw(bytes(range(256))*16), 1280)[::-1]", 4, "2001:db8::10"),
+        ("fragment(IP(src='203.0.113.1', dst='198.51.100.2', id=300)/UDP(sport=5353, dport=5000)/Raw(bytes(range(256))*16), fragsize=1000)[::-1]", 5, "192.0.2.10"),
+        ("fragment6(IPv6(src='2001:db8:b::1', dst='2001:db8:c::2')/IPv6ExtHdrFragment(id=301)/UDP(sport=5353, dport=5000)/Raw(bytes(range(256))*16), 1280)[::-1]", 4, "2001:db8::10"),
     ] {
         let got = lab.send_decoded(1, 0, &[q(make)], n, "reassemble");
         assert_eq!(got.len(), 1, "{got:?}\n{}", lab.vpp.ctl("show errors"));
@@ -859,38 +876,42 @@ fn fragmented_through(
 fn datapath_nat46_nat64_fragments_both_ways() {
     let Some(mut lab) = Lab::start("datapath_nat46_nat64_fragments_both_ways", 0) else { return };
     lab.ctl_ok("kp conf nat46 prefix 2001:db8:46::/96 nat64 source 192.0.2.1 nat64 ports 40000-40063");
-    lab.ctl_ok("kp vip 10.96.0.46/32 protocol udp port 53 target_port 5353 nat46");
-    lab.ctl_ok("kp pod 10.96.0.46/32 fd00::1");
+    lab.ctl_ok("kp vip 192.0.2.46/32 protocol udp port 53 target_port 5353 nat46");
+    lab.ctl_ok("kp pod 192.0.2.46/32 2001:db8:b::1");
     lab.ctl_ok("kp vip 2001:db8:64::10/128 protocol udp port 53 target_port 5353 nat64");
-    lab.ctl_ok("kp pod 2001:db8:64::10/128 10.1.0.3");
+    lab.ctl_ok("kp pod 2001:db8:64::10/128 203.0.113.3");
     let data = "Raw(bytes(range(256))*16)";
     for (k, order) in [(0u16, ""), (1, "[::-1]")] {
         // nat46: IPv4 fragments to IPv6 ones, and the pod's back.
-        let make = format!("fragment(IP(src='10.0.0.2', dst='10.96.0.46', id={})/UDP(sport={}, dport=53)/{data}, fragsize=1000){order}", 500 + k, 5000 + k);
+        let make = format!("fragment(IP(src='198.51.100.2', dst='192.0.2.46', id={})/UDP(sport={}, dport=53)/{data}, fragsize=1000){order}", 500 + k, 5000 + k);
         let to = Datagram {
             family: 6,
             fragments: 5,
-            src: ("2001:db8:46::a00:2", Some(5000 + k)),
-            dst: ("fd00::1", 5353),
+            src: ("2001:db8:46::c633:6402", Some(5000 + k)),
+            dst: ("2001:db8:b::1", 5353),
         };
         fragmented_through(&mut lab, (0, 1), &make, 5, &to);
-        let make = format!("fragment6(IPv6(src='fd00::1', dst='2001:db8:46::a00:2')/IPv6ExtHdrFragment(id={})/UDP(sport=5353, dport={})/{data}, 1280){order}", 600 + k, 5000 + k);
-        let to =
-            Datagram { family: 4, fragments: 4, src: ("10.96.0.46", Some(53)), dst: ("10.0.0.2", 5000 + k) };
+        let make = format!("fragment6(IPv6(src='2001:db8:b::1', dst='2001:db8:46::c633:6402')/IPv6ExtHdrFragment(id={})/UDP(sport=5353, dport={})/{data}, 1280){order}", 600 + k, 5000 + k);
+        let to = Datagram {
+            family: 4,
+            fragments: 4,
+            src: ("192.0.2.46", Some(53)),
+            dst: ("198.51.100.2", 5000 + k),
+        };
         fragmented_through(&mut lab, (1, 0), &make, 4, &to);
         // nat64: IPv6 fragments to IPv4 ones from the nat64 source (any
         // of its ports), and the pod's back to the client.
-        let make = format!("fragment6(IPv6(src='fd01::2', dst='2001:db8:64::10')/IPv6ExtHdrFragment(id={})/UDP(sport={}, dport=53)/{data}, 1280){order}", 700 + k, 6000 + k);
-        let to = Datagram { family: 4, fragments: 4, src: ("192.0.2.1", None), dst: ("10.1.0.3", 5353) };
+        let make = format!("fragment6(IPv6(src='2001:db8:c::2', dst='2001:db8:64::10')/IPv6ExtHdrFragment(id={})/UDP(sport={}, dport=53)/{data}, 1280){order}", 700 + k, 6000 + k);
+        let to = Datagram { family: 4, fragments: 4, src: ("192.0.2.1", None), dst: ("203.0.113.3", 5353) };
         let d = fragmented_through(&mut lab, (0, 1), &make, 4, &to);
         let port = d["sport"].as_u64().unwrap();
         assert!((40000..=40063).contains(&port), "{d}");
-        let make = format!("fragment(IP(src='10.1.0.3', dst='192.0.2.1', id={})/UDP(sport=5353, dport={port})/{data}, fragsize=1000){order}", 800 + k);
+        let make = format!("fragment(IP(src='203.0.113.3', dst='192.0.2.1', id={})/UDP(sport=5353, dport={port})/{data}, fragsize=1000){order}", 800 + k);
         let to = Datagram {
             family: 6,
             fragments: 5,
             src: ("2001:db8:64::10", Some(53)),
-            dst: ("fd01::2", 6000 + k),
+            dst: ("2001:db8:c::2", 6000 + k),
         };
         fragmented_through(&mut lab, (1, 0), &make, 5, &to);
     }
@@ -903,13 +924,13 @@ fn datapath_nat46_nat64_fragments_both_ways() {
 fn datapath_nat46_nat64_translate_both_ways() {
     let Some(mut lab) = Lab::start("datapath_nat46_nat64_translate_both_ways", 0) else { return };
     lab.ctl_ok("kp conf nat46 prefix 2001:db8:46::/96 nat64 source 192.0.2.1 nat64 ports 40000-40007");
-    lab.ctl_ok("kp vip 10.96.0.46/32 port 80 target_port 8080 node_port 30046 nat46");
-    lab.ctl_ok("kp pod 10.96.0.46/32 fd00::1 fd00::2");
+    lab.ctl_ok("kp vip 192.0.2.46/32 port 80 target_port 8080 node_port 30046 nat46");
+    lab.ctl_ok("kp pod 192.0.2.46/32 2001:db8:b::1 2001:db8:b::2");
     // A nat44 VIP beside it.
-    lab.ctl_ok("kp vip 10.96.0.44/32 port 80 target_port 8080");
-    lab.ctl_ok("kp pod 10.96.0.44/32 10.1.0.1");
+    lab.ctl_ok("kp vip 192.0.2.44/32 port 80 target_port 8080");
+    lab.ctl_ok("kp pod 192.0.2.44/32 203.0.113.1");
     lab.ctl_ok("kp vip 2001:db8:64::10/128 port 80 target_port 8080 nat64");
-    lab.ctl_ok("kp pod 2001:db8:64::10/128 10.1.0.3");
+    lab.ctl_ok("kp pod 2001:db8:64::10/128 203.0.113.3");
     let show = lab.vpp.ctl("show kp");
     assert!(show.contains("nat46 prefix: 2001:db8:46::/96"), "{show}");
     assert!(show.contains("nat64 source: 192.0.2.1 ports 40000-40007"), "{show}");
@@ -917,18 +938,18 @@ fn datapath_nat46_nat64_translate_both_ways() {
     // nat46: IPv4 clients to IPv6 pods, from their embedded addresses.
     let mut sent = Vec::new();
     for i in 0..4u16 {
-        sent.push(Pkt::new("tcp", "10.0.0.2", 7000 + i, "10.96.0.46", 80));
-        sent.push(Pkt::new("udp", "10.0.0.2", 7100 + i, "10.96.0.46", 80));
+        sent.push(Pkt::new("tcp", "198.51.100.2", 7000 + i, "192.0.2.46", 80));
+        sent.push(Pkt::new("udp", "198.51.100.2", 7100 + i, "192.0.2.46", 80));
     }
     // ... and through the NodePort on pg0's own address.
-    sent.push(Pkt::new("tcp", "10.0.0.2", 7200, "10.0.0.1", 30046));
+    sent.push(Pkt::new("tcp", "198.51.100.2", 7200, "198.51.100.1", 30046));
     let got = lab.send(&sent);
     assert_eq!(got.len(), sent.len(), "{}", lab.vpp.ctl("show errors"));
     for (s, (g, ok)) in sent.iter().zip(&got) {
         assert!(ok, "checksums verify: {g:?}");
         assert_eq!(g.family, 6);
-        assert_eq!((g.src.as_str(), g.sport), ("2001:db8:46::a00:2", s.sport), "{g:?}");
-        assert!(["fd00::1", "fd00::2"].contains(&g.dst.as_str()) && g.dport == 8080, "{g:?}");
+        assert_eq!((g.src.as_str(), g.sport), ("2001:db8:46::c633:6402", s.sport), "{g:?}");
+        assert!(["2001:db8:b::1", "2001:db8:b::2"].contains(&g.dst.as_str()) && g.dport == 8080, "{g:?}");
     }
     let back = lab.send_on(1, 0, &replies(&got));
     assert_eq!(back.len(), sent.len(), "every reply comes back\n{}", lab.vpp.ctl("show errors"));
@@ -943,27 +964,30 @@ fn datapath_nat46_nat64_translate_both_ways() {
     // it sent; scapy verifies every checksum.
     let q = |s: &str| serde_json::to_string(s).unwrap();
     let err = format!(
-        "IPv6(src='fd00::9', dst='2001:db8:46::a00:2')/ICMPv6PacketTooBig(mtu=1300)/IPv6(src='2001:db8:46::a00:2', dst='{}')/TCP(sport=7000, dport=8080, flags='A')",
+        "IPv6(src='2001:db8:b::9', dst='2001:db8:46::c633:6402')/ICMPv6PacketTooBig(mtu=1300)/IPv6(src='2001:db8:46::c633:6402', dst='{}')/TCP(sport=7000, dport=8080, flags='A')",
         got[0].0.dst
     );
     let e = lab.send_json(1, 0, &[q(&err)]);
-    assert_icmp_error(&lab, &e, ("10.96.0.46", "10.0.0.2"), ("10.0.0.2", 7000), ("10.96.0.46", 80));
+    assert_icmp_error(&lab, &e, ("192.0.2.46", "198.51.100.2"), ("198.51.100.2", 7000), ("192.0.2.46", 80));
     // The nat44 VIP beside it is untouched by all this.
-    let plain = vec![Pkt::new("tcp", "10.0.0.2", 7300, "10.96.0.44", 80)];
+    let plain = vec![Pkt::new("tcp", "198.51.100.2", 7300, "192.0.2.44", 80)];
     let got44 = lab.send(&plain);
-    assert_translated(&plain, &got44, &["10.1.0.1"], 8080);
+    assert_translated(&plain, &got44, &["203.0.113.1"], 8080);
 
     // nat64: IPv6 clients to IPv4 pods, from the nat64 source and a port
     // of the pool.
     let sent: Vec<Pkt> = vec![
-        Pkt::new("tcp", "fd01::2", 8000, "2001:db8:64::10", 80),
-        Pkt::new("udp", "fd01::2", 8001, "2001:db8:64::10", 80),
+        Pkt::new("tcp", "2001:db8:c::2", 8000, "2001:db8:64::10", 80),
+        Pkt::new("udp", "2001:db8:c::2", 8001, "2001:db8:64::10", 80),
     ];
     let got = lab.send(&sent);
     assert_eq!(got.len(), 2, "{}", lab.vpp.ctl("show errors"));
     for (g, ok) in &got {
         assert!(ok, "{g:?}");
-        assert_eq!((g.family, g.src.as_str(), g.dst.as_str(), g.dport), (4, "192.0.2.1", "10.1.0.3", 8080));
+        assert_eq!(
+            (g.family, g.src.as_str(), g.dst.as_str(), g.dport),
+            (4, "192.0.2.1", "203.0.113.3", 8080)
+        );
         assert!((40000..=40007).contains(&g.sport), "{g:?}");
     }
     let back = lab.send_on(1, 0, &replies(&got));
@@ -977,15 +1001,21 @@ fn datapath_nat46_nat64_translate_both_ways() {
     // the client gets packet too big (MTU 20 bytes more), from the VIP,
     // about what it sent.
     let err = format!(
-        "IP(src='10.1.0.9', dst='192.0.2.1')/ICMP(type=3, code=4, nexthopmtu=1400)/IP(src='192.0.2.1', dst='10.1.0.3', flags='DF')/TCP(sport={}, dport=8080, flags='A')",
+        "IP(src='203.0.113.9', dst='192.0.2.1')/ICMP(type=3, code=4, nexthopmtu=1400)/IP(src='192.0.2.1', dst='203.0.113.3', flags='DF')/TCP(sport={}, dport=8080, flags='A')",
         got[0].0.sport
     );
     let e = lab.send_json(1, 0, &[q(&err)]);
-    assert_icmp_error(&lab, &e, ("2001:db8:64::10", "fd01::2"), ("fd01::2", 8000), ("2001:db8:64::10", 80));
+    assert_icmp_error(
+        &lab,
+        &e,
+        ("2001:db8:64::10", "2001:db8:c::2"),
+        ("2001:db8:c::2", 8000),
+        ("2001:db8:64::10", 80),
+    );
     // The pool has 8 ports: 6 more flows get one, the 7th and 8th do not
     // (counted), and the established flows keep theirs.
     let more: Vec<Pkt> =
-        (0..8).map(|i| Pkt::new("udp", "fd01::2", 8100 + i, "2001:db8:64::10", 80)).collect();
+        (0..8).map(|i| Pkt::new("udp", "2001:db8:c::2", 8100 + i, "2001:db8:64::10", 80)).collect();
     let got_more = lab.send(&more);
     assert_eq!(got_more.len(), 6, "{}", lab.vpp.ctl("show errors"));
     let errors = lab.vpp.ctl("show errors");
@@ -998,7 +1028,7 @@ fn datapath_nat46_nat64_translate_both_ways() {
         "established flows keep their ports"
     );
     // A stray packet to the nat64 source is dropped, counted.
-    let stray = vec![Pkt::new("tcp", "10.1.0.3", 8080, "192.0.2.1", 40000 + 9)];
+    let stray = vec![Pkt::new("tcp", "203.0.113.3", 8080, "192.0.2.1", 40000 + 9)];
     assert!(lab.send_on(1, 0, &stray).is_empty());
     let errors = lab.vpp.ctl("show errors");
     assert!(
@@ -1061,15 +1091,15 @@ fn datapath_hostile_packets_among_good_flows() {
     let Some(mut lab) = Lab::start("datapath_hostile_packets_among_good_flows", 1) else { return };
     lab.ctl_ok("kp set interface nat4 in pg1");
     lab.ctl_ok("kp set interface nat6 in pg1");
-    lab.ctl_ok("kp vip 10.96.0.10/32 port 80 target_port 8080 node_port 30080");
-    lab.ctl_ok("kp vip fd02::10/128 port 80 target_port 8080 node_port 30081");
-    lab.ctl_ok("kp pod 10.96.0.10/32 10.1.0.1 10.1.0.2");
-    lab.ctl_ok("kp pod fd02::10/128 fd00::1 fd00::2");
+    lab.ctl_ok("kp vip 192.0.2.10/32 port 80 target_port 8080 node_port 30080");
+    lab.ctl_ok("kp vip 2001:db8:d::10/128 port 80 target_port 8080 node_port 30081");
+    lab.ctl_ok("kp pod 192.0.2.10/32 203.0.113.1 203.0.113.2");
+    lab.ctl_ok("kp pod 2001:db8:d::10/128 2001:db8:b::1 2001:db8:b::2");
     let before = kp_drops(&lab.vpp.ctl("show errors"));
     let mut sent_total = 0;
     for (family, vip, node, client, node_port, pods) in [
-        (4u8, "10.96.0.10", "10.0.0.1", "10.0.0.2", 30080, ["10.1.0.1", "10.1.0.2"]),
-        (6, "fd02::10", "fd01::1", "fd01::2", 30081, ["fd00::1", "fd00::2"]),
+        (4u8, "192.0.2.10", "198.51.100.1", "198.51.100.2", 30080, ["203.0.113.1", "203.0.113.2"]),
+        (6, "2001:db8:d::10", "2001:db8:c::1", "2001:db8:c::2", 30081, ["2001:db8:b::1", "2001:db8:b::2"]),
     ] {
         let mut good = Vec::new();
         for i in 0..20u16 {

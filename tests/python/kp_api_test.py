@@ -60,14 +60,14 @@ def main():
     check(api.kp_conf_get().flow_buckets == 4096, "reserved value keeps the current buckets")
 
     # Two Services: IPv4 TCP with a NodePort, IPv6 UDP+TCP.
-    v4 = ipaddress.ip_network("10.96.0.10/32")
+    v4 = ipaddress.ip_network("192.0.2.10/32")
     v6 = ipaddress.ip_network("2001:db8::/120")
     rv(api.kp_add_del_vip(prefix=v4, protocol=TCP, port=80, target_port=8080, node_port=30080,
                           nat_type=NAT_AUTO, new_len=1024), 0, "add v4 VIP")
     rv(api.kp_add_del_vip(prefix=v6, port=443, target_port=8443, nat_type=NAT66, new_len=4099), 0,
        "add v6 VIP")
-    pods4 = [("10.1.0.1", 1), ("10.1.0.2", 3)]
-    pods6 = [("fd00::1", 1), ("fd00::2", 1), ("fd00::3", 2)]
+    pods4 = [("203.0.113.1", 1), ("203.0.113.2", 3)]
+    pods6 = [("2001:db8:b::1", 1), ("2001:db8:b::2", 1), ("2001:db8:b::3", 2)]
     for a, w in pods4:
         rv(api.kp_add_del_pod(vip_prefix=v4, protocol=TCP, port=80, pod_address=a, weight=w), 0, f"pod {a}")
     for a, w in pods6:
@@ -76,7 +76,7 @@ def main():
     vips = api.kp_vip_dump()
     check(len(vips) == 2, f"two VIPs, got {len(vips)}")
     d4, d6 = vips
-    check(str(d4.prefix) == "10.96.0.10/32", f"prefix {d4.prefix}")
+    check(str(d4.prefix) == "192.0.2.10/32", f"prefix {d4.prefix}")
     check((d4.protocol, d4.port, d4.target_port, d4.node_port) == (TCP, 80, 8080, 30080),
           f"v4 ports {d4}")
     check((d4.nat_type, d4.new_len, d4.n_pods) == (NAT44, 1024, 2), f"v4 nat/new_len/pods {d4}")
@@ -93,12 +93,12 @@ def main():
 
     p4 = api.kp_pod_dump(vip_prefix=v4, protocol=TCP, port=80)
     got = [(str(p.pod_address), p.weight, p.new_flow_entries, p.is_draining) for p in p4]
-    check(got == [("10.1.0.1", 1, 256, False), ("10.1.0.2", 3, 768, False)], f"v4 pods {got}")
-    check(all(p.vip_index == d4.vip_index and str(p.vip_prefix) == "10.96.0.10/32" and p.port == 80
+    check(got == [("203.0.113.1", 1, 256, False), ("203.0.113.2", 3, 768, False)], f"v4 pods {got}")
+    check(all(p.vip_index == d4.vip_index and str(p.vip_prefix) == "192.0.2.10/32" and p.port == 80
               and p.protocol == TCP for p in p4), f"v4 pod VIP fields {p4}")
     p6 = api.kp_pod_dump(vip_prefix=v6)
     got = [(str(p.pod_address), p.weight, p.new_flow_entries) for p in p6]
-    check(got == [("fd00::1", 1, 1025), ("fd00::2", 1, 1025), ("fd00::3", 2, 2049)], f"v6 pods {got}")
+    check(got == [("2001:db8:b::1", 1, 1025), ("2001:db8:b::2", 1, 1025), ("2001:db8:b::3", 2, 2049)], f"v6 pods {got}")
     check(api.kp_pod_dump(vip_prefix=v4, port=81) == [], "pod dump of an unknown port is empty")
 
     # Every error, each with its retval; none changes anything.
@@ -111,23 +111,23 @@ def main():
     errors = [
         (lambda: api.kp_add_del_vip(prefix=v4, protocol=TCP, port=80, target_port=1), ENTRY_ALREADY_EXISTS),
         (lambda: api.kp_add_del_vip(prefix=v4, protocol=BOTH, port=80, target_port=1), ENTRY_ALREADY_EXISTS),
-        (lambda: api.kp_add_del_vip(prefix="10.96.0.11/32", port=80, target_port=1, node_port=30080),
+        (lambda: api.kp_add_del_vip(prefix="192.0.2.11/32", port=80, target_port=1, node_port=30080),
          ADDRESS_IN_USE),
-        (lambda: api.kp_add_del_vip(prefix="10.96.0.11/32", port=80, target_port=1, new_len=1000),
+        (lambda: api.kp_add_del_vip(prefix="192.0.2.11/32", port=80, target_port=1, new_len=1000),
          INVALID_VALUE),
-        (lambda: api.kp_add_del_vip(prefix="10.96.0.11/32", port=0, target_port=1), INVALID_VALUE),
-        (lambda: api.kp_add_del_vip(prefix="10.96.0.11/32", port=80, target_port=0), INVALID_VALUE),
-        (lambda: api.kp_add_del_vip(prefix="10.96.0.11/32", port=80, target_port=1, nat_type=NAT66),
+        (lambda: api.kp_add_del_vip(prefix="192.0.2.11/32", port=0, target_port=1), INVALID_VALUE),
+        (lambda: api.kp_add_del_vip(prefix="192.0.2.11/32", port=80, target_port=0), INVALID_VALUE),
+        (lambda: api.kp_add_del_vip(prefix="192.0.2.11/32", port=80, target_port=1, nat_type=NAT66),
          INVALID_ADDRESS_FAMILY),
-        (lambda: api.kp_add_del_vip(prefix="10.96.0.11/32", protocol=1, port=80, target_port=1),
+        (lambda: api.kp_add_del_vip(prefix="192.0.2.11/32", protocol=1, port=80, target_port=1),
          INVALID_PROTOCOL),
         (lambda: api.kp_add_del_vip(prefix="0.0.0.0/0", port=80, target_port=1), ADDRESS_LENGTH_MISMATCH),
-        (lambda: api.kp_add_del_vip(prefix="10.96.0.99/32", port=80, is_del=True), NO_SUCH_ENTRY),
-        (lambda: api.kp_add_del_pod(vip_prefix=v4, pod_address="fd00::9"), INVALID_ADDRESS_FAMILY),
-        (lambda: api.kp_add_del_pod(vip_prefix=v4, pod_address="10.1.0.9", weight=2000000), INVALID_VALUE),
-        (lambda: api.kp_add_del_pod(vip_prefix=v4, pod_address="10.1.0.9", is_del=True), NO_SUCH_ENTRY),
-        (lambda: api.kp_add_del_pod(vip_prefix=v4, pod_address="10.1.0.1", is_flush=True), INVALID_ARGUMENT),
-        (lambda: api.kp_add_del_pod(vip_prefix="10.96.9.9/32", pod_address="10.1.0.9"), NO_SUCH_ENTRY),
+        (lambda: api.kp_add_del_vip(prefix="192.0.2.99/32", port=80, is_del=True), NO_SUCH_ENTRY),
+        (lambda: api.kp_add_del_pod(vip_prefix=v4, pod_address="2001:db8:b::9"), INVALID_ADDRESS_FAMILY),
+        (lambda: api.kp_add_del_pod(vip_prefix=v4, pod_address="203.0.113.9", weight=2000000), INVALID_VALUE),
+        (lambda: api.kp_add_del_pod(vip_prefix=v4, pod_address="203.0.113.9", is_del=True), NO_SUCH_ENTRY),
+        (lambda: api.kp_add_del_pod(vip_prefix=v4, pod_address="203.0.113.1", is_flush=True), INVALID_ARGUMENT),
+        (lambda: api.kp_add_del_pod(vip_prefix="192.0.2.199/32", pod_address="203.0.113.9"), NO_SUCH_ENTRY),
         (lambda: api.kp_set_interface_nat(sw_if_index=12345, family=0, is_add=True), INVALID_SW_IF_INDEX),
         (lambda: api.kp_set_interface_nat(sw_if_index=0, family=0, is_add=False), FEATURE_ALREADY_DISABLED),
     ]
@@ -144,7 +144,7 @@ def main():
     rv(api.kp_set_interface_nat(sw_if_index=0, family=1, is_add=False), 0, "disable")
 
     # Delete: pod with flush, then everything.
-    rv(api.kp_add_del_pod(vip_prefix=v6, pod_address="fd00::3", is_del=True, is_flush=True), 0, "del flush")
+    rv(api.kp_add_del_pod(vip_prefix=v6, pod_address="2001:db8:b::3", is_del=True, is_flush=True), 0, "del flush")
     check(len(api.kp_pod_dump(vip_prefix=v6)) == 2, "flushed pod gone")
     rv(api.kp_add_del_vip(prefix=v4, protocol=TCP, port=80, is_del=True), 0, "del v4 VIP")
     rv(api.kp_add_del_vip(prefix=v6, port=443, is_del=True), 0, "del v6 VIP")
