@@ -72,6 +72,34 @@ pub fn binding_lifetime(flow_timeout: u32) -> u32 {
 /// Slots a thread probes for a flow's binding.
 pub const PROBES: u32 = 64;
 
+/// A [`NoteClock`] at one tick (see [`NoteClock::at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotesAt {
+    epoch: u32,
+    /// The oldest trusted note's age in epochs; -1: none is.
+    max_age: i32,
+}
+
+impl NotesAt {
+    /// [`NoteClock::trusted`] at this tick.
+    #[inline(always)]
+    pub fn trusted(&self, note: SourceNote) -> Option<u32> {
+        let v = u32::from(note.0);
+        let probe = (v >> NOTE_EPOCH_BITS).checked_sub(1)?;
+        let age = self.epoch.wrapping_sub(v) & (NOTE_EPOCHS - 1);
+        (age as i32 <= self.max_age).then_some(probe)
+    }
+
+    /// [`NoteClock::note`] at this tick.
+    #[inline(always)]
+    pub fn note(&self, probe: u32) -> SourceNote {
+        if probe >= NOTABLE_PROBES {
+            return SourceNote::default();
+        }
+        SourceNote((((probe + 1) << NOTE_EPOCH_BITS) | (self.epoch & (NOTE_EPOCHS - 1))) as u16)
+    }
+}
+
 /// Bits of a [`SourceNote`] that tell when it was made (the rest: which
 /// probe found the binding, plus one).
 const NOTE_EPOCH_BITS: u32 = 10;
@@ -133,6 +161,20 @@ impl NoteClock {
         }
         let epoch = (now >> self.shift) & (NOTE_EPOCHS - 1);
         SourceNote((((probe + 1) << NOTE_EPOCH_BITS) | epoch) as u16)
+    }
+
+    /// How this clock reads and makes notes at tick `now` (one batch's
+    /// packets share it): the notes trusted then are those of the last
+    /// few epochs, so a note's check is a mask and a compare.
+    pub fn at(&self, now: u32) -> NotesAt {
+        let epoch = now >> self.shift;
+        // The earliest epoch whose start is at most `trust` ago and not
+        // before `since` (rounded up: a note of an epoch that starts
+        // earlier may be older).
+        let ceil = |t: u32| t.div_ceil(1 << self.shift);
+        let first = ceil(now.saturating_sub(self.trust)).max(ceil(self.since));
+        let max_age = epoch.checked_sub(first).map_or(-1, |a| a.min(NOTE_EPOCHS - 1) as i32);
+        NotesAt { epoch, max_age }
     }
 
     /// The probe a note names, if it is to be trusted at `now`.
@@ -686,6 +728,29 @@ mod tests {
         for made in 1024..1024 + 128 {
             let note = day.note(made, 1);
             assert_eq!(day.trusted(note, (made | 127) + 128), Some(1), "made at {made}");
+        }
+    }
+
+    proptest! {
+        /// A clock fixed at one tick reads and makes notes as the clock
+        /// itself does at that tick.
+        #[test]
+        fn a_clock_at_a_tick_is_the_clock(
+            timeout in prop::sample::select(vec![1u32, 3, 40, 999, 1000, 2000, 3600, 86_400]),
+            since in 0u32..5000,
+            now in 1u32..200_000,
+            note in any::<u16>(),
+            probe in 0u32..70,
+        ) {
+            let clock = NoteClock::new(timeout, since);
+            let at = clock.at(now);
+            prop_assert_eq!(at.trusted(SourceNote(note)), clock.trusted(SourceNote(note), now));
+            prop_assert_eq!(at.note(probe), clock.note(now, probe));
+            // Notes made within the last few ticks, as the data path sees them.
+            for back in 0..=12u32.min(now) {
+                let made = clock.note(now - back, probe.min(5));
+                prop_assert_eq!(at.trusted(made), clock.trusted(made, now));
+            }
         }
     }
 }

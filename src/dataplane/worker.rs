@@ -7,7 +7,7 @@ use crate::config::FlowConf;
 use crate::flowtable::{FlowKey, FlowTable, Hit, OutOfMemory, SlotId, SourceNote};
 use crate::fragment::{FragKey, FragTarget, Fragments, Released};
 use crate::nat::{self, Endpoint, L4Checksum, NatError};
-use crate::nat64::{binding_lifetime, Binding, NoteClock, PortPool};
+use crate::nat64::{binding_lifetime, Binding, NoteClock, NotesAt, PortPool};
 use crate::packet::{self, l4, IpFamily, Parsed};
 use crate::refcount::RefCounts;
 use crate::reverse::Original;
@@ -203,7 +203,7 @@ impl Worker {
         adopt_flow_conf(&mut FlowCtx {
             flows,
             dp: &dp,
-            notes: notes.1,
+            notes: notes.1.at(now),
             refs,
             thread: *thread,
             now,
@@ -300,7 +300,7 @@ impl Worker {
         if notes.0 != note_conf {
             *notes = (note_conf, notes.1.next(dp.flow.timeout, (notes.0 .0, note_conf.0), now));
         }
-        let notes = notes.1;
+        let notes = notes.1.at(now);
         if dp.ipv6_vips && !flows.has_keys() && *keys_tried != Some(now) {
             // (Normally done beforehand from the main thread.)
             *keys_tried = Some(now);
@@ -382,7 +382,7 @@ impl Worker {
         // The latest snapshot, as the worker's next batch would see it (an
         // empty batch, as far as the reader's bookkeeping goes).
         let dp = reader.enter(cell);
-        let notes = notes.1;
+        let notes = notes.1.at(now);
         let mut ctx = FlowCtx { flows, dp: &dp, notes, refs, thread, now, rejects, resize, fragment: None };
         if flow_conf_changed(&dp, ctx.flows, ctx.resize) {
             let _ = adopt_flow_conf(&mut ctx);
@@ -468,7 +468,7 @@ struct Pipeline<'a, B: Batch> {
     verdicts: &'a mut [Verdict],
     now: u32,
     thread: usize,
-    notes: NoteClock,
+    notes: NotesAt,
     /// The last classification, reused while capture, protocol and port
     /// stay the same (packets of a frame mostly go to one Service).
     last_class: u64,
@@ -757,7 +757,7 @@ fn finish_deferred<B: Batch>(
 fn nat64_source(
     flows: &mut FlowTable,
     dp: &Dataplane,
-    notes: &NoteClock,
+    notes: &NotesAt,
     thread: usize,
     now: u32,
     key: &FlowKey,
@@ -765,7 +765,7 @@ fn nat64_source(
     (hash, entry): (u64, Option<(SlotId, SourceNote)>),
 ) -> Result<([u8; 4], u16), NatError> {
     let pool = dp.nat64.as_deref().ok_or(NatError::PortsExhausted)?;
-    if let Some(probe) = entry.and_then(|(_, note)| notes.trusted(note, now)) {
+    if let Some(probe) = entry.and_then(|(_, note)| notes.trusted(note)) {
         return Ok(pool.probed(thread, hash, probe));
     }
     let (service, service_port) = key.original_dst();
@@ -783,7 +783,7 @@ fn nat64_source(
     if let Some((slot, _)) = entry {
         // A failed confirmation leaves no note, so no note outlives what
         // its epoch bits can tell (see `NoteClock`).
-        let note = bound.map_or(SourceNote::default(), |(_, probe)| notes.note(now, probe));
+        let note = bound.map_or(SourceNote::default(), |(_, probe)| notes.note(probe));
         flows.set_source_note(slot, note);
     }
     bound.map(|(source, _)| source)
@@ -849,8 +849,8 @@ fn reply_nat64<B: Batch>(
 struct FlowCtx<'a> {
     flows: &'a mut FlowTable,
     dp: &'a Dataplane,
-    /// How this thread reads nat64 source notes.
-    notes: NoteClock,
+    /// How this thread reads nat64 source notes this batch.
+    notes: NotesAt,
     refs: &'a RefCounts,
     thread: usize,
     now: u32,
