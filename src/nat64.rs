@@ -84,20 +84,34 @@ impl NotesAt {
     /// [`NoteClock::trusted`] at this tick.
     #[inline(always)]
     pub fn trusted(&self, note: SourceNote) -> Option<u32> {
-        let v = u32::from(note.0);
-        let probe = (v >> NOTE_EPOCH_BITS).checked_sub(1)?;
-        let age = self.epoch.wrapping_sub(v) & (NOTE_EPOCHS - 1);
+        let (probe, age) = read_note(note, self.epoch)?;
         (age as i32 <= self.max_age).then_some(probe)
     }
 
     /// [`NoteClock::note`] at this tick.
     #[inline(always)]
     pub fn note(&self, probe: u32) -> SourceNote {
-        if probe >= NOTABLE_PROBES {
-            return SourceNote::default();
-        }
-        SourceNote((((probe + 1) << NOTE_EPOCH_BITS) | (self.epoch & (NOTE_EPOCHS - 1))) as u16)
+        make_note(probe, self.epoch)
     }
+}
+
+/// The note of a binding at `probe`, confirmed in `epoch`; none for a
+/// probe a note cannot name.
+#[inline(always)]
+fn make_note(probe: u32, epoch: u32) -> SourceNote {
+    if probe >= NOTABLE_PROBES {
+        return SourceNote::default();
+    }
+    SourceNote((((probe + 1) << NOTE_EPOCH_BITS) | (epoch & (NOTE_EPOCHS - 1))) as u16)
+}
+
+/// The probe a note names and its age in epochs at `epoch` (modulo its
+/// epoch bits); `None` for no note.
+#[inline(always)]
+fn read_note(note: SourceNote, epoch: u32) -> Option<(u32, u32)> {
+    let v = u32::from(note.0);
+    let probe = (v >> NOTE_EPOCH_BITS).checked_sub(1)?;
+    Some((probe, epoch.wrapping_sub(v) & (NOTE_EPOCHS - 1)))
 }
 
 /// Bits of a [`SourceNote`] that tell when it was made (the rest: which
@@ -156,11 +170,7 @@ impl NoteClock {
     /// `now`; none for a probe a note cannot name.
     #[inline(always)]
     pub fn note(&self, now: u32, probe: u32) -> SourceNote {
-        if probe >= NOTABLE_PROBES {
-            return SourceNote::default();
-        }
-        let epoch = (now >> self.shift) & (NOTE_EPOCHS - 1);
-        SourceNote((((probe + 1) << NOTE_EPOCH_BITS) | epoch) as u16)
+        make_note(probe, now >> self.shift)
     }
 
     /// How this clock reads and makes notes at tick `now` (one batch's
@@ -180,10 +190,8 @@ impl NoteClock {
     /// The probe a note names, if it is to be trusted at `now`.
     #[inline(always)]
     pub fn trusted(&self, note: SourceNote, now: u32) -> Option<u32> {
-        let v = u32::from(note.0);
-        let probe = (v >> NOTE_EPOCH_BITS).checked_sub(1)?;
         let epoch = now >> self.shift;
-        let age = epoch.wrapping_sub(v) & (NOTE_EPOCHS - 1);
+        let (probe, age) = read_note(note, epoch)?;
         let earliest = epoch.checked_sub(age)? << self.shift;
         (now - earliest <= self.trust && earliest >= self.since).then_some(probe)
     }
