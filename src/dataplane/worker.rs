@@ -144,9 +144,9 @@ impl Worker {
         refs: &Arc<RefCounts>,
         settled: &Arc<[AtomicU64]>,
     ) -> Result<Worker, OutOfMemory> {
-        let (flow, gen, ipv6, pool) = {
+        let (flow, gen, ipv6, note_conf) = {
             let dp = cell.load();
-            (dp.flow, dp.flow_gen, dp.ipv6_vips, dp.nat64.as_deref().map_or(0, PortPool::generation))
+            (dp.flow, dp.flow_gen, dp.ipv6_vips, note_conf(&dp))
         };
         settled[thread].store(gen, Ordering::Release);
         let blank = Parsed::default();
@@ -180,7 +180,7 @@ impl Worker {
             resize: Resize { draining: None, gen, settled: Arc::clone(settled) },
             keys_tried: None,
             // (No note is older than the table.)
-            notes: ((pool, flow.timeout), NoteClock::new(flow.timeout, 0)),
+            notes: (note_conf, NoteClock::new(flow.timeout, 0)),
         })
     }
 
@@ -296,7 +296,7 @@ impl Worker {
         } = self;
         let thread = *thread;
         let dp = reader.enter(cell);
-        let note_conf = (dp.nat64.as_deref().map_or(0, PortPool::generation), dp.flow.timeout);
+        let note_conf = note_conf(&dp);
         if notes.0 != note_conf {
             *notes = (note_conf, notes.1.next(dp.flow.timeout, (notes.0 .0, note_conf.0), now));
         }
@@ -787,6 +787,13 @@ fn nat64_source(
         flows.set_source_note(slot, note);
     }
     bound.map(|(source, _)| source)
+}
+
+/// What a thread's nat64 source notes depend on: the pool's generation (0
+/// without one) and the flow timeout (see `NoteClock::next`).
+#[inline(always)]
+fn note_conf(dp: &Dataplane) -> (u16, u32) {
+    (dp.nat64.as_deref().map_or(0, PortPool::generation), dp.flow.timeout)
 }
 
 /// The family of VIP `v`'s own addresses.
