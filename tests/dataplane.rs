@@ -484,6 +484,52 @@ fn ipv6_key_arrays_come_with_ipv6_vips() {
 /// flow, with full and offloaded checksums, any traffic class and hop
 /// limit; one with an extension header takes the general lane to the
 /// same pod.
+/// What a trace shows of a packet, its destination before translation, is
+/// there for every packet of a traced batch: new flows and hits, IPv4 and
+/// IPv6, the address within a prefix VIP. Untraced, an IPv6 fast-lane
+/// hit's key is never built, and the worker says it has none.
+#[test]
+fn traced_batches_keep_each_packets_original_destination() {
+    let dst6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0x66, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x42];
+    let client6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0xc, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+    let cases = [
+        (NatType::Nat44, "192.0.2.128/25", &["203.0.113.5"][..], 4),
+        (NatType::Nat66, "2001:db8:66::/120", &["2001:db8:b::1"][..], 6),
+        (NatType::Nat64, "2001:db8:66::/120", &["203.0.113.5"][..], 6),
+    ];
+    for (nat, prefix, pods, family) in cases {
+        let c = xlat_setup(nat, prefix, pods, 1);
+        let mut w = c.worker(0).unwrap();
+        let mut want = [0u8; 16];
+        let pkt = if family == 4 {
+            want[..4].copy_from_slice(&[192, 0, 2, 200]);
+            v4(proto::TCP, [198, 51, 100, 7], 7000, [192, 0, 2, 200], 80)
+        } else {
+            want = dst6;
+            emit(&Spec::new(IpFamily::V6, proto::TCP, &client6, &dst6, (7000, 80)).payload(b"v6"))
+        };
+        for (now, tracing, outcome) in
+            [(1, true, FlowOutcome::New), (2, true, FlowOutcome::Hit), (3, false, FlowOutcome::Hit)]
+        {
+            let mut b = VecBatch { tracing, ..Default::default() };
+            b.push(pkt.clone(), Capture::Prefix(0));
+            let mut v = [Verdict::Drop(DropReason::NoVip); 1];
+            w.process(&mut b, now, &mut v);
+            assert!(
+                matches!(v[0], Verdict::Forward { outcome: o, .. } if o == outcome),
+                "{nat:?} {:?}",
+                v[0]
+            );
+            let shown = w.batch_original_dst(0);
+            if tracing || family == 4 {
+                assert_eq!(shown, Some((family, want, 80)), "{nat:?} at {now}");
+            } else {
+                assert_eq!(shown, None, "{nat:?} untraced");
+            }
+        }
+    }
+}
+
 #[test]
 fn ipv6_established_flows_translate_as_their_first_packet() {
     let vip6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0x66, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];

@@ -262,6 +262,12 @@ pub trait Batch {
     /// Packet `i` was translated towards `pod` (and will be forwarded as a
     /// packet of family `out`): a chance to act on it while it is in cache.
     fn translated(&mut self, _i: usize, _pod: u32, _out: IpFamily) {}
+    /// Whether this batch's packets may be traced: the worker then keeps
+    /// what [`Worker::batch_original_dst`] reports for every packet (else
+    /// not for IPv6 fast-lane hits, whose keys are never built).
+    fn tracing(&self) -> bool {
+        false
+    }
     /// Hints that packet `i`'s metadata will be read soon (out of range:
     /// nothing).
     fn prefetch_meta(&self, _i: usize) {}
@@ -307,6 +313,8 @@ pub struct VecBatch {
     pub partial: Vec<bool>,
     /// Packets can be held: packet `i`'s handle is `hold_base + i`.
     pub hold_base: Option<u32>,
+    /// The batch is traced (see [`Batch::tracing`]).
+    pub tracing: bool,
 }
 
 impl VecBatch {
@@ -362,5 +370,8 @@ impl Batch for VecBatch {
     }
     fn hold(&mut self, i: usize) -> Option<HoldTicket> {
         self.hold_base.map(|b| HoldTicket { handle: b + i as u32, owner: 0, tag: 0 })
+    }
+    fn tracing(&self) -> bool {
+        self.tracing
     }
 }

@@ -66,6 +66,9 @@ struct Scratch {
     /// bucket (an IPv6 flow there is most likely a hit: its second
     /// bucket is not worth loading ahead).
     first_found: [bool; MAX_BATCH],
+    /// The batch was traced, so `keys` holds the IPv6 fast lane's keys
+    /// too (see `Batch::tracing`).
+    kept_keys: bool,
 }
 
 /// How pass 1 parsed a packet.
@@ -76,9 +79,10 @@ enum Lane {
     FastV4,
     /// Fully parsed into `Scratch::parsed`, key in `Scratch::keys`.
     General,
-    /// IPv6 with TCP/UDP right after the fixed header: key from the
-    /// header words, `Scratch::parsed` not filled; an established flow is
-    /// finished in pass 2 (nat66 and nat64), on fixed offsets.
+    /// IPv6 with TCP/UDP right after the fixed header: id and hash from
+    /// the header words, `Scratch::parsed` not filled nor (unless traced)
+    /// `Scratch::keys`; an established flow is finished in pass 2 (nat66
+    /// and nat64), on fixed offsets.
     FastV6,
     /// Translated in pass 2.
     Done,
@@ -173,6 +177,7 @@ impl Worker {
                 deferred: [0; MAX_BATCH],
                 pending: [0; MAX_BATCH],
                 first_found: [false; MAX_BATCH],
+                kept_keys: false,
             }),
             sweep_at: 0,
             frags: Fragments::new(),
@@ -245,6 +250,8 @@ impl Worker {
             Lane::FastV4 | Lane::Done if FlowKey::id_is_whole_key(self.scratch.ids[i]) => {
                 FlowKey::from_compact(self.scratch.ids[i])
             }
+            // An IPv6 fast-lane hit's key was built only if traced.
+            Lane::Done if !self.scratch.kept_keys => return None,
             Lane::General | Lane::FastV6 | Lane::FastV4 | Lane::Done => self.scratch.keys[i],
             Lane::Fragment => FlowKey::new(0, &self.scratch.parsed[i]),
             // (An ICMP error's destination is its outer one.)
@@ -323,6 +330,7 @@ impl Worker {
             });
         }
 
+        scratch.kept_keys = batch.tracing();
         let mut pipe = Pipeline {
             batch,
             dp: &dp,
@@ -505,14 +513,20 @@ impl<B: Batch> Pipeline<'_, B> {
                 // IPv6 without extension headers on fixed offsets, its key
                 // from the header words; else the general parser (perhaps
                 // a chain).
-                let key = match packet::parse_v6_fast(batch.packet(i)) {
+                match packet::parse_v6_fast(batch.packet(i)) {
                     Some(f) => {
                         let v = self.classify(capture, IpFamily::V6, f.protocol, f.dst_port());
                         if v == NO_VIP {
                             return self.dropped(i, DropReason::NoVip);
                         }
                         self.scratch.lane[i] = Lane::FastV6;
-                        FlowKey::from_v6_fast(&f, v)
+                        // The key itself only for traces (pass 3 builds
+                        // it from the packet if it needs it).
+                        if self.scratch.kept_keys {
+                            self.scratch.keys[i] = FlowKey::from_v6_fast(&f, v);
+                        }
+                        let (id, hash) = FlowKey::v6_id_hash(&f, v);
+                        (v, id, hash)
                     }
                     None => {
                         let p = &mut scratch.parsed[i];
@@ -528,20 +542,20 @@ impl<B: Batch> Pipeline<'_, B> {
                             return self.dropped(i, DropReason::NoVip);
                         }
                         self.scratch.lane[i] = Lane::General;
-                        FlowKey::new(v, &self.scratch.parsed[i])
-                    }
-                };
-                let v = key.vip();
-                self.scratch.keys[i] = key;
-                let (id, hash) = key.id_hash();
-                // The general path reads a nat64 flow's binding (the fast
-                // lane's hits go on from the note in their entry).
-                if self.scratch.lane[i] != Lane::FastV6 && key.family() == 6 && dp.is_nat64(v) {
-                    if let Some(pool) = dp.nat64.as_deref() {
-                        pool.prefetch(self.thread, hash);
+                        let key = FlowKey::new(v, &self.scratch.parsed[i]);
+                        self.scratch.keys[i] = key;
+                        let (id, hash) = key.id_hash();
+                        // The general path reads a nat64 flow's binding
+                        // (the fast lane's hits go on from the note in
+                        // their entry).
+                        if family == IpFamily::V6 && dp.is_nat64(v) {
+                            if let Some(pool) = dp.nat64.as_deref() {
+                                pool.prefetch(self.thread, hash);
+                            }
+                        }
+                        (v, id, hash)
                     }
                 }
-                (v, id, hash)
             }
         };
         let scratch = &mut *self.scratch;
@@ -659,10 +673,16 @@ impl<B: Batch> Pipeline<'_, B> {
             self.batch.translated(i, pod, IpFamily::V6);
             return Some(Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit });
         }
-        let (key, hash) = (&self.scratch.keys[i], self.scratch.hashes[i]);
-        let (addr, port) =
-            nat64_source(self.flows, dp, &self.notes, self.thread, now, key, &to, (hash, Some((slot, note))))
-                .ok()?;
+        let hash = self.scratch.hashes[i];
+        let (addr, port) = match self.notes.trusted(note) {
+            Some(probe) => dp.nat64.as_deref()?.probed(self.thread, hash, probe),
+            None => {
+                // (The packet is as it came: its key from its header.)
+                let key = FlowKey::from_v6_fast(&packet::parse_v6_fast(self.batch.packet(i))?, v);
+                let entry = Some((slot, note));
+                nat64_source(self.flows, dp, &self.notes, self.thread, now, &key, &to, (hash, entry)).ok()?
+            }
+        };
         let eps = nat64_endpoints(addr, port, &to);
         if !xlat::v6_to_v4_fast(&mut BatchFrame(self.batch, i), protocol, &eps, l4) {
             return None;
@@ -713,9 +733,12 @@ fn finish_general<B: Batch>(
                 }
                 scratch.keys[i] = FlowKey::new(v, &scratch.parsed[i]);
             }
-            Lane::FastV6 if !packet::parse_v6_fast_into(batch.packet(i), &mut scratch.parsed[i]) => {
-                verdicts[i] = Verdict::Drop(DropReason::Packet(packet::Error::Truncated));
-                continue;
+            Lane::FastV6 => {
+                if !packet::parse_v6_fast_into(batch.packet(i), &mut scratch.parsed[i]) {
+                    verdicts[i] = Verdict::Drop(DropReason::Packet(packet::Error::Truncated));
+                    continue;
+                }
+                scratch.keys[i] = FlowKey::new(v, &scratch.parsed[i]);
             }
             _ => {}
         }

@@ -218,6 +218,8 @@ struct FrameBatch<'a, const NODEPORT: bool, const V6: bool, const XLAT: bool> {
     node_index: u32,
     /// Each packet's next is its next feature (`feature_nexts`).
     on_arc: bool,
+    /// The node traces (`node_traces`).
+    tracing: bool,
 }
 
 impl<'a, const NODEPORT: bool, const V6: bool, const XLAT: bool> FrameBatch<'a, NODEPORT, V6, XLAT> {
@@ -244,7 +246,11 @@ impl<'a, const NODEPORT: bool, const V6: bool, const XLAT: bool> FrameBatch<'a, 
             }
             let hops = super::route::NextHops::get();
             let node_index = (*node).node_index;
-            (FrameBatch { vm, bufs: &bufs[..n], nexts, from, hops, n, node_index, on_arc: false }, from)
+            let tracing = node_traces(node);
+            (
+                FrameBatch { vm, bufs: &bufs[..n], nexts, from, hops, n, node_index, on_arc: false, tracing },
+                from,
+            )
         }
     }
 
@@ -496,6 +502,10 @@ impl<const NODEPORT: bool, const V6: bool, const XLAT: bool> Batch for FrameBatc
         self.n
     }
 
+    fn tracing(&self) -> bool {
+        self.tracing
+    }
+
     #[inline(always)]
     fn packet(&mut self, i: usize) -> &mut [u8] {
         // SAFETY: a buffer of this frame (`from_frame`); the slice borrows
@@ -637,7 +647,7 @@ unsafe fn node_fn<const NODEPORT: bool, const V6: bool, const XLAT: bool>(
         if run_len > 0 {
             *existing.add(run_vip as usize) += run_len;
         }
-        if node_traces(node) {
+        if batch.tracing {
             trace_frame(vm, node, &batch, worker, verdicts);
         }
         // Non-drop outcomes are counted here; drops by the drop node.
