@@ -501,12 +501,10 @@ pub fn dnat_v6(
     let csum = IP6_LEN + if protocol == proto::TCP { tcp::CHECKSUM } else { udp::CHECKSUM };
     let h = pkt.get_mut(..csum + 2).ok_or(NatError::Truncated)?;
     // Native-order words, as `dnat_v4_header` (no byte swap per word):
-    // ~m + m' of the address as the 32-bit halves of two 64-bit words.
+    // ~m + m' of the address as two 64-bit words each.
     let dst = ip6::DST.start;
-    let addr_delta = checksum::neg_sum_ne64(h, dst)
-        + checksum::neg_sum_ne64(h, dst + 8)
-        + checksum::sum_ne64(addr, 0)
-        + checksum::sum_ne64(addr, 8);
+    use checksum::ne64;
+    let addr_delta = checksum::sum_words([!ne64(h, dst), !ne64(h, dst + 8), ne64(addr, 0), ne64(addr, 8)]);
     h[ip6::DST].copy_from_slice(addr);
     let port_at = IP6_LEN + udp::DST_PORT; // the same for TCP
     let new_port = port.to_be_bytes();

@@ -330,7 +330,7 @@ pub fn v4_to_v6_fast<F: Frame + ?Sized>(
     let csum = if protocol == proto::TCP { tcp::CHECKSUM } else { udp::CHECKSUM };
     let Some(h) = f.bytes().get(..IP4_LEN + csum + 2) else { return false };
     // The sums add native-order words, as in `v6_to_v4_fast`.
-    use checksum::sum_ne64;
+    use checksum::{ne64, sum_ne64};
     let (tos, ttl) = (h[1], h[ip4::TTL]);
     let l4_len = be16(h, ip4::TOTAL_LEN).wrapping_sub(IP4_LEN as u16);
     let old_addrs = sum_ne64(h, ip4::SRC.start);
@@ -347,7 +347,7 @@ pub fn v4_to_v6_fast<F: Frame + ?Sized>(
         .write(h);
     let new_port = dst_port.to_be_bytes();
     h[IP6_LEN + udp::DST_PORT..IP6_LEN + udp::DST_PORT + 2].copy_from_slice(&new_port);
-    let new_addrs = sum_ne64(src, 0) + sum_ne64(src, 8) + sum_ne64(dst, 0) + sum_ne64(dst, 8);
+    let new_addrs = checksum::sum_words([ne64(src, 0), ne64(src, 8), ne64(dst, 0), ne64(dst, 8)]);
     let field: &mut [u8; 2] = (&mut h[IP6_LEN + csum..IP6_LEN + csum + 2]).try_into().unwrap();
     let ports = u64::from(!old_port) + u64::from(u16::from_ne_bytes(new_port));
     nat::update_l4_checksum_native(field, protocol, replace(old_addrs, new_addrs), ports, l4);
@@ -370,12 +370,12 @@ pub fn v6_to_v4_fast<F: Frame + ?Sized>(f: &mut F, protocol: u8, to: &Endpoints,
     // as computed, with no byte swap per 16-bit word: one's-complement
     // sums are the same in either byte order, byte-swapped (RFC 1071
     // §2(B)); only the total length is a number to compute with.
-    use checksum::sum_ne64;
+    use checksum::ne64;
     let ne32 = |b: &[u8], at: usize| u32::from_ne_bytes(b[at..at + 4].try_into().unwrap());
     let tclass = (h[0] << 4) | (h[1] >> 4);
     let hop_limit = h[ip6::HOP_LIMIT];
     let Some(total) = be16(h, ip6::PAYLOAD_LEN).checked_add(IP4_LEN as u16) else { return false };
-    let old_addrs = sum_ne64(h, 8) + sum_ne64(h, 16) + sum_ne64(h, 24) + sum_ne64(h, 32);
+    let old_addrs = checksum::sum_words([ne64(h, 8), ne64(h, 16), ne64(h, 24), ne64(h, 32)]);
     let (sp, dp) = (to.src_port.to_be_bytes(), to.dst_port.to_be_bytes());
     let new_ports = u32::from_ne_bytes([sp[0], sp[1], dp[0], dp[1]]);
     // (~m + m' of RFC 1624 over both ports as one 32-bit word: its
@@ -562,7 +562,9 @@ pub fn fragment_to_other_family<F: Frame + ?Sized>(
 /// summing to `new` (RFC 1624's `~m + m'`, for fields of different sizes).
 #[inline(always)]
 fn replace(old: u64, new: u64) -> u64 {
-    u64::from(!checksum::fold(old)) + new
+    // (As a 64-bit word, `!old` is `-old` modulo 0xffff: 2^64 - 1 is a
+    // multiple of it.)
+    checksum::sum_words([!old, new, 0, 0])
 }
 
 #[inline(always)]
