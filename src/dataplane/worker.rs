@@ -4,7 +4,7 @@
 
 use super::{Batch, Capture, Dataplane, DropReason, FlowOutcome, ReplyVerdict, Verdict, MAX_BATCH, NO_VIP};
 use crate::config::FlowConf;
-use crate::flowtable::{FlowKey, FlowTable, Hit, OutOfMemory, SlotId, SourceNote};
+use crate::flowtable::{FlowKey, FlowTable, HashSecret, Hit, OutOfMemory, SlotId, SourceNote};
 use crate::fragment::{FragKey, FragTarget, Fragments, Released};
 use crate::nat::{self, Endpoint, L4Checksum, NatError};
 use crate::nat64::{binding_lifetime, Binding, NoteClock, NotesAt, PortPool};
@@ -341,6 +341,7 @@ impl Worker {
             now,
             thread,
             notes,
+            secret: HashSecret::now(),
             last_class: u64::MAX,
             last_vip: NO_VIP,
             pending: 0,
@@ -477,6 +478,7 @@ struct Pipeline<'a, B: Batch> {
     now: u32,
     thread: usize,
     notes: NotesAt,
+    secret: HashSecret,
     /// The last classification, reused while capture, protocol and port
     /// stay the same (packets of a frame mostly go to one Service).
     last_class: u64,
@@ -525,7 +527,7 @@ impl<B: Batch> Pipeline<'_, B> {
                         if self.scratch.kept_keys {
                             self.scratch.keys[i] = FlowKey::from_v6_fast(&f, v);
                         }
-                        let (id, hash) = FlowKey::v6_id_hash(&f, v);
+                        let (id, hash) = FlowKey::v6_id_hash(&f, v, &self.secret);
                         (v, id, hash)
                     }
                     None => {
