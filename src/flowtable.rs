@@ -15,16 +15,18 @@
 //! to another Service takes its flows along). Keys that do not fit (IPv6)
 //! store an 80-bit **signature** instead, tagged: a keyed hash of the whole
 //! key (VIP index included) under a per-process secret
-//! ([`randomize_hash_secret`]), independent of the bits that chose the
-//! bucket, so a signature match is the hit, decided in the bucket's line
-//! as for IPv4. Two live flows with one signature in one bucket happen
+//! ([`randomize_hash_secret`]; a keyed sum of 128-bit products, whose
+//! bucket is a multiply-fold of both its halves, so sharing a bucket says
+//! next to nothing of the signature bits), so a signature match is the
+//! hit, decided in the bucket's line as for IPv4. Two live flows with one signature in one bucket happen
 //! with odds of about 3 in 2^80 per lookup (at 10^9 lookups a second, once
 //! in 10^7 years), and nobody can aim for it without the secret. The other
 //! 16 bits of the id's words hold the entry's [`SourceNote`] (nat64: where
 //! its binding is), so a nat64 hit too reads one line. The full 48-byte
 //! key is kept in a parallel array (144 bytes per bucket, allocated only
 //! once there are IPv6 VIPs) for what needs the flow back: expiry,
-//! resizes, reply state.
+//! resizes, reply state; the data path's IPv6 fast lane does not even
+//! build it for a hit (id and hash come from the header words).
 //!
 //! **Batches.** DRAM latency is hidden by splitting a lookup in steps that
 //! a caller runs over a whole batch at a time: [`FlowTable::prefetch_bucket`]
