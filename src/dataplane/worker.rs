@@ -512,9 +512,9 @@ impl<B: Batch> Pipeline<'_, B> {
                 (v, id, hash)
             }
             None => {
-                // IPv6 without extension headers on fixed offsets, its key
-                // from the header words; else the general parser (perhaps
-                // a chain).
+                // IPv6 without extension headers on fixed offsets, its id
+                // and hash from the header words; else the general parser
+                // (perhaps a chain).
                 match packet::parse_v6_fast(batch.packet(i)) {
                     Some(f) => {
                         let v = self.classify(capture, IpFamily::V6, f.protocol, f.dst_port());
@@ -676,15 +676,13 @@ impl<B: Batch> Pipeline<'_, B> {
             return Some(Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit });
         }
         let hash = self.scratch.hashes[i];
-        let (addr, port) = match self.notes.trusted(note) {
-            Some(probe) => dp.nat64.as_deref()?.probed(self.thread, hash, probe),
-            None => {
-                // (The packet is as it came: its key from its header.)
-                let key = FlowKey::from_v6_fast(&packet::parse_v6_fast(self.batch.packet(i))?, v);
-                let entry = Some((slot, note));
-                nat64_source(self.flows, dp, &self.notes, self.thread, now, &key, &to, (hash, entry)).ok()?
-            }
-        };
+        // (Without a trusted note, the key from the header: the packet is
+        // as it came.)
+        let batch = &mut *self.batch;
+        let key = || packet::parse_v6_fast(batch.packet(i)).map(|f| FlowKey::from_v6_fast(&f, v));
+        let entry = Some((slot, note));
+        let (addr, port) =
+            nat64_source(self.flows, dp, &self.notes, self.thread, now, key, &to, (hash, entry)).ok()?;
         let eps = nat64_endpoints(addr, port, &to);
         if !xlat::v6_to_v4_fast(&mut BatchFrame(self.batch, i), protocol, &eps, l4) {
             return None;
@@ -775,7 +773,8 @@ fn finish_deferred<B: Batch>(
 /// flow's last confirmation by as long as the note is trusted, so it lives
 /// as long as the flow (see `binding_lifetime`); the note says which of the
 /// flow's probe slots it is, so the address and port follow from the hash.
-/// Else from its binding (made if it has none), then noted for the flow's
+/// Else from its binding (made if it has none) for the flow's `key` (asked
+/// for only then: the fast lane builds none), then noted for the flow's
 /// next packets.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -785,7 +784,7 @@ fn nat64_source(
     notes: &NotesAt,
     thread: usize,
     now: u32,
-    key: &FlowKey,
+    key: impl FnOnce() -> Option<FlowKey>,
     to: &Endpoint,
     (hash, entry): (u64, Option<(SlotId, SourceNote)>),
 ) -> Result<([u8; 4], u16), NatError> {
@@ -793,6 +792,7 @@ fn nat64_source(
     if let Some(probe) = entry.and_then(|(_, note)| notes.trusted(note)) {
         return Ok(pool.probed(thread, hash, probe));
     }
+    let key = key().ok_or(NatError::Truncated)?;
     let (service, service_port) = key.original_dst();
     let b = Binding {
         client: key.src(),
@@ -1014,8 +1014,16 @@ impl FlowCtx<'_> {
                 // fragment's, may go on from its note; a new flow's entry
                 // gets one for its second packet.)
                 let entry = entry.map(|slot| (slot, self.flows.source_note(slot)));
-                let (addr, port) =
-                    nat64_source(self.flows, dp, &self.notes, self.thread, self.now, key, to, (hash, entry))?;
+                let (addr, port) = nat64_source(
+                    self.flows,
+                    dp,
+                    &self.notes,
+                    self.thread,
+                    self.now,
+                    || Some(*key),
+                    to,
+                    (hash, entry),
+                )?;
                 let eps = nat64_endpoints(addr, port, to);
                 match fragment {
                     Some(f) => xlat::fragment_to_other_family(&mut frame, &f, &eps, l4)?,
