@@ -349,7 +349,8 @@ fn mul128(a: u64, b: u64) -> u128 {
 /// nothing of its signature bits.
 #[inline(always)]
 fn signature_hash(w: &[u64; 6], proto: u8) -> (u128, u64) {
-    signature_hash_keyed(w, proto, |i| HASH_SECRET[i].load(Ordering::Relaxed))
+    let secret = HashSecret::now();
+    signature_hash_keyed(w, proto, |i| secret.0[i])
 }
 
 /// [`signature_hash`] under the secret `s` gives word by word.

@@ -509,7 +509,7 @@ pub fn dnat_v6(
     let port_at = IP6_LEN + udp::DST_PORT; // the same for TCP
     let new_port = port.to_be_bytes();
     let old_port = u16::from_ne_bytes([h[port_at], h[port_at + 1]]);
-    let port_delta = u64::from(!old_port) + u64::from(u16::from_ne_bytes(new_port));
+    let port_delta = checksum::delta16(old_port, u16::from_ne_bytes(new_port));
     h[port_at..port_at + 2].copy_from_slice(&new_port);
     let field: &mut [u8; 2] = (&mut h[csum..csum + 2]).try_into().unwrap();
     update_l4_checksum_native(field, protocol, addr_delta, port_delta, l4);

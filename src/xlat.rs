@@ -349,7 +349,7 @@ pub fn v4_to_v6_fast<F: Frame + ?Sized>(
     h[IP6_LEN + udp::DST_PORT..IP6_LEN + udp::DST_PORT + 2].copy_from_slice(&new_port);
     let new_addrs = checksum::sum_words([ne64(src, 0), ne64(src, 8), ne64(dst, 0), ne64(dst, 8)]);
     let field: &mut [u8; 2] = (&mut h[IP6_LEN + csum..IP6_LEN + csum + 2]).try_into().unwrap();
-    let ports = u64::from(!old_port) + u64::from(u16::from_ne_bytes(new_port));
+    let ports = checksum::delta16(old_port, u16::from_ne_bytes(new_port));
     nat::update_l4_checksum_native(field, protocol, replace(old_addrs, new_addrs), ports, l4);
     f.family_changed(IpFamily::V6);
     true

@@ -100,7 +100,7 @@ pub fn delta_v6(old: &[u8; 16], new: &[u8; 16]) -> u64 {
 /// numbers carry the same value as the four 16-bit words.
 #[inline(always)]
 pub fn sum_ne64(b: &[u8], at: usize) -> u64 {
-    let w = u64::from_ne_bytes(b[at..at + 8].try_into().unwrap());
+    let w = ne64(b, at);
     (w >> 32) + (w & 0xffff_ffff)
 }
 
@@ -129,15 +129,8 @@ pub fn ne64(b: &[u8], at: usize) -> u64 {
     u64::from_ne_bytes(b[at..at + 8].try_into().unwrap())
 }
 
-/// [`sum_ne64`] of the bytes' complement: the sum's one's-complement
-/// negation (`~m` of RFC 1624), for a delta.
-#[inline(always)]
-pub fn neg_sum_ne64(b: &[u8], at: usize) -> u64 {
-    let w = !u64::from_ne_bytes(b[at..at + 8].try_into().unwrap());
-    (w >> 32) + (w & 0xffff_ffff)
-}
-
-/// The change to a sum when the 16-bit value `old` becomes `new`.
+/// The change to a sum when the 16-bit value `old` becomes `new` (both
+/// read in one byte order, either: see [`sum_ne64`]).
 #[inline]
 pub fn delta16(old: u16, new: u16) -> u64 {
     u64::from(!old) + u64::from(new)
