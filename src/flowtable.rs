@@ -197,7 +197,7 @@ impl FlowKey {
         self.id_hash().1
     }
 
-    /// The key's compact id (see [`FlowKey::compact`]) and [`hash`]
+    /// The key's compact id (see [`FlowKey::compact`]) and [`FlowKey::hash`]
     /// (FlowKey::hash), computed together: for IPv6 both come from one
     /// 128-bit keyed sum of products.
     #[inline(always)]

@@ -8,11 +8,14 @@
 //! configured range, in one flat array: a reply's destination address and
 //! port index it directly, so any worker finds it in one cache line.
 //!
-//! **No lock per packet.** The array is split into one contiguous part per
-//! thread; only that thread allocates and writes bindings in its part
-//! (single writer per slot), so allocation needs no atomic read-modify-
-//! write. Within its part, a thread places a flow's binding by open
-//! addressing from the flow's hash, probing at most [`PROBES`] slots. Every
+//! **No lock per packet.** The (source, port) grid is split into one part
+//! per thread, a range of ports of every source (see `Part`); only that
+//! thread allocates and writes bindings in its part (single writer per
+//! slot), so allocation needs no atomic read-modify-write. Within its
+//! part, a thread places a flow's binding by open addressing from the
+//! flow's hash, probing at most [`PROBES`] slots; where it starts, source
+//! and port, takes two multiplies, so an established flow's source follows
+//! from its hash and the probe its entry notes, with no memory read. Every
 //! other thread reads bindings under a per-slot sequence number (a
 //! seqlock: the writer makes it odd, writes, makes it even; a reader
 //! retries when it changed or was odd).
@@ -270,10 +273,9 @@ pub struct PortPool {
     sources: Vec<[u8; 4]>,
     first_port: u16,
     ports: u32,
-    /// Division by `ports`, without a divide instruction.
-    per_source: Divisor,
-    /// By thread: its part `[lo, hi)` of the flat slot array.
-    parts: Vec<(u32, u32)>,
+    /// By thread: its part of the (source, port) grid.
+    parts: Vec<Part>,
+    /// Source-major: (source, port offset) at `source * ports + offset`.
     slots: ZeroedArray<Slot>,
     /// Tells this pool from the ones before it (never 0): what a flow
     /// noted of its binding (see [`crate::flowtable::SourceNote`]) is of
@@ -284,34 +286,191 @@ pub struct PortPool {
 /// The generation of the next pool made.
 static GENERATIONS: AtomicU32 = AtomicU32::new(0);
 
-/// Division of any `u32` by a fixed nonzero `u32` as a multiply by its
-/// 64-bit reciprocal (Lemire, Kaser and Kurz, "Faster remainder by direct
-/// computation", 2019: `M = ceil(2^64 / d)` gives `n / d = (M * n) >> 64`
-/// exactly for every 32-bit `n` and `d`).
-#[derive(Debug, Clone, Copy)]
-struct Divisor {
-    m: u64,
+/// Reader retries before giving up (the reply then passes untranslated).
+const READ_TRIES: usize = 64;
+
+/// A thread's part of the pool: a rectangle of the (source, port) grid,
+/// the port offsets `port_lo..port_lo + ports` of the sources
+/// `source_lo..source_lo + sources`. A rectangle (not a run of the flat
+/// array) so that where a flow's binding starts, source and port, follows
+/// from its hash by two multiplies and no division.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Part {
+    source_lo: u32,
+    sources: u32,
+    port_lo: u32,
+    ports: u32,
 }
 
-impl Divisor {
-    fn new(d: u32) -> Divisor {
-        assert!(d != 0);
-        // floor((2^64 - 1) / d) + 1 is ceil(2^64 / d), but for d = 1 it
-        // wraps to 0: `div` takes that as "divide by one".
-        Divisor { m: (u64::MAX / u64::from(d)).wrapping_add(1) }
+impl Part {
+    /// `threads` parts of a grid of `sources` x `ports`, together all of
+    /// it, each slot in one: the threads take port ranges of every source,
+    /// and where there are fewer ports than threads, the threads of one
+    /// port range split its sources (some get nothing if even that is too
+    /// few).
+    fn split(sources: u32, ports: u32, threads: u32) -> Vec<Part> {
+        let span = |n: u32, i: u32, of: u32| (u64::from(n) * u64::from(i) / u64::from(of)) as u32;
+        let groups = ports.min(threads);
+        (0..threads)
+            .map(|t| {
+                let (group, k) = (t % groups, t / groups);
+                // The threads of this port range: those with its remainder.
+                let sharing = (threads - group).div_ceil(groups);
+                let (port_lo, port_hi) = (span(ports, group, groups), span(ports, group + 1, groups));
+                let (source_lo, source_hi) = (span(sources, k, sharing), span(sources, k + 1, sharing));
+                Part { source_lo, sources: source_hi - source_lo, port_lo, ports: port_hi - port_lo }
+            })
+            .collect()
+    }
+
+    fn len(&self) -> u32 {
+        self.sources * self.ports
+    }
+}
+
+/// Where in its part a binding is: the part's own source and port offset.
+type At = (u32, u32);
+
+/// One thread's part of a [`PortPool`], as that thread allocates from it
+/// (taken once a batch, so a packet's source costs no look-up of the
+/// part). A flow of hash `h` is first looked for at source
+/// `lo32(h) * sources >> 32` and port offset `hi32(h) * ports >> 32` of
+/// the part; its probes go on to the next ports, and past the part's last
+/// port to the next source's first (from the last source to the first).
+#[derive(Clone, Copy)]
+pub struct PoolPart<'a> {
+    pool: &'a PortPool,
+    /// The part's sources.
+    sources: &'a [[u8; 4]],
+    /// The part's first port.
+    first_port: u16,
+    part: Part,
+}
+
+impl PoolPart<'_> {
+    /// Where a flow of hash `hash` is first looked for.
+    #[inline(always)]
+    fn start(&self, hash: u64) -> At {
+        let scale = |bits: u64, n: u32| (((bits & 0xffff_ffff) * u64::from(n)) >> 32) as u32;
+        (scale(hash, self.part.sources), scale(hash >> 32, self.part.ports))
+    }
+
+    /// `probe` slots on from `start` (`probe` less than the part's size).
+    #[inline(always)]
+    fn at(&self, (source, port): At, probe: u32) -> At {
+        let port = port + probe;
+        if port < self.part.ports {
+            return (source, port);
+        }
+        self.wrapped(source, port)
+    }
+
+    /// [`PoolPart::at`] past the end of a source's ports (rare: a flow
+    /// starts so close to the end only a few probes in thousands).
+    #[cold]
+    fn wrapped(&self, source: u32, port: u32) -> At {
+        let v = (source * self.part.ports + port) % self.part.len();
+        (v / self.part.ports, v % self.part.ports)
+    }
+
+    /// The probes of a flow starting at `start`, in the order
+    /// [`PoolPart::bind`] tries them.
+    #[inline(always)]
+    fn probes(&self, start: At) -> impl Iterator<Item = (u32, At)> + '_ {
+        (0..PROBES.min(self.part.len())).map(move |k| (k, self.at(start, k)))
     }
 
     #[inline(always)]
-    fn div(self, n: u32) -> u32 {
-        if self.m == 0 {
-            return n;
+    fn slot(&self, (source, port): At) -> &Slot {
+        let source = self.part.source_lo + source;
+        &self.pool.slots[(source * self.pool.ports + self.part.port_lo + port) as usize]
+    }
+
+    #[inline(always)]
+    fn address(&self, (source, port): At) -> Option<([u8; 4], u16)> {
+        Some((*self.sources.get(source as usize)?, self.first_port + port as u16))
+    }
+
+    /// The source address and port of `b`'s flow (hash `hash`), of this
+    /// part's thread (which owns the flow): its binding, made if it has
+    /// none. A binding whose pod changed (the flow moved) is updated. Also
+    /// which of the flow's probes holds it (see [`PoolPart::probed`]).
+    pub fn bind(
+        &self,
+        b: &Binding,
+        hash: u64,
+        now: u32,
+        timeout: u32,
+    ) -> Result<(([u8; 4], u16), u32), NatError> {
+        if self.part.len() == 0 {
+            return Err(NatError::PortsExhausted);
         }
-        ((u128::from(self.m) * u128::from(n)) >> 64) as u32
+        let want = b.words();
+        let stamp = now.max(1);
+        let start = self.start(hash);
+        let found = |at: At, probe: u32| Ok((self.address(at).ok_or(NatError::PortsExhausted)?, probe));
+        // The common case first: an established flow, unchanged, in the
+        // first slot it probes (where the loop below would find it).
+        let slot = self.slot(start);
+        let used = slot.used.load(Ordering::Relaxed);
+        if PortPool::live(used, now, timeout)
+            && (0..6).all(|i| slot.words[i].load(Ordering::Relaxed) == want[i])
+        {
+            PortPool::stamp(slot, used, stamp);
+            return found(start, 0);
+        }
+        let mut free = None;
+        for (probe, at) in self.probes(start) {
+            let slot = self.slot(at);
+            // Only this thread writes this part: plain loads see its own
+            // writes.
+            let used = slot.used.load(Ordering::Relaxed);
+            if !PortPool::live(used, now, timeout) {
+                free.get_or_insert((probe, at));
+                if used == 0 {
+                    // Never used: nothing was ever placed beyond it.
+                    break;
+                }
+                continue;
+            }
+            let same_flow = (0..FLOW_WORDS).all(|i| slot.words[i].load(Ordering::Relaxed) == want[i]);
+            if same_flow {
+                if slot.words[5].load(Ordering::Relaxed) != want[5] {
+                    PortPool::write(slot, &want);
+                }
+                PortPool::stamp(slot, used, stamp);
+                return found(at, probe);
+            }
+        }
+        let (probe, at) = free.ok_or(NatError::PortsExhausted)?;
+        let slot = self.slot(at);
+        PortPool::write(slot, &want);
+        slot.used.store(stamp, Ordering::Release);
+        found(at, probe)
+    }
+
+    /// The source address and port of the binding at `probe` of the flow
+    /// of hash `hash` (as [`PoolPart::bind`] gave them), from the part's
+    /// layout alone: no memory read. `None` for a probe no binding can be
+    /// at.
+    #[inline(always)]
+    pub fn probed(&self, hash: u64, probe: u32) -> Option<([u8; 4], u16)> {
+        if probe >= PROBES.min(self.part.len()) {
+            return None;
+        }
+        self.address(self.at(self.start(hash), probe))
+    }
+
+    /// Starts loading the slot where the flow of hash `hash` is first
+    /// looked for (where an established flow's binding mostly is), so that
+    /// [`PoolPart::bind`] finds it in cache.
+    #[inline(always)]
+    pub fn prefetch(&self, hash: u64) {
+        if self.part.len() != 0 {
+            crate::mem::prefetch(self.slot(self.start(hash)));
+        }
     }
 }
-
-/// Reader retries before giving up (the reply then passes untranslated).
-const READ_TRIES: usize = 64;
 
 impl PortPool {
     /// A pool of `sources` x ports `first..=last`, split among `threads`.
@@ -321,19 +480,9 @@ impl PortPool {
         }
         let ports = u32::from(last - first) + 1;
         let slots = ZeroedArray::new(sources.len() * ports as usize)?;
-        let (total, t) = (slots.len() as u64, threads as u64);
-        let parts = (0..t).map(|th| ((total * th / t) as u32, (total * (th + 1) / t) as u32)).collect();
-        let per_source = Divisor::new(ports);
+        let parts = Part::split(sources.len() as u32, ports, u32::try_from(threads).ok()?);
         let generation = (GENERATIONS.fetch_add(1, Ordering::Relaxed) % u32::from(u16::MAX)) as u16 + 1;
-        Some(PortPool {
-            sources: sources.to_vec(),
-            first_port: first,
-            ports,
-            per_source,
-            parts,
-            slots,
-            generation,
-        })
+        Some(PortPool { sources: sources.to_vec(), first_port: first, ports, parts, slots, generation })
     }
 
     /// See `generation`.
@@ -348,128 +497,23 @@ impl PortPool {
         self.sources.iter().position(|s| s == addr).map(|i| i as u32)
     }
 
-    /// `thread`'s part of the flat slot array.
+    /// `thread`'s part of the pool.
     #[inline(always)]
-    fn part(&self, thread: usize) -> (u32, u32) {
-        self.parts[thread.min(self.parts.len() - 1)]
-    }
-
-    #[inline(always)]
-    fn address_of(&self, index: u32) -> ([u8; 4], u16) {
-        let source = self.per_source.div(index);
-        let port = index - source * self.ports;
-        (self.sources[source as usize], self.first_port + port as u16)
+    pub fn part(&self, thread: usize) -> PoolPart<'_> {
+        let part = self.parts[thread.min(self.parts.len() - 1)];
+        let lo = part.source_lo as usize;
+        PoolPart {
+            pool: self,
+            sources: &self.sources[lo..lo + part.sources as usize],
+            first_port: self.first_port + part.port_lo as u16,
+            part,
+        }
     }
 
     /// (A use stamped by a thread whose clock is a little ahead is live.)
     #[inline(always)]
     fn live(used: u32, now: u32, timeout: u32) -> bool {
         used != 0 && (now.wrapping_sub(used) as i32) < timeout as i32
-    }
-
-    /// The source address and port of `b`'s flow (hash `hash`), on
-    /// `thread` (which owns the flow): its binding, made if it has none.
-    /// A binding whose pod changed (the flow moved) is updated. Also which
-    /// of the flow's probes holds it (see [`PortPool::probed`]).
-    pub fn bind(
-        &self,
-        thread: usize,
-        b: &Binding,
-        hash: u64,
-        now: u32,
-        timeout: u32,
-    ) -> Result<(([u8; 4], u16), u32), NatError> {
-        let (lo, hi) = self.part(thread);
-        if lo == hi {
-            return Err(NatError::PortsExhausted);
-        }
-        let want = b.words();
-        let stamp = now.max(1);
-        // The common case first: an established flow, unchanged, in the
-        // first slot it probes (where the loop below would find it).
-        let first = lo + Self::start(lo, hi, hash);
-        let slot = &self.slots[first as usize];
-        let used = slot.used.load(Ordering::Relaxed);
-        if Self::live(used, now, timeout) && (0..6).all(|i| slot.words[i].load(Ordering::Relaxed) == want[i])
-        {
-            Self::stamp(slot, used, stamp);
-            return Ok((self.address_of(first), 0));
-        }
-        let mut free = None;
-        for (probe, index) in Self::probes(lo, hi, hash).enumerate() {
-            let probe = probe as u32;
-            let slot = &self.slots[index as usize];
-            // Only this thread writes this part: plain loads see its own
-            // writes.
-            let used = slot.used.load(Ordering::Relaxed);
-            if !Self::live(used, now, timeout) {
-                free.get_or_insert((probe, index));
-                if used == 0 {
-                    // Never used: nothing was ever placed beyond it.
-                    break;
-                }
-                continue;
-            }
-            let same_flow = (0..FLOW_WORDS).all(|i| slot.words[i].load(Ordering::Relaxed) == want[i]);
-            if same_flow {
-                if slot.words[5].load(Ordering::Relaxed) != want[5] {
-                    self.write(slot, &want);
-                }
-                Self::stamp(slot, used, stamp);
-                return Ok((self.address_of(index), probe));
-            }
-        }
-        let (probe, index) = free.ok_or(NatError::PortsExhausted)?;
-        let slot = &self.slots[index as usize];
-        self.write(slot, &want);
-        slot.used.store(now.max(1), Ordering::Release);
-        Ok((self.address_of(index), probe))
-    }
-
-    /// The source address and port of the binding at `probe` of
-    /// `thread`'s flow of hash `hash` (as [`PortPool::bind`] gave them),
-    /// from the pool's layout alone: no memory read beyond the pool's own
-    /// few fields.
-    #[inline(always)]
-    pub fn probed(&self, thread: usize, hash: u64, probe: u32) -> ([u8; 4], u16) {
-        let (lo, hi) = self.part(thread);
-        let n = hi - lo;
-        // (`bind` probes fewer than `n` slots, so one compare wraps.)
-        let at = Self::start(lo, hi, hash) + probe;
-        self.address_of(lo + if at >= n { at - n } else { at })
-    }
-
-    /// Starts loading the slot where `thread`'s flow of hash `hash` is
-    /// first looked for (where an established flow's binding mostly is),
-    /// so that [`PortPool::bind`] finds it in cache.
-    #[inline(always)]
-    pub fn prefetch(&self, thread: usize, hash: u64) {
-        let (lo, hi) = self.part(thread);
-        if lo < hi {
-            crate::mem::prefetch(&self.slots[(lo + Self::start(lo, hi, hash)) as usize]);
-        }
-    }
-
-    /// The slots of the part `lo..hi` a flow of hash `hash` may be bound
-    /// in, in the order [`PortPool::bind`] tries them.
-    #[inline(always)]
-    fn probes(lo: u32, hi: u32, hash: u64) -> impl Iterator<Item = u32> {
-        let n = hi - lo;
-        let start = Self::start(lo, hi, hash);
-        // (The window wraps by a compare.)
-        (0..PROBES.min(n)).map(move |k| {
-            let at = start + k;
-            lo + if at >= n { at - n } else { at }
-        })
-    }
-
-    /// Where in the part `lo..hi` a flow of hash `hash` is first looked
-    /// for (0 for an empty part): the hash's high half scaled to the part
-    /// by a multiply, as no division belongs on the per-packet path (a
-    /// 64-bit one costs tens of clocks).
-    #[inline(always)]
-    fn start(lo: u32, hi: u32, hash: u64) -> u32 {
-        (((hash >> 32) * u64::from(hi - lo)) >> 32) as u32
     }
 
     /// A use of a live binding: its stamp moves on only when the tick did
@@ -482,7 +526,7 @@ impl PortPool {
     }
 
     /// Writes a slot's words (its owner only) under its sequence number.
-    fn write(&self, slot: &Slot, words: &[u64; 6]) {
+    fn write(slot: &Slot, words: &[u64; 6]) {
         let s = slot.seq.load(Ordering::Relaxed);
         slot.seq.store(s.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
@@ -542,18 +586,19 @@ impl PortPool {
 
     /// The source address and port `b`'s flow (hash `hash`) is bound to,
     /// without binding one, from any thread: each thread's part is probed
-    /// where [`PortPool::bind`] would have put it (for ICMP errors about
+    /// where [`PoolPart::bind`] would have put it (for ICMP errors about
     /// the flow, which may arrive on any thread).
     pub fn find_flow(&self, b: &Binding, hash: u64, now: u32, timeout: u32) -> Option<([u8; 4], u16)> {
         let want = b.words();
-        for &(lo, hi) in &self.parts {
-            for index in Self::probes(lo, hi, hash) {
-                let Some((used, w)) = Self::read(&self.slots[index as usize]) else { continue };
+        for thread in 0..self.parts.len() {
+            let part = self.part(thread);
+            for (_, at) in part.probes(part.start(hash)) {
+                let Some((used, w)) = Self::read(part.slot(at)) else { continue };
                 if used == 0 {
                     break;
                 }
                 if Self::live(used, now, timeout) && w[..FLOW_WORDS] == want[..FLOW_WORDS] {
-                    return Some(self.address_of(index));
+                    return part.address(at);
                 }
             }
         }
@@ -571,22 +616,6 @@ mod tests {
     use super::*;
     use crate::packet::IpFamily;
     use proptest::prelude::*;
-
-    proptest! {
-        #[test]
-        fn divisor_divides_exactly(n in any::<u32>(), d in 1u32..) {
-            prop_assert_eq!(Divisor::new(d).div(n), n / d);
-        }
-    }
-
-    #[test]
-    fn divisor_edges() {
-        for d in [1, 2, 3, 7, 64511, 65536, u32::MAX - 1, u32::MAX] {
-            for n in [0, 1, d - 1, d, d.saturating_add(1), u32::MAX - 1, u32::MAX] {
-                assert_eq!(Divisor::new(d).div(n), n / d, "{n} / {d}");
-            }
-        }
-    }
 
     fn flow(n: u16) -> Binding {
         Binding {
@@ -613,10 +642,10 @@ mod tests {
     #[test]
     fn a_flow_keeps_its_port_and_replies_find_it() {
         let pool = PortPool::new(&[[192, 0, 2, 1]], 40000, 40099, 2).unwrap();
-        let ((a, p), _) = pool.bind(1, &flow(1), 12345 << 32, 10, 40).unwrap();
+        let ((a, p), _) = pool.part(1).bind(&flow(1), 12345 << 32, 10, 40).unwrap();
         assert_eq!(a, [192, 0, 2, 1]);
         assert!((40050..=40099).contains(&p), "thread 1 owns the upper half: {p}");
-        assert_eq!(pool.bind(1, &flow(1), 12345 << 32, 11, 40).unwrap().0, (a, p));
+        assert_eq!(pool.part(1).bind(&flow(1), 12345 << 32, 11, 40).unwrap().0, (a, p));
         let b = pool.lookup_reply(0, &reply(a, p, [198, 51, 100, 5], 6), 12, 40).unwrap();
         assert_eq!(b, flow(1));
         // Not from the flow's pod, or another protocol: not this binding.
@@ -630,31 +659,73 @@ mod tests {
         let pool = PortPool::new(&[[192, 0, 2, 1]], 50000, 50007, 1).unwrap();
         let mut ports = Vec::new();
         for n in 0..8 {
-            ports.push(pool.bind(0, &flow(n), u64::from(n) << 40, 5, 40).unwrap().0 .1);
+            ports.push(pool.part(0).bind(&flow(n), u64::from(n) << 40, 5, 40).unwrap().0 .1);
         }
         ports.sort();
         ports.dedup();
         assert_eq!(ports.len(), 8, "every flow has its own port");
-        assert_eq!(pool.bind(0, &flow(99), 1 << 40, 6, 40), Err(NatError::PortsExhausted));
+        assert_eq!(pool.part(0).bind(&flow(99), 1 << 40, 6, 40), Err(NatError::PortsExhausted));
         // The established flows are untouched by the refusal.
         for n in 0..8 {
-            let ((_, p), _) = pool.bind(0, &flow(n), u64::from(n) << 40, 7, 40).unwrap();
+            let ((_, p), _) = pool.part(0).bind(&flow(n), u64::from(n) << 40, 7, 40).unwrap();
             assert!(ports.contains(&p));
         }
         // All idle past the timeout: the ports are free again.
-        assert!(pool.bind(0, &flow(99), 1 << 40, 7 + 40, 40).is_ok());
+        assert!(pool.part(0).bind(&flow(99), 1 << 40, 7 + 40, 40).is_ok());
         assert_eq!(pool.live_bindings(7 + 40, 40), 1);
     }
 
     #[test]
     fn a_moved_flow_updates_its_pod() {
         let pool = PortPool::new(&[[192, 0, 2, 1]], 1024, 2047, 1).unwrap();
-        let ((a, p), _) = pool.bind(0, &flow(1), 0, 3, 40).unwrap();
+        let ((a, p), _) = pool.part(0).bind(&flow(1), 0, 3, 40).unwrap();
         let mut moved = flow(1);
         moved.pod = [198, 51, 100, 9];
-        assert_eq!(pool.bind(0, &moved, 0, 4, 40).unwrap().0, (a, p));
+        assert_eq!(pool.part(0).bind(&moved, 0, 4, 40).unwrap().0, (a, p));
         assert!(pool.lookup_reply(0, &reply(a, p, [198, 51, 100, 9], 6), 5, 40).is_some());
         assert!(pool.lookup_reply(0, &reply(a, p, [198, 51, 100, 5], 6), 5, 40).is_none());
+    }
+
+    /// The threads' parts cover the pool, each slot in one part; with at
+    /// least as many ports as threads every thread has every source (and
+    /// a fair share of ports), and a flow's probes stay in its part.
+    #[test]
+    fn parts_cover_the_pool_once() {
+        for sources in 1..=5u32 {
+            for ports in 1..=9u32 {
+                for threads in 1..=12u32 {
+                    let parts = Part::split(sources, ports, threads);
+                    assert_eq!(parts.len(), threads as usize);
+                    let mut owners = vec![0; (sources * ports) as usize];
+                    for p in &parts {
+                        for s in p.source_lo..p.source_lo + p.sources {
+                            for o in p.port_lo..p.port_lo + p.ports {
+                                owners[(s * ports + o) as usize] += 1;
+                            }
+                        }
+                        if ports >= threads {
+                            assert_eq!((p.source_lo, p.sources), (0, sources));
+                            assert!(p.ports >= ports / threads && p.ports <= ports.div_ceil(threads));
+                        }
+                    }
+                    assert!(owners.iter().all(|&n| n == 1), "{sources} x {ports} over {threads}: {owners:?}");
+                }
+            }
+        }
+        let pool = PortPool::new(&[[192, 0, 2, 1], [192, 0, 2, 2], [192, 0, 2, 3]], 1000, 1004, 2).unwrap();
+        for thread in 0..2 {
+            let part = pool.part(thread);
+            for hash in [0, u64::MAX, 0x8000_0000_8000_0000, 0x1234_5678_9abc_def0] {
+                let probes: Vec<At> = part.probes(part.start(hash)).map(|(_, at)| at).collect();
+                let distinct: std::collections::HashSet<_> = probes.iter().collect();
+                assert_eq!(
+                    distinct.len(),
+                    part.part.len() as usize,
+                    "thread {thread} hash {hash:x}: {probes:?}"
+                );
+                assert!(probes.iter().all(|&(s, o)| s < part.part.sources && o < part.part.ports));
+            }
+        }
     }
 
     /// What `bind` says of a binding's probe gives back its address and
@@ -669,8 +740,8 @@ mod tests {
                 // Hashes that start every flow at one of two slots of the
                 // part (one near its end), so later flows probe further.
                 let hash = u64::from(n % 2) * (0xf000_0000 << 32);
-                let (source, probe) = pool.bind(thread, &flow(n), hash, 5, 40).unwrap();
-                assert_eq!(pool.probed(thread, hash, probe), source, "thread {thread} flow {n}");
+                let (source, probe) = pool.part(thread).bind(&flow(n), hash, 5, 40).unwrap();
+                assert_eq!(pool.part(thread).probed(hash, probe), Some(source), "thread {thread} flow {n}");
                 probes.insert(probe);
             }
         }

@@ -241,7 +241,7 @@ impl Controller {
     }
 
     /// Lets the host refuse changes that need VIP or pod indices it has no
-    /// room for (see [`IndexRoom`]).
+    /// room for (see `IndexRoom`).
     pub fn set_index_room(&mut self, room: IndexRoom) {
         self.index_room = Some(room);
     }

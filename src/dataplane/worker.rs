@@ -7,7 +7,7 @@ use crate::config::FlowConf;
 use crate::flowtable::{FlowKey, FlowTable, HashSecret, Hit, OutOfMemory, SlotId, SourceNote};
 use crate::fragment::{FragKey, FragTarget, Fragments, Released};
 use crate::nat::{self, Endpoint, L4Checksum, NatError};
-use crate::nat64::{binding_lifetime, Binding, NoteClock, NotesAt, PortPool};
+use crate::nat64::{binding_lifetime, Binding, NoteClock, NotesAt, PoolPart, PortPool};
 use crate::packet::{self, l4, IpFamily, Parsed};
 use crate::refcount::RefCounts;
 use crate::reverse::Original;
@@ -276,8 +276,8 @@ impl Worker {
     /// Writes `verdicts[i]` for every packet `i` of the batch (callers may
     /// reuse the array without clearing it).
     ///
-    /// Pass 1 ([`Pipeline::start`]): parse, classify, hash, prefetch the
-    /// bucket. Pass 2 ([`Pipeline::finish_fast`]): read the bucket; an
+    /// Pass 1 (`Pipeline::start`): parse, classify, hash, prefetch the
+    /// bucket. Pass 2 (`Pipeline::finish_fast`): read the bucket; an
     /// established fast-lane flow (IPv4 without options, IPv6 without
     /// extension headers) is finished there. The two run as a software
     /// pipeline: packet `j` starts while packet `j - PIPELINE` finishes, so
@@ -339,9 +339,9 @@ impl Worker {
             // One length check here spares one per packet below.
             verdicts: &mut verdicts[..n],
             now,
-            thread,
             notes,
             secret: HashSecret::now(),
+            nat64_part: dp.nat64.as_deref().map(|pool| pool.part(thread)),
             last_class: u64::MAX,
             last_vip: NO_VIP,
             pending: 0,
@@ -476,9 +476,10 @@ struct Pipeline<'a, B: Batch> {
     scratch: &'a mut Scratch,
     verdicts: &'a mut [Verdict],
     now: u32,
-    thread: usize,
     notes: NotesAt,
     secret: HashSecret,
+    /// This thread's part of the nat64 source pool, if there is one.
+    nat64_part: Option<PoolPart<'a>>,
     /// The last classification, reused while capture, protocol and port
     /// stay the same (packets of a frame mostly go to one Service).
     last_class: u64,
@@ -551,8 +552,8 @@ impl<B: Batch> Pipeline<'_, B> {
                         // (the fast lane's hits go on from the note in
                         // their entry).
                         if family == IpFamily::V6 && dp.is_nat64(v) {
-                            if let Some(pool) = dp.nat64.as_deref() {
-                                pool.prefetch(self.thread, hash);
+                            if let Some(part) = &self.nat64_part {
+                                part.prefetch(hash);
                             }
                         }
                         (v, id, hash)
@@ -680,9 +681,19 @@ impl<B: Batch> Pipeline<'_, B> {
         // as it came.)
         let batch = &mut *self.batch;
         let key = || packet::parse_v6_fast(batch.packet(i)).map(|f| FlowKey::from_v6_fast(&f, v));
-        let entry = Some((slot, note));
-        let (addr, port) =
-            nat64_source(self.flows, dp, &self.notes, self.thread, now, key, &to, (hash, entry)).ok()?;
+        // The common case here, a trusted note, first and in place.
+        let noted = match (&self.nat64_part, self.notes.trusted(note)) {
+            (Some(part), Some(probe)) => part.probed(hash, probe),
+            _ => None,
+        };
+        let (addr, port) = match noted {
+            Some(source) => source,
+            None => {
+                let entry = Some((slot, note));
+                nat64_source(self.flows, dp, self.nat64_part, &self.notes, now, key, &to, (hash, entry))
+                    .ok()?
+            }
+        };
         let eps = nat64_endpoints(addr, port, &to);
         if !xlat::v6_to_v4_fast(&mut BatchFrame(self.batch, i), protocol, &eps, l4) {
             return None;
@@ -767,7 +778,8 @@ fn finish_deferred<B: Batch>(
     }
 }
 
-/// A nat64 flow's source address and port on `thread`. From the note in
+/// A nat64 flow's source address and port in this thread's `part` of the
+/// pool. From the note in
 /// its `entry` (if it has one) when its binding was confirmed (and stamped
 /// live) lately enough to go on without reading it: a binding outlives its
 /// flow's last confirmation by as long as the note is trusted, so it lives
@@ -781,16 +793,16 @@ fn finish_deferred<B: Batch>(
 fn nat64_source(
     flows: &mut FlowTable,
     dp: &Dataplane,
+    part: Option<PoolPart>,
     notes: &NotesAt,
-    thread: usize,
     now: u32,
     key: impl FnOnce() -> Option<FlowKey>,
     to: &Endpoint,
     (hash, entry): (u64, Option<(SlotId, SourceNote)>),
 ) -> Result<([u8; 4], u16), NatError> {
-    let pool = dp.nat64.as_deref().ok_or(NatError::PortsExhausted)?;
-    if let Some(probe) = entry.and_then(|(_, note)| notes.trusted(note)) {
-        return Ok(pool.probed(thread, hash, probe));
+    let part = part.ok_or(NatError::PortsExhausted)?;
+    if let Some(probed) = entry.and_then(|(_, note)| part.probed(hash, notes.trusted(note)?)) {
+        return Ok(probed);
     }
     let key = key().ok_or(NatError::Truncated)?;
     let (service, service_port) = key.original_dst();
@@ -804,7 +816,7 @@ fn nat64_source(
         pod_port: to.port,
         protocol: key.protocol(),
     };
-    let bound = pool.bind(thread, &b, hash, now, binding_lifetime(dp.flow.timeout));
+    let bound = part.bind(&b, hash, now, binding_lifetime(dp.flow.timeout));
     if let Some((slot, _)) = entry {
         // A failed confirmation leaves no note, so no note outlives what
         // its epoch bits can tell (see `NoteClock`).
@@ -1017,8 +1029,8 @@ impl FlowCtx<'_> {
                 let (addr, port) = nat64_source(
                     self.flows,
                     dp,
+                    dp.nat64.as_deref().map(|pool| pool.part(self.thread)),
                     &self.notes,
-                    self.thread,
                     self.now,
                     || Some(*key),
                     to,
