@@ -367,9 +367,12 @@ impl PoolPart<'_> {
 
     /// [`PoolPart::at`] past the end of a source's ports (rare: a flow
     /// starts so close to the end only a few probes in thousands).
+    /// (An empty part has no slot: no source there.)
     #[cold]
     fn wrapped(&self, source: u32, port: u32) -> At {
-        let v = (source * self.part.ports + port) % self.part.len();
+        let Some(v) = (source * self.part.ports + port).checked_rem(self.part.len()) else {
+            return (u32::MAX, 0);
+        };
         (v / self.part.ports, v % self.part.ports)
     }
 
@@ -451,13 +454,9 @@ impl PoolPart<'_> {
 
     /// The source address and port of the binding at `probe` of the flow
     /// of hash `hash` (as [`PoolPart::bind`] gave them), from the part's
-    /// layout alone: no memory read. `None` for a probe no binding can be
-    /// at.
+    /// layout alone: no memory read. `None` in an empty part.
     #[inline(always)]
     pub fn probed(&self, hash: u64, probe: u32) -> Option<([u8; 4], u16)> {
-        if probe >= PROBES.min(self.part.len()) {
-            return None;
-        }
         self.address(self.at(self.start(hash), probe))
     }
 
@@ -712,6 +711,11 @@ mod tests {
                 }
             }
         }
+        // One slot, two threads: one has none to give.
+        let tiny = PortPool::new(&[[192, 0, 2, 1]], 1000, 1000, 2).unwrap();
+        assert_eq!(tiny.part(0).probed(u64::MAX, 3), None);
+        assert_eq!(tiny.part(0).bind(&flow(1), u64::MAX, 5, 40), Err(NatError::PortsExhausted));
+        assert_eq!(tiny.part(1).bind(&flow(1), u64::MAX, 5, 40), Ok((([192, 0, 2, 1], 1000), 0)));
         let pool = PortPool::new(&[[192, 0, 2, 1], [192, 0, 2, 2], [192, 0, 2, 3]], 1000, 1004, 2).unwrap();
         for thread in 0..2 {
             let part = pool.part(thread);
