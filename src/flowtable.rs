@@ -197,9 +197,9 @@ impl FlowKey {
         self.id_hash().1
     }
 
-    /// The key's compact id (see [`FlowKey::compact`]) and [`FlowKey::hash`]
-    /// (FlowKey::hash), computed together: for IPv6 both come from one
-    /// 128-bit keyed sum of products.
+    /// The key's compact id (see [`FlowKey::compact`]) and
+    /// [`hash`](FlowKey::hash), computed together: for IPv6 both come from
+    /// one 128-bit keyed sum of products.
     #[inline(always)]
     pub fn id_hash(&self) -> (u128, u64) {
         let w = &self.words;

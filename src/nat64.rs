@@ -355,7 +355,8 @@ impl PoolPart<'_> {
         (scale(hash, self.part.sources), scale(hash >> 32, self.part.ports))
     }
 
-    /// `probe` slots on from `start` (`probe` less than the part's size).
+    /// `probe` slots on from `start`, round the part (`bind` probes fewer
+    /// slots than the part has; a larger `probe` wraps round it again).
     #[inline(always)]
     fn at(&self, (source, port): At, probe: u32) -> At {
         let port = port + probe;

@@ -779,9 +779,10 @@ fn finish_deferred<B: Batch>(
 }
 
 /// A nat64 flow's source address and port in this thread's `part` of the
-/// pool. From the note in
-/// its `entry` (if it has one) when its binding was confirmed (and stamped
-/// live) lately enough to go on without reading it: a binding outlives its
+/// pool. From the note in its `entry` (if it has one) when its binding was
+/// confirmed (and stamped live) lately enough to go on without reading it
+/// (the fast lane reads a trusted note itself, see `finish_hit_v6`, as
+/// passing the part on costs a copy a packet): a binding outlives its
 /// flow's last confirmation by as long as the note is trusted, so it lives
 /// as long as the flow (see `binding_lifetime`); the note says which of the
 /// flow's probe slots it is, so the address and port follow from the hash.
