@@ -4,7 +4,7 @@
 //! for `perf record` or callgrind.
 
 use kp_plugin::config::{PodTarget, Protocol, VipKey, VipSpec, XlatChange};
-use kp_plugin::dataplane::{Batch, Capture, Controller, DropReason, FlowOutcome, Verdict, MAX_BATCH};
+use kp_plugin::dataplane::{Batch, Capture, Controller, DropReason, FlowOutcome, Verdict, Worker, MAX_BATCH};
 use kp_plugin::nat::NatType;
 use kp_plugin::packet::build::{emit, Spec};
 use kp_plugin::packet::{proto, IpFamily};
@@ -17,13 +17,15 @@ const BUFFER: usize = 2048;
 
 /// Packets in fixed buffers with headroom, as a VPP frame holds them, so
 /// the family-changing NAT types cost here what they cost in VPP.
-struct Buffers {
+/// Packets of one family (IPv6 if `V6`), as a VPP node of one family's
+/// arc gets them.
+struct Buffers<const V6: bool> {
     bufs: Vec<[u8; BUFFER]>,
     /// By packet: (start, length) in its buffer.
     spans: Vec<(usize, usize)>,
 }
 
-impl Batch for Buffers {
+impl<const V6: bool> Batch for Buffers<V6> {
     fn len(&self) -> usize {
         self.bufs.len()
     }
@@ -33,6 +35,17 @@ impl Batch for Buffers {
     }
     fn capture(&self, _i: usize) -> Capture {
         Capture::Prefix(0)
+    }
+    fn family(&self) -> Option<IpFamily> {
+        Some(if V6 { IpFamily::V6 } else { IpFamily::V4 })
+    }
+    fn advance(&mut self, i: usize, by: usize) -> Option<&mut [u8]> {
+        let (start, len) = self.spans[i];
+        if by >= len {
+            return None;
+        }
+        self.spans[i] = (start + by, len - by);
+        Some(&mut self.bufs[i][start + by..start + len])
     }
     fn move_start(&mut self, i: usize, delta: isize) -> bool {
         let (start, len) = self.spans[i];
@@ -48,12 +61,12 @@ impl Batch for Buffers {
 
 /// Packets restored from pristine copies before each pass (the rewrite is
 /// in place).
-struct Frame {
+struct Frame<const V6: bool> {
     pristine: Vec<Vec<u8>>,
-    live: Buffers,
+    live: Buffers<V6>,
 }
 
-impl Frame {
+impl<const V6: bool> Frame<V6> {
     fn restore(&mut self) {
         for (i, p) in self.pristine.iter().enumerate() {
             self.live.bufs[i][HEADROOM..HEADROOM + p.len()].copy_from_slice(p);
@@ -112,7 +125,17 @@ fn main() {
             emit(&Spec::new(IpFamily::V4, proto::UDP, &src, &vip_addr, (1234, 80)).payload(&payload))
         }
     };
-    let frames: Vec<Frame> = (0..flows)
+    if client_v6 {
+        run::<true>(&mut w, flows, seconds, packet);
+    } else {
+        run::<false>(&mut w, flows, seconds, packet);
+    }
+}
+
+/// Established flows' packets (`packet` of each flow, of family IPv6 if
+/// `V6`) through `w`, batch after batch, for `seconds`.
+fn run<const V6: bool>(w: &mut Worker, flows: u32, seconds: f64, packet: impl Fn(u32) -> Vec<u8>) {
+    let frames: Vec<Frame<V6>> = (0..flows)
         .collect::<Vec<_>>()
         .chunks(MAX_BATCH)
         .map(|c| {

@@ -148,6 +148,16 @@ pub trait Frame {
     /// Moves the start by `delta` bytes (negative: earlier, into the
     /// headroom). `false`, and nothing moved, when there is no room.
     fn move_start(&mut self, delta: isize) -> bool;
+    /// Moves the start `by` bytes later (a header that shrinks) and gives
+    /// the packet's bytes from there; `None`, and nothing moved, when it
+    /// cannot. (A host may do both at once.)
+    fn advance(&mut self, by: usize) -> Option<&mut [u8]> {
+        if self.move_start(by as isize) {
+            Some(self.bytes())
+        } else {
+            None
+        }
+    }
     /// The packet is now of family `to`, its transport header right after
     /// a plain IP header: metadata that describes its headers follows.
     fn family_changed(&mut self, _to: IpFamily) {}
@@ -355,15 +365,36 @@ pub fn v4_to_v6_fast<F: Frame + ?Sized>(
     true
 }
 
+/// A nat64 flow's IPv4 endpoints as the words of its packets' headers
+/// (each `u32::from_ne_bytes` of the bytes on the wire): source and
+/// destination address, and both ports in one word, source port first.
+/// Built once per packet from the pool's source and the pod; the rewrite
+/// stores and sums them as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireV4 {
+    pub src: u32,
+    pub dst: u32,
+    pub ports: u32,
+}
+
+impl WireV4 {
+    #[inline(always)]
+    pub fn new(src: [u8; 4], src_port: u16, dst: [u8; 4], dst_port: u16) -> WireV4 {
+        let ports = (u32::from(src_port) << 16) | u32::from(dst_port);
+        WireV4 { src: u32::from_ne_bytes(src), dst: u32::from_ne_bytes(dst), ports: ports.to_be() }
+    }
+}
+
 /// [`v6_to_v4`] for the data path's IPv6 fast lane (an established nat64
 /// flow): a packet [`crate::packet::parse_v6_fast_into`] accepted (TCP or
-/// UDP right after the fixed header, header checked) gets the IPv4 header
-/// and ports of `to`, with the transport checksum updated, reading only
-/// the fixed-size front of the packet. `false`, and nothing changed, for
-/// what it leaves to [`v6_to_v4`] (a datagram too long for IPv4). A
-/// property test holds the two equal.
+/// UDP right after the fixed header, header checked; a UDP checksum is
+/// never 0 there) gets the IPv4 header of the endpoints `to`, with the
+/// transport checksum updated, reading only the fixed-size front of the
+/// packet. `false`, and nothing changed, for what it leaves to
+/// [`v6_to_v4`] (a datagram too long for IPv4). A property test holds the
+/// two equal.
 #[inline(always)]
-pub fn v6_to_v4_fast<F: Frame + ?Sized>(f: &mut F, protocol: u8, to: &Endpoints, l4: L4Checksum) -> bool {
+pub fn v6_to_v4_fast<F: Frame + ?Sized>(f: &mut F, protocol: u8, to: WireV4, l4: L4Checksum) -> bool {
     let csum = if protocol == proto::TCP { tcp::CHECKSUM } else { udp::CHECKSUM };
     let Some(h) = f.bytes().get(..IP6_LEN + csum + 2) else { return false };
     // Every sum here adds native-order words and every checksum is stored
@@ -372,37 +403,46 @@ pub fn v6_to_v4_fast<F: Frame + ?Sized>(f: &mut F, protocol: u8, to: &Endpoints,
     // §2(B)); only the total length is a number to compute with.
     use checksum::ne64;
     let ne32 = |b: &[u8], at: usize| u32::from_ne_bytes(b[at..at + 4].try_into().unwrap());
-    let tclass = (h[0] << 4) | (h[1] >> 4);
+    // Version, traffic class, flow label: the class is bits 20..28.
+    let tclass = (u32::from_be_bytes(h[..4].try_into().unwrap()) >> 20) as u8;
     let hop_limit = h[ip6::HOP_LIMIT];
     let Some(total) = be16(h, ip6::PAYLOAD_LEN).checked_add(IP4_LEN as u16) else { return false };
     let old_addrs = checksum::sum_words([ne64(h, 8), ne64(h, 16), ne64(h, 24), ne64(h, 32)]);
-    let (sp, dp) = (to.src_port.to_be_bytes(), to.dst_port.to_be_bytes());
-    let new_ports = u32::from_ne_bytes([sp[0], sp[1], dp[0], dp[1]]);
-    // (~m + m' of RFC 1624 over both ports as one 32-bit word: its
-    // complement is the same one's-complement negation.)
-    let ports = u64::from(!ne32(h, IP6_LEN)) + u64::from(new_ports);
-    if !f.move_start((IP6_LEN - IP4_LEN) as isize) {
-        return false;
-    }
-    let Some(h) = f.bytes().get_mut(..IP4_LEN + csum + 2) else { return false };
-    let (src, dst) = (u32::from_ne_bytes(v4(&to.src)), u32::from_ne_bytes(v4(&to.dst)));
+    let old_ports = ne32(h, IP6_LEN);
+    let Some(h) = f.advance(IP6_LEN - IP4_LEN) else { return false };
+    let Some(h) = h.get_mut(..IP4_LEN + csum + 2) else { return false };
     // The header as three words and the addresses, its checksum from
     // their values (not the bytes just written: a wide load of narrower
     // stores in flight stalls on store forwarding). Identification 0,
     // don't fragment.
-    let len = total.to_be_bytes();
-    let w0 = u32::from_ne_bytes([0x45, tclass, len[0], len[1]]);
+    let w0 = u32::from_ne_bytes([0x45, tclass, 0, 0]) | (u32::from(total.to_be()) << 16);
     let w1 = u32::from_ne_bytes([0, 0, 0x40, 0]);
-    let new_addrs = u64::from(src) + u64::from(dst);
-    let sum =
-        u64::from(w0) + u64::from(w1) + u64::from(u16::from_ne_bytes([hop_limit, protocol])) + new_addrs;
-    let c = (!checksum::fold(sum)).to_ne_bytes();
-    let w2 = u32::from_ne_bytes([hop_limit, protocol, c[0], c[1]]);
-    for (at, w) in [(0, w0), (4, w1), (8, w2), (12, src), (16, dst), (IP4_LEN, new_ports)] {
+    let ttl_proto = u32::from(u16::from_ne_bytes([hop_limit, protocol]));
+    let new_addrs = u64::from(to.src) + u64::from(to.dst);
+    let c = (!checksum::fold(u64::from(w0) + u64::from(w1) + u64::from(ttl_proto) + new_addrs)).to_ne_bytes();
+    let w2 = ttl_proto | (u32::from(u16::from_ne_bytes(c)) << 16);
+    for (at, w) in [(0, w0), (4, w1), (8, w2), (12, to.src), (16, to.dst), (IP4_LEN, to.ports)] {
         h[at..at + 4].copy_from_slice(&w.to_ne_bytes());
     }
     let field: &mut [u8; 2] = (&mut h[IP4_LEN + csum..IP4_LEN + csum + 2]).try_into().unwrap();
-    nat::update_l4_checksum_native(field, protocol, replace(old_addrs, new_addrs), ports, l4);
+    let stored = u16::from_ne_bytes(*field);
+    let addrs = replace(old_addrs, new_addrs);
+    let c = match l4 {
+        // A partial sum covers only the pseudo-header: addresses, not ports.
+        L4Checksum::Partial => checksum::update_partial(stored, addrs),
+        L4Checksum::Full => {
+            // (~m + m' of RFC 1624 over both ports as one 32-bit word: its
+            // complement is the same one's-complement negation.)
+            let ports = u64::from(!old_ports) + u64::from(to.ports);
+            match checksum::update(stored, addrs + ports) {
+                // RFC 768: a computed 0 is sent as all ones (TCP's 0 and
+                // all ones are the same number).
+                0 if protocol == proto::UDP => 0xffff,
+                c => c,
+            }
+        }
+    };
+    *field = c.to_ne_bytes();
     f.family_changed(IpFamily::V4);
     true
 }
@@ -858,6 +898,42 @@ mod props {
     use crate::packet::parse;
     use proptest::prelude::*;
 
+    /// The one translated UDP datagram of a flow whose checksum computes
+    /// to 0 (some source port makes it so: the sum moves by one a port)
+    /// carries all ones (RFC 768), in the fast lane as in the general one.
+    #[test]
+    fn fast_six_to_four_sends_a_computed_zero_udp_checksum_as_all_ones() {
+        let (src, dst) = (
+            [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9],
+            [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10],
+        );
+        let orig = emit(&Spec::new(IpFamily::V6, proto::UDP, &src, &dst, (5555, 80)).payload(b"hello kp"));
+        let p = parse(&orig).unwrap();
+        let checksum_at = IP4_LEN + udp::CHECKSUM;
+        let mut found = 0;
+        for port in 0..=u16::MAX {
+            let mut eps = Endpoints { src: [0; 16], src_port: port, dst: [0; 16], dst_port: 8080 };
+            eps.src[..4].copy_from_slice(&[192, 0, 2, 1]);
+            eps.dst[..4].copy_from_slice(&[198, 51, 100, 5]);
+            let mut general = orig.clone();
+            v6_to_v4(&mut general, &p, &eps, L4Checksum::Full).unwrap();
+            if general[checksum_at..checksum_at + 2] != [0xff, 0xff] {
+                continue;
+            }
+            found += 1;
+            let mut fast = orig.clone();
+            assert!(v6_to_v4_fast(
+                &mut fast,
+                proto::UDP,
+                WireV4::new([192, 0, 2, 1], port, [198, 51, 100, 5], 8080),
+                L4Checksum::Full
+            ));
+            assert_eq!(fast, general, "port {port}");
+            assert_eq!(verify(&fast), Ok(()));
+        }
+        assert!(found > 0, "some port makes the sum 0");
+    }
+
     proptest! {
         /// The fast lane's nat46 translation writes exactly what the
         /// general one does, for every packet it takes (full or offloaded
@@ -928,7 +1004,7 @@ mod props {
             let mut general = orig.clone();
             v6_to_v4(&mut general, &p, &eps, l4).unwrap();
             let mut fast = orig.clone();
-            prop_assert!(v6_to_v4_fast(&mut fast, protocol, &eps, l4));
+            prop_assert!(v6_to_v4_fast(&mut fast, protocol, WireV4::new(to.0, to.2, to.1, to.3), l4));
             prop_assert_eq!(&fast, &general);
         }
 

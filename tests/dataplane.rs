@@ -361,6 +361,93 @@ fn xlat_setup(nat: NatType, prefix: &str, pods: &[&str], threads: usize) -> Cont
     c
 }
 
+/// A batch that says which family its packets come in (as a VPP node of
+/// one family's arc does) is handled exactly as one that says nothing,
+/// even for packets of the other family: the hint only skips the other
+/// fast lane's test. Every NAT type, new flows then established ones, and
+/// packets the fast lanes leave to the general path (IPv4 options).
+#[test]
+fn a_batchs_family_hint_changes_no_verdict_and_no_byte() {
+    let services = [
+        ("2001:db8:64::10/128", Some(NatType::Nat64), "198.51.100.5"),
+        ("10.96.0.10/32", None, "198.51.100.4"),
+        ("10.96.0.46/32", Some(NatType::Nat46), "2001:db8:6::1"),
+        ("2001:db8:66::10/128", Some(NatType::Nat66), "2001:db8:6::2"),
+    ];
+    let setup = || {
+        let mut c = xlat_setup(NatType::Nat64, services[0].0, &[services[0].2], 1);
+        for (prefix, nat, pod) in &services[1..] {
+            let mut s = vip(prefix, Protocol::Any, 80, 8080, 0);
+            s.nat = *nat;
+            c.add_vip(&s).unwrap();
+            c.add_pods(&all_ports(prefix), &[(ip(pod), 1)]).unwrap();
+        }
+        let w = c.worker(0).unwrap();
+        (c, w)
+    };
+    let options = [1u8; 8];
+    let packets = |c: &Controller| -> Vec<(Vec<u8>, Capture)> {
+        (0..16u16)
+            .map(|f| {
+                let (prefix, _, _) = services[usize::from(f % 4)];
+                let net: kp_plugin::config::IpPrefix = prefix.parse().unwrap();
+                let capture = Capture::Prefix(c.prefix_index(&net).unwrap());
+                let protocol = if f % 8 < 4 { proto::UDP } else { proto::TCP };
+                let pkt = match net.addr() {
+                    IpAddr::V4(dst) => {
+                        let mut spec = Spec::new(
+                            IpFamily::V4,
+                            protocol,
+                            &[198, 51, 100, 9],
+                            &dst.octets(),
+                            (4000 + f, 80),
+                        )
+                        .payload(b"hello kp");
+                        if f >= 12 {
+                            spec.ipv4_options = &options;
+                        }
+                        emit(&spec)
+                    }
+                    IpAddr::V6(dst) => {
+                        let src = "2001:db8:c::9".parse::<std::net::Ipv6Addr>().unwrap().octets();
+                        emit(
+                            &Spec::new(IpFamily::V6, protocol, &src, &dst.octets(), (4000 + f, 80))
+                                .payload(b"hello kp"),
+                        )
+                    }
+                };
+                (pkt, capture)
+            })
+            .collect()
+    };
+    let rounds = |family: Option<IpFamily>| {
+        let (c, mut w) = setup();
+        (1..=3)
+            .map(|now| {
+                let mut b = VecBatch { family, ..Default::default() };
+                for (pkt, capture) in packets(&c) {
+                    b.push(pkt, capture);
+                }
+                let mut v = vec![Verdict::Drop(DropReason::NoVip); b.packets.len()];
+                w.process(&mut b, now, &mut v);
+                (v, b.packets)
+            })
+            .collect::<Vec<_>>()
+    };
+    let unhinted = rounds(None);
+    for (now, (verdicts, out)) in unhinted.iter().enumerate() {
+        for (v, pkt) in verdicts.iter().zip(out) {
+            let Verdict::Forward { outcome, .. } = v else { panic!("round {now}: {v:?}") };
+            assert_eq!(*outcome == FlowOutcome::Hit, now > 0, "round {now}");
+            assert_eq!(verify(pkt), Ok(()));
+            assert_eq!(parse(pkt).unwrap().dst_port, 8080);
+        }
+    }
+    for family in [IpFamily::V4, IpFamily::V6] {
+        assert_eq!(rounds(Some(family)), unhinted, "hinted {family:?}");
+    }
+}
+
 #[test]
 fn nat46_translates_both_ways_with_valid_checksums() {
     let c = xlat_setup(NatType::Nat46, "192.0.2.10/32", &["2001:db8:b::1", "2001:db8:b::2"], 2);

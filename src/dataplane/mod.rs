@@ -237,6 +237,14 @@ pub trait Batch {
         None
     }
     fn capture(&self, i: usize) -> Capture;
+    /// The one family this batch's packets come in, when the host knows
+    /// it (a VPP node of an IPv4 or an IPv6 arc): the worker then tries
+    /// that family's fast lane alone. `None`: either. A packet of the
+    /// other family is still handled right (by the general parser); the
+    /// hint only saves the fast lane's test that would fail.
+    fn family(&self) -> Option<IpFamily> {
+        None
+    }
     /// How the TCP/UDP checksum field is used (offload).
     fn l4_checksum(&self, _i: usize) -> L4Checksum {
         L4Checksum::Full
@@ -254,6 +262,18 @@ pub trait Batch {
     /// (nat46/nat64). `false`, and nothing changed, without room.
     fn move_start(&mut self, _i: usize, _delta: isize) -> bool {
         false
+    }
+    /// Moves packet `i`'s start `by` bytes later and gives its bytes from
+    /// there (a header that shrinks: nat64); `None`, and nothing changed,
+    /// when it cannot. [`move_start`](Self::move_start) then
+    /// [`packet`](Self::packet), unless the host does both at once.
+    #[inline(always)]
+    fn advance(&mut self, i: usize, by: usize) -> Option<&mut [u8]> {
+        if self.move_start(i, by as isize) {
+            Some(self.packet(i))
+        } else {
+            None
+        }
     }
     /// Packet `i` is now of family `to` (nat46/nat64), its transport
     /// header right after a plain IP header: metadata that describes its
@@ -315,6 +335,9 @@ pub struct VecBatch {
     pub hold_base: Option<u32>,
     /// The batch is traced (see [`Batch::tracing`]).
     pub tracing: bool,
+    /// The family the batch says its packets come in (see
+    /// [`Batch::family`]).
+    pub family: Option<IpFamily>,
 }
 
 impl VecBatch {
@@ -345,6 +368,9 @@ impl Batch for VecBatch {
     }
     fn capture(&self, i: usize) -> Capture {
         self.captures[i]
+    }
+    fn family(&self) -> Option<IpFamily> {
+        self.family
     }
     fn chain_len(&self, i: usize) -> Option<usize> {
         self.chain_lens.get(i).copied().flatten()

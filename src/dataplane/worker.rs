@@ -502,7 +502,10 @@ impl<B: Batch> Pipeline<'_, B> {
         batch.prefetch_meta(i + PREFETCH_META_AHEAD);
         batch.prefetch_data(i + PREFETCH_DATA_AHEAD);
         let capture = batch.capture(i);
-        let (v, id, hash) = match packet::parse_v4_fast(batch.packet(i)) {
+        let family = batch.family();
+        let fast_v4 =
+            if family == Some(IpFamily::V6) { None } else { packet::parse_v4_fast(batch.packet(i)) };
+        let (v, id, hash) = match fast_v4 {
             Some(f) => {
                 let v = self.classify(capture, IpFamily::V4, f.protocol, f.dst_port());
                 if v == NO_VIP {
@@ -516,7 +519,9 @@ impl<B: Batch> Pipeline<'_, B> {
                 // IPv6 without extension headers on fixed offsets, its id
                 // and hash from the header words; else the general parser
                 // (perhaps a chain).
-                match packet::parse_v6_fast(batch.packet(i)) {
+                let fast_v6 =
+                    if family == Some(IpFamily::V4) { None } else { packet::parse_v6_fast(batch.packet(i)) };
+                match fast_v6 {
                     Some(f) => {
                         let v = self.classify(capture, IpFamily::V6, f.protocol, f.dst_port());
                         if v == NO_VIP {
@@ -602,17 +607,22 @@ impl<B: Batch> Pipeline<'_, B> {
         let (hash, id) = (self.scratch.hashes[i], self.scratch.ids[i]);
         let cands = self.flows.candidates(hash, id, self.now);
         let lane = self.scratch.lane[i];
-        if cands != 0 && matches!(lane, Lane::FastV4 | Lane::FastV6) {
+        // Which fast lane, if any (a batch of one family has only its own).
+        let fast_v4 = match self.batch.family() {
+            Some(IpFamily::V4) => (lane == Lane::FastV4).then_some(true),
+            Some(IpFamily::V6) => (lane == Lane::FastV6).then_some(false),
+            None => matches!(lane, Lane::FastV4 | Lane::FastV6).then_some(lane == Lane::FastV4),
+        };
+        if let (true, Some(v4)) = (cands != 0, fast_v4) {
             let protocol = FlowKey::id_protocol(id);
             // (The fast lanes' IP headers have no options or extensions.)
-            let l4_offset =
-                if lane == Lane::FastV4 { packet::ipv4::MIN_HEADER_LEN } else { packet::ipv6::HEADER_LEN };
+            let l4_offset = if v4 { packet::ipv4::MIN_HEADER_LEN } else { packet::ipv6::HEADER_LEN };
             let establishes = l4::establishes(self.batch.packet(i), protocol, l4_offset);
             let hit = self.flows.hit(hash, cands, self.now, establishes);
-            let verdict = match (hit, lane) {
-                (Some(h), Lane::FastV4) => self.finish_hit_v4(i, v, h.pod, protocol),
-                (Some(h), _) => self.finish_hit_v6(i, v, h, protocol),
-                (None, _) => None,
+            let verdict = match hit {
+                Some(h) if v4 => self.finish_hit_v4(i, v, h.pod, protocol),
+                Some(h) => self.finish_hit_v6(i, v, h, protocol),
+                None => None,
             };
             if let Some(verdict) = verdict {
                 self.verdicts[i] = verdict;
@@ -657,18 +667,20 @@ impl<B: Batch> Pipeline<'_, B> {
 
     /// A fast-lane hit of IPv6 packet `i` (to VIP `v`) on a pod that still
     /// serves the VIP: nat66's DNAT, or nat64's translation on fixed
-    /// offsets from the source the entry's note (or else its binding)
-    /// gives. `None` leaves the packet to pass 3 (a stale entry, or what
-    /// the fixed-offset rewrite leaves to the general one).
+    /// offsets from the source the entry's trusted note gives. `None`
+    /// leaves the packet to pass 3: a stale entry, a note not to be
+    /// trusted (its binding is read, confirmed or made there, and the note
+    /// renewed: once in a while per flow), or what the fixed-offset
+    /// rewrite leaves to the general one.
     #[inline(always)]
     fn finish_hit_v6(
         &mut self,
         i: usize,
         v: u32,
-        Hit { slot, pod, note }: Hit,
+        Hit { pod, note, .. }: Hit,
         protocol: u8,
     ) -> Option<Verdict> {
-        let (dp, now) = (self.dp, self.now);
+        let dp = self.dp;
         let to = *dp.pod_of_vip(pod, v)?;
         let l4 = self.batch.l4_checksum(i);
         if to.family == IpFamily::V6 {
@@ -676,26 +688,12 @@ impl<B: Batch> Pipeline<'_, B> {
             self.batch.translated(i, pod, IpFamily::V6);
             return Some(Verdict::Forward { vip: v, pod, outcome: FlowOutcome::Hit });
         }
-        let hash = self.scratch.hashes[i];
-        // (Without a trusted note, the key from the header: the packet is
-        // as it came.)
-        let batch = &mut *self.batch;
-        let key = || packet::parse_v6_fast(batch.packet(i)).map(|f| FlowKey::from_v6_fast(&f, v));
-        // The common case here, a trusted note, first and in place.
-        let noted = match (&self.nat64_part, self.notes.trusted(note)) {
-            (Some(part), Some(probe)) => part.probed(hash, probe),
-            _ => None,
-        };
-        let (addr, port) = match noted {
-            Some(source) => source,
-            None => {
-                let entry = Some((slot, note));
-                nat64_source(self.flows, dp, self.nat64_part, &self.notes, now, key, &to, (hash, entry))
-                    .ok()?
-            }
-        };
-        let eps = nat64_endpoints(addr, port, &to);
-        if !xlat::v6_to_v4_fast(&mut BatchFrame(self.batch, i), protocol, &eps, l4) {
+        // The source from a trusted note, in place; without one (its
+        // binding to be confirmed, or made), pass 3 takes the packet.
+        let probe = self.notes.trusted(note)?;
+        let (addr, port) = self.nat64_part.as_ref()?.probed(self.scratch.hashes[i], probe)?;
+        let to = xlat::WireV4::new(addr, port, to.addr[..4].try_into().unwrap(), to.port);
+        if !xlat::v6_to_v4_fast(&mut BatchFrame(self.batch, i), protocol, to, l4) {
             return None;
         }
         self.batch.translated(i, pod, IpFamily::V4);
@@ -776,55 +774,6 @@ fn finish_deferred<B: Batch>(
             ctx.icmp_error(batch, i, &mut scratch.vip[i]).unwrap_or(verdicts[i])
         };
     }
-}
-
-/// A nat64 flow's source address and port in this thread's `part` of the
-/// pool. From the note in its `entry` (if it has one) when its binding was
-/// confirmed (and stamped live) lately enough to go on without reading it
-/// (the fast lane reads a trusted note itself, see `finish_hit_v6`, as
-/// passing the part on costs a copy a packet): a binding outlives its
-/// flow's last confirmation by as long as the note is trusted, so it lives
-/// as long as the flow (see `binding_lifetime`); the note says which of the
-/// flow's probe slots it is, so the address and port follow from the hash.
-/// Else from its binding (made if it has none) for the flow's `key` (asked
-/// for only then: the fast lane builds none), then noted for the flow's
-/// next packets.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn nat64_source(
-    flows: &mut FlowTable,
-    dp: &Dataplane,
-    part: Option<PoolPart>,
-    notes: &NotesAt,
-    now: u32,
-    key: impl FnOnce() -> Option<FlowKey>,
-    to: &Endpoint,
-    (hash, entry): (u64, Option<(SlotId, SourceNote)>),
-) -> Result<([u8; 4], u16), NatError> {
-    let part = part.ok_or(NatError::PortsExhausted)?;
-    if let Some(probed) = entry.and_then(|(_, note)| part.probed(hash, notes.trusted(note)?)) {
-        return Ok(probed);
-    }
-    let key = key().ok_or(NatError::Truncated)?;
-    let (service, service_port) = key.original_dst();
-    let b = Binding {
-        client: key.src(),
-        client_port: key.src_port(),
-        service,
-        service_port,
-        vip: key.vip(),
-        pod: to.addr[..4].try_into().unwrap(),
-        pod_port: to.port,
-        protocol: key.protocol(),
-    };
-    let bound = part.bind(&b, hash, now, binding_lifetime(dp.flow.timeout));
-    if let Some((slot, _)) = entry {
-        // A failed confirmation leaves no note, so no note outlives what
-        // its epoch bits can tell (see `NoteClock`).
-        let note = bound.map_or(SourceNote::default(), |(_, probe)| notes.note(probe));
-        flows.set_source_note(slot, note);
-    }
-    bound.map(|(source, _)| source)
 }
 
 /// What a thread's nat64 source notes depend on: the pool's generation (0
@@ -993,6 +942,49 @@ impl FlowCtx<'_> {
         }
     }
 
+    /// A nat64 flow's source address and port in this thread's part of
+    /// the pool, on the general path (the fast lane reads a trusted note
+    /// itself, see `finish_hit_v6`, and leaves the rest here). From the
+    /// note in its `entry` (if it has one) when its binding was confirmed
+    /// (and stamped live) lately enough to go on without reading it: a
+    /// binding outlives its flow's last confirmation by as long as the note
+    /// is trusted, so it lives as long as the flow (see
+    /// `binding_lifetime`); the note says which of the flow's probe slots it
+    /// is, so the address and port follow from the hash. Else from its
+    /// binding (made if it has none) for the flow's `key`, then noted for
+    /// the flow's next packets.
+    fn nat64_source(
+        &mut self,
+        key: &FlowKey,
+        to: &Endpoint,
+        (hash, entry): (u64, Option<(SlotId, SourceNote)>),
+    ) -> Result<([u8; 4], u16), NatError> {
+        let pool = self.dp.nat64.as_deref().ok_or(NatError::PortsExhausted)?;
+        let part = pool.part(self.thread);
+        if let Some(probed) = entry.and_then(|(_, note)| part.probed(hash, self.notes.trusted(note)?)) {
+            return Ok(probed);
+        }
+        let (service, service_port) = key.original_dst();
+        let b = Binding {
+            client: key.src(),
+            client_port: key.src_port(),
+            service,
+            service_port,
+            vip: key.vip(),
+            pod: to.addr[..4].try_into().unwrap(),
+            pod_port: to.port,
+            protocol: key.protocol(),
+        };
+        let bound = part.bind(&b, hash, self.now, binding_lifetime(self.dp.flow.timeout));
+        if let Some((slot, _)) = entry {
+            // A failed confirmation leaves no note, so no note outlives what
+            // its epoch bits can tell (see `NoteClock`).
+            let note = bound.map_or(SourceNote::default(), |(_, probe)| self.notes.note(probe));
+            self.flows.set_source_note(slot, note);
+        }
+        bound.map(|(source, _)| source)
+    }
+
     /// nat46 and nat64: the packet becomes one of the pod's family, from
     /// the client's embedded IPv6 address (nat46) or from a nat64 source
     /// address and port bound to the flow (nat64; noted in the flow's
@@ -1027,16 +1019,7 @@ impl FlowCtx<'_> {
                 // fragment's, may go on from its note; a new flow's entry
                 // gets one for its second packet.)
                 let entry = entry.map(|slot| (slot, self.flows.source_note(slot)));
-                let (addr, port) = nat64_source(
-                    self.flows,
-                    dp,
-                    dp.nat64.as_deref().map(|pool| pool.part(self.thread)),
-                    &self.notes,
-                    self.now,
-                    || Some(*key),
-                    to,
-                    (hash, entry),
-                )?;
+                let (addr, port) = self.nat64_source(key, to, (hash, entry))?;
                 let eps = nat64_endpoints(addr, port, to);
                 match fragment {
                     Some(f) => xlat::fragment_to_other_family(&mut frame, &f, &eps, l4)?,
@@ -1596,6 +1579,10 @@ impl<B: Batch> xlat::Frame for BatchFrame<'_, B> {
     }
     fn move_start(&mut self, delta: isize) -> bool {
         self.0.move_start(self.1, delta)
+    }
+    #[inline(always)]
+    fn advance(&mut self, by: usize) -> Option<&mut [u8]> {
+        self.0.advance(self.1, by)
     }
     fn family_changed(&mut self, to: IpFamily) {
         self.0.family_changed(self.1, to)

@@ -176,6 +176,21 @@ impl<'a> BufferRef<'a> {
         true
     }
 
+    /// Moves the packet's start `by` bytes later within its first buffer
+    /// (a header that shrinks) and gives its bytes from there. `None`, and
+    /// nothing changed, when that would empty the buffer.
+    #[inline(always)]
+    pub fn advance(mut self, by: usize) -> Option<&'a mut [u8]> {
+        let h = self.header_mut();
+        let len = usize::from(h.current_length);
+        // (The start stays inside the buffer: it moves less than the
+        // bytes that follow it.)
+        let start = i16::try_from(isize::from(h.current_data) + by as isize).ok().filter(|_| by < len)?;
+        h.current_data = start;
+        h.current_length = (len - by) as u16;
+        Some(self.into_data())
+    }
+
     /// After translation to another family (`v6`), with the transport
     /// header `l4_offset` bytes after the new start: the flags and header
     /// offsets that offload and segmentation read follow the new headers

@@ -490,6 +490,16 @@ impl<const NODEPORT: bool, const V6: bool, const XLAT: bool> Batch for FrameBatc
         i < self.n && self.buffer(i).move_start(delta)
     }
 
+    #[inline(always)]
+    fn advance(&mut self, i: usize, by: usize) -> Option<&mut [u8]> {
+        if i >= self.n {
+            return None;
+        }
+        // SAFETY: a buffer of this frame (`from_frame`); the slice borrows
+        // the batch mutably, as in `packet`.
+        unsafe { BufferRef::from_raw(self.bufs[i]) }.advance(by)
+    }
+
     fn family_changed(&mut self, i: usize, to: IpFamily) {
         if i < self.n {
             let v6 = to == IpFamily::V6;
@@ -535,6 +545,13 @@ impl<const NODEPORT: bool, const V6: bool, const XLAT: bool> Batch for FrameBatc
         }
         // ip4/6-lookup set the TX adjacency to our DPO's index.
         Capture::Prefix(self.buffer(i).adj_index_tx())
+    }
+
+    /// A VIP or NodePort node of one family is fed by that family's
+    /// lookup or local arc alone.
+    #[inline(always)]
+    fn family(&self) -> Option<IpFamily> {
+        Some(if V6 { IpFamily::V6 } else { IpFamily::V4 })
     }
 
     #[inline(always)]
